@@ -1,0 +1,64 @@
+/*
+ * common.h — return codes, byte spans and the growable buffer shared by every module.
+ */
+#ifndef PGCDC_COMMON_H
+#define PGCDC_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define PGCDC_VERSION "0.1.0"
+
+/* Return codes. 0 is success; every failure is negative so callers can test `< 0`. */
+#define PGCDC_OK 0
+#define PGCDC_ERR -1       /* runtime failure: stop, exit 1 */
+#define PGCDC_ERR_RETRY -2 /* transient (connection lost, server restarting): back off, retry */
+#define PGCDC_ERR_CONFIG -3 /* usage or configuration error: exit 2 */
+#define PGCDC_AGAIN -4     /* back-pressure: poll the sink, then offer the same item again */
+#define PGCDC_ERR_BUSY -5  /* held by another process (the slot): retry for a bounded time */
+
+/* Exit codes of SPEC.md. */
+#define PGCDC_EXIT_OK 0
+#define PGCDC_EXIT_RUNTIME 1
+#define PGCDC_EXIT_USAGE 2
+
+/* A view into someone else's bytes; never owns memory. */
+struct pgcdc_span {
+    const char *p;
+    size_t len;
+};
+
+/*
+ * A growable byte buffer, reused across rows so the hot path does not allocate.
+ * The buffer owns `data`; pgcdc_buf_free releases it. `data` is always NUL-terminated
+ * after a successful append (one spare byte is kept), which lets C string APIs read it.
+ */
+struct pgcdc_buf {
+    char *data;
+    size_t len;
+    size_t cap;
+};
+
+/* Ensure room for `extra` more bytes (plus the NUL). Returns 0, or PGCDC_ERR on ENOMEM. */
+int pgcdc_buf_reserve(struct pgcdc_buf *b, size_t extra);
+int pgcdc_buf_append(struct pgcdc_buf *b, const void *p, size_t n);
+int pgcdc_buf_append_str(struct pgcdc_buf *b, const char *s);
+int pgcdc_buf_append_char(struct pgcdc_buf *b, char c);
+int pgcdc_buf_append_u64(struct pgcdc_buf *b, uint64_t v);
+int pgcdc_buf_append_i64(struct pgcdc_buf *b, int64_t v);
+/* Append `s` as a JSON string literal, quotes included, escaping as RFC 8259 requires. */
+int pgcdc_buf_append_json_str(struct pgcdc_buf *b, const char *s, size_t n);
+static inline void pgcdc_buf_reset(struct pgcdc_buf *b)
+{
+    b->len = 0;
+    if (b->data)
+        b->data[0] = '\0';
+}
+void pgcdc_buf_free(struct pgcdc_buf *b);
+
+/* Wall clock in milliseconds / microseconds since the Unix epoch; monotonic ms for timers. */
+int64_t pgcdc_now_ms(void);
+int64_t pgcdc_now_us(void);
+int64_t pgcdc_mono_ms(void);
+
+#endif

@@ -1,0 +1,85 @@
+/*
+ * config.h — settings from built-in defaults, a `key = value` file, PGCDC_<KEY> environment
+ * variables and `-o KEY=VALUE`, in that order of precedence (later wins).
+ *
+ * Every string in struct pgcdc_config is owned by the config and released by
+ * pgcdc_config_free. Keys under `kafka.` are not interpreted: they are kept in order in
+ * `kafka` for the Kafka sink to hand to librdkafka.
+ */
+#ifndef PGCDC_CONFIG_H
+#define PGCDC_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum pgcdc_snapshot_mode { PGCDC_SNAPSHOT_INITIAL = 0, PGCDC_SNAPSHOT_NEVER, PGCDC_SNAPSHOT_INITIAL_ONLY };
+enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA };
+
+struct pgcdc_kv {
+    char *key;   /* without the "kafka." prefix, e.g. "bootstrap.servers" */
+    char *value;
+};
+
+struct pgcdc_config {
+    char *source_dsn;
+    char *source_slot;
+    bool source_create_slot;
+    char *source_tables_include; /* NULL: all tables */
+    char *source_tables_exclude; /* NULL: none */
+    bool source_partitions_as_root; /* publish partitions' changes under their root table */
+    enum pgcdc_snapshot_mode snapshot_mode;
+    enum pgcdc_sink_type sink_type;
+    char *sink_file_dir;
+    uint64_t sink_file_segment_bytes;
+    char *sink_kafka_topic_prefix;
+    bool sink_kafka_tombstones;
+    struct pgcdc_kv *kafka;
+    size_t nkafka;
+    char *state_dir;
+    int status_interval_ms;
+    char *metrics_listen; /* NULL: off */
+    int log_level;        /* enum pgcdc_log_level */
+    int log_format;       /* enum pgcdc_log_format */
+};
+
+/* Fill in the built-in defaults. Returns 0, or PGCDC_ERR on ENOMEM. */
+int pgcdc_config_init(struct pgcdc_config *c);
+
+/*
+ * Set one key from `origin` (a file:line, "environment" or "-o", used in messages).
+ * Unknown keys and bad values return PGCDC_ERR_CONFIG with a one-line message in err that
+ * names the key and what is accepted. `${NAME}` in value is expanded from the environment;
+ * an unset NAME is an error.
+ */
+int pgcdc_config_set(struct pgcdc_config *c, const char *key, const char *value,
+                     const char *origin, char *err, size_t errlen);
+
+/* Read a `key = value` file; `#` starts a comment. Errors name file:line. */
+int pgcdc_config_load_file(struct pgcdc_config *c, const char *path, char *err, size_t errlen);
+
+/* Apply PGCDC_<KEY> variables from envp (key upper-cased, '.' -> '_'). */
+int pgcdc_config_load_env(struct pgcdc_config *c, char **envp, char *err, size_t errlen);
+
+/* Apply "KEY=VALUE" as given to -o. */
+int pgcdc_config_set_arg(struct pgcdc_config *c, const char *arg, char *err, size_t errlen);
+
+/* Checks that need every key: source.dsn present, not a Neon -pooler host, etc. */
+int pgcdc_config_validate(struct pgcdc_config *c, char *err, size_t errlen);
+
+void pgcdc_config_free(struct pgcdc_config *c);
+
+/*
+ * Whether a key's value is a secret that must never appear in a message or a log line:
+ * source.dsn, and kafka.* keys naming a password, secret, private key or OAuth config.
+ */
+bool pgcdc_config_key_is_secret(const char *key);
+
+/*
+ * Whether schema.table (unescaped names) is selected by source.tables.include/exclude.
+ * Patterns are comma-separated "schema.table" globs where '*' matches any run of characters.
+ */
+bool pgcdc_config_table_selected(const struct pgcdc_config *c, const char *schema,
+                                 const char *table);
+
+#endif

@@ -1,0 +1,30 @@
+/*
+ * log.h — one line per record on stderr, logfmt ("text") or JSON.
+ *
+ * Fields are NULL-terminated key/value string pairs:
+ *     pgcdc_log(PGCDC_LOG_INFO, "connected", "slot", slot, "lsn", lsnbuf, NULL);
+ * Nothing here knows which values are secret: callers never pass a DSN or password;
+ * pgcdc_log_redact_dsn gives the form that may be logged.
+ */
+#ifndef PGCDC_LOG_H
+#define PGCDC_LOG_H
+
+#include <stddef.h>
+
+enum pgcdc_log_level { PGCDC_LOG_ERROR = 0, PGCDC_LOG_WARN, PGCDC_LOG_INFO, PGCDC_LOG_DEBUG };
+enum pgcdc_log_format { PGCDC_LOG_TEXT = 0, PGCDC_LOG_JSON };
+
+void pgcdc_log_setup(enum pgcdc_log_level level, enum pgcdc_log_format format);
+int pgcdc_log_enabled(enum pgcdc_log_level level);
+void pgcdc_log(enum pgcdc_log_level level, const char *msg, ...);
+
+/* Send records to fd instead of stderr (2); for tests. The fd stays the caller's. */
+void pgcdc_log_set_fd(int fd);
+
+/*
+ * Copy a libpq connection string (URI or key=value form) into out with every password
+ * replaced by "****". Always NUL-terminates; truncates to outlen.
+ */
+void pgcdc_log_redact_dsn(const char *dsn, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,25 @@
+/*
+ * stream.h — `pgcdc run`: connect, stream, sink, confirm, reconnect; until stopped.
+ */
+#ifndef PGCDC_STREAM_H
+#define PGCDC_STREAM_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "pgcdc/config.h"
+
+/* Set by SIGTERM/SIGINT; the loop notices it within ~100 ms. */
+extern volatile sig_atomic_t pgcdc_stop_requested;
+
+void pgcdc_stream_install_signals(void);
+
+/*
+ * Run until a stop is requested, or (end_lsn != 0) until every transaction ending at or
+ * before end_lsn is durable and confirmed. Returns PGCDC_OK, PGCDC_ERR (exit 1) or
+ * PGCDC_ERR_CONFIG (exit 2) with the reason in err.
+ */
+int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,1004 @@
+/*
+ * config.c — the settings of SPEC.md's table, from defaults, a file, the environment and -o.
+ *
+ * One table (`keys` below) lists every key with its type and where it lives in struct
+ * pgcdc_config; setting, environment mapping, the unknown-key suggestion and the example
+ * file's test all read it, so a key added here is known everywhere at once.
+ *
+ * No message built here ever holds the value of a secret key (source.dsn, kafka.*password*
+ * and friends): a value is quoted in an error only for keys that are not secret.
+ * The file format is small enough (no sections, no continuation lines) that a line reader
+ * of our own is shorter than adapting an INI library to report file:line on *our* errors.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "pgcdc/common.h"
+#include "pgcdc/config.h"
+#include "pgcdc/log.h"
+
+#define EXAMPLE_HINT "see config/pgcdc.conf.example for the valid keys"
+
+enum key_type {
+    T_STR,      /* any non-empty string */
+    T_DSN,      /* source.dsn: empty means unset, the value is secret */
+    T_SLOT,     /* a replication slot name */
+    T_TOPIC,    /* a Kafka topic name fragment */
+    T_PATTERNS, /* comma list of schema.table globs; empty means unset */
+    T_BOOL,
+    T_INT,      /* int within [min, max] */
+    T_U64,      /* uint64_t within [min, max] */
+    T_ENUM,     /* one of names[], stored as int (index) */
+    T_HOSTPORT, /* HOST:PORT; empty means off */
+};
+
+struct key_def {
+    const char *name;
+    enum key_type type;
+    size_t off;
+    uint64_t min, max;
+    const char *const *names; /* T_ENUM: NULL-terminated, index = stored value */
+};
+
+static const char *const snapshot_names[] = {"initial", "never", "initial_only", NULL};
+static const char *const sink_names[] = {"file", "kafka", NULL};
+static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const format_names[] = {"text", "json", NULL};
+
+#define OFF(f) offsetof(struct pgcdc_config, f)
+
+static const struct key_def keys[] = {
+    {"source.dsn", T_DSN, OFF(source_dsn), 0, 0, NULL},
+    {"source.slot", T_SLOT, OFF(source_slot), 0, 0, NULL},
+    {"source.create_slot", T_BOOL, OFF(source_create_slot), 0, 0, NULL},
+    {"source.tables.include", T_PATTERNS, OFF(source_tables_include), 0, 0, NULL},
+    {"source.tables.exclude", T_PATTERNS, OFF(source_tables_exclude), 0, 0, NULL},
+    {"source.partitions_as_root", T_BOOL, OFF(source_partitions_as_root), 0, 0, NULL},
+    {"snapshot.mode", T_ENUM, OFF(snapshot_mode), 0, 0, snapshot_names},
+    {"sink.type", T_ENUM, OFF(sink_type), 0, 0, sink_names},
+    {"sink.file.dir", T_STR, OFF(sink_file_dir), 0, 0, NULL},
+    /* At least a page; at most 1 TiB, far past any sane segment but safe from overflow. */
+    {"sink.file.segment_bytes", T_U64, OFF(sink_file_segment_bytes), 4096, 1ULL << 40, NULL},
+    {"sink.kafka.topic_prefix", T_TOPIC, OFF(sink_kafka_topic_prefix), 0, 0, NULL},
+    {"sink.kafka.tombstones", T_BOOL, OFF(sink_kafka_tombstones), 0, 0, NULL},
+    {"state.dir", T_STR, OFF(state_dir), 0, 0, NULL},
+    {"status.interval_ms", T_INT, OFF(status_interval_ms), 10, 600000, NULL},
+    {"metrics.listen", T_HOSTPORT, OFF(metrics_listen), 0, 0, NULL},
+    {"log.level", T_ENUM, OFF(log_level), 0, 0, level_names},
+    {"log.format", T_ENUM, OFF(log_format), 0, 0, format_names},
+};
+
+#define NKEYS (sizeof keys / sizeof keys[0])
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void seterr(char *err, size_t errlen, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (err == NULL || errlen == 0)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(err, errlen, fmt, ap);
+    va_end(ap);
+}
+
+static char **str_field(struct pgcdc_config *c, const struct key_def *k)
+{
+    return (char **)((char *)c + k->off);
+}
+
+/* Replace *slot with a copy of s (NULL clears it). Returns 0 or PGCDC_ERR on ENOMEM. */
+static int set_str(char **slot, const char *s)
+{
+    char *dup = NULL;
+
+    if (s != NULL && (dup = strdup(s)) == NULL)
+        return PGCDC_ERR;
+    free(*slot);
+    *slot = dup;
+    return PGCDC_OK;
+}
+
+int pgcdc_config_init(struct pgcdc_config *c)
+{
+    memset(c, 0, sizeof *c);
+    if (set_str(&c->source_slot, "pgcdc") < 0 || set_str(&c->sink_file_dir, "./pgcdc-data") < 0 ||
+        set_str(&c->sink_kafka_topic_prefix, "pgcdc") < 0 ||
+        set_str(&c->state_dir, "./pgcdc-state") < 0)
+        goto fail;
+    c->source_create_slot = true;
+    c->source_partitions_as_root = false;
+    c->snapshot_mode = PGCDC_SNAPSHOT_INITIAL;
+    c->sink_type = PGCDC_SINK_FILE;
+    c->sink_file_segment_bytes = 67108864;
+    c->sink_kafka_tombstones = true;
+    c->status_interval_ms = 1000;
+    c->log_level = PGCDC_LOG_INFO;
+    c->log_format = PGCDC_LOG_TEXT;
+    return PGCDC_OK;
+fail:
+    pgcdc_config_free(c);
+    return PGCDC_ERR;
+}
+
+void pgcdc_config_free(struct pgcdc_config *c)
+{
+    if (c == NULL)
+        return;
+    for (size_t i = 0; i < NKEYS; i++) {
+        enum key_type t = keys[i].type;
+        if (t == T_STR || t == T_DSN || t == T_SLOT || t == T_TOPIC || t == T_PATTERNS ||
+            t == T_HOSTPORT)
+            free(*str_field(c, &keys[i]));
+    }
+    for (size_t i = 0; i < c->nkafka; i++) {
+        free(c->kafka[i].key);
+        free(c->kafka[i].value);
+    }
+    free(c->kafka);
+    memset(c, 0, sizeof *c);
+}
+
+bool pgcdc_config_key_is_secret(const char *key)
+{
+    static const char *const secret_words[] = {"password", "secret", "ssl.key.pem",
+                                               "oauthbearer.config", "ssl_key", NULL};
+
+    if (key == NULL)
+        return false;
+    if (strcmp(key, "source.dsn") == 0)
+        return true;
+    if (strncmp(key, "kafka.", 6) != 0)
+        return false;
+    for (size_t i = 0; secret_words[i]; i++)
+        if (strcasestr(key, secret_words[i]))
+            return true;
+    return false;
+}
+
+/* Only dotted names of [A-Za-z0-9_-] are echoed back; anything else may be a mangled secret. */
+static bool key_is_printable(const char *key)
+{
+    if (*key == '\0' || strlen(key) > 100)
+        return false;
+    for (const char *p = key; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+            return false;
+    return true;
+}
+
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[128];
+
+    if (lb >= sizeof row / sizeof row[0])
+        return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+static const struct key_def *find_key(const char *name)
+{
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(keys[i].name, name) == 0)
+            return &keys[i];
+    return NULL;
+}
+
+static void unknown_key(const char *key, const char *origin, char *err, size_t errlen)
+{
+    const struct key_def *best = NULL;
+    size_t bestd = (size_t)-1;
+
+    if (!key_is_printable(key)) {
+        seterr(err, errlen,
+               "invalid configuration key (at %s): keys are dotted names like sink.type; %s",
+               origin, EXAMPLE_HINT);
+        return;
+    }
+    for (size_t i = 0; i < NKEYS; i++) {
+        size_t d = edit_distance(key, keys[i].name);
+        if (d < bestd) {
+            bestd = d;
+            best = &keys[i];
+        }
+    }
+    if (best != NULL && bestd <= 3)
+        seterr(err, errlen, "unknown configuration key \"%s\" (at %s); did you mean \"%s\"? %s",
+               key, origin, best->name, EXAMPLE_HINT);
+    else
+        seterr(err, errlen, "unknown configuration key \"%s\" (at %s); %s", key, origin,
+               EXAMPLE_HINT);
+}
+
+/* How a value is shown in a message: quoted, or hidden for secrets. */
+static void show_value(const char *key, const char *value, char *buf, size_t len)
+{
+    if (pgcdc_config_key_is_secret(key))
+        snprintf(buf, len, "(value hidden)");
+    else
+        snprintf(buf, len, "\"%.200s\"", value);
+}
+
+/*
+ * Expand ${NAME} from the environment into a new string the caller frees (*out).
+ * "$${" stands for a literal "${", so a value can still hold one. Unset NAME is an error
+ * that names NAME; the value itself is not quoted (it may be a secret).
+ */
+static int expand_env(const char *key, const char *value, const char *origin, char **out,
+                      char *err, size_t errlen)
+{
+    size_t cap = strlen(value) + 1, len = 0;
+    char *res = malloc(cap);
+    const char *p = value;
+
+    if (res == NULL)
+        goto nomem;
+    while (*p) {
+        const char *add = p;
+        size_t addlen = 1;
+
+        if (p[0] == '$' && p[1] == '$' && p[2] == '{') {
+            add = "${";
+            addlen = 2;
+            p += 3;
+        } else if (p[0] == '$' && p[1] == '{') {
+            const char *close = strchr(p + 2, '}');
+            char name[256];
+            size_t nlen;
+
+            if (close == NULL) {
+                seterr(err, errlen, "%s (at %s): \"${\" without a closing \"}\"; write "
+                       "${NAME} to use environment variable NAME, or $${ for a literal ${",
+                       key, origin);
+                goto fail;
+            }
+            nlen = (size_t)(close - (p + 2));
+            bool ok = nlen > 0 && nlen < sizeof name &&
+                      (isalpha((unsigned char)p[2]) || p[2] == '_');
+            for (size_t i = 0; ok && i < nlen; i++)
+                ok = isalnum((unsigned char)p[2 + i]) || p[2 + i] == '_';
+            if (!ok) {
+                seterr(err, errlen, "%s (at %s): bad variable reference in the value; ${NAME} "
+                       "takes a name of letters, digits and '_'", key, origin);
+                goto fail;
+            }
+            memcpy(name, p + 2, nlen);
+            name[nlen] = '\0';
+            add = getenv(name);
+            if (add == NULL) {
+                seterr(err, errlen, "environment variable %s is not set (used by %s at %s)", name,
+                       key, origin);
+                goto fail;
+            }
+            addlen = strlen(add);
+            p = close + 1;
+        } else {
+            p++;
+        }
+        if (len + addlen + 1 > cap) {
+            size_t ncap = (len + addlen + 1) * 2;
+            char *nres = realloc(res, ncap);
+            if (nres == NULL)
+                goto nomem;
+            res = nres;
+            cap = ncap;
+        }
+        memcpy(res + len, add, addlen);
+        len += addlen;
+    }
+    res[len] = '\0';
+    *out = res;
+    return PGCDC_OK;
+nomem:
+    seterr(err, errlen, "out of memory");
+    free(res);
+    return PGCDC_ERR;
+fail:
+    free(res);
+    return PGCDC_ERR_CONFIG;
+}
+
+static int parse_bool(const char *v, bool *out)
+{
+    static const char *const yes[] = {"true", "on", "1", "yes"};
+    static const char *const no[] = {"false", "off", "0", "no"};
+
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) {
+            *out = true;
+            return 0;
+        }
+        if (strcasecmp(v, no[i]) == 0) {
+            *out = false;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* A whole positive decimal number in [min, max]: no sign, no suffix, no spaces. */
+static int parse_u64(const char *v, uint64_t min, uint64_t max, uint64_t *out)
+{
+    uint64_t n = 0;
+
+    if (*v == '\0')
+        return -1;
+    for (const char *p = v; *p; p++) {
+        if (*p < '0' || *p > '9')
+            return -1;
+        if (n > (UINT64_MAX - 9) / 10)
+            return -1;
+        n = n * 10 + (uint64_t)(*p - '0');
+    }
+    if (n < min || n > max)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+/* HOST:PORT, HOST may be [v6]; the port 1-65535. */
+static int check_hostport(const char *v)
+{
+    const char *colon = strrchr(v, ':');
+    uint64_t port;
+
+    if (colon == NULL || colon == v)
+        return -1;
+    if (v[0] == '[' && colon[-1] != ']')
+        return -1;
+    if (v[0] != '[' && memchr(v, ':', (size_t)(colon - v)) != NULL)
+        return -1; /* a bare IPv6 address is ambiguous; it needs brackets */
+    for (const char *p = v; p < colon; p++)
+        if (isspace((unsigned char)*p))
+            return -1;
+    return parse_u64(colon + 1, 1, 65535, &port);
+}
+
+/* PostgreSQL accepts slot names of lower-case letters, digits and '_', at most 63 bytes. */
+static int check_slot(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n == 0 || n > 63)
+        return -1;
+    for (const char *p = v; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= '0' && *p <= '9') || *p == '_'))
+            return -1;
+    return 0;
+}
+
+/* Kafka topic names are [A-Za-z0-9._-], at most 249 bytes; leave room for schema.table. */
+static int check_topic(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n == 0 || n > 120)
+        return -1;
+    for (const char *p = v; *p; p++)
+        if (!isalnum((unsigned char)*p) && *p != '.' && *p != '_' && *p != '-')
+            return -1;
+    return 0;
+}
+
+/* Each comma-separated entry must be non-empty "schema.table" (with '*' allowed). */
+static int check_patterns(const char *v)
+{
+    const char *p = v;
+
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        const char *s = p, *e = end;
+
+        while (s < e && isspace((unsigned char)*s))
+            s++;
+        while (e > s && isspace((unsigned char)e[-1]))
+            e--;
+        if (s == e || memchr(s, '.', (size_t)(e - s)) == NULL)
+            return -1;
+        if (comma == NULL)
+            return 0;
+        p = comma + 1;
+    }
+}
+
+static int set_kafka(struct pgcdc_config *c, const char *key, const char *value, char *err,
+                     size_t errlen)
+{
+    char *v;
+
+    for (size_t i = 0; i < c->nkafka; i++) {
+        if (strcmp(c->kafka[i].key, key) == 0) {
+            /* Same key again (e.g. file, then -o): the later value replaces it in place. */
+            if ((v = strdup(value)) == NULL)
+                goto nomem;
+            free(c->kafka[i].value);
+            c->kafka[i].value = v;
+            return PGCDC_OK;
+        }
+    }
+    struct pgcdc_kv *nkv = realloc(c->kafka, (c->nkafka + 1) * sizeof *nkv);
+    if (nkv == NULL)
+        goto nomem;
+    c->kafka = nkv;
+    nkv[c->nkafka].key = strdup(key);
+    nkv[c->nkafka].value = strdup(value);
+    if (nkv[c->nkafka].key == NULL || nkv[c->nkafka].value == NULL) {
+        free(nkv[c->nkafka].key);
+        free(nkv[c->nkafka].value);
+        goto nomem;
+    }
+    c->nkafka++;
+    return PGCDC_OK;
+nomem:
+    seterr(err, errlen, "out of memory");
+    return PGCDC_ERR;
+}
+
+static void trim(char **s)
+{
+    char *p = *s, *e;
+
+    while (isspace((unsigned char)*p))
+        p++;
+    e = p + strlen(p);
+    while (e > p && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    *s = p;
+}
+
+/* Set one typed key from an already expanded value. */
+static int set_typed(struct pgcdc_config *c, const struct key_def *k, const char *v,
+                     const char *origin, char *err, size_t errlen)
+{
+    char shown[256];
+    const char *accepted = NULL;
+    bool b;
+    uint64_t n;
+
+    switch (k->type) {
+    case T_DSN:
+    case T_PATTERNS:
+    case T_HOSTPORT:
+        if (*v == '\0') /* empty: unset (all tables, no exclusions, metrics off) */
+            return set_str(str_field(c, k), NULL) < 0 ? PGCDC_ERR : PGCDC_OK;
+        if (k->type == T_PATTERNS && check_patterns(v) < 0) {
+            accepted = "a comma list of schema.table, '*' matches any run of characters "
+                       "(e.g. public.*,sales.orders)";
+            break;
+        }
+        if (k->type == T_HOSTPORT && check_hostport(v) < 0) {
+            accepted = "HOST:PORT with a port of 1-65535 (e.g. 127.0.0.1:9187, 0.0.0.0:9187, "
+                       "[::1]:9187), or empty for off";
+            break;
+        }
+        goto store;
+    case T_STR:
+        if (*v == '\0') {
+            accepted = "a non-empty path";
+            break;
+        }
+        goto store;
+    case T_SLOT:
+        if (check_slot(v) < 0) {
+            accepted = "1-63 lower-case letters, digits or '_' (a PostgreSQL slot name)";
+            break;
+        }
+        goto store;
+    case T_TOPIC:
+        if (check_topic(v) < 0) {
+            accepted = "1-120 characters of letters, digits, '.', '_' or '-' (a Kafka "
+                       "topic name prefix)";
+            break;
+        }
+        goto store;
+    case T_BOOL:
+        if (parse_bool(v, &b) < 0) {
+            accepted = "true or false (also on/off, yes/no, 1/0)";
+            break;
+        }
+        *(bool *)((char *)c + k->off) = b;
+        return PGCDC_OK;
+    case T_INT:
+    case T_U64:
+        if (parse_u64(v, k->min, k->max, &n) < 0) {
+            char range[128];
+            snprintf(range, sizeof range, "a whole number from %llu to %llu",
+                     (unsigned long long)k->min, (unsigned long long)k->max);
+            show_value(k->name, v, shown, sizeof shown);
+            seterr(err, errlen, "bad value %s for %s (at %s): expected %s", shown, k->name,
+                   origin, range);
+            return PGCDC_ERR_CONFIG;
+        }
+        if (k->type == T_INT)
+            *(int *)((char *)c + k->off) = (int)n;
+        else
+            *(uint64_t *)((char *)c + k->off) = n;
+        return PGCDC_OK;
+    case T_ENUM:
+        for (int i = 0; k->names[i]; i++) {
+            if (strcmp(v, k->names[i]) == 0) {
+                /* Every enum field of struct pgcdc_config is int-sized. */
+                *(int *)((char *)c + k->off) = i;
+                return PGCDC_OK;
+            }
+        }
+        {
+            char list[128] = "";
+            for (int i = 0; k->names[i]; i++) {
+                if (i > 0)
+                    strncat(list, k->names[i + 1] ? ", " : " or ", sizeof list - strlen(list) - 1);
+                strncat(list, k->names[i], sizeof list - strlen(list) - 1);
+            }
+            show_value(k->name, v, shown, sizeof shown);
+            seterr(err, errlen, "bad value %s for %s (at %s): expected %s", shown, k->name,
+                   origin, list);
+            return PGCDC_ERR_CONFIG;
+        }
+    }
+    show_value(k->name, v, shown, sizeof shown);
+    seterr(err, errlen, "bad value %s for %s (at %s): expected %s", shown, k->name, origin,
+           accepted ? accepted : "something else");
+    return PGCDC_ERR_CONFIG;
+store:
+    if (set_str(str_field(c, k), v) < 0) {
+        seterr(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    return PGCDC_OK;
+}
+
+int pgcdc_config_set(struct pgcdc_config *c, const char *key, const char *value,
+                     const char *origin, char *err, size_t errlen)
+{
+    const struct key_def *k = NULL;
+    char *expanded = NULL;
+    int rc;
+
+    if (origin == NULL)
+        origin = "-o";
+    if (key == NULL || value == NULL) {
+        seterr(err, errlen, "configuration key or value missing (at %s)", origin);
+        return PGCDC_ERR_CONFIG;
+    }
+    if (strncmp(key, "kafka.", 6) == 0) {
+        if (!key_is_printable(key) || key[6] == '\0' || key[6] == '.') {
+            unknown_key(key, origin, err, errlen);
+            return PGCDC_ERR_CONFIG;
+        }
+    } else if ((k = find_key(key)) == NULL) {
+        unknown_key(key, origin, err, errlen);
+        return PGCDC_ERR_CONFIG;
+    }
+    rc = expand_env(key, value, origin, &expanded, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (k == NULL)
+        rc = set_kafka(c, key + 6, expanded, err, errlen);
+    else
+        rc = set_typed(c, k, expanded, origin, err, errlen);
+    free(expanded);
+    return rc;
+}
+
+/*
+ * Split one file line into key and value, in place. Returns 1 for a pair, 0 for a blank or
+ * comment line, -1 for a malformed line (message in err; the line is never quoted, since
+ * it might be a stray secret).
+ */
+static int split_line(char *line, const char *origin, char **key, char **value, char *err,
+                      size_t errlen)
+{
+    char *eq, *v, *hash;
+
+    trim(&line);
+    if (*line == '\0' || *line == '#')
+        return 0;
+    eq = strchr(line, '=');
+    if (eq == NULL) {
+        seterr(err, errlen, "line has no \"=\" (at %s); expected key = value", origin);
+        return -1;
+    }
+    *eq = '\0';
+    *key = line;
+    trim(key);
+    v = eq + 1;
+    trim(&v);
+    if (*v == '"') {
+        /* "quoted": taken literally, so a value may keep '#' after a space or edge spaces. */
+        char *close = strrchr(v + 1, '"');
+        char *rest;
+        if (close == NULL) {
+            seterr(err, errlen, "%s (at %s): value opens a '\"' quote but does not close it",
+                   key_is_printable(*key) ? *key : "value", origin);
+            return -1;
+        }
+        *close = '\0';
+        rest = close + 1;
+        while (isspace((unsigned char)*rest))
+            rest++;
+        if (*rest != '\0' && *rest != '#') {
+            seterr(err, errlen, "%s (at %s): text after the closing '\"' of a quoted value",
+                   key_is_printable(*key) ? *key : "value", origin);
+            return -1;
+        }
+        *value = v + 1;
+        return 1;
+    }
+    /*
+     * '#' starts a comment at the start of a line or after whitespace; elsewhere it is part
+     * of the value, since passwords and DSNs may hold one.
+     */
+    for (hash = v; (hash = strchr(hash, '#')) != NULL; hash++) {
+        if (hash == v || isspace((unsigned char)hash[-1])) {
+            *hash = '\0';
+            trim(&v);
+            break;
+        }
+    }
+    if (**key == '\0') {
+        seterr(err, errlen, "line has no key before \"=\" (at %s); expected key = value", origin);
+        return -1;
+    }
+    *value = v;
+    return 1;
+}
+
+int pgcdc_config_load_file(struct pgcdc_config *c, const char *path, char *err, size_t errlen)
+{
+    FILE *f;
+    char *line = NULL;
+    size_t cap = 0;
+    unsigned long lineno = 0;
+    char origin[512];
+    ssize_t n;
+    int rc = PGCDC_OK;
+
+    f = fopen(path, "r");
+    if (f == NULL) {
+        seterr(err, errlen, "cannot read configuration file \"%s\": %s", path, strerror(errno));
+        return PGCDC_ERR_CONFIG;
+    }
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        char *key, *value;
+        int r;
+
+        lineno++;
+        snprintf(origin, sizeof origin, "%s:%lu", path, lineno);
+        if (strlen(line) != (size_t)n) {
+            seterr(err, errlen, "NUL byte in configuration file (at %s)", origin);
+            rc = PGCDC_ERR_CONFIG;
+            goto out;
+        }
+        r = split_line(line, origin, &key, &value, err, errlen);
+        if (r < 0) {
+            rc = PGCDC_ERR_CONFIG;
+            goto out;
+        }
+        if (r == 0)
+            continue;
+        rc = pgcdc_config_set(c, key, value, origin, err, errlen);
+        if (rc < 0)
+            goto out;
+    }
+    if (ferror(f)) {
+        seterr(err, errlen, "cannot read configuration file \"%s\": %s", path, strerror(errno));
+        rc = PGCDC_ERR_CONFIG;
+    }
+out:
+    free(line);
+    fclose(f);
+    return rc;
+}
+
+/*
+ * The environment is shared with unrelated PGCDC_* variables (scripts and test harnesses
+ * set their own), so a PGCDC_ name that matches no key is ignored rather than an error.
+ */
+int pgcdc_config_load_env(struct pgcdc_config *c, char **envp, char *err, size_t errlen)
+{
+    char name[256];
+    char key[256];
+
+    if (envp == NULL)
+        return PGCDC_OK;
+    for (char **e = envp; *e; e++) {
+        const char *eq = strchr(*e, '=');
+        size_t nlen;
+        int rc;
+
+        if (eq == NULL || strncmp(*e, "PGCDC_", 6) != 0)
+            continue;
+        nlen = (size_t)(eq - *e);
+        if (nlen >= sizeof name)
+            continue;
+        memcpy(name, *e, nlen);
+        name[nlen] = '\0';
+
+        key[0] = '\0';
+        for (size_t i = 0; i < NKEYS; i++) {
+            const char *k = keys[i].name;
+            size_t j = 0;
+            bool match = strncmp(name, "PGCDC_", 6) == 0 && strlen(name) == 6 + strlen(k);
+            for (; match && k[j]; j++) {
+                char want = k[j] == '.' ? '_' : (char)toupper((unsigned char)k[j]);
+                match = name[6 + j] == want;
+            }
+            if (match) {
+                snprintf(key, sizeof key, "%s", k);
+                break;
+            }
+        }
+        if (key[0] == '\0' && strncmp(name, "PGCDC_KAFKA_", 12) == 0 && name[12] != '\0') {
+            /* librdkafka property names are dotted lower case: bootstrap.servers. */
+            size_t j = 0;
+            memcpy(key, "kafka.", 6);
+            for (const char *p = name + 12; *p && 6 + j + 1 < sizeof key; p++, j++)
+                key[6 + j] = *p == '_' ? '.' : (char)tolower((unsigned char)*p);
+            key[6 + j] = '\0';
+        }
+        if (key[0] == '\0')
+            continue;
+        rc = pgcdc_config_set(c, key, eq + 1, "environment", err, errlen);
+        if (rc < 0) {
+            /* Say which variable, since the user set a variable, not a key. */
+            char inner[768];
+            snprintf(inner, sizeof inner, "%s", err ? err : "");
+            seterr(err, errlen, "%s: %s", name, inner);
+            return rc;
+        }
+    }
+    return PGCDC_OK;
+}
+
+int pgcdc_config_set_arg(struct pgcdc_config *c, const char *arg, char *err, size_t errlen)
+{
+    char *copy, *key, *value, *eq;
+    int rc;
+
+    if (arg == NULL || (eq = strchr(arg, '=')) == NULL) {
+        seterr(err, errlen, "-o expects KEY=VALUE (e.g. -o sink.type=kafka)");
+        return PGCDC_ERR_CONFIG;
+    }
+    copy = strdup(arg);
+    if (copy == NULL) {
+        seterr(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    eq = copy + (eq - arg);
+    *eq = '\0';
+    key = copy;
+    value = eq + 1;
+    trim(&key);
+    trim(&value);
+    rc = pgcdc_config_set(c, key, value, "-o", err, errlen);
+    free(copy);
+    return rc;
+}
+
+/*
+ * Copy the host part(s) of a DSN into out ("h1,h2"), for the pooler check. URI:
+ * postgres://[userinfo@]hosts[/db][?...&host=...]; key=value: host=... (quoted or not).
+ * Never copies user info or a password.
+ */
+static void dsn_hosts(const char *dsn, char *out, size_t outlen)
+{
+    size_t o = 0;
+    const char *p;
+
+    out[0] = '\0';
+#define PUT(ch)                                                                                    \
+    do {                                                                                           \
+        if (o + 1 < outlen) {                                                                      \
+            out[o++] = (ch);                                                                       \
+            out[o] = '\0';                                                                         \
+        }                                                                                          \
+    } while (0)
+    if (strncmp(dsn, "postgresql://", 13) == 0 || strncmp(dsn, "postgres://", 11) == 0) {
+        const char *rest = strstr(dsn, "://") + 3;
+        const char *q = strchr(rest, '?');
+        const char *end = q ? q : rest + strlen(rest);
+        const char *at = NULL, *hend;
+
+        for (p = rest; p < end; p++)
+            if (*p == '@')
+                at = p;
+        if (at != NULL)
+            rest = at + 1;
+        hend = rest + strcspn(rest, "/?");
+        for (p = rest; p < hend; p++)
+            PUT(*p);
+        /* host=... in the query string, which libpq also honours. */
+        for (p = q; p != NULL && *p; p = strchr(p, '&')) {
+            p++;
+            if (strncmp(p, "host=", 5) == 0) {
+                PUT(',');
+                for (p += 5; *p && *p != '&'; p++)
+                    PUT(*p);
+                if (*p == '\0')
+                    break;
+            }
+        }
+        return;
+    }
+    for (p = dsn; *p;) {
+        const char *k;
+        size_t klen;
+        while (isspace((unsigned char)*p))
+            p++;
+        k = p;
+        while (*p && *p != '=' && !isspace((unsigned char)*p))
+            p++;
+        klen = (size_t)(p - k);
+        while (isspace((unsigned char)*p))
+            p++;
+        if (*p != '=') {
+            if (*p)
+                p++;
+            continue;
+        }
+        p++;
+        while (isspace((unsigned char)*p))
+            p++;
+        bool is_host = klen == 4 && strncmp(k, "host", 4) == 0;
+        if (is_host && o > 0)
+            PUT(',');
+        if (*p == '\'') {
+            for (p++; *p && *p != '\''; p++) {
+                if (*p == '\\' && p[1])
+                    p++;
+                if (is_host)
+                    PUT(*p);
+            }
+            if (*p)
+                p++;
+        } else {
+            for (; *p && !isspace((unsigned char)*p); p++) {
+                if (*p == '\\' && p[1])
+                    p++;
+                if (is_host)
+                    PUT(*p);
+            }
+        }
+    }
+#undef PUT
+}
+
+int pgcdc_config_validate(struct pgcdc_config *c, char *err, size_t errlen)
+{
+    char hosts[512];
+
+    if (c->source_dsn == NULL || c->source_dsn[0] == '\0') {
+        seterr(err, errlen, "source.dsn is not set: give it with -o source.dsn=postgres://... , "
+                            "PGCDC_SOURCE_DSN or in the -c file");
+        return PGCDC_ERR_CONFIG;
+    }
+    dsn_hosts(c->source_dsn, hosts, sizeof hosts);
+    for (char *h = hosts; *h;) {
+        size_t n = strcspn(h, ",");
+        char save = h[n];
+        h[n] = '\0';
+        /* Drop a :port, then look for Neon's pooler marker in the host name. */
+        char *colon = strrchr(h, ':');
+        if (colon != NULL && h[0] != '[')
+            *colon = '\0';
+        if (strcasestr(h, "-pooler") != NULL) {
+            seterr(err, errlen, "source.dsn points at a Neon pooler endpoint (%.200s): logical "
+                   "replication needs the direct endpoint; remove \"-pooler\" from the host name",
+                   h);
+            return PGCDC_ERR_CONFIG;
+        }
+        h[n] = save;
+        h += n;
+        if (*h == ',')
+            h++;
+    }
+    if (c->sink_type == PGCDC_SINK_KAFKA) {
+        bool have = false;
+        for (size_t i = 0; i < c->nkafka; i++)
+            if ((strcmp(c->kafka[i].key, "bootstrap.servers") == 0 ||
+                 strcmp(c->kafka[i].key, "metadata.broker.list") == 0) &&
+                c->kafka[i].value[0] != '\0')
+                have = true;
+        if (!have) {
+            seterr(err, errlen, "sink.type is kafka but kafka.bootstrap.servers is not set: give "
+                   "it with -o kafka.bootstrap.servers=HOST:9092 , PGCDC_KAFKA_BOOTSTRAP_SERVERS "
+                   "or in the -c file");
+            return PGCDC_ERR_CONFIG;
+        }
+    }
+    return PGCDC_OK;
+}
+
+/* '*' matches any run of characters (including none and including '.'); all else literally. */
+static bool glob_match(const char *pat, size_t plen, const char *s)
+{
+    size_t pi = 0, si = 0, star = (size_t)-1, mark = 0;
+    size_t slen = strlen(s);
+
+    while (si < slen) {
+        if (pi < plen && pat[pi] == '*') {
+            star = pi++;
+            mark = si;
+        } else if (pi < plen && pat[pi] == s[si]) {
+            pi++;
+            si++;
+        } else if (star != (size_t)-1) {
+            pi = star + 1;
+            si = ++mark;
+        } else {
+            return false;
+        }
+    }
+    while (pi < plen && pat[pi] == '*')
+        pi++;
+    return pi == plen;
+}
+
+static bool list_matches(const char *list, const char *name)
+{
+    const char *p = list;
+
+    for (;;) {
+        const char *comma = strchr(p, ',');
+        const char *end = comma ? comma : p + strlen(p);
+        const char *s = p, *e = end;
+
+        while (s < e && isspace((unsigned char)*s))
+            s++;
+        while (e > s && isspace((unsigned char)e[-1]))
+            e--;
+        if (e > s && glob_match(s, (size_t)(e - s), name))
+            return true;
+        if (comma == NULL)
+            return false;
+        p = comma + 1;
+    }
+}
+
+bool pgcdc_config_table_selected(const struct pgcdc_config *c, const char *schema,
+                                 const char *table)
+{
+    char stackbuf[256];
+    char *name = stackbuf;
+    size_t need = strlen(schema) + 1 + strlen(table) + 1;
+    bool sel;
+
+    if (c->source_tables_include == NULL && c->source_tables_exclude == NULL)
+        return true;
+    /* PostgreSQL names are at most 63 bytes, so the heap is only for the impossible case. */
+    if (need > sizeof stackbuf && (name = malloc(need)) == NULL)
+        return true; /* when in doubt, capture: a dropped change cannot be recovered */
+    snprintf(name, need, "%s.%s", schema, table);
+    sel = c->source_tables_include == NULL || list_matches(c->source_tables_include, name);
+    if (sel && c->source_tables_exclude != NULL && list_matches(c->source_tables_exclude, name))
+        sel = false;
+    if (name != stackbuf)
+        free(name);
+    return sel;
+}

@@ -1,0 +1,498 @@
+/*
+ * log.c — one record, one line, one write(2).
+ *
+ * text (logfmt):  ts=2026-11-23T17:49:06.123Z level=info msg="connected" slot=pgcdc
+ * json:           {"ts":"2026-11-23T17:49:06.123Z","level":"info","msg":"connected",...}
+ *
+ * The whole line is assembled in memory and handed to the kernel in a single write, so
+ * records from the worker and from anything else sharing stderr never interleave inside a
+ * line (writes to a pipe of up to PIPE_BUF bytes are atomic; to a file, O_APPEND-like
+ * behaviour of the terminal/journal keeps whole writes together in practice).
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pgcdc/log.h"
+
+static enum pgcdc_log_level g_level = PGCDC_LOG_INFO;
+static enum pgcdc_log_format g_format = PGCDC_LOG_TEXT;
+static int g_fd = 2;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void pgcdc_log_setup(enum pgcdc_log_level level, enum pgcdc_log_format format)
+{
+    g_level = level;
+    g_format = format;
+}
+
+void pgcdc_log_set_fd(int fd)
+{
+    g_fd = fd;
+}
+
+int pgcdc_log_enabled(enum pgcdc_log_level level)
+{
+    return level <= g_level;
+}
+
+/*
+ * The line under construction. It starts in a stack array and moves to the heap only for
+ * a long record; if the heap says no, the record is cut short rather than lost, because a
+ * log line is most needed exactly when things go wrong.
+ */
+struct line {
+    char *p;
+    size_t len, cap;
+    bool heap;
+    bool full;
+};
+
+static void line_put(struct line *l, const char *s, size_t n)
+{
+    if (l->full)
+        return;
+    if (l->len + n + 1 > l->cap) {
+        size_t ncap = l->cap * 2;
+        char *np;
+
+        while (ncap < l->len + n + 1)
+            ncap *= 2;
+        np = l->heap ? realloc(l->p, ncap) : malloc(ncap);
+        if (np == NULL) {
+            /* Keep what fits, leaving room for the newline the caller adds. */
+            size_t room = l->cap - l->len - 1;
+            memcpy(l->p + l->len, s, room < n ? room : n);
+            l->len += room < n ? room : n;
+            l->full = true;
+            return;
+        }
+        if (!l->heap)
+            memcpy(np, l->p, l->len);
+        l->p = np;
+        l->cap = ncap;
+        l->heap = true;
+    }
+    memcpy(l->p + l->len, s, n);
+    l->len += n;
+}
+
+static void line_str(struct line *l, const char *s)
+{
+    line_put(l, s, strlen(s));
+}
+
+static void line_ch(struct line *l, char c)
+{
+    line_put(l, &c, 1);
+}
+
+static void line_hex_escape(struct line *l, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    char esc[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+
+    line_put(l, esc, sizeof esc);
+}
+
+/* Length of the valid UTF-8 sequence at s (max n bytes), or 0 if it is not one. */
+static size_t utf8_len(const unsigned char *s, size_t n)
+{
+    size_t need, i;
+    unsigned cp;
+
+    if (s[0] < 0x80)
+        return 1;
+    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
+        need = 2;
+        cp = s[0] & 0x1f;
+    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
+        need = 3;
+        cp = s[0] & 0x0f;
+    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
+        need = 4;
+        cp = s[0] & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < need)
+        return 0;
+    for (i = 1; i < need; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    /* Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8. */
+    if ((need == 3 && cp < 0x800) || (need == 4 && cp < 0x10000) || cp > 0x10ffff ||
+        (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return need;
+}
+
+/*
+ * A JSON string literal. Server error texts and table names may hold any bytes; invalid
+ * UTF-8 becomes U+FFFD so that a log shipper's JSON parser never rejects the line.
+ */
+static void line_json_str(struct line *l, const char *s)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t n = strlen(s), i = 0;
+
+    line_ch(l, '"');
+    while (i < n) {
+        unsigned char c = u[i];
+        size_t k;
+
+        switch (c) {
+        case '"':
+            line_put(l, "\\\"", 2);
+            i++;
+            continue;
+        case '\\':
+            line_put(l, "\\\\", 2);
+            i++;
+            continue;
+        case '\n':
+            line_put(l, "\\n", 2);
+            i++;
+            continue;
+        case '\r':
+            line_put(l, "\\r", 2);
+            i++;
+            continue;
+        case '\t':
+            line_put(l, "\\t", 2);
+            i++;
+            continue;
+        default:
+            break;
+        }
+        if (c < 0x20) {
+            line_hex_escape(l, c);
+            i++;
+            continue;
+        }
+        k = utf8_len(u + i, n - i);
+        if (k == 0) {
+            line_put(l, "\\ufffd", 6);
+            i++;
+            continue;
+        }
+        line_put(l, s + i, k);
+        i += k;
+    }
+    line_ch(l, '"');
+}
+
+/* logfmt quotes a value that is empty or holds a space, '=', '"' or a control byte. */
+static bool logfmt_needs_quotes(const char *s)
+{
+    if (*s == '\0')
+        return true;
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c <= ' ' || c == '=' || c == '"' || c == '\\' || c == 0x7f)
+            return true;
+    }
+    return false;
+}
+
+static void line_logfmt_value(struct line *l, const char *s, bool force_quotes)
+{
+    if (!force_quotes && !logfmt_needs_quotes(s)) {
+        line_str(l, s);
+        return;
+    }
+    line_ch(l, '"');
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"')
+            line_put(l, "\\\"", 2);
+        else if (c == '\\')
+            line_put(l, "\\\\", 2);
+        else if (c == '\n')
+            line_put(l, "\\n", 2);
+        else if (c == '\r')
+            line_put(l, "\\r", 2);
+        else if (c == '\t')
+            line_put(l, "\\t", 2);
+        else if (c < 0x20 || c == 0x7f)
+            line_hex_escape(l, c);
+        else
+            line_ch(l, (char)c);
+    }
+    line_ch(l, '"');
+}
+
+/* A logfmt key may not hold a space, '=' or '"'; callers pass literals, but be safe. */
+static void line_logfmt_key(struct line *l, const char *s)
+{
+    if (*s == '\0') {
+        line_ch(l, '_');
+        return;
+    }
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        line_ch(l, (c <= ' ' || c == '=' || c == '"' || c == 0x7f) ? '_' : (char)c);
+    }
+}
+
+/* "2026-11-23T17:49:06.123Z": UTC, milliseconds, what log pipelines parse without help. */
+static void format_ts(char *buf, size_t len)
+{
+    struct timespec ts;
+    struct tm tm;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(buf + n, len - n, ".%03ldZ", ts.tv_nsec / 1000000);
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* nowhere left to report a failing stderr */
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+}
+
+void pgcdc_log(enum pgcdc_log_level level, const char *msg, ...)
+{
+    char stackbuf[1024];
+    struct line l = {stackbuf, 0, sizeof stackbuf, false, false};
+    char ts[40];
+    const char *lname;
+    va_list ap;
+    int saved_errno = errno; /* callers often log, then inspect errno */
+
+    if (!pgcdc_log_enabled(level))
+        return;
+    lname = (level >= PGCDC_LOG_ERROR && level <= PGCDC_LOG_DEBUG) ? level_names[level] : "info";
+    if (msg == NULL)
+        msg = "";
+    format_ts(ts, sizeof ts);
+
+    va_start(ap, msg);
+    if (g_format == PGCDC_LOG_JSON) {
+        line_str(&l, "{\"ts\":\"");
+        line_str(&l, ts);
+        line_str(&l, "\",\"level\":\"");
+        line_str(&l, lname);
+        line_str(&l, "\",\"msg\":");
+        line_json_str(&l, msg);
+        for (;;) {
+            const char *k = va_arg(ap, const char *);
+            const char *v;
+            if (k == NULL)
+                break;
+            v = va_arg(ap, const char *);
+            line_ch(&l, ',');
+            line_json_str(&l, k);
+            line_ch(&l, ':');
+            if (v == NULL)
+                line_str(&l, "null");
+            else
+                line_json_str(&l, v);
+        }
+        line_ch(&l, '}');
+    } else {
+        line_str(&l, "ts=");
+        line_str(&l, ts);
+        line_str(&l, " level=");
+        line_str(&l, lname);
+        line_str(&l, " msg=");
+        line_logfmt_value(&l, msg, true);
+        for (;;) {
+            const char *k = va_arg(ap, const char *);
+            const char *v;
+            if (k == NULL)
+                break;
+            v = va_arg(ap, const char *);
+            line_ch(&l, ' ');
+            line_logfmt_key(&l, k);
+            line_ch(&l, '=');
+            line_logfmt_value(&l, v ? v : "", false);
+        }
+    }
+    va_end(ap);
+
+    /* line_put always keeps one byte free, so the newline fits even in a cut-short line. */
+    l.p[l.len++] = '\n';
+    write_all(g_fd, l.p, l.len);
+    if (l.heap)
+        free(l.p);
+    errno = saved_errno;
+}
+
+/*
+ * Bounded output for the redactor: never writes past cap-1 and always leaves the text
+ * NUL-terminated, whatever the input.
+ */
+struct rout {
+    char *p;
+    size_t len, cap;
+};
+
+static void rput(struct rout *o, const char *s, size_t n)
+{
+    while (n > 0 && o->len + 1 < o->cap) {
+        o->p[o->len++] = *s++;
+        n--;
+    }
+    o->p[o->len] = '\0';
+}
+
+/* libpq has "password" and "sslpassword" (the client key's passphrase); both are secret. */
+static bool is_password_key(const char *k, size_t n)
+{
+    return (n == 8 && strncasecmp(k, "password", 8) == 0) ||
+           (n == 11 && strncasecmp(k, "sslpassword", 11) == 0);
+}
+
+static bool is_space(char c)
+{
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+
+/*
+ * URI form: postgres[ql]://[user[:password]@][host][:port][,...][/db][?k=v&...]
+ * libpq ends the user info at the first '@' before a '/', but an unencoded '@' or '/'
+ * in a password is a common mistake; taking everything up to the last '@' before the
+ * query string as user info hides such a password too (at worst we hide a little more).
+ */
+static void redact_uri(const char *dsn, size_t prefix, struct rout *o)
+{
+    const char *rest = dsn + prefix;
+    const char *q = strchr(rest, '?');
+    const char *end = q ? q : rest + strlen(rest);
+    const char *at = NULL;
+
+    for (const char *p = rest; p < end; p++)
+        if (*p == '@')
+            at = p;
+    rput(o, dsn, prefix);
+    if (at != NULL) {
+        const char *colon = memchr(rest, ':', (size_t)(at - rest));
+        if (colon != NULL) {
+            rput(o, rest, (size_t)(colon - rest));
+            rput(o, ":****", 5);
+        } else {
+            rput(o, rest, (size_t)(at - rest));
+        }
+        rest = at;
+    }
+    rput(o, rest, (size_t)(end - rest));
+    if (q == NULL)
+        return;
+
+    /* Query parameters: k=v joined by '&'. */
+    const char *p = q;
+    rput(o, "?", 1);
+    p++;
+    while (*p) {
+        const char *amp = strchr(p, '&');
+        const char *pend = amp ? amp : p + strlen(p);
+        const char *eq = memchr(p, '=', (size_t)(pend - p));
+
+        if (eq != NULL && is_password_key(p, (size_t)(eq - p))) {
+            rput(o, p, (size_t)(eq - p) + 1);
+            rput(o, "****", 4);
+        } else {
+            rput(o, p, (size_t)(pend - p));
+        }
+        if (amp == NULL)
+            break;
+        rput(o, "&", 1);
+        p = amp + 1;
+    }
+}
+
+/*
+ * key=value form, tokenised the way libpq's conninfo_parse does: whitespace separates
+ * pairs, spaces may surround '=', a value is either bare (backslash escapes the next
+ * byte) or single-quoted (backslash escapes inside). Pairs are copied verbatim except
+ * passwords, which become key=****.
+ */
+static void redact_kv(const char *dsn, struct rout *o)
+{
+    const char *p = dsn;
+
+    while (*p) {
+        const char *tok = p, *key, *keyend, *vstart;
+
+        while (*p && is_space(*p))
+            p++;
+        rput(o, tok, (size_t)(p - tok));
+        if (*p == '\0')
+            break;
+        key = p;
+        while (*p && *p != '=' && !is_space(*p))
+            p++;
+        keyend = p;
+        while (*p && is_space(*p))
+            p++;
+        if (*p != '=') {
+            /* Not a pair (libpq would refuse it); copy the word and go on. */
+            rput(o, key, (size_t)(p - key));
+            continue;
+        }
+        p++;
+        while (*p && is_space(*p))
+            p++;
+        vstart = p;
+        if (*p == '\'') {
+            p++;
+            while (*p && *p != '\'') {
+                if (*p == '\\' && p[1])
+                    p++;
+                p++;
+            }
+            if (*p == '\'')
+                p++;
+        } else {
+            while (*p && !is_space(*p)) {
+                if (*p == '\\' && p[1])
+                    p++;
+                p++;
+            }
+        }
+        if (is_password_key(key, (size_t)(keyend - key))) {
+            rput(o, key, (size_t)(keyend - key));
+            rput(o, "=****", 5);
+        } else {
+            rput(o, key, (size_t)(vstart - key));
+            rput(o, vstart, (size_t)(p - vstart));
+        }
+    }
+}
+
+void pgcdc_log_redact_dsn(const char *dsn, char *out, size_t outlen)
+{
+    struct rout o = {out, 0, outlen};
+
+    if (out == NULL || outlen == 0)
+        return;
+    out[0] = '\0';
+    if (dsn == NULL)
+        return;
+    if (strncmp(dsn, "postgresql://", 13) == 0)
+        redact_uri(dsn, 13, &o);
+    else if (strncmp(dsn, "postgres://", 11) == 0)
+        redact_uri(dsn, 11, &o);
+    else
+        redact_kv(dsn, &o);
+}

@@ -1,0 +1,192 @@
+/*
+ * main.c — the command line: parse, load settings, dispatch to a command, map the
+ * result to an exit code. Only this file decides to exit.
+ */
+#include <ctype.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "pgcdc/common.h"
+#include "pgcdc/config.h"
+#include "pgcdc/log.h"
+#include "pgcdc/lsn.h"
+#include "pgcdc/stream.h"
+
+extern char **environ;
+
+static const char usage_text[] =
+    "pgcdc " PGCDC_VERSION " - stream every row change out of PostgreSQL (wal2json) into files or Kafka\n"
+    "\n"
+    "Usage:\n"
+    "  pgcdc run     [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN]\n"
+    "  pgcdc --version | --help | SUBCOMMAND --help\n"
+    "\n"
+    "Settings, lowest precedence first: built-in defaults, the file given by -c,\n"
+    "environment variables PGCDC_<KEY> (e.g. PGCDC_SOURCE_DSN), then -o KEY=VALUE.\n"
+    "Every key is listed with its default in config/pgcdc.conf.example.\n"
+    "\n"
+    "Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.\n";
+
+static const char run_help[] =
+    "Usage: pgcdc run [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN]\n"
+    "\n"
+    "Stream changes from the replication slot source.slot into the sink, confirming each\n"
+    "LSN to the server only once its events are durable. Runs until SIGTERM/SIGINT, which\n"
+    "makes everything received durable, confirms it and exits 0.\n"
+    "\n"
+    "  -c, --config FILE    read settings from FILE (key = value lines)\n"
+    "  -o KEY=VALUE         set one setting; repeatable; wins over file and environment\n"
+    "      --end-lsn LSN    stop (exit 0) once every transaction committed at or before LSN\n"
+    "                       (e.g. pg_current_wal_lsn() after the last write) is durable\n"
+    "                       and confirmed\n"
+    "  -h, --help           this text\n";
+
+/*
+ * Hide secrets given on the command line from ps and /proc/PID/cmdline: rewrite the
+ * argument in place (the kernel shows argv's memory as it is now).
+ */
+static void scrub_arg(char *arg)
+{
+    char *eq = strchr(arg, '=');
+    if (!eq)
+        return;
+    size_t keylen = (size_t)(eq - arg);
+    char key[128];
+    if (keylen >= sizeof(key))
+        return;
+    for (size_t i = 0; i < keylen; i++)
+        key[i] = (char)tolower((unsigned char)arg[i]);
+    key[keylen] = '\0';
+    char *val = eq + 1;
+    size_t vlen = strlen(val);
+    if (strcmp(key, "source.dsn") == 0) {
+        char red[4096];
+        pgcdc_log_redact_dsn(val, red, sizeof(red));
+        size_t rlen = strlen(red);
+        if (rlen <= vlen) {
+            memcpy(val, red, rlen);
+            memset(val + rlen, ' ', vlen - rlen);
+        } else {
+            memset(val, '*', vlen);
+        }
+    } else if (strstr(key, "password") || strstr(key, "secret") || strstr(key, "token")) {
+        memset(val, '*', vlen);
+    }
+}
+
+static int load_config(struct pgcdc_config *cfg, const char *file, char **overrides, int nover,
+                       char *err, size_t errlen)
+{
+    int rc;
+    if ((rc = pgcdc_config_init(cfg)) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return rc;
+    }
+    if (file && (rc = pgcdc_config_load_file(cfg, file, err, errlen)) < 0)
+        return rc;
+    if ((rc = pgcdc_config_load_env(cfg, environ, err, errlen)) < 0)
+        return rc;
+    for (int i = 0; i < nover; i++)
+        if ((rc = pgcdc_config_set_arg(cfg, overrides[i], err, errlen)) < 0)
+            return rc;
+    return pgcdc_config_validate(cfg, err, errlen);
+}
+
+static int exit_code(int rc)
+{
+    if (rc == PGCDC_OK)
+        return PGCDC_EXIT_OK;
+    if (rc == PGCDC_ERR_CONFIG)
+        return PGCDC_EXIT_USAGE;
+    return PGCDC_EXIT_RUNTIME;
+}
+
+static int fail(int rc, const char *msg)
+{
+    pgcdc_log(PGCDC_LOG_ERROR, msg, NULL);
+    return exit_code(rc);
+}
+
+static int cmd_run(int argc, char **argv)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'},
+        {"end-lsn", required_argument, NULL, 'e'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *file = NULL, *end = NULL;
+    char **over = calloc((size_t)argc + 1, sizeof(char *));
+    int nover = 0, c, rc;
+    char err[2048] = "";
+    if (!over)
+        return fail(PGCDC_ERR, "out of memory");
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "c:o:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c': file = optarg; break;
+        case 'o': over[nover++] = optarg; break;
+        case 'e': end = optarg; break;
+        case 'h': fputs(run_help, stdout); free(over); return PGCDC_EXIT_OK;
+        default:
+            free(over);
+            fprintf(stderr, "%s", run_help);
+            return PGCDC_EXIT_USAGE;
+        }
+    }
+    if (optind < argc) {
+        snprintf(err, sizeof(err), "unexpected argument \"%s\": settings go in -o KEY=VALUE",
+                 argv[optind]);
+        free(over);
+        return fail(PGCDC_ERR_CONFIG, err);
+    }
+    struct pgcdc_config cfg;
+    rc = load_config(&cfg, file, over, nover, err, sizeof(err));
+    /* The overrides were copied into cfg: now hide any secret among them from ps. */
+    for (int i = 0; i < nover; i++)
+        scrub_arg(over[i]);
+    free(over);
+    if (rc == PGCDC_OK)
+        pgcdc_log_setup(cfg.log_level, cfg.log_format);
+    uint64_t end_lsn = 0;
+    if (rc == PGCDC_OK && end && pgcdc_lsn_parse_str(end, &end_lsn) < 0) {
+        snprintf(err, sizeof(err),
+                 "--end-lsn \"%s\" is not an LSN: give it as pg_current_wal_lsn() prints it, "
+                 "e.g. 0/16B3748", end);
+        rc = PGCDC_ERR_CONFIG;
+    }
+    if (rc == PGCDC_OK) {
+        pgcdc_stream_install_signals();
+        rc = pgcdc_stream_run(&cfg, end_lsn, err, sizeof(err));
+    }
+    pgcdc_config_free(&cfg);
+    if (rc < 0)
+        return fail(rc, err);
+    return PGCDC_EXIT_OK;
+}
+
+int main(int argc, char **argv)
+{
+    pgcdc_log_setup(PGCDC_LOG_INFO, PGCDC_LOG_TEXT);
+    if (argc < 2) {
+        fputs(usage_text, stderr);
+        return PGCDC_EXIT_USAGE;
+    }
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-V") == 0) {
+        printf("pgcdc %s\n", PGCDC_VERSION);
+        return PGCDC_EXIT_OK;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+        fputs(usage_text, stdout);
+        return PGCDC_EXIT_OK;
+    }
+    if (strcmp(cmd, "run") == 0)
+        return cmd_run(argc - 1, argv + 1);
+    char err[256];
+    snprintf(err, sizeof(err), "unknown command \"%s\": see pgcdc --help", cmd);
+    return fail(PGCDC_ERR_CONFIG, err);
+}

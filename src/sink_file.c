@@ -1,0 +1,481 @@
+/*
+ * sink_file.c — events as JSON lines in segment files, exactly once across crashes.
+ *
+ * State on disk, and the order it changes in (a crash between any two steps is safe):
+ *   1. events are appended to "<seq>-<lsn>.jsonl.open" (buffered, written in large chunks)
+ *   2. sync: write the buffer, fdatasync the segment (and the directory when the segment
+ *      is new), then replace <state.dir>/checkpoint atomically (write tmp, fsync, rename,
+ *      fsync dir) with: lsn = end of the last complete transaction, segment, offset = the
+ *      segment's length at that transaction's end
+ *   3. only now are the transactions acknowledged to the tracker (and so confirmable)
+ *   4. rotation, at a transaction boundary: sync, rename .jsonl.open -> .jsonl, fsync dir,
+ *      checkpoint with no open segment
+ * Recovery cuts the checkpointed segment back to its offset and removes any segment the
+ * checkpoint does not know (all of it lies after the checkpoint LSN); transactions ending
+ * at or before the checkpoint LSN are then skipped by the caller (resume_lsn).
+ */
+#include "pgcdc/sink_file.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pgcdc/common.h"
+#include "pgcdc/log.h"
+#include "pgcdc/lsn.h"
+#include "pgcdc/txn_track.h"
+
+#define WRITE_CHUNK (1u << 20) /* write(2) once this much is buffered */
+#define SEG_NAME_MAX 64
+#define OPEN_SUFFIX ".jsonl.open"
+
+struct file_sink {
+    struct pgcdc_sink base;
+    char *dir;
+    char *ckpt_path;
+    char *ckpt_tmp;
+    int dirfd;
+    int statefd;
+    uint64_t segment_bytes;
+
+    int fd;                      /* open segment, -1 when none */
+    char seg[SEG_NAME_MAX];      /* its name (with OPEN_SUFFIX) */
+    uint32_t seq;                /* sequence number of the last segment created */
+    bool seg_new;                /* created since the last directory fsync */
+    uint64_t written;            /* bytes of the segment on disk (write(2) done) */
+    struct pgcdc_buf wbuf;       /* bytes not yet written */
+    bool unsynced;               /* written since the last fdatasync */
+
+    uint64_t commit_off;         /* segment length at the end of the last transaction */
+    uint64_t commit_end;         /* end LSN of the last transaction seen */
+    struct pgcdc_txn_meta txn;   /* the transaction being written */
+
+    /* What the checkpoint on disk says. */
+    uint64_t ck_lsn;
+    char ck_seg[SEG_NAME_MAX];
+    uint64_t ck_off;
+};
+
+static int sys_fail(char *err, size_t errlen, const char *what, const char *path)
+{
+    int e = errno;
+    snprintf(err, errlen, "%s %s: %s%s", what, path, strerror(e),
+             (e == ENOSPC || e == EDQUOT) ? "; free space on that disk (pgcdc retries)" : "");
+    return (e == ENOSPC || e == EDQUOT || e == EIO) ? PGCDC_ERR_RETRY : PGCDC_ERR;
+}
+
+static int write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int drain_buffer(struct file_sink *f, char *err, size_t errlen)
+{
+    if (f->wbuf.len == 0)
+        return PGCDC_OK;
+    if (write_all(f->fd, f->wbuf.data, f->wbuf.len) < 0)
+        return sys_fail(err, errlen, "cannot write segment", f->seg);
+    f->written += f->wbuf.len;
+    f->unsynced = true;
+    pgcdc_buf_reset(&f->wbuf);
+    return PGCDC_OK;
+}
+
+/* Replace the checkpoint file atomically and durably. */
+static int write_checkpoint(struct file_sink *f, char *err, size_t errlen)
+{
+    char lsn[PGCDC_LSN_BUFLEN], body[256];
+    const char *seg = f->fd >= 0 ? f->seg : "";
+    uint64_t off = f->fd >= 0 ? f->commit_off : 0;
+    int n = snprintf(body, sizeof(body),
+                     "# pgcdc file sink checkpoint; do not edit\nlsn=%s\nsegment=%s\noffset=%" PRIu64
+                     "\n",
+                     pgcdc_lsn_format(f->commit_end, lsn), seg, off);
+    int fd = open(f->ckpt_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0)
+        return sys_fail(err, errlen, "cannot write checkpoint", f->ckpt_tmp);
+    if (write_all(fd, body, (size_t)n) < 0 || fsync(fd) < 0) {
+        int rc = sys_fail(err, errlen, "cannot write checkpoint", f->ckpt_tmp);
+        close(fd);
+        return rc;
+    }
+    close(fd);
+    if (rename(f->ckpt_tmp, f->ckpt_path) < 0)
+        return sys_fail(err, errlen, "cannot replace checkpoint", f->ckpt_path);
+    if (fsync(f->statefd) < 0)
+        return sys_fail(err, errlen, "cannot fsync state directory for", f->ckpt_path);
+    f->ck_lsn = f->commit_end;
+    snprintf(f->ck_seg, sizeof(f->ck_seg), "%s", seg);
+    f->ck_off = off;
+    return PGCDC_OK;
+}
+
+static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
+{
+    struct file_sink *f = (struct file_sink *)s;
+    int rc;
+    if (f->fd >= 0) {
+        if ((rc = drain_buffer(f, err, errlen)) < 0)
+            return rc;
+        if (f->unsynced) {
+            if (fdatasync(f->fd) < 0)
+                return sys_fail(err, errlen, "cannot fsync segment", f->seg);
+            f->unsynced = false;
+        }
+        if (f->seg_new) {
+            if (fsync(f->dirfd) < 0)
+                return sys_fail(err, errlen, "cannot fsync", f->dir);
+            f->seg_new = false;
+        }
+    }
+    const char *seg = f->fd >= 0 ? f->seg : "";
+    uint64_t off = f->fd >= 0 ? f->commit_off : 0;
+    if (f->commit_end != f->ck_lsn || off != f->ck_off || strcmp(seg, f->ck_seg) != 0) {
+        if ((rc = write_checkpoint(f, err, errlen)) < 0)
+            return rc;
+    }
+    pgcdc_txn_track_ack_all(s->track);
+    return PGCDC_OK;
+}
+
+static int open_segment(struct file_sink *f, char *err, size_t errlen)
+{
+    f->seq++;
+    snprintf(f->seg, sizeof(f->seg), "%010" PRIu32 "-%016" PRIX64 OPEN_SUFFIX, f->seq,
+             f->txn.commit_lsn);
+    /* O_APPEND: after a rewind truncates, the next write lands at the new end. */
+    f->fd = openat(f->dirfd, f->seg, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (f->fd < 0)
+        return sys_fail(err, errlen, "cannot create segment in", f->dir);
+    f->written = 0;
+    f->commit_off = 0;
+    f->seg_new = true;
+    f->unsynced = false;
+    return PGCDC_OK;
+}
+
+/* Close the open segment: sync it, give it its final name, record that. */
+static int rotate(struct file_sink *f, char *err, size_t errlen)
+{
+    int rc = file_sync(&f->base, err, errlen);
+    if (rc < 0)
+        return rc;
+    char closed[SEG_NAME_MAX];
+    size_t n = strlen(f->seg) - strlen(".open");
+    memcpy(closed, f->seg, n);
+    closed[n] = '\0';
+    if (close(f->fd) < 0) {
+        f->fd = -1;
+        return sys_fail(err, errlen, "cannot close segment", f->seg);
+    }
+    f->fd = -1;
+    if (renameat(f->dirfd, f->seg, f->dirfd, closed) < 0)
+        return sys_fail(err, errlen, "cannot rename segment", f->seg);
+    if (fsync(f->dirfd) < 0)
+        return sys_fail(err, errlen, "cannot fsync", f->dir);
+    pgcdc_log(PGCDC_LOG_DEBUG, "segment closed", "segment", closed, NULL);
+    return write_checkpoint(f, err, errlen);
+}
+
+static int file_begin(struct pgcdc_sink *s, const struct pgcdc_txn_meta *txn, char *err,
+                      size_t errlen)
+{
+    struct file_sink *f = (struct file_sink *)s;
+    f->txn = *txn;
+    return PGCDC_OK;
+}
+
+static int file_write(struct pgcdc_sink *s, const struct pgcdc_record *r, char *err,
+                      size_t errlen)
+{
+    struct file_sink *f = (struct file_sink *)s;
+    int rc;
+    if (f->fd < 0 && (rc = open_segment(f, err, errlen)) < 0)
+        return rc;
+    if (pgcdc_buf_reserve(&f->wbuf, r->value_len + 1) < 0) {
+        snprintf(err, errlen, "out of memory buffering an event of %zu bytes", r->value_len);
+        return PGCDC_ERR;
+    }
+    memcpy(f->wbuf.data + f->wbuf.len, r->value, r->value_len);
+    f->wbuf.len += r->value_len;
+    f->wbuf.data[f->wbuf.len++] = '\n';
+    pgcdc_txn_track_add(s->track);
+    if (f->wbuf.len >= WRITE_CHUNK)
+        return drain_buffer(f, err, errlen);
+    return PGCDC_OK;
+}
+
+static int file_commit(struct pgcdc_sink *s, const struct pgcdc_txn_meta *txn, char *err,
+                       size_t errlen)
+{
+    struct file_sink *f = (struct file_sink *)s;
+    f->commit_end = txn->end_lsn;
+    if (f->fd < 0)
+        return PGCDC_OK;
+    f->commit_off = f->written + f->wbuf.len;
+    if (f->commit_off >= f->segment_bytes)
+        return rotate(f, err, errlen);
+    return PGCDC_OK;
+}
+
+static int file_poll(struct pgcdc_sink *s, int timeout_ms, char *err, size_t errlen)
+{
+    return PGCDC_OK; /* writes never wait on anyone */
+}
+
+static int file_flush(struct pgcdc_sink *s, int timeout_ms, char *err, size_t errlen)
+{
+    return file_sync(s, err, errlen);
+}
+
+/*
+ * Go back to what the checkpoint says: drop buffered bytes, cut the checkpointed
+ * segment to its offset, delete a segment created after it.
+ */
+static int file_rewind(struct pgcdc_sink *s, char *err, size_t errlen)
+{
+    struct file_sink *f = (struct file_sink *)s;
+    pgcdc_buf_reset(&f->wbuf);
+    if (f->fd >= 0) {
+        if (strcmp(f->seg, f->ck_seg) == 0) {
+            if (ftruncate(f->fd, (off_t)f->ck_off) < 0 || fdatasync(f->fd) < 0)
+                return sys_fail(err, errlen, "cannot truncate segment", f->seg);
+            f->written = f->commit_off = f->ck_off;
+            f->unsynced = false;
+        } else {
+            close(f->fd);
+            f->fd = -1;
+            if (unlinkat(f->dirfd, f->seg, 0) < 0 && errno != ENOENT)
+                return sys_fail(err, errlen, "cannot remove segment", f->seg);
+            f->seq--;
+        }
+    }
+    f->commit_end = f->ck_lsn;
+    return PGCDC_OK;
+}
+
+static uint64_t file_resume_lsn(struct pgcdc_sink *s)
+{
+    return ((struct file_sink *)s)->ck_lsn;
+}
+
+static void file_close(struct pgcdc_sink *s)
+{
+    struct file_sink *f = (struct file_sink *)s;
+    if (!f)
+        return;
+    if (f->fd >= 0)
+        close(f->fd);
+    if (f->dirfd >= 0)
+        close(f->dirfd);
+    if (f->statefd >= 0)
+        close(f->statefd);
+    pgcdc_buf_free(&f->wbuf);
+    free(f->dir);
+    free(f->ckpt_path);
+    free(f->ckpt_tmp);
+    free(f);
+}
+
+static const struct pgcdc_sink_ops file_ops = {
+    .name = "file",
+    .begin = file_begin,
+    .write = file_write,
+    .commit = file_commit,
+    .sync = file_sync,
+    .poll = file_poll,
+    .flush = file_flush,
+    .rewind = file_rewind,
+    .resume_lsn = file_resume_lsn,
+    .close = file_close,
+};
+
+static int mkdir_p(const char *path)
+{
+    char tmp[4096];
+    if (snprintf(tmp, sizeof(tmp), "%s", path) >= (int)sizeof(tmp)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    for (char *p = tmp + 1; *p; p++) {
+        if (*p == '/') {
+            *p = '\0';
+            if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+                return -1;
+            *p = '/';
+        }
+    }
+    if (mkdir(tmp, 0755) < 0 && errno != EEXIST)
+        return -1;
+    return 0;
+}
+
+/* Read "<state>/checkpoint". Returns 1 when found, 0 when absent, <0 on error. */
+static int read_checkpoint(struct file_sink *f, char *err, size_t errlen)
+{
+    FILE *fp = fopen(f->ckpt_path, "r");
+    if (!fp) {
+        if (errno == ENOENT)
+            return 0;
+        return sys_fail(err, errlen, "cannot read checkpoint", f->ckpt_path);
+    }
+    char line[512];
+    int have_lsn = 0;
+    while (fgets(line, sizeof(line), fp)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0] == '#' || line[0] == '\0')
+            continue;
+        if (strncmp(line, "lsn=", 4) == 0)
+            have_lsn = pgcdc_lsn_parse_str(line + 4, &f->ck_lsn) == 0;
+        else if (strncmp(line, "segment=", 8) == 0 && strlen(line + 8) < sizeof(f->ck_seg))
+            memcpy(f->ck_seg, line + 8, strlen(line + 8) + 1);
+        else if (strncmp(line, "offset=", 7) == 0)
+            f->ck_off = strtoull(line + 7, NULL, 10);
+    }
+    fclose(fp);
+    if (!have_lsn) {
+        snprintf(err, errlen,
+                 "checkpoint %s is damaged (no lsn= line): restore it, or start over with an "
+                 "empty state.dir and sink.file.dir and a new slot",
+                 f->ckpt_path);
+        return PGCDC_ERR;
+    }
+    return 1;
+}
+
+/* Bring sink.file.dir back to what the checkpoint says (see the file comment). */
+static int recover(struct file_sink *f, bool have_ckpt, char *err, size_t errlen)
+{
+    DIR *d = fdopendir(dup(f->dirfd));
+    if (!d)
+        return sys_fail(err, errlen, "cannot list", f->dir);
+    struct dirent *de;
+    int nsegs = 0, rc = PGCDC_OK;
+    while ((de = readdir(d))) {
+        const char *n = de->d_name;
+        size_t len = strlen(n);
+        bool is_open = len > strlen(OPEN_SUFFIX) &&
+                       strcmp(n + len - strlen(OPEN_SUFFIX), OPEN_SUFFIX) == 0;
+        bool is_closed = len > 6 && strcmp(n + len - 6, ".jsonl") == 0;
+        if (!is_open && !is_closed)
+            continue;
+        nsegs++;
+        uint32_t seq = (uint32_t)strtoul(n, NULL, 10);
+        if (seq > f->seq)
+            f->seq = seq;
+        if (!is_open || !have_ckpt)
+            continue;
+        if (strcmp(n, f->ck_seg) == 0) {
+            f->fd = openat(f->dirfd, n, O_WRONLY | O_APPEND | O_CLOEXEC);
+            if (f->fd < 0 || ftruncate(f->fd, (off_t)f->ck_off) < 0 || fsync(f->fd) < 0) {
+                rc = sys_fail(err, errlen, "cannot recover segment", n);
+                break;
+            }
+            memcpy(f->seg, f->ck_seg, sizeof(f->seg)); /* n equals ck_seg, which fits */
+            f->written = f->commit_off = f->ck_off;
+        } else {
+            /* Begun after the last checkpoint: every byte of it will be sent again. */
+            if (unlinkat(f->dirfd, n, 0) < 0) {
+                rc = sys_fail(err, errlen, "cannot remove unconfirmed segment", n);
+                break;
+            }
+            pgcdc_log(PGCDC_LOG_INFO, "removed segment written after the checkpoint", "segment",
+                      n, NULL);
+        }
+    }
+    closedir(d);
+    if (rc < 0)
+        return rc;
+    if (!have_ckpt && nsegs > 0) {
+        snprintf(err, errlen,
+                 "sink.file.dir %s holds segments but %s is missing, so pgcdc cannot tell "
+                 "where they end: restore the checkpoint, or move the segments away and "
+                 "start over",
+                 f->dir, f->ckpt_path);
+        return PGCDC_ERR_CONFIG;
+    }
+    if (f->fd < 0)
+        f->ck_seg[0] = '\0'; /* the checkpointed segment was already closed */
+    if (fsync(f->dirfd) < 0)
+        return sys_fail(err, errlen, "cannot fsync", f->dir);
+    return PGCDC_OK;
+}
+
+int pgcdc_sink_file_open(struct pgcdc_sink **out, const struct pgcdc_config *cfg, char *err,
+                         size_t errlen)
+{
+    int rc = PGCDC_ERR;
+    struct file_sink *f = calloc(1, sizeof(*f));
+    if (!f) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    f->base.ops = &file_ops;
+    f->fd = f->dirfd = f->statefd = -1;
+    f->segment_bytes = cfg->sink_file_segment_bytes;
+    f->dir = strdup(cfg->sink_file_dir);
+    if (!f->dir || asprintf(&f->ckpt_path, "%s/checkpoint", cfg->state_dir) < 0 ||
+        asprintf(&f->ckpt_tmp, "%s/checkpoint.tmp", cfg->state_dir) < 0) {
+        snprintf(err, errlen, "out of memory");
+        goto fail;
+    }
+
+    if (mkdir_p(f->dir) < 0 ||
+        (f->dirfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        snprintf(err, errlen,
+                 "sink.file.dir \"%s\" cannot be used: %s; create it writable for this user or "
+                 "point sink.file.dir elsewhere",
+                 f->dir, strerror(errno));
+        rc = PGCDC_ERR_CONFIG;
+        goto fail;
+    }
+    /* Prove we can create files there now, not at the first change hours later. */
+    int probe = openat(f->dirfd, ".pgcdc-probe", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (probe < 0) {
+        snprintf(err, errlen,
+                 "sink.file.dir \"%s\" is not writable: %s; fix its permissions or point "
+                 "sink.file.dir elsewhere",
+                 f->dir, strerror(errno));
+        rc = PGCDC_ERR_CONFIG;
+        goto fail;
+    }
+    close(probe);
+    unlinkat(f->dirfd, ".pgcdc-probe", 0);
+
+    f->statefd = open(cfg->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (f->statefd < 0) {
+        snprintf(err, errlen, "state.dir \"%s\" cannot be opened: %s", cfg->state_dir,
+                 strerror(errno));
+        rc = PGCDC_ERR_CONFIG;
+        goto fail;
+    }
+    int have = read_checkpoint(f, err, errlen);
+    if (have < 0) {
+        rc = have;
+        goto fail;
+    }
+    if ((rc = recover(f, have == 1, err, errlen)) < 0)
+        goto fail;
+    f->commit_end = f->ck_lsn;
+    *out = &f->base;
+    return PGCDC_OK;
+fail:
+    file_close(&f->base);
+    return rc;
+}

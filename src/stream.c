@@ -1,0 +1,703 @@
+/*
+ * stream.c — `pgcdc run`: the replication loop that ties the modules together.
+ *
+ * Data path: repl (messages) -> decode (wal2json v2) -> event (JSON) -> sink -> txn_track
+ * -> repl (standby status with flush = the confirmed LSN). Connection failures back off
+ * with jitter and resume from the durable position; the sink is rewound to what is
+ * durable, and transactions the sink already holds are skipped when sent again.
+ */
+#include "pgcdc/stream.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "pgcdc/common.h"
+#include "pgcdc/decode.h"
+#include "pgcdc/event.h"
+#include "pgcdc/log.h"
+#include "pgcdc/lsn.h"
+#include "pgcdc/repl.h"
+#include "pgcdc/sink.h"
+#include "pgcdc/sink_file.h"
+#include "pgcdc/sink_kafka.h"
+#include "pgcdc/txn_track.h"
+
+#define TRACK_CAPACITY 65536
+#define SYNC_INTERVAL_MS 100   /* group commit: at most this long between syncs under load */
+#define BACKOFF_BASE_MS 500
+#define BACKOFF_CAP_MS 30000
+#define BUSY_RETRY_MS 60000    /* how long a slot held by another process is waited for */
+#define PROGRESS_INTERVAL_MS 60000
+#define NAME_MAX_BYTES 256
+
+volatile sig_atomic_t pgcdc_stop_requested = 0;
+
+enum loop_result { LOOP_STOP = 0, LOOP_END_REACHED = 1 };
+
+struct stream {
+    const struct pgcdc_config *cfg;
+    uint64_t end_lsn; /* 0: run until signalled */
+    struct pgcdc_sink *sink;
+    struct pgcdc_txn_track *track;
+    struct pgcdc_repl *repl;
+    struct pgcdc_decoder dec;
+    struct pgcdc_buf value, key, name_json, db_json;
+    char statefile[4096];
+
+    uint64_t skip_upto;   /* transactions ending at or before this are already in the sink */
+    uint64_t received;    /* highest position received (status "write") */
+    uint64_t sent_flush;  /* last flush position sent to the server */
+    bool in_txn, skipping;
+    struct pgcdc_txn_meta txn;
+    struct pgcdc_event_ctx ectx;
+
+    /* table selection cache: the last (schema, table) spans and the decision */
+    char last_schema[NAME_MAX_BYTES], last_table[NAME_MAX_BYTES];
+    struct pgcdc_buf last_rel; /* raw schema+table bytes of the cached decision */
+    bool last_selected;
+
+    int64_t last_sync_ms, last_status_ms, last_progress_ms;
+    bool dirty; /* written since the last sync */
+    uint64_t n_events, n_txns;
+};
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    pgcdc_stop_requested = 1;
+}
+
+void pgcdc_stream_install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+/* Sleep up to ms, waking early when a stop is requested. */
+static void nap(int ms)
+{
+    int64_t until = pgcdc_mono_ms() + ms;
+    while (!pgcdc_stop_requested) {
+        int64_t left = until - pgcdc_mono_ms();
+        if (left <= 0)
+            break;
+        struct timespec ts = {0, (long)(left > 100 ? 100 : left) * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int backoff_ms(int attempt)
+{
+    int64_t cap = BACKOFF_BASE_MS;
+    for (int i = 0; i < attempt && cap < BACKOFF_CAP_MS; i++)
+        cap *= 2;
+    if (cap > BACKOFF_CAP_MS)
+        cap = BACKOFF_CAP_MS;
+    /* "Equal jitter": half fixed, half random, so reconnect storms spread out. */
+    return (int)(cap / 2 + (int64_t)(random() % (cap / 2 + 1)));
+}
+
+static int send_status(struct stream *s, bool force, char *err, size_t errlen)
+{
+    uint64_t confirmed = pgcdc_txn_track_confirmed(s->track);
+    int64_t now = pgcdc_mono_ms();
+    if (!force && now - s->last_status_ms < s->cfg->status_interval_ms)
+        return PGCDC_OK;
+    uint64_t written = s->received > confirmed ? s->received : confirmed;
+    int rc = pgcdc_repl_send_status(s->repl, written, confirmed, false, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (confirmed != s->sent_flush) {
+        char l[PGCDC_LSN_BUFLEN];
+        pgcdc_log(PGCDC_LOG_DEBUG, "confirmed", "lsn", pgcdc_lsn_format(confirmed, l), NULL);
+    }
+    s->sent_flush = confirmed;
+    s->last_status_ms = now;
+    return PGCDC_OK;
+}
+
+static int sink_sync(struct stream *s, char *err, size_t errlen)
+{
+    int rc = s->sink->ops->sync(s->sink, err, errlen);
+    if (rc < 0)
+        return rc;
+    s->last_sync_ms = pgcdc_mono_ms();
+    s->dirty = false;
+    if (pgcdc_txn_track_failed(s->track)) {
+        if (!*err)
+            snprintf(err, errlen, "the sink failed to deliver a change; stopping before it");
+        return PGCDC_ERR;
+    }
+    return PGCDC_OK;
+}
+
+/* Offer one record to the sink until it takes it, keeping the server connection alive. */
+static int sink_write(struct stream *s, const struct pgcdc_record *r, char *err, size_t errlen)
+{
+    for (;;) {
+        int rc = s->sink->ops->write(s->sink, r, err, errlen);
+        if (rc != PGCDC_AGAIN) {
+            s->dirty = true;
+            return rc;
+        }
+        if ((rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0)
+            return rc;
+        if ((rc = send_status(s, false, err, errlen)) < 0)
+            return rc;
+        if (pgcdc_txn_track_failed(s->track)) {
+            snprintf(err, errlen, "the sink failed to deliver a change; stopping before it");
+            return PGCDC_ERR;
+        }
+    }
+}
+
+static bool table_selected(struct stream *s, const struct pgcdc_change *ch)
+{
+    /* Cache on the raw bytes: consecutive changes mostly hit the same table. */
+    size_t n = ch->schema.len + ch->table.len;
+    if (s->last_rel.len == n + 1 && memcmp(s->last_rel.data, ch->schema.p, ch->schema.len) == 0 &&
+        memcmp(s->last_rel.data + ch->schema.len + 1, ch->table.p, ch->table.len) == 0)
+        return s->last_selected;
+    pgcdc_buf_reset(&s->last_rel);
+    if (pgcdc_buf_append(&s->last_rel, ch->schema.p, ch->schema.len) < 0 ||
+        pgcdc_buf_append_char(&s->last_rel, '.') < 0 ||
+        pgcdc_buf_append(&s->last_rel, ch->table.p, ch->table.len) < 0 ||
+        pgcdc_json_unescape(ch->schema, s->last_schema, sizeof(s->last_schema)) < 0 ||
+        pgcdc_json_unescape(ch->table, s->last_table, sizeof(s->last_table)) < 0) {
+        pgcdc_buf_reset(&s->last_rel);
+        return true; /* never drop what we cannot classify */
+    }
+    s->last_selected = pgcdc_config_table_selected(s->cfg, s->last_schema, s->last_table);
+    return s->last_selected;
+}
+
+static int emit(struct stream *s, const struct pgcdc_change *ch, char op, int use_old_key,
+                char *err, size_t errlen)
+{
+    pgcdc_buf_reset(&s->value);
+    pgcdc_buf_reset(&s->key);
+    int haskey = 0;
+    if (pgcdc_event_encode(&s->value, &s->ectx, ch, op, pgcdc_now_ms()) < 0 ||
+        (op != 't' && (haskey = pgcdc_event_key(&s->key, ch, use_old_key)) < 0)) {
+        snprintf(err, errlen, "out of memory encoding an event");
+        return PGCDC_ERR;
+    }
+    struct pgcdc_record r = {
+        .schema = s->last_schema,
+        .table = s->last_table,
+        .op = op,
+        .key = haskey ? s->key.data : NULL,
+        .key_len = haskey ? s->key.len : 0,
+        .value = s->value.data,
+        .value_len = s->value.len,
+        .lsn = ch->lsn,
+        .commit_lsn = s->txn.commit_lsn,
+        .xid = s->txn.xid,
+    };
+    s->n_events++;
+    return sink_write(s, &r, err, errlen);
+}
+
+static bool end_reached_at(struct stream *s, uint64_t pos)
+{
+    return s->end_lsn && pos >= s->end_lsn;
+}
+
+/* Handle one wal2json message. Returns 0, LOOP_END_REACHED (as 1), or an error. */
+static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *err, size_t errlen)
+{
+    int rc;
+    switch (ch->action) {
+    case PGCDC_ACT_BEGIN:
+        if (s->end_lsn && ch->nextlsn > s->end_lsn)
+            return LOOP_END_REACHED; /* commits after --end-lsn: not ours */
+        s->in_txn = true;
+        s->txn = (struct pgcdc_txn_meta){.xid = ch->xid, .commit_lsn = ch->lsn,
+                                         .end_lsn = ch->nextlsn, .commit_ts_ms = ch->ts_ms};
+        s->skipping = ch->nextlsn <= s->skip_upto;
+        if (s->skipping)
+            return PGCDC_OK;
+        s->ectx.xid = ch->xid;
+        s->ectx.commit_lsn = ch->lsn;
+        s->ectx.commit_ts_ms = ch->ts_ms;
+        while ((rc = pgcdc_txn_track_begin(s->track, ch->nextlsn)) == PGCDC_AGAIN) {
+            if ((rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0 ||
+                (rc = send_status(s, false, err, errlen)) < 0)
+                return rc;
+        }
+        return s->sink->ops->begin(s->sink, &s->txn, err, errlen);
+
+    case PGCDC_ACT_COMMIT:
+        if (!s->in_txn) {
+            snprintf(err, errlen, "wal2json sent a commit without a begin");
+            return PGCDC_ERR_RETRY;
+        }
+        s->in_txn = false;
+        if (ch->nextlsn > s->received)
+            s->received = ch->nextlsn;
+        if (!s->skipping) {
+            if ((rc = s->sink->ops->commit(s->sink, &s->txn, err, errlen)) < 0)
+                return rc;
+            pgcdc_txn_track_commit(s->track);
+            s->n_txns++;
+        }
+        s->skipping = false;
+        return end_reached_at(s, ch->nextlsn) ? LOOP_END_REACHED : PGCDC_OK;
+
+    case PGCDC_ACT_INSERT:
+    case PGCDC_ACT_UPDATE:
+    case PGCDC_ACT_DELETE:
+    case PGCDC_ACT_TRUNCATE:
+        if (!s->in_txn) {
+            snprintf(err, errlen, "wal2json sent a change outside a transaction");
+            return PGCDC_ERR_RETRY;
+        }
+        if (s->skipping || !table_selected(s, ch))
+            return PGCDC_OK;
+        if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
+            pgcdc_event_key_changed(ch)) {
+            /* Compacted topics: the old key is deleted, the new key created. */
+            if ((rc = emit(s, ch, 'd', 1, err, errlen)) < 0)
+                return rc;
+            return emit(s, ch, 'c', 0, err, errlen);
+        }
+        return emit(s, ch, pgcdc_event_op(ch), ch->action == PGCDC_ACT_DELETE, err, errlen);
+
+    default:
+        return PGCDC_OK; /* logical messages ('M') are not row changes */
+    }
+}
+
+/* Options for wal2json; add-tables/filter-tables only when every pattern fits its syntax. */
+static int plugin_options(const struct pgcdc_config *cfg, const char **opts, size_t max)
+{
+    size_t n = 0;
+    const char *fixed[] = {"format-version", "2",     "include-xids",      "1",
+                           "include-timestamp", "1",  "include-lsn",       "1",
+                           "include-pk",     "1",     "include-type-oids", "1",
+                           "include-types",  "0",     "include-transaction", "1"};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]) && n + 2 < max; i++)
+        opts[n++] = fixed[i];
+    opts[n] = NULL;
+    (void)cfg;
+    return (int)n;
+}
+
+/*
+ * wal2json's own table filter only knows "schema.table" with '*' for a whole part;
+ * we pass it when the patterns fit (less decoding traffic), and always filter here too.
+ */
+static bool wal2json_pattern_ok(const char *list)
+{
+    char buf[4096];
+    if (!list || snprintf(buf, sizeof(buf), "%s", list) >= (int)sizeof(buf))
+        return false;
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        char *dot = strchr(tok, '.');
+        if (!dot || strchr(dot + 1, '.') || strpbrk(tok, "\\\"' "))
+            return false;
+        *dot = '\0';
+        const char *parts[2] = {tok, dot + 1};
+        for (int i = 0; i < 2; i++)
+            if (strchr(parts[i], '*') && strcmp(parts[i], "*") != 0)
+                return false;
+    }
+    return true;
+}
+
+static void strip_spaces(char *dst, size_t cap, const char *src)
+{
+    size_t o = 0;
+    for (; *src && o + 1 < cap; src++)
+        if (*src != ' ')
+            dst[o++] = *src;
+    dst[o] = '\0';
+}
+
+/* Connect, check, make sure the slot exists, start streaming. */
+static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
+{
+    const struct pgcdc_config *cfg = s->cfg;
+    int rc = pgcdc_repl_connect(&s->repl, cfg->source_dsn, err, errlen);
+    if (rc < 0)
+        return rc;
+    if ((rc = pgcdc_repl_preflight(s->repl, err, errlen)) < 0)
+        return rc;
+    struct pgcdc_slot_info info;
+    if ((rc = pgcdc_repl_slot_info(s->repl, cfg->source_slot, &info, err, errlen)) < 0)
+        return rc;
+    bool streamed_before = access(s->statefile, F_OK) == 0;
+    *fresh_slot = false;
+    if (!info.exists) {
+        if (streamed_before) {
+            snprintf(err, errlen,
+                     "replication slot \"%s\" no longer exists (dropped while pgcdc was "
+                     "stopped or running?): the changes since the last confirmed LSN are gone. "
+                     "To start over with a fresh snapshot, remove %s and the sink's data, "
+                     "then run again",
+                     cfg->source_slot, cfg->state_dir);
+            return PGCDC_ERR;
+        }
+        if (!cfg->source_create_slot) {
+            snprintf(err, errlen,
+                     "replication slot \"%s\" does not exist: create it with `pgcdc slot "
+                     "create`, or set source.create_slot = true",
+                     cfg->source_slot);
+            return PGCDC_ERR;
+        }
+        *fresh_slot = true;
+        return PGCDC_OK; /* the caller creates it (with or without a snapshot) */
+    }
+    if (strcmp(info.plugin, "wal2json") != 0) {
+        snprintf(err, errlen,
+                 "replication slot \"%s\" uses the plugin \"%s\", pgcdc needs wal2json: pick "
+                 "another source.slot, or drop that slot if it is unused",
+                 cfg->source_slot, info.plugin);
+        return PGCDC_ERR;
+    }
+    return PGCDC_OK;
+}
+
+static int start_streaming(struct stream *s, char *err, size_t errlen)
+{
+    const struct pgcdc_config *cfg = s->cfg;
+    const char *opts[40];
+    int n = plugin_options(cfg, opts, sizeof(opts) / sizeof(opts[0]) - 4);
+    char inc[4096], exc[4096];
+    if (cfg->source_tables_include && wal2json_pattern_ok(cfg->source_tables_include)) {
+        strip_spaces(inc, sizeof(inc), cfg->source_tables_include);
+        opts[n++] = "add-tables";
+        opts[n++] = inc;
+    }
+    if (cfg->source_tables_exclude && wal2json_pattern_ok(cfg->source_tables_exclude)) {
+        strip_spaces(exc, sizeof(exc), cfg->source_tables_exclude);
+        opts[n++] = "filter-tables";
+        opts[n++] = exc;
+    }
+    opts[n] = NULL;
+    uint64_t startpos = s->skip_upto;
+    int rc = pgcdc_repl_start(s->repl, cfg->source_slot, startpos, opts, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (access(s->statefile, F_OK) != 0) {
+        FILE *fp = fopen(s->statefile, "w");
+        if (fp) {
+            fprintf(fp, "slot=%s\n", cfg->source_slot);
+            fflush(fp);
+            fsync(fileno(fp));
+            fclose(fp);
+        }
+    }
+    char l[PGCDC_LSN_BUFLEN];
+    pgcdc_log(PGCDC_LOG_INFO, "streaming", "slot", cfg->source_slot, "db",
+              pgcdc_repl_dbname(s->repl), "from", pgcdc_lsn_format(startpos, l), NULL);
+    return PGCDC_OK;
+}
+
+static void progress(struct stream *s)
+{
+    int64_t now = pgcdc_mono_ms();
+    if (now - s->last_progress_ms < PROGRESS_INTERVAL_MS)
+        return;
+    s->last_progress_ms = now;
+    char ev[24], tx[24], c[PGCDC_LSN_BUFLEN], r[PGCDC_LSN_BUFLEN], inflight[24];
+    snprintf(ev, sizeof(ev), "%" PRIu64, s->n_events);
+    snprintf(tx, sizeof(tx), "%" PRIu64, s->n_txns);
+    snprintf(inflight, sizeof(inflight), "%zu", pgcdc_txn_track_inflight(s->track));
+    pgcdc_log(PGCDC_LOG_INFO, "progress", "events", ev, "txns", tx, "confirmed",
+              pgcdc_lsn_format(s->sent_flush, c), "received", pgcdc_lsn_format(s->received, r),
+              "inflight", inflight, NULL);
+}
+
+/* Stream until stopped, the end LSN, or an error. */
+static int loop(struct stream *s, char *err, size_t errlen)
+{
+    for (;;) {
+        if (pgcdc_stop_requested)
+            return LOOP_STOP;
+        struct pgcdc_repl_msg msg;
+        int got = pgcdc_repl_read(s->repl, &msg, err, errlen), rc;
+        if (got < 0)
+            return got;
+        if (got == 1 && msg.type == PGCDC_REPL_DATA) {
+            struct pgcdc_change ch;
+            if ((rc = pgcdc_decode(&s->dec, msg.data, msg.len, &ch, err, errlen)) < 0)
+                return rc;
+            rc = handle_change(s, &ch, err, errlen);
+            if (rc < 0)
+                return rc;
+            if (rc == LOOP_END_REACHED)
+                return LOOP_END_REACHED;
+        } else if (got == 1) {
+            /* Keepalive: walEnd is the sender's position. With nothing open or unsynced,
+             * everything before it is either durable or not ours: confirm it (idle tables
+             * must not pin WAL). */
+            if (!s->in_txn) {
+                if (msg.wal_end > s->received)
+                    s->received = msg.wal_end;
+                if (!s->dirty)
+                    pgcdc_txn_track_idle(s->track, msg.wal_end);
+                if (end_reached_at(s, msg.wal_end) && !s->dirty &&
+                    pgcdc_txn_track_inflight(s->track) == 0)
+                    return LOOP_END_REACHED;
+            }
+            if (msg.reply_requested && (rc = send_status(s, true, err, errlen)) < 0)
+                return rc;
+        }
+
+        bool drained = got == 0;
+        bool inflight = pgcdc_txn_track_inflight(s->track) > 0;
+        int64_t now = pgcdc_mono_ms();
+        /* Group commit: sync when the input is drained, or at least every SYNC_INTERVAL_MS. */
+        if (((s->dirty || inflight) && (drained || now - s->last_sync_ms >= SYNC_INTERVAL_MS)) ||
+            now - s->last_sync_ms >= s->cfg->status_interval_ms) {
+            if ((rc = sink_sync(s, err, errlen)) < 0)
+                return rc;
+            /* Tell the server soon after something became durable: less retained WAL,
+             * lower latency for --end-lsn, and a keepalive back when it is idle. */
+            if (pgcdc_txn_track_confirmed(s->track) != s->sent_flush &&
+                now - s->last_status_ms >= SYNC_INTERVAL_MS &&
+                (rc = send_status(s, true, err, errlen)) < 0)
+                return rc;
+        }
+        if ((rc = send_status(s, false, err, errlen)) < 0)
+            return rc;
+        progress(s);
+        if (drained) {
+            int64_t wait = s->cfg->status_interval_ms - (pgcdc_mono_ms() - s->last_status_ms);
+            if (inflight || s->dirty)
+                wait = 5; /* acknowledgements are due soon */
+            if (wait > 100)
+                wait = 100; /* re-check the stop flag often */
+            if (wait < 1)
+                wait = 1;
+            if ((rc = pgcdc_repl_wait(s->repl, (int)wait)) < 0) {
+                snprintf(err, errlen, "replication connection lost while waiting");
+                return rc;
+            }
+        }
+    }
+}
+
+/* Make what was received durable, then say so to the server and end the stream. */
+static int finish(struct stream *s, char *err, size_t errlen)
+{
+    int rc = s->sink->ops->flush(s->sink, 8000, err, errlen);
+    if (rc < 0)
+        return rc;
+    uint64_t confirmed = pgcdc_txn_track_confirmed(s->track);
+    if (s->repl) {
+        rc = pgcdc_repl_finish(s->repl, confirmed, err, errlen);
+        if (rc < 0)
+            pgcdc_log(PGCDC_LOG_WARN, "could not send the final status", "error", err, NULL);
+        *err = '\0';
+    }
+    char l[PGCDC_LSN_BUFLEN];
+    pgcdc_log(PGCDC_LOG_INFO, "stopped", "confirmed", pgcdc_lsn_format(confirmed, l), NULL);
+    return PGCDC_OK;
+}
+
+/*
+ * After a lost connection: make durable what can be, drop the rest (the server sends it
+ * again from the confirmed LSN), and skip what the sink already holds.
+ */
+static void reset_after_disconnect(struct stream *s)
+{
+    char err[512] = "";
+    if (s->sink->ops->flush(s->sink, 5000, err, sizeof(err)) < 0)
+        pgcdc_log(PGCDC_LOG_WARN, "could not flush the sink before reconnecting", "error", err,
+                  NULL);
+    uint64_t confirmed = pgcdc_txn_track_confirmed(s->track);
+    err[0] = '\0';
+    if (s->sink->ops->rewind(s->sink, err, sizeof(err)) < 0)
+        pgcdc_log(PGCDC_LOG_WARN, "could not rewind the sink", "error", err, NULL);
+    pgcdc_txn_track_abort_all(s->track);
+    uint64_t resume = s->sink->ops->resume_lsn(s->sink);
+    s->skip_upto = confirmed > resume ? confirmed : resume;
+    s->in_txn = s->skipping = false;
+    s->dirty = false;
+    pgcdc_repl_close(s->repl);
+    s->repl = NULL;
+}
+
+static int lock_state_dir(const char *dir, int *lockfd, char *err, size_t errlen)
+{
+    char path[4096];
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "state.dir \"%s\" cannot be created: %s; create it or point "
+                 "state.dir elsewhere", dir, strerror(errno));
+        return PGCDC_ERR_CONFIG;
+    }
+    snprintf(path, sizeof(path), "%s/lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "state.dir \"%s\" is not writable: %s; fix its permissions or "
+                 "point state.dir elsewhere", dir, strerror(errno));
+        return PGCDC_ERR_CONFIG;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "?";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        if (n > 0) {
+            pid[n] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+        }
+        snprintf(err, errlen, "state.dir \"%s\" is in use by another pgcdc (pid %s): stop it, "
+                 "or give each pgcdc its own state.dir and slot", dir, pid);
+        close(fd);
+        return PGCDC_ERR;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) < 0) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        close(fd);
+        return PGCDC_ERR;
+    }
+    *lockfd = fd; /* held until exit */
+    return PGCDC_OK;
+}
+
+static int open_sink(const struct pgcdc_config *cfg, struct pgcdc_sink **out, char *err,
+                     size_t errlen)
+{
+    if (cfg->sink_type == PGCDC_SINK_KAFKA)
+        return pgcdc_sink_kafka_open(out, cfg, err, errlen);
+    return pgcdc_sink_file_open(out, cfg, err, errlen);
+}
+
+int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err, size_t errlen)
+{
+    struct stream st;
+    memset(&st, 0, sizeof(st));
+    struct stream *s = &st;
+    s->cfg = cfg;
+    s->end_lsn = end_lsn;
+    int lockfd = -1, rc;
+    srandom((unsigned)(getpid() ^ pgcdc_now_us()));
+
+    if ((rc = lock_state_dir(cfg->state_dir, &lockfd, err, errlen)) < 0)
+        return rc;
+    snprintf(s->statefile, sizeof(s->statefile), "%s/slot", cfg->state_dir);
+    if ((rc = open_sink(cfg, &s->sink, err, errlen)) < 0)
+        goto out;
+    s->skip_upto = s->sink->ops->resume_lsn(s->sink);
+    s->track = pgcdc_txn_track_new(TRACK_CAPACITY, s->skip_upto);
+    if (!s->track) {
+        snprintf(err, errlen, "out of memory");
+        rc = PGCDC_ERR;
+        goto out;
+    }
+    s->sink->track = s->track;
+    pgcdc_decoder_init(&s->dec);
+    if (pgcdc_buf_append_json_str(&s->name_json, cfg->sink_kafka_topic_prefix,
+                                  strlen(cfg->sink_kafka_topic_prefix)) < 0) {
+        snprintf(err, errlen, "out of memory");
+        rc = PGCDC_ERR;
+        goto out;
+    }
+    s->ectx.name_json = s->name_json.data;
+    s->ectx.snapshot = "false";
+
+    int attempt = 0;
+    int64_t busy_since = 0;
+    for (;;) {
+        if (pgcdc_stop_requested) {
+            rc = PGCDC_OK;
+            break;
+        }
+        bool fresh = false;
+        rc = start(s, &fresh, err, errlen);
+        if (rc == PGCDC_OK && fresh) {
+            uint64_t consistent = 0;
+            rc = pgcdc_repl_create_slot(s->repl, cfg->source_slot, NULL, 0, &consistent, err,
+                                        errlen);
+            if (rc == PGCDC_OK) {
+                char l[PGCDC_LSN_BUFLEN];
+                pgcdc_log(PGCDC_LOG_INFO, "created replication slot", "slot", cfg->source_slot,
+                          "consistent_point", pgcdc_lsn_format(consistent, l), NULL);
+            }
+        }
+        if (rc == PGCDC_OK) {
+            pgcdc_buf_reset(&s->db_json);
+            const char *db = pgcdc_repl_dbname(s->repl);
+            if (pgcdc_buf_append_json_str(&s->db_json, db, strlen(db)) < 0) {
+                snprintf(err, errlen, "out of memory");
+                rc = PGCDC_ERR;
+                break;
+            }
+            s->ectx.db_json = s->db_json.data;
+            rc = start_streaming(s, err, errlen);
+        }
+        if (rc == PGCDC_OK) {
+            attempt = 0;
+            busy_since = 0;
+            s->last_status_ms = s->last_sync_ms = pgcdc_mono_ms();
+            rc = loop(s, err, errlen);
+            if (rc == LOOP_STOP || rc == LOOP_END_REACHED) {
+                rc = finish(s, err, errlen);
+                break;
+            }
+        }
+        if (rc == PGCDC_ERR_BUSY) {
+            if (!busy_since)
+                busy_since = pgcdc_mono_ms();
+            if (pgcdc_mono_ms() - busy_since > BUSY_RETRY_MS) {
+                strncat(err, "; another process keeps the slot busy: stop it, or use another "
+                        "source.slot", errlen - strlen(err) - 1);
+                rc = PGCDC_ERR;
+            } else {
+                rc = PGCDC_ERR_RETRY;
+            }
+        }
+        if (rc != PGCDC_ERR_RETRY) {
+            /* Fatal: keep what is durable confirmed, nothing more. */
+            if (s->repl && s->sink) {
+                char e2[256] = "";
+                s->sink->ops->flush(s->sink, 5000, e2, sizeof(e2));
+                pgcdc_repl_finish(s->repl, pgcdc_txn_track_confirmed(s->track), e2, sizeof(e2));
+            }
+            break;
+        }
+        int ms = backoff_ms(attempt++);
+        char delay[16];
+        snprintf(delay, sizeof(delay), "%dms", ms);
+        pgcdc_log(PGCDC_LOG_WARN, "disconnected; retrying", "error", err, "backoff", delay,
+                  NULL);
+        reset_after_disconnect(s);
+        *err = '\0';
+        nap(ms);
+    }
+out:
+    if (s->repl)
+        pgcdc_repl_close(s->repl);
+    if (s->sink)
+        s->sink->ops->close(s->sink);
+    pgcdc_txn_track_free(s->track);
+    pgcdc_decoder_free(&s->dec);
+    pgcdc_buf_free(&s->value);
+    pgcdc_buf_free(&s->key);
+    pgcdc_buf_free(&s->name_json);
+    pgcdc_buf_free(&s->db_json);
+    pgcdc_buf_free(&s->last_rel);
+    if (lockfd >= 0)
+        close(lockfd);
+    return rc;
+}

@@ -1,0 +1,442 @@
+/*
+ * test_sink_kafka.c — the Kafka sink against librdkafka's in-process mock cluster (real
+ * protocol over loopback TCP): configuration errors, message shape (topic, key, headers,
+ * tombstones), acknowledgement through the transaction tracker, broker outage,
+ * back-pressure, oversized messages rejected locally and by the brokers.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+
+#include "pgcdc/common.h"
+#include "pgcdc/config.h"
+#include "pgcdc/log.h"
+#include "pgcdc/sink.h"
+#include "pgcdc/sink_kafka.h"
+#include "pgcdc/txn_track.h"
+#include "unit.h"
+
+static rd_kafka_t *mock_rk;
+static rd_kafka_mock_cluster_t *mock;
+static const char *bootstrap;
+
+static void mock_start(void)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+
+    rd_kafka_conf_set(conf, "log_level", "2", errstr, sizeof(errstr));
+    mock_rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    mock = rd_kafka_mock_cluster_new(mock_rk, 3);
+    bootstrap = rd_kafka_mock_cluster_bootstraps(mock);
+}
+
+static void mock_all(int up)
+{
+    for (int b = 1; b <= 3; b++)
+        up ? rd_kafka_mock_broker_set_up(mock, b) : rd_kafka_mock_broker_set_down(mock, b);
+}
+
+/* A config with the mock as bootstrap plus NULL-terminated key, value pairs. */
+static void cfg_make(struct pgcdc_config *c, const char *prefix, ...)
+{
+    char err[512];
+    va_list ap;
+    const char *k, *v;
+
+    pgcdc_config_init(c);
+    pgcdc_config_set(c, "kafka.bootstrap.servers", bootstrap, "test", err, sizeof(err));
+    pgcdc_config_set(c, "sink.kafka.topic_prefix", prefix, "test", err, sizeof(err));
+    va_start(ap, prefix);
+    while ((k = va_arg(ap, const char *)) && (v = va_arg(ap, const char *)))
+        CHECK_INT_EQ(pgcdc_config_set(c, k, v, "test", err, sizeof(err)), 0);
+    va_end(ap);
+}
+
+static struct pgcdc_record rec(const char *table, char op, const char *key, const char *value,
+                               uint64_t lsn)
+{
+    return (struct pgcdc_record){.schema = "public",
+                                 .table = table,
+                                 .op = op,
+                                 .key = key,
+                                 .key_len = key ? strlen(key) : 0,
+                                 .value = value,
+                                 .value_len = value ? strlen(value) : 0,
+                                 .lsn = lsn,
+                                 .commit_lsn = lsn + 100,
+                                 .xid = 741};
+}
+
+struct got {
+    int partition;
+    char key[64];
+    bool has_key;
+    char value[256];
+    bool has_value;
+    char lsn[24], commit_lsn[24], txid[16], op[4];
+};
+
+static void hdr(rd_kafka_message_t *m, const char *name, char *out, size_t len)
+{
+    rd_kafka_headers_t *h;
+    const void *v;
+    size_t n;
+
+    out[0] = '\0';
+    if (rd_kafka_message_headers(m, &h) == 0 && rd_kafka_header_get_last(h, name, &v, &n) == 0)
+        snprintf(out, len, "%.*s", (int)n, (const char *)v);
+}
+
+/* Read every message of topic (partitions 0..nparts-1) from the beginning. */
+static int consume(const char *topic, int nparts, struct got *out, int max)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_t *rk;
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(nparts);
+    int n = 0, idle = 0;
+
+    rd_kafka_conf_set(conf, "bootstrap.servers", bootstrap, errstr, sizeof(errstr));
+    rd_kafka_conf_set(conf, "group.id", "test", errstr, sizeof(errstr));
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    for (int p = 0; p < nparts; p++)
+        rd_kafka_topic_partition_list_add(parts, topic, p)->offset = RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_assign(rk, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    while (n < max && idle < 20) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 100);
+
+        if (!m) {
+            idle++;
+            continue;
+        }
+        if (!m->err) {
+            struct got *g = &out[n++];
+
+            idle = 0;
+            memset(g, 0, sizeof(*g));
+            g->partition = m->partition;
+            g->has_key = m->key != NULL;
+            if (m->key)
+                snprintf(g->key, sizeof(g->key), "%.*s", (int)m->key_len, (const char *)m->key);
+            g->has_value = m->payload != NULL;
+            if (m->payload)
+                snprintf(g->value, sizeof(g->value), "%.*s", (int)m->len,
+                         (const char *)m->payload);
+            hdr(m, "pgcdc.lsn", g->lsn, sizeof(g->lsn));
+            hdr(m, "pgcdc.commit_lsn", g->commit_lsn, sizeof(g->commit_lsn));
+            hdr(m, "pgcdc.txid", g->txid, sizeof(g->txid));
+            hdr(m, "pgcdc.op", g->op, sizeof(g->op));
+        }
+        rd_kafka_message_destroy(m);
+    }
+    rd_kafka_consumer_close(rk);
+    rd_kafka_destroy(rk);
+    return n;
+}
+
+static struct pgcdc_sink *open_sink(struct pgcdc_config *c, struct pgcdc_txn_track **t)
+{
+    struct pgcdc_sink *s = NULL;
+    char err[512];
+    int rc = pgcdc_sink_kafka_open(&s, c, err, sizeof(err));
+
+    CHECK_INT_EQ(rc, 0);
+    if (rc)
+        fprintf(stderr, "open: %s\n", err);
+    *t = pgcdc_txn_track_new(64, 1000);
+    if (s) {
+        s->track = *t;
+        CHECK(s->split_key_changes);
+        CHECK_U64_EQ(s->ops->resume_lsn(s), 0);
+    }
+    return s;
+}
+
+static void test_config_errors(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_sink *s = NULL;
+    char err[512];
+
+    pgcdc_config_init(&c);
+    CHECK_INT_EQ(pgcdc_sink_kafka_open(&s, &c, err, sizeof(err)), PGCDC_ERR_CONFIG);
+    CHECK_CONTAINS(err, "kafka.bootstrap.servers");
+    pgcdc_config_free(&c);
+
+    cfg_make(&c, "p", "kafka.no.such.property", "1", NULL);
+    CHECK_INT_EQ(pgcdc_sink_kafka_open(&s, &c, err, sizeof(err)), PGCDC_ERR_CONFIG);
+    CHECK_CONTAINS(err, "kafka.no.such.property");
+    pgcdc_config_free(&c);
+
+    cfg_make(&c, "p", "kafka.compression.codec", "bogus-codec", NULL);
+    CHECK_INT_EQ(pgcdc_sink_kafka_open(&s, &c, err, sizeof(err)), PGCDC_ERR_CONFIG);
+    CHECK_CONTAINS(err, "kafka.compression.codec");
+    pgcdc_config_free(&c);
+
+    /* A secret's value never appears, even when librdkafka would quote it. */
+    cfg_make(&c, "p", "kafka.sasl.password", "hunter2-secret-value", "kafka.ssl.key.password",
+             "hunter3", "kafka.enable.ssl.certificate.verification", "hunter4", NULL);
+    CHECK_INT_EQ(pgcdc_sink_kafka_open(&s, &c, err, sizeof(err)), PGCDC_ERR_CONFIG);
+    CHECK_NOT_CONTAINS(err, "hunter2");
+    CHECK_NOT_CONTAINS(err, "hunter3");
+    pgcdc_config_free(&c);
+
+    /* Conflicts found when the producer is built are configuration errors too. */
+    cfg_make(&c, "p", "kafka.acks", "1", NULL);
+    CHECK_INT_EQ(pgcdc_sink_kafka_open(&s, &c, err, sizeof(err)), PGCDC_ERR_CONFIG);
+    CHECK_CONTAINS(err, "acks");
+    pgcdc_config_free(&c);
+
+    /* ... unless idempotence is turned off explicitly. */
+    cfg_make(&c, "p", "kafka.acks", "1", "kafka.enable.idempotence", "false", NULL);
+    CHECK_INT_EQ(pgcdc_sink_kafka_open(&s, &c, err, sizeof(err)), 0);
+    if (s)
+        s->ops->close(s);
+    pgcdc_config_free(&c);
+}
+
+static void test_content(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_txn_track *t;
+    struct pgcdc_sink *s;
+    struct pgcdc_txn_meta txn = {.xid = 741, .commit_lsn = 2100, .end_lsn = 2200};
+    struct pgcdc_record r;
+    struct got g[16];
+    char err[512];
+    int n;
+
+    cfg_make(&c, "ct", NULL);
+    rd_kafka_mock_topic_create(mock, "ct.public.users", 1, 3);
+    rd_kafka_mock_topic_create(mock, "ct.public.nokey", 1, 3);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+
+    CHECK_INT_EQ(pgcdc_txn_track_begin(t, txn.end_lsn), 0);
+    CHECK_INT_EQ(s->ops->begin(s, &txn, err, sizeof(err)), 0);
+    r = rec("users", 'c', "{\"id\":1}", "{\"op\":\"c\"}", 2000);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    r = rec("users", 'd', "{\"id\":1}", "{\"op\":\"d\"}", 2010);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    r = rec("nokey", 'd', NULL, "{\"op\":\"d\",\"nokey\":1}", 2020);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    CHECK_INT_EQ(s->ops->commit(s, &txn, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
+    CHECK_INT_EQ(s->ops->flush(s, 10000, err, sizeof(err)), 0);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 2200);
+
+    n = consume("ct.public.users", 1, g, 16);
+    CHECK_INT_EQ(n, 3);
+    if (n == 3) {
+        CHECK_STR_EQ(g[0].key, "{\"id\":1}");
+        CHECK_STR_EQ(g[0].value, "{\"op\":\"c\"}");
+        CHECK_STR_EQ(g[0].lsn, "2000");
+        CHECK_STR_EQ(g[0].commit_lsn, "2100");
+        CHECK_STR_EQ(g[0].txid, "741");
+        CHECK_STR_EQ(g[0].op, "c");
+        CHECK_STR_EQ(g[1].op, "d");
+        CHECK_STR_EQ(g[1].lsn, "2010");
+        CHECK(g[1].has_value);
+        /* The tombstone: same key and headers, null value. */
+        CHECK_STR_EQ(g[2].key, "{\"id\":1}");
+        CHECK(!g[2].has_value);
+        CHECK_STR_EQ(g[2].op, "d");
+        CHECK_STR_EQ(g[2].lsn, "2010");
+        CHECK_STR_EQ(g[2].commit_lsn, "2110");
+    }
+    /* No key: no tombstone (it could never compact anything). */
+    n = consume("ct.public.nokey", 1, g, 16);
+    CHECK_INT_EQ(n, 1);
+    if (n == 1)
+        CHECK(!g[0].has_key);
+
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+
+    /* sink.kafka.tombstones=false: the delete alone. */
+    cfg_make(&c, "nt", "sink.kafka.tombstones", "false", NULL);
+    rd_kafka_mock_topic_create(mock, "nt.public.users", 1, 3);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+    pgcdc_txn_track_begin(t, 3000);
+    r = rec("users", 'd', "{\"id\":1}", "{\"op\":\"d\"}", 2900);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    CHECK_INT_EQ(s->ops->flush(s, 10000, err, sizeof(err)), 0);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 3000);
+    CHECK_INT_EQ(consume("nt.public.users", 1, g, 16), 1);
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+}
+
+/* Brokers down: nothing is confirmed; back up: everything is, with back-pressure between. */
+static void test_outage_and_backpressure(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_txn_track *t;
+    struct pgcdc_sink *s;
+    struct pgcdc_record r;
+    struct got g[64];
+    char err[512], val[64];
+    int again = 0, rc;
+
+    cfg_make(&c, "out", "kafka.queue.buffering.max.messages", "5", NULL);
+    rd_kafka_mock_topic_create(mock, "out.public.t", 3, 3);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+    /* Connect once, so the outage hits a running producer. */
+    pgcdc_txn_track_begin(t, 1100);
+    r = rec("t", 'c', "{\"id\":0}", "{\"i\":0}", 1050);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    CHECK_INT_EQ(s->ops->flush(s, 10000, err, sizeof(err)), 0);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1100);
+
+    mock_all(0);
+    for (int i = 1; i <= 9; i++) {
+        pgcdc_txn_track_begin(t, 1100 + (uint64_t)i * 100);
+        snprintf(val, sizeof(val), "{\"i\":%d}", i);
+        r = rec("t", 'd', i % 2 ? "{\"id\":1}" : "{\"id\":2}", val, 1050 + (uint64_t)i * 100);
+        /* Each delete is two messages: the queue of 5 fills and says so. */
+        while ((rc = s->ops->write(s, &r, err, sizeof(err))) == PGCDC_AGAIN) {
+            again++;
+            CHECK_INT_EQ(s->ops->poll(s, 10, err, sizeof(err)), 0);
+            if (again == 20)
+                mock_all(1);
+        }
+        CHECK_INT_EQ(rc, 0);
+        pgcdc_txn_track_commit(t);
+        if (again < 20)
+            CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1100);
+    }
+    CHECK(again >= 20);
+    CHECK_INT_EQ(s->ops->flush(s, 15000, err, sizeof(err)), 0);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 2000);
+    CHECK(!pgcdc_txn_track_failed(t));
+    /* Exactly once here: a tombstone that met a full queue did not resend its delete. */
+    CHECK_INT_EQ(consume("out.public.t", 3, g, 64), 1 + 9 * 2);
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+}
+
+/* Flush with the brokers down returns back-pressure, not success, and confirms nothing. */
+static void test_flush_timeout(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_txn_track *t;
+    struct pgcdc_sink *s;
+    struct pgcdc_record r;
+    char err[512];
+
+    cfg_make(&c, "ft", NULL);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+    mock_all(0);
+    pgcdc_txn_track_begin(t, 1100);
+    r = rec("t", 'c', "{\"id\":0}", "{}", 1050);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    CHECK_INT_EQ(s->ops->flush(s, 500, err, sizeof(err)), PGCDC_AGAIN);
+    CHECK_CONTAINS(err, "not yet acknowledged");
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
+    s->ops->close(s); /* bounded, even with the brokers down */
+    mock_all(1);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+}
+
+static void test_oversized_local(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_txn_track *t;
+    struct pgcdc_sink *s;
+    struct pgcdc_record r;
+    char err[512], *big = malloc(5001);
+
+    memset(big, 'x', 5000);
+    big[5000] = '\0';
+    cfg_make(&c, "big", "kafka.message.max.bytes", "2000", NULL);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+    pgcdc_txn_track_begin(t, 1100);
+    r = rec("wide", 'c', "{\"id\":7}", big, 0x16B2F40);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), PGCDC_ERR);
+    CHECK_CONTAINS(err, "public.wide");
+    CHECK_CONTAINS(err, "big.public.wide");
+    CHECK_CONTAINS(err, "0/16B2F40");
+    CHECK_CONTAINS(err, "5008 bytes");
+    CHECK_CONTAINS(err, "kafka.message.max.bytes");
+    pgcdc_txn_track_commit(t);
+    CHECK(pgcdc_txn_track_failed(t));
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
+    /* The sink stays failed: nothing after it can be confirmed either. */
+    CHECK_INT_EQ(s->ops->sync(s, err, sizeof(err)), PGCDC_ERR);
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+    free(big);
+}
+
+/* The brokers refuse a batch (their max.message.bytes): a failed delivery, never acked ok. */
+static void test_rejected_by_broker(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_txn_track *t;
+    struct pgcdc_sink *s;
+    struct pgcdc_record r;
+    char err[512];
+    int rc = 0;
+
+    cfg_make(&c, "rej", NULL);
+    rd_kafka_mock_topic_create(mock, "rej.public.t", 1, 3);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1,
+                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    pgcdc_txn_track_begin(t, 1100);
+    r = rec("t", 'c', "{\"id\":1}", "{\"a\":1}", 0x16B2F40);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    for (int i = 0; i < 100 && rc == 0; i++)
+        rc = s->ops->poll(s, 100, err, sizeof(err));
+    CHECK_INT_EQ(rc, PGCDC_ERR);
+    CHECK_CONTAINS(err, "rej.public.t");
+    CHECK_CONTAINS(err, "0/16B2F40");
+    CHECK_CONTAINS(err, "too large");
+    CHECK(pgcdc_txn_track_failed(t));
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+}
+
+int main(void)
+{
+    pgcdc_log_setup(PGCDC_LOG_WARN, PGCDC_LOG_TEXT);
+    mock_start();
+    test_config_errors();
+    test_content();
+    test_outage_and_backpressure();
+    test_flush_timeout();
+    test_oversized_local();
+    test_rejected_by_broker();
+    rd_kafka_mock_cluster_destroy(mock);
+    rd_kafka_destroy(mock_rk);
+    return UNIT_DONE();
+}
