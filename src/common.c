@@ -25,6 +25,8 @@ int pgcdc_buf_reserve(struct pgcdc_buf *b, size_t extra)
 
 int pgcdc_buf_append(struct pgcdc_buf *b, const void *p, size_t n)
 {
+    if (n == 0) /* p may be NULL (an empty span) */
+        return pgcdc_buf_reserve(b, 0);
     if (pgcdc_buf_reserve(b, n) < 0)
         return PGCDC_ERR;
     memcpy(b->data + b->len, p, n);

@@ -29,6 +29,7 @@
 #include "pgcdc/sink.h"
 #include "pgcdc/sink_file.h"
 #include "pgcdc/sink_kafka.h"
+#include "pgcdc/snapshot.h"
 #include "pgcdc/txn_track.h"
 
 #define TRACK_CAPACITY 65536
@@ -57,6 +58,7 @@ struct stream {
     uint64_t received;    /* highest position received (status "write") */
     uint64_t sent_flush;  /* last flush position sent to the server */
     bool in_txn, skipping;
+    bool streaming; /* inside START_REPLICATION's CopyBoth: status updates may be sent */
     struct pgcdc_txn_meta txn;
     struct pgcdc_event_ctx ectx;
 
@@ -113,6 +115,8 @@ static int backoff_ms(int attempt)
 
 static int send_status(struct stream *s, bool force, char *err, size_t errlen)
 {
+    if (!s->streaming)
+        return PGCDC_OK;
     uint64_t confirmed = pgcdc_txn_track_confirmed(s->track);
     int64_t now = pgcdc_mono_ms();
     if (!force && now - s->last_status_ms < s->cfg->status_interval_ms)
@@ -282,6 +286,25 @@ static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *
     }
 }
 
+/*
+ * Record in state.dir that this slot's stream is ours (and any snapshot is complete), so a
+ * later start can tell a dropped slot from a new installation.
+ */
+static int mark_streamed(struct stream *s, char *err, size_t errlen)
+{
+    if (access(s->statefile, F_OK) == 0)
+        return PGCDC_OK;
+    char tmp[4200];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", s->statefile);
+    FILE *fp = fopen(tmp, "w");
+    if (!fp || fprintf(fp, "slot=%s\n", s->cfg->source_slot) < 0 || fflush(fp) != 0 ||
+        fsync(fileno(fp)) != 0 || fclose(fp) != 0 || rename(tmp, s->statefile) != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", s->statefile, strerror(errno));
+        return PGCDC_ERR;
+    }
+    return PGCDC_OK;
+}
+
 /* Options for wal2json; add-tables/filter-tables only when every pattern fits its syntax. */
 static int plugin_options(const struct pgcdc_config *cfg, const char **opts, size_t max)
 {
@@ -372,6 +395,25 @@ static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
                  cfg->source_slot, info.plugin);
         return PGCDC_ERR;
     }
+    if (!streamed_before && cfg->snapshot_mode != PGCDC_SNAPSHOT_NEVER) {
+        if (s->sink->ops->resume_lsn(s->sink) > 0)
+            return PGCDC_OK; /* the snapshot became durable just before a crash */
+        /* No completed snapshot is recorded: a crash cut it short, or the slot was made
+         * by hand. Only a new slot exports a snapshot that meets its stream exactly. */
+        if (info.active) {
+            snprintf(err, errlen,
+                     "replication slot \"%s\" exists, is in use by pid %d, and no completed "
+                     "snapshot is recorded in %s: stop that process, or set snapshot.mode = never",
+                     cfg->source_slot, info.active_pid, cfg->state_dir);
+            return PGCDC_ERR;
+        }
+        pgcdc_log(PGCDC_LOG_WARN, "no completed snapshot recorded; recreating the slot to take one",
+                  "slot", cfg->source_slot, NULL);
+        if ((rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen)) < 0)
+            return rc;
+        *fresh_slot = true;
+        return PGCDC_OK;
+    }
     return PGCDC_OK;
 }
 
@@ -396,15 +438,9 @@ static int start_streaming(struct stream *s, char *err, size_t errlen)
     int rc = pgcdc_repl_start(s->repl, cfg->source_slot, startpos, opts, err, errlen);
     if (rc < 0)
         return rc;
-    if (access(s->statefile, F_OK) != 0) {
-        FILE *fp = fopen(s->statefile, "w");
-        if (fp) {
-            fprintf(fp, "slot=%s\n", cfg->source_slot);
-            fflush(fp);
-            fsync(fileno(fp));
-            fclose(fp);
-        }
-    }
+    s->streaming = true;
+    if ((rc = mark_streamed(s, err, errlen)) < 0)
+        return rc;
     char l[PGCDC_LSN_BUFLEN];
     pgcdc_log(PGCDC_LOG_INFO, "streaming", "slot", cfg->source_slot, "db",
               pgcdc_repl_dbname(s->repl), "from", pgcdc_lsn_format(startpos, l), NULL);
@@ -424,6 +460,133 @@ static void progress(struct stream *s)
     pgcdc_log(PGCDC_LOG_INFO, "progress", "events", ev, "txns", tx, "confirmed",
               pgcdc_lsn_format(s->sent_flush, c), "received", pgcdc_lsn_format(s->received, r),
               "inflight", inflight, NULL);
+}
+
+/* Snapshot rows are held back by one, so the final one can say "last". */
+struct snap_state {
+    struct stream *s;
+    struct pgcdc_snapshot_stats *stats;
+    struct pgcdc_buf value, key;
+    char schema[NAME_MAX_BYTES], table[NAME_MAX_BYTES];
+    bool pending, haskey;
+    uint64_t lsn;
+};
+
+static int snap_flush_pending(struct snap_state *ss, bool last, char *err, size_t errlen)
+{
+    if (!ss->pending)
+        return PGCDC_OK;
+    if (last) {
+        /* The source block ends the event: its "snapshot":"true" is the last one. */
+        static const char pat[] = "\"snapshot\":\"true\"";
+        char *p = memmem(ss->value.data, ss->value.len, pat, sizeof(pat) - 1), *q = p;
+        while (q && (q = memmem(q + 1, ss->value.len - (size_t)(q + 1 - ss->value.data), pat,
+                                sizeof(pat) - 1)))
+            p = q;
+        if (p)
+            memcpy(p + sizeof(pat) - 1 - 5, "last", 4);
+    }
+    struct pgcdc_record r = {
+        .schema = ss->schema,
+        .table = ss->table,
+        .op = 'r',
+        .key = ss->haskey ? ss->key.data : NULL,
+        .key_len = ss->haskey ? ss->key.len : 0,
+        .value = ss->value.data,
+        .value_len = ss->value.len,
+        .lsn = ss->lsn,
+        .commit_lsn = ss->lsn,
+        .xid = ss->s->txn.xid,
+    };
+    ss->pending = false;
+    ss->s->n_events++;
+    return sink_write(ss->s, &r, err, errlen);
+}
+
+static int snap_row(void *ctx, const struct pgcdc_change *ch0, const char *schema,
+                    const char *table, char *err, size_t errlen)
+{
+    struct snap_state *ss = ctx;
+    struct stream *s = ss->s;
+    int rc = snap_flush_pending(ss, false, err, errlen);
+    if (rc < 0)
+        return rc;
+    struct pgcdc_change ch = *ch0;
+    ch.lsn = ss->lsn;
+    s->ectx.xid = s->txn.xid = ss->stats->xmin;
+    pgcdc_buf_reset(&ss->value);
+    pgcdc_buf_reset(&ss->key);
+    int haskey;
+    if (pgcdc_event_encode(&ss->value, &s->ectx, &ch, 'r', pgcdc_now_ms()) < 0 ||
+        (haskey = pgcdc_event_key(&ss->key, &ch, 0)) < 0) {
+        snprintf(err, errlen, "out of memory encoding a snapshot row");
+        return PGCDC_ERR;
+    }
+    ss->haskey = haskey > 0;
+    snprintf(ss->schema, sizeof(ss->schema), "%s", schema);
+    snprintf(ss->table, sizeof(ss->table), "%s", table);
+    ss->pending = true;
+    return PGCDC_OK;
+}
+
+/*
+ * Create the slot exporting its snapshot, read every included table in it as one sink
+ * transaction ending at the slot's consistent point, make it durable, record it.
+ * Streaming then starts at the consistent point: no gap, no overlap.
+ */
+static int take_snapshot(struct stream *s, char *err, size_t errlen)
+{
+    const struct pgcdc_config *cfg = s->cfg;
+    char snapname[128];
+    uint64_t consistent = 0;
+    int rc = pgcdc_repl_create_slot(s->repl, cfg->source_slot, snapname, sizeof(snapname),
+                                    &consistent, err, errlen);
+    if (rc < 0)
+        return rc;
+    char l[PGCDC_LSN_BUFLEN];
+    pgcdc_log(PGCDC_LOG_INFO, "created replication slot; taking the initial snapshot", "slot",
+              cfg->source_slot, "consistent_point", pgcdc_lsn_format(consistent, l), "snapshot",
+              snapname, NULL);
+    struct pgcdc_snapshot_stats stats;
+    struct snap_state ss = {.s = s, .stats = &stats, .lsn = consistent};
+    s->txn = (struct pgcdc_txn_meta){.commit_lsn = consistent, .end_lsn = consistent,
+                                     .commit_ts_ms = pgcdc_now_ms()};
+    s->ectx.commit_lsn = consistent;
+    s->ectx.commit_ts_ms = s->txn.commit_ts_ms;
+    s->ectx.snapshot = "true";
+    int64_t started = pgcdc_mono_ms();
+    while ((rc = pgcdc_txn_track_begin(s->track, consistent)) == PGCDC_AGAIN)
+        if ((rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0)
+            goto out;
+    if ((rc = s->sink->ops->begin(s->sink, &s->txn, err, errlen)) < 0)
+        goto out;
+    rc = pgcdc_snapshot_run(cfg->source_dsn, snapname, cfg, snap_row, &ss, &stats, err, errlen);
+    if (rc == PGCDC_OK)
+        rc = snap_flush_pending(&ss, true, err, errlen);
+    if (rc == PGCDC_OK)
+        rc = s->sink->ops->commit(s->sink, &s->txn, err, errlen);
+    if (rc < 0)
+        goto out;
+    pgcdc_txn_track_commit(s->track);
+    if ((rc = s->sink->ops->flush(s->sink, 60000, err, errlen)) < 0)
+        goto out;
+    if (pgcdc_txn_track_confirmed(s->track) < consistent) {
+        snprintf(err, errlen, "the sink did not acknowledge every snapshot row; not streaming");
+        rc = PGCDC_ERR;
+        goto out;
+    }
+    s->skip_upto = consistent;
+    char rows[24], tables[24], ms[24];
+    snprintf(rows, sizeof(rows), "%" PRIu64, stats.rows);
+    snprintf(tables, sizeof(tables), "%" PRIu64, stats.tables);
+    snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
+    pgcdc_log(PGCDC_LOG_INFO, "snapshot complete", "tables", tables, "rows", rows, "ms", ms, NULL);
+    rc = mark_streamed(s, err, errlen);
+out:
+    s->ectx.snapshot = "false";
+    pgcdc_buf_free(&ss.value);
+    pgcdc_buf_free(&ss.key);
+    return rc;
 }
 
 /* Stream until stopped, the end LSN, or an error. */
@@ -533,6 +696,7 @@ static void reset_after_disconnect(struct stream *s)
     s->skip_upto = confirmed > resume ? confirmed : resume;
     s->in_txn = s->skipping = false;
     s->dirty = false;
+    s->streaming = false;
     pgcdc_repl_close(s->repl);
     s->repl = NULL;
 }
@@ -625,16 +789,6 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
         }
         bool fresh = false;
         rc = start(s, &fresh, err, errlen);
-        if (rc == PGCDC_OK && fresh) {
-            uint64_t consistent = 0;
-            rc = pgcdc_repl_create_slot(s->repl, cfg->source_slot, NULL, 0, &consistent, err,
-                                        errlen);
-            if (rc == PGCDC_OK) {
-                char l[PGCDC_LSN_BUFLEN];
-                pgcdc_log(PGCDC_LOG_INFO, "created replication slot", "slot", cfg->source_slot,
-                          "consistent_point", pgcdc_lsn_format(consistent, l), NULL);
-            }
-        }
         if (rc == PGCDC_OK) {
             pgcdc_buf_reset(&s->db_json);
             const char *db = pgcdc_repl_dbname(s->repl);
@@ -644,8 +798,29 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
                 break;
             }
             s->ectx.db_json = s->db_json.data;
-            rc = start_streaming(s, err, errlen);
         }
+        if (rc == PGCDC_OK && fresh && cfg->snapshot_mode != PGCDC_SNAPSHOT_NEVER) {
+            rc = take_snapshot(s, err, errlen);
+            if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
+                /* A one-off export: leave no slot behind to pin WAL. */
+                rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen);
+                if (rc == PGCDC_OK)
+                    pgcdc_log(PGCDC_LOG_INFO, "snapshot.mode is initial_only: dropped the slot, "
+                              "exiting", "slot", cfg->source_slot, NULL);
+                break;
+            }
+        } else if (rc == PGCDC_OK && fresh) {
+            uint64_t consistent = 0;
+            rc = pgcdc_repl_create_slot(s->repl, cfg->source_slot, NULL, 0, &consistent, err,
+                                        errlen);
+            if (rc == PGCDC_OK) {
+                char l[PGCDC_LSN_BUFLEN];
+                pgcdc_log(PGCDC_LOG_INFO, "created replication slot", "slot", cfg->source_slot,
+                          "consistent_point", pgcdc_lsn_format(consistent, l), NULL);
+            }
+        }
+        if (rc == PGCDC_OK)
+            rc = start_streaming(s, err, errlen);
         if (rc == PGCDC_OK) {
             attempt = 0;
             busy_since = 0;

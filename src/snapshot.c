@@ -1,0 +1,322 @@
+/*
+ * snapshot.c — the initial snapshot: every included table read in the slot's exported
+ * snapshot, each row turned into the tokens wal2json would have sent for it.
+ */
+#include "pgcdc/snapshot.h"
+
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "pgcdc/common.h"
+#include "pgcdc/log.h"
+
+#define PROGRESS_EVERY_MS 10000
+
+struct table {
+    char *oid, *schema, *name;
+};
+
+static void one_line(char *s)
+{
+    size_t n = strlen(s);
+    while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
+        s[--n] = '\0';
+    for (char *p = s; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+}
+
+static int sql_fail(PGconn *c, PGresult *res, const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "snapshot: %s: %s", what,
+             res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    one_line(err);
+    PQclear(res);
+    return PQstatus(c) == CONNECTION_BAD ? PGCDC_ERR_RETRY : PGCDC_ERR;
+}
+
+static int exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
+{
+    PGresult *res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
+        return sql_fail(c, res, sql, err, errlen);
+    PQclear(res);
+    return PGCDC_OK;
+}
+
+/*
+ * The JSON token wal2json's pg_decode_write_value writes for a text value of type oid:
+ * numbers bare (NaN and infinities as null), booleans as true/false, bytea as a string
+ * without its "\x", everything else as an escaped string.
+ */
+static int append_token(struct pgcdc_buf *b, uint32_t oid, const char *v, size_t n)
+{
+    switch (oid) {
+    case PGCDC_OID_INT2:
+    case PGCDC_OID_INT4:
+    case PGCDC_OID_INT8:
+    case PGCDC_OID_OID:
+    case PGCDC_OID_FLOAT4:
+    case PGCDC_OID_FLOAT8:
+    case PGCDC_OID_NUMERIC:
+        if (strncasecmp(v, "NaN", 3) == 0 || strncasecmp(v, "Infinity", 8) == 0 ||
+            strncasecmp(v, "-Infinity", 9) == 0)
+            return pgcdc_buf_append_str(b, "null");
+        return pgcdc_buf_append(b, v, n);
+    case PGCDC_OID_BOOL:
+        return pgcdc_buf_append_str(b, strcmp(v, "t") == 0 ? "true" : "false");
+    case PGCDC_OID_BYTEA:
+        if (n >= 2 && v[0] == '\\' && v[1] == 'x')
+            return pgcdc_buf_append_json_str(b, v + 2, n - 2);
+        return pgcdc_buf_append_json_str(b, v, n);
+    default:
+        return pgcdc_buf_append_json_str(b, v, n);
+    }
+}
+
+static bool has_wildcard(const char *s)
+{
+    return strchr(s, '*') != NULL;
+}
+
+/* Every include pattern without a wildcard must name an existing table. */
+static int check_listed_tables(const struct pgcdc_config *cfg, PGresult *tables, char *err,
+                               size_t errlen)
+{
+    if (!cfg->source_tables_include)
+        return PGCDC_OK;
+    char *list = strdup(cfg->source_tables_include);
+    if (!list)
+        return PGCDC_ERR;
+    int rc = PGCDC_OK;
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        char *end = tok + strlen(tok);
+        while (end > tok && end[-1] == ' ')
+            *--end = '\0';
+        if (!*tok || has_wildcard(tok))
+            continue;
+        bool found = false;
+        for (int i = 0; i < PQntuples(tables) && !found; i++) {
+            char full[1024];
+            snprintf(full, sizeof(full), "%s.%s", PQgetvalue(tables, i, 1),
+                     PQgetvalue(tables, i, 2));
+            found = strcmp(full, tok) == 0;
+        }
+        if (!found) {
+            snprintf(err, errlen,
+                     "source.tables.include names %s, which does not exist (or is not a "
+                     "permanent table): create it, or fix the name (schema.table)",
+                     tok);
+            rc = PGCDC_ERR_CONFIG;
+            break;
+        }
+    }
+    free(list);
+    return rc;
+}
+
+/* Stream one table's rows through row(). */
+static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_config *cfg,
+                      pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *st,
+                      char *err, size_t errlen)
+{
+    char sql[1024];
+    snprintf(sql, sizeof(sql),
+             "SELECT a.attname, a.atttypid, EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE "
+             "i.indrelid = a.attrelid AND i.indisprimary AND a.attnum = ANY (i.indkey)) "
+             "FROM pg_catalog.pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT "
+             "a.attisdropped ORDER BY a.attnum",
+             t->oid);
+    PGresult *cols = PQexec(c, sql);
+    if (PQresultStatus(cols) != PGRES_TUPLES_OK)
+        return sql_fail(c, cols, "cannot read columns", err, errlen);
+    int ncols = PQntuples(cols);
+    int rc = PGCDC_ERR;
+    struct pgcdc_buf names = {0}, vals = {0};
+    size_t *name_off = calloc((size_t)ncols + 1, sizeof(size_t));
+    size_t *val_off = calloc((size_t)ncols + 1, sizeof(size_t));
+    uint32_t *oids = calloc((size_t)ncols + 1, sizeof(uint32_t));
+    struct pgcdc_col *row_cols = calloc((size_t)ncols + 1, sizeof(*row_cols));
+    struct pgcdc_col *pk = calloc((size_t)ncols + 1, sizeof(*pk));
+    struct pgcdc_buf schema_json = {0}, table_json = {0};
+    char *qs = NULL, *qt = NULL;
+    size_t npk = 0;
+    if (!name_off || !val_off || !oids || !row_cols || !pk)
+        goto oom;
+    for (int i = 0; i < ncols; i++) {
+        name_off[i] = names.len;
+        const char *n = PQgetvalue(cols, i, 0);
+        if (pgcdc_buf_append_json_str(&names, n, strlen(n)) < 0)
+            goto oom;
+        oids[i] = (uint32_t)strtoul(PQgetvalue(cols, i, 1), NULL, 10);
+    }
+    name_off[ncols] = names.len;
+    for (int i = 0; i < ncols; i++) {
+        struct pgcdc_span nm = {names.data + name_off[i], name_off[i + 1] - name_off[i]};
+        row_cols[i].name = nm;
+        row_cols[i].typeoid = oids[i];
+        if (PQgetvalue(cols, i, 2)[0] == 't')
+            pk[npk++] = (struct pgcdc_col){.name = nm, .typeoid = oids[i]};
+    }
+    if (pgcdc_buf_append_json_str(&schema_json, t->schema, strlen(t->schema)) < 0 ||
+        pgcdc_buf_append_json_str(&table_json, t->name, strlen(t->name)) < 0)
+        goto oom;
+
+    qs = PQescapeIdentifier(c, t->schema, strlen(t->schema));
+    qt = PQescapeIdentifier(c, t->name, strlen(t->name));
+    if (!qs || !qt)
+        goto oom;
+    /* ONLY: an inheritance parent must not repeat its children's rows. */
+    snprintf(sql, sizeof(sql), "SELECT * FROM ONLY %s.%s", qs, qt);
+    if (!PQsendQuery(c, sql) || !PQsetSingleRowMode(c)) {
+        rc = sql_fail(c, NULL, "cannot read table", err, errlen);
+        goto out;
+    }
+    struct pgcdc_change ch = {
+        .action = PGCDC_ACT_INSERT,
+        .schema = {schema_json.data, schema_json.len},
+        .table = {table_json.data, table_json.len},
+        .has_columns = true,
+        .columns = row_cols,
+        .ncolumns = (size_t)ncols,
+        .pk = pk,
+        .npk = npk,
+    };
+    uint64_t nrows = 0;
+    int64_t started = pgcdc_mono_ms(), last_log = started;
+    PGresult *res;
+    rc = PGCDC_OK;
+    while ((res = PQgetResult(c))) {
+        ExecStatusType status = PQresultStatus(res);
+        if (status == PGRES_SINGLE_TUPLE && rc == PGCDC_OK) {
+            pgcdc_buf_reset(&vals);
+            for (int i = 0; i < ncols; i++) {
+                val_off[i] = vals.len;
+                int r;
+                if (PQgetisnull(res, 0, i))
+                    r = pgcdc_buf_append_str(&vals, "null");
+                else
+                    r = append_token(&vals, oids[i], PQgetvalue(res, 0, i),
+                                     (size_t)PQgetlength(res, 0, i));
+                if (r < 0) {
+                    PQclear(res);
+                    goto oom;
+                }
+            }
+            val_off[ncols] = vals.len;
+            for (int i = 0; i < ncols; i++)
+                row_cols[i].value = (struct pgcdc_span){vals.data + val_off[i],
+                                                        val_off[i + 1] - val_off[i]};
+            rc = row(ctx, &ch, t->schema, t->name, err, errlen);
+            nrows++;
+            st->rows++;
+            int64_t now = pgcdc_mono_ms();
+            if (now - last_log >= PROGRESS_EVERY_MS) {
+                char n[24], rate[24];
+                snprintf(n, sizeof(n), "%" PRIu64, nrows);
+                snprintf(rate, sizeof(rate), "%.0f", nrows * 1000.0 / (double)(now - started + 1));
+                pgcdc_log(PGCDC_LOG_INFO, "snapshot progress", "table", t->name, "rows", n,
+                          "rows_per_s", rate, NULL);
+                last_log = now;
+            }
+        } else if (status != PGRES_SINGLE_TUPLE && status != PGRES_TUPLES_OK && rc == PGCDC_OK) {
+            rc = sql_fail(c, res, "cannot read table", err, errlen);
+            res = NULL;
+        }
+        PQclear(res);
+    }
+    if (rc == PGCDC_OK) {
+        char n[24], ms[24];
+        snprintf(n, sizeof(n), "%" PRIu64, nrows);
+        snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
+        pgcdc_log(PGCDC_LOG_INFO, "snapshot table done", "schema", t->schema, "table", t->name,
+                  "rows", n, "ms", ms, NULL);
+    }
+    (void)cfg;
+    goto out;
+oom:
+    snprintf(err, errlen, "snapshot: out of memory");
+    rc = PGCDC_ERR;
+out:
+    PQfreemem(qs);
+    PQfreemem(qt);
+    PQclear(cols);
+    pgcdc_buf_free(&names);
+    pgcdc_buf_free(&vals);
+    pgcdc_buf_free(&schema_json);
+    pgcdc_buf_free(&table_json);
+    free(name_off);
+    free(val_off);
+    free(oids);
+    free(row_cols);
+    free(pk);
+    return rc;
+}
+
+int pgcdc_snapshot_run(const char *dsn, const char *snapshot_name, const struct pgcdc_config *cfg,
+                       pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *stats,
+                       char *err, size_t errlen)
+{
+    const char *keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *vals[] = {dsn, "pgcdc-snapshot", NULL};
+    memset(stats, 0, sizeof(*stats));
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, errlen, "snapshot: cannot connect: %s", c ? PQerrorMessage(c) : "");
+        one_line(err);
+        PQfinish(c);
+        return PGCDC_ERR_RETRY;
+    }
+    int rc;
+    PGresult *tables = NULL;
+    char sql[256];
+    if ((rc = exec_ok(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen)) < 0)
+        goto out;
+    snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT '%s'", snapshot_name);
+    if ((rc = exec_ok(c, sql, err, errlen)) < 0)
+        goto out;
+    /* Text output exactly as the walsender prints it: raw server encoding, hex bytea. */
+    if ((rc = exec_ok(c,
+                      "SELECT pg_catalog.set_config('client_encoding', "
+                      "pg_catalog.current_setting('server_encoding'), true), "
+                      "pg_catalog.set_config('bytea_output', 'hex', true)",
+                      err, errlen)) < 0)
+        goto out;
+    PGresult *x = PQexec(c, "SELECT pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())");
+    if (PQresultStatus(x) == PGRES_TUPLES_OK)
+        stats->xmin = (uint32_t)strtoull(PQgetvalue(x, 0, 0), NULL, 10);
+    PQclear(x);
+    /* Permanent ordinary tables (partitions included, as wal2json names the leaf). */
+    tables = PQexec(c, "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c JOIN "
+                       "pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = "
+                       "'r' AND c.relpersistence = 'p' AND n.nspname NOT IN ('pg_catalog', "
+                       "'information_schema') AND n.nspname !~ '^pg_(toast|temp)' ORDER BY 2, 3");
+    if (PQresultStatus(tables) != PGRES_TUPLES_OK) {
+        rc = sql_fail(c, tables, "cannot list tables", err, errlen);
+        tables = NULL;
+        goto out;
+    }
+    if ((rc = check_listed_tables(cfg, tables, err, errlen)) < 0)
+        goto out;
+    for (int i = 0; i < PQntuples(tables); i++) {
+        struct table t = {PQgetvalue(tables, i, 0), PQgetvalue(tables, i, 1),
+                          PQgetvalue(tables, i, 2)};
+        if (!pgcdc_config_table_selected(cfg, t.schema, t.name))
+            continue;
+        if ((rc = copy_table(c, &t, cfg, row, ctx, stats, err, errlen)) < 0)
+            goto out;
+        stats->tables++;
+    }
+    rc = exec_ok(c, "COMMIT", err, errlen);
+out:
+    PQclear(tables);
+    PQfinish(c);
+    return rc;
+}
