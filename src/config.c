@@ -60,6 +60,7 @@ static const struct key_def keys[] = {
     {"source.tables.include", T_PATTERNS, OFF(source_tables_include), 0, 0, NULL},
     {"source.tables.exclude", T_PATTERNS, OFF(source_tables_exclude), 0, 0, NULL},
     {"source.partitions_as_root", T_BOOL, OFF(source_partitions_as_root), 0, 0, NULL},
+    {"source.slot_busy_timeout_ms", T_INT, OFF(source_slot_busy_timeout_ms), 0, 86400000, NULL},
     {"snapshot.mode", T_ENUM, OFF(snapshot_mode), 0, 0, snapshot_names},
     {"sink.type", T_ENUM, OFF(sink_type), 0, 0, sink_names},
     {"sink.file.dir", T_STR, OFF(sink_file_dir), 0, 0, NULL},
@@ -121,6 +122,7 @@ int pgcdc_config_init(struct pgcdc_config *c)
     c->sink_file_segment_bytes = 67108864;
     c->sink_kafka_tombstones = true;
     c->status_interval_ms = 1000;
+    c->source_slot_busy_timeout_ms = 60000;
     c->log_level = PGCDC_LOG_INFO;
     c->log_format = PGCDC_LOG_TEXT;
     return PGCDC_OK;
@@ -149,7 +151,7 @@ void pgcdc_config_free(struct pgcdc_config *c)
 
 bool pgcdc_config_key_is_secret(const char *key)
 {
-    static const char *const secret_words[] = {"password", "secret", "ssl.key.pem",
+    static const char *const secret_words[] = {"password",           "secret",  "ssl.key.pem",
                                                "oauthbearer.config", "ssl_key", NULL};
 
     if (key == NULL)
@@ -238,10 +240,15 @@ static void unknown_key(const char *key, const char *origin, char *err, size_t e
 /* How a value is shown in a message: quoted, or hidden for secrets. */
 static void show_value(const char *key, const char *value, char *buf, size_t len)
 {
-    if (pgcdc_config_key_is_secret(key))
+    if (pgcdc_config_key_is_secret(key)) {
         snprintf(buf, len, "(value hidden)");
-    else
-        snprintf(buf, len, "\"%.200s\"", value);
+        return;
+    }
+    snprintf(buf, len, "\"%.200s\"", value);
+    /* A message is one line: control bytes from -o or the environment become '?'. */
+    for (char *p = buf; *p; p++)
+        if ((unsigned char)*p < 0x20 || *p == 0x7f)
+            *p = '?';
 }
 
 /*
@@ -249,8 +256,8 @@ static void show_value(const char *key, const char *value, char *buf, size_t len
  * "$${" stands for a literal "${", so a value can still hold one. Unset NAME is an error
  * that names NAME; the value itself is not quoted (it may be a secret).
  */
-static int expand_env(const char *key, const char *value, const char *origin, char **out,
-                      char *err, size_t errlen)
+static int expand_env(const char *key, const char *value, const char *origin, char **out, char *err,
+                      size_t errlen)
 {
     size_t cap = strlen(value) + 1, len = 0;
     char *res = malloc(cap);
@@ -272,19 +279,22 @@ static int expand_env(const char *key, const char *value, const char *origin, ch
             size_t nlen;
 
             if (close == NULL) {
-                seterr(err, errlen, "%s (at %s): \"${\" without a closing \"}\"; write "
+                seterr(err, errlen,
+                       "%s (at %s): \"${\" without a closing \"}\"; write "
                        "${NAME} to use environment variable NAME, or $${ for a literal ${",
                        key, origin);
                 goto fail;
             }
             nlen = (size_t)(close - (p + 2));
-            bool ok = nlen > 0 && nlen < sizeof name &&
-                      (isalpha((unsigned char)p[2]) || p[2] == '_');
+            bool ok =
+                nlen > 0 && nlen < sizeof name && (isalpha((unsigned char)p[2]) || p[2] == '_');
             for (size_t i = 0; ok && i < nlen; i++)
                 ok = isalnum((unsigned char)p[2 + i]) || p[2 + i] == '_';
             if (!ok) {
-                seterr(err, errlen, "%s (at %s): bad variable reference in the value; ${NAME} "
-                       "takes a name of letters, digits and '_'", key, origin);
+                seterr(err, errlen,
+                       "%s (at %s): bad variable reference in the value; ${NAME} "
+                       "takes a name of letters, digits and '_'",
+                       key, origin);
                 goto fail;
             }
             memcpy(name, p + 2, nlen);
@@ -531,8 +541,8 @@ static int set_typed(struct pgcdc_config *c, const struct key_def *k, const char
             snprintf(range, sizeof range, "a whole number from %llu to %llu",
                      (unsigned long long)k->min, (unsigned long long)k->max);
             show_value(k->name, v, shown, sizeof shown);
-            seterr(err, errlen, "bad value %s for %s (at %s): expected %s", shown, k->name,
-                   origin, range);
+            seterr(err, errlen, "bad value %s for %s (at %s): expected %s", shown, k->name, origin,
+                   range);
             return PGCDC_ERR_CONFIG;
         }
         if (k->type == T_INT)
@@ -556,8 +566,8 @@ static int set_typed(struct pgcdc_config *c, const struct key_def *k, const char
                 strncat(list, k->names[i], sizeof list - strlen(list) - 1);
             }
             show_value(k->name, v, shown, sizeof shown);
-            seterr(err, errlen, "bad value %s for %s (at %s): expected %s", shown, k->name,
-                   origin, list);
+            seterr(err, errlen, "bad value %s for %s (at %s): expected %s", shown, k->name, origin,
+                   list);
             return PGCDC_ERR_CONFIG;
         }
     }
@@ -573,8 +583,8 @@ store:
     return PGCDC_OK;
 }
 
-int pgcdc_config_set(struct pgcdc_config *c, const char *key, const char *value,
-                     const char *origin, char *err, size_t errlen)
+int pgcdc_config_set(struct pgcdc_config *c, const char *key, const char *value, const char *origin,
+                     char *err, size_t errlen)
 {
     const struct key_def *k = NULL;
     char *expanded = NULL;
@@ -894,8 +904,9 @@ int pgcdc_config_validate(struct pgcdc_config *c, char *err, size_t errlen)
     char hosts[512];
 
     if (c->source_dsn == NULL || c->source_dsn[0] == '\0') {
-        seterr(err, errlen, "source.dsn is not set: give it with -o source.dsn=postgres://... , "
-                            "PGCDC_SOURCE_DSN or in the -c file");
+        seterr(err, errlen,
+               "source.dsn is not set: give it with -o source.dsn=postgres://... , "
+               "PGCDC_SOURCE_DSN or in the -c file");
         return PGCDC_ERR_CONFIG;
     }
     dsn_hosts(c->source_dsn, hosts, sizeof hosts);
@@ -908,7 +919,8 @@ int pgcdc_config_validate(struct pgcdc_config *c, char *err, size_t errlen)
         if (colon != NULL && h[0] != '[')
             *colon = '\0';
         if (strcasestr(h, "-pooler") != NULL) {
-            seterr(err, errlen, "source.dsn points at a Neon pooler endpoint (%.200s): logical "
+            seterr(err, errlen,
+                   "source.dsn points at a Neon pooler endpoint (%.200s): logical "
                    "replication needs the direct endpoint; remove \"-pooler\" from the host name",
                    h);
             return PGCDC_ERR_CONFIG;
@@ -926,7 +938,8 @@ int pgcdc_config_validate(struct pgcdc_config *c, char *err, size_t errlen)
                 c->kafka[i].value[0] != '\0')
                 have = true;
         if (!have) {
-            seterr(err, errlen, "sink.type is kafka but kafka.bootstrap.servers is not set: give "
+            seterr(err, errlen,
+                   "sink.type is kafka but kafka.bootstrap.servers is not set: give "
                    "it with -o kafka.bootstrap.servers=HOST:9092 , PGCDC_KAFKA_BOOTSTRAP_SERVERS "
                    "or in the -c file");
             return PGCDC_ERR_CONFIG;

@@ -253,7 +253,10 @@ int pgcdc_decode(struct pgcdc_decoder *d, const char *msg, size_t len, struct pg
         } else {
             if (scan_value(&s, &val) < 0)
                 return PGCDC_ERR;
-            if (span_eq(key, "action")) {
+            /* Non-transactional messages carry "xid":null and "timestamp":null. */
+            if (val.len == 4 && memcmp(val.p, "null", 4) == 0) {
+                /* absent */
+            } else if (span_eq(key, "action")) {
                 if (val.len != 3 || val.p[0] != '"')
                     return fail(&s, "bad action");
                 out->action = (enum pgcdc_action)val.p[1];

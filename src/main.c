@@ -9,6 +9,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "pgcdc/admin.h"
 #include "pgcdc/common.h"
 #include "pgcdc/config.h"
 #include "pgcdc/log.h"
@@ -22,6 +23,8 @@ static const char usage_text[] =
     "\n"
     "Usage:\n"
     "  pgcdc run     [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN]\n"
+    "  pgcdc check   [-c FILE] [-o KEY=VALUE]...\n"
+    "  pgcdc slot    create|drop|status [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc --version | --help | SUBCOMMAND --help\n"
     "\n"
     "Settings, lowest precedence first: built-in defaults, the file given by -c,\n"
@@ -43,6 +46,22 @@ static const char run_help[] =
     "                       (e.g. pg_current_wal_lsn() after the last write) is durable\n"
     "                       and confirmed\n"
     "  -h, --help           this text\n";
+
+static const char check_help[] =
+    "Usage: pgcdc check [-c FILE] [-o KEY=VALUE]...\n"
+    "\n"
+    "Preflight the source: one PASS/FAIL/WARN line per check (connection and TLS, not a\n"
+    "Neon -pooler host, server version, wal_level, wal2json loadable and allowed, the\n"
+    "REPLICATION attribute, free slots and WAL senders, the slot's state, the listed\n"
+    "tables, tables without a key). Every FAIL names its fix. Exits 1 if any check fails.\n";
+
+static const char slot_help[] =
+    "Usage: pgcdc slot create|drop|status [-c FILE] [-o KEY=VALUE]...\n"
+    "\n"
+    "  create   create source.slot with wal2json (no snapshot; for snapshot.mode = never)\n"
+    "  drop     drop source.slot (refused while a process holds it)\n"
+    "  status   one line: plugin, active and by which pid, confirmed_flush_lsn, bytes\n"
+    "           behind the server's WAL, retained WAL bytes, wal_status\n";
 
 /*
  * Hide secrets given on the command line from ps and /proc/PID/cmdline: rewrite the
@@ -110,7 +129,10 @@ static int fail(int rc, const char *msg)
     return exit_code(rc);
 }
 
-static int cmd_run(int argc, char **argv)
+enum command { CMD_RUN, CMD_CHECK, CMD_SLOT };
+
+/* Options every command shares, then the command itself. */
+static int command(enum command cmd, int argc, char **argv)
 {
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
@@ -118,7 +140,8 @@ static int cmd_run(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *file = NULL, *end = NULL;
+    const char *help = cmd == CMD_RUN ? run_help : cmd == CMD_CHECK ? check_help : slot_help;
+    const char *file = NULL, *end = NULL, *action = NULL;
     char **over = calloc((size_t)argc + 1, sizeof(char *));
     int nover = 0, c, rc;
     char err[2048] = "";
@@ -129,17 +152,27 @@ static int cmd_run(int argc, char **argv)
         switch (c) {
         case 'c': file = optarg; break;
         case 'o': over[nover++] = optarg; break;
-        case 'e': end = optarg; break;
-        case 'h': fputs(run_help, stdout); free(over); return PGCDC_EXIT_OK;
+        case 'e':
+            if (cmd == CMD_RUN) {
+                end = optarg;
+                break;
+            }
+            /* fallthrough */
         default:
             free(over);
-            fprintf(stderr, "%s", run_help);
+            fputs(help, stderr);
             return PGCDC_EXIT_USAGE;
+        case 'h': fputs(help, stdout); free(over); return PGCDC_EXIT_OK;
         }
     }
-    if (optind < argc) {
-        snprintf(err, sizeof(err), "unexpected argument \"%s\": settings go in -o KEY=VALUE",
-                 argv[optind]);
+    if (cmd == CMD_SLOT && optind < argc)
+        action = argv[optind++];
+    if (optind < argc || (cmd == CMD_SLOT && !action)) {
+        if (cmd == CMD_SLOT && !action)
+            snprintf(err, sizeof(err), "pgcdc slot needs an action: create, drop or status");
+        else
+            snprintf(err, sizeof(err), "unexpected argument \"%s\": settings go in -o KEY=VALUE",
+                     argv[optind]);
         free(over);
         return fail(PGCDC_ERR_CONFIG, err);
     }
@@ -159,8 +192,20 @@ static int cmd_run(int argc, char **argv)
         rc = PGCDC_ERR_CONFIG;
     }
     if (rc == PGCDC_OK) {
-        pgcdc_stream_install_signals();
-        rc = pgcdc_stream_run(&cfg, end_lsn, err, sizeof(err));
+        switch (cmd) {
+        case CMD_RUN:
+            pgcdc_stream_install_signals();
+            rc = pgcdc_stream_run(&cfg, end_lsn, err, sizeof(err));
+            break;
+        case CMD_CHECK:
+            rc = pgcdc_admin_check(&cfg);
+            if (rc < 0)
+                snprintf(err, sizeof(err), "check failed: fix the FAIL lines above");
+            break;
+        case CMD_SLOT:
+            rc = pgcdc_admin_slot(&cfg, action, err, sizeof(err));
+            break;
+        }
     }
     pgcdc_config_free(&cfg);
     if (rc < 0)
@@ -185,7 +230,11 @@ int main(int argc, char **argv)
         return PGCDC_EXIT_OK;
     }
     if (strcmp(cmd, "run") == 0)
-        return cmd_run(argc - 1, argv + 1);
+        return command(CMD_RUN, argc - 1, argv + 1);
+    if (strcmp(cmd, "check") == 0)
+        return command(CMD_CHECK, argc - 1, argv + 1);
+    if (strcmp(cmd, "slot") == 0)
+        return command(CMD_SLOT, argc - 1, argv + 1);
     char err[256];
     snprintf(err, sizeof(err), "unknown command \"%s\": see pgcdc --help", cmd);
     return fail(PGCDC_ERR_CONFIG, err);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/log.h"
 
@@ -76,50 +77,6 @@ static int append_token(struct pgcdc_buf *b, uint32_t oid, const char *v, size_t
     default:
         return pgcdc_buf_append_json_str(b, v, n);
     }
-}
-
-static bool has_wildcard(const char *s)
-{
-    return strchr(s, '*') != NULL;
-}
-
-/* Every include pattern without a wildcard must name an existing table. */
-static int check_listed_tables(const struct pgcdc_config *cfg, PGresult *tables, char *err,
-                               size_t errlen)
-{
-    if (!cfg->source_tables_include)
-        return PGCDC_OK;
-    char *list = strdup(cfg->source_tables_include);
-    if (!list)
-        return PGCDC_ERR;
-    int rc = PGCDC_OK;
-    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ')
-            tok++;
-        char *end = tok + strlen(tok);
-        while (end > tok && end[-1] == ' ')
-            *--end = '\0';
-        if (!*tok || has_wildcard(tok))
-            continue;
-        bool found = false;
-        for (int i = 0; i < PQntuples(tables) && !found; i++) {
-            char full[1024];
-            snprintf(full, sizeof(full), "%s.%s", PQgetvalue(tables, i, 1),
-                     PQgetvalue(tables, i, 2));
-            found = strcmp(full, tok) == 0;
-        }
-        if (!found) {
-            snprintf(err, errlen,
-                     "source.tables.include names %s, which does not exist (or is not a "
-                     "permanent table): create it, or fix the name (schema.table)",
-                     tok);
-            rc = PGCDC_ERR_CONFIG;
-            break;
-        }
-    }
-    free(list);
-    return rc;
 }
 
 /* Stream one table's rows through row(). */
@@ -293,18 +250,23 @@ int pgcdc_snapshot_run(const char *dsn, const char *snapshot_name, const struct 
     if (PQresultStatus(x) == PGRES_TUPLES_OK)
         stats->xmin = (uint32_t)strtoull(PQgetvalue(x, 0, 0), NULL, 10);
     PQclear(x);
-    /* Permanent ordinary tables (partitions included, as wal2json names the leaf). */
-    tables = PQexec(c, "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c JOIN "
-                       "pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = "
-                       "'r' AND c.relpersistence = 'p' AND n.nspname NOT IN ('pg_catalog', "
-                       "'information_schema') AND n.nspname !~ '^pg_(toast|temp)' ORDER BY 2, 3");
+    tables = PQexec(c, pgcdc_catalog_tables_sql);
     if (PQresultStatus(tables) != PGRES_TUPLES_OK) {
         rc = sql_fail(c, tables, "cannot list tables", err, errlen);
         tables = NULL;
         goto out;
     }
-    if ((rc = check_listed_tables(cfg, tables, err, errlen)) < 0)
+    char missing[512];
+    if ((rc = pgcdc_catalog_missing_included(c, cfg, missing, sizeof(missing), err, errlen)) < 0)
         goto out;
+    if (rc == 1) {
+        snprintf(err, errlen,
+                 "source.tables.include names %s, which does not exist (or is not a permanent "
+                 "table): create it, or fix the name (schema.table)",
+                 missing);
+        rc = PGCDC_ERR_CONFIG;
+        goto out;
+    }
     for (int i = 0; i < PQntuples(tables); i++) {
         struct table t = {PQgetvalue(tables, i, 0), PQgetvalue(tables, i, 1),
                           PQgetvalue(tables, i, 2)};

@@ -20,11 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/decode.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
+#include "pgcdc/metrics.h"
 #include "pgcdc/repl.h"
 #include "pgcdc/sink.h"
 #include "pgcdc/sink_file.h"
@@ -36,7 +38,6 @@
 #define SYNC_INTERVAL_MS 100   /* group commit: at most this long between syncs under load */
 #define BACKOFF_BASE_MS 500
 #define BACKOFF_CAP_MS 30000
-#define BUSY_RETRY_MS 60000    /* how long a slot held by another process is waited for */
 #define PROGRESS_INTERVAL_MS 60000
 #define NAME_MAX_BYTES 256
 
@@ -58,6 +59,7 @@ struct stream {
     uint64_t received;    /* highest position received (status "write") */
     uint64_t sent_flush;  /* last flush position sent to the server */
     bool in_txn, skipping;
+    bool tables_checked;
     bool streaming; /* inside START_REPLICATION's CopyBoth: status updates may be sent */
     struct pgcdc_txn_meta txn;
     struct pgcdc_event_ctx ectx;
@@ -125,7 +127,10 @@ static int send_status(struct stream *s, bool force, char *err, size_t errlen)
     int rc = pgcdc_repl_send_status(s->repl, written, confirmed, false, err, errlen);
     if (rc < 0)
         return rc;
+    atomic_store(&pgcdc_metrics.confirmed_lsn, confirmed);
+    atomic_store(&pgcdc_metrics.confirmed_commit_ts_ms, pgcdc_txn_track_confirmed_ts(s->track));
     if (confirmed != s->sent_flush) {
+        pgcdc_metrics_progress();
         char l[PGCDC_LSN_BUFLEN];
         pgcdc_log(PGCDC_LOG_DEBUG, "confirmed", "lsn", pgcdc_lsn_format(confirmed, l), NULL);
     }
@@ -137,8 +142,11 @@ static int send_status(struct stream *s, bool force, char *err, size_t errlen)
 static int sink_sync(struct stream *s, char *err, size_t errlen)
 {
     int rc = s->sink->ops->sync(s->sink, err, errlen);
-    if (rc < 0)
+    if (rc < 0) {
+        atomic_fetch_add(&pgcdc_metrics.sink_errors, 1);
         return rc;
+    }
+    atomic_store(&pgcdc_metrics.inflight, pgcdc_txn_track_inflight(s->track));
     s->last_sync_ms = pgcdc_mono_ms();
     s->dirty = false;
     if (pgcdc_txn_track_failed(s->track)) {
@@ -156,6 +164,10 @@ static int sink_write(struct stream *s, const struct pgcdc_record *r, char *err,
         int rc = s->sink->ops->write(s->sink, r, err, errlen);
         if (rc != PGCDC_AGAIN) {
             s->dirty = true;
+            if (rc < 0)
+                atomic_fetch_add(&pgcdc_metrics.sink_errors, 1);
+            else
+                pgcdc_metrics_event(r->op, r->value_len);
             return rc;
         }
         if ((rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0)
@@ -243,6 +255,7 @@ static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *
                 (rc = send_status(s, false, err, errlen)) < 0)
                 return rc;
         }
+        pgcdc_txn_track_set_commit_ts(s->track, ch->ts_ms);
         return s->sink->ops->begin(s->sink, &s->txn, err, errlen);
 
     case PGCDC_ACT_COMMIT:
@@ -354,6 +367,39 @@ static void strip_spaces(char *dst, size_t cap, const char *src)
     dst[o] = '\0';
 }
 
+/*
+ * Once per process: a listed table that does not exist is a configuration error, and a
+ * table whose updates and deletes cannot be captured is named in a warning.
+ */
+static int check_tables(struct stream *s, char *err, size_t errlen)
+{
+    struct pg_conn *c = pgcdc_repl_conn(s->repl);
+    char missing[512];
+    int rc = pgcdc_catalog_missing_included(c, s->cfg, missing, sizeof(missing), err, errlen);
+    if (rc < 0)
+        return rc;
+    if (rc == 1) {
+        snprintf(err, errlen,
+                 "source.tables.include names %s, which does not exist (or is not a permanent "
+                 "table): create it, or fix the name (schema.table)",
+                 missing);
+        return PGCDC_ERR_CONFIG;
+    }
+    struct pgcdc_buf names = {0};
+    rc = pgcdc_catalog_keyless(c, s->cfg, &names, err, errlen);
+    if (rc > 0)
+        pgcdc_log(PGCDC_LOG_WARN,
+                  "tables without a primary key or replica identity: their updates and deletes "
+                  "cannot be captured (fix: ALTER TABLE ... REPLICA IDENTITY FULL, or add a "
+                  "primary key)",
+                  "tables", names.data, NULL);
+    pgcdc_buf_free(&names);
+    if (rc < 0)
+        return rc;
+    s->tables_checked = true;
+    return PGCDC_OK;
+}
+
 /* Connect, check, make sure the slot exists, start streaming. */
 static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
 {
@@ -362,6 +408,8 @@ static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     if ((rc = pgcdc_repl_preflight(s->repl, err, errlen)) < 0)
+        return rc;
+    if (!s->tables_checked && (rc = check_tables(s, err, errlen)) < 0)
         return rc;
     struct pgcdc_slot_info info;
     if ((rc = pgcdc_repl_slot_info(s->repl, cfg->source_slot, &info, err, errlen)) < 0)
@@ -439,6 +487,8 @@ static int start_streaming(struct stream *s, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     s->streaming = true;
+    atomic_store(&pgcdc_metrics.connected, 1);
+    pgcdc_metrics_progress();
     if ((rc = mark_streamed(s, err, errlen)) < 0)
         return rc;
     char l[PGCDC_LSN_BUFLEN];
@@ -500,6 +550,8 @@ static int snap_flush_pending(struct snap_state *ss, bool last, char *err, size_
     };
     ss->pending = false;
     ss->s->n_events++;
+    atomic_fetch_add(&pgcdc_metrics.snapshot_rows, 1);
+    pgcdc_metrics_progress();
     return sink_write(ss->s, &r, err, errlen);
 }
 
@@ -547,6 +599,8 @@ static int take_snapshot(struct stream *s, char *err, size_t errlen)
     pgcdc_log(PGCDC_LOG_INFO, "created replication slot; taking the initial snapshot", "slot",
               cfg->source_slot, "consistent_point", pgcdc_lsn_format(consistent, l), "snapshot",
               snapname, NULL);
+    atomic_store(&pgcdc_metrics.connected, 1);
+    pgcdc_metrics_progress();
     struct pgcdc_snapshot_stats stats;
     struct snap_state ss = {.s = s, .stats = &stats, .lsn = consistent};
     s->txn = (struct pgcdc_txn_meta){.commit_lsn = consistent, .end_lsn = consistent,
@@ -603,6 +657,8 @@ static int loop(struct stream *s, char *err, size_t errlen)
             struct pgcdc_change ch;
             if ((rc = pgcdc_decode(&s->dec, msg.data, msg.len, &ch, err, errlen)) < 0)
                 return rc;
+            if (msg.data_start > atomic_load(&pgcdc_metrics.server_wal_end))
+                atomic_store(&pgcdc_metrics.server_wal_end, msg.data_start);
             rc = handle_change(s, &ch, err, errlen);
             if (rc < 0)
                 return rc;
@@ -612,11 +668,15 @@ static int loop(struct stream *s, char *err, size_t errlen)
             /* Keepalive: walEnd is the sender's position. With nothing open or unsynced,
              * everything before it is either durable or not ours: confirm it (idle tables
              * must not pin WAL). */
+            if (msg.wal_end > atomic_load(&pgcdc_metrics.server_wal_end))
+                atomic_store(&pgcdc_metrics.server_wal_end, msg.wal_end);
             if (!s->in_txn) {
                 if (msg.wal_end > s->received)
                     s->received = msg.wal_end;
                 if (!s->dirty)
                     pgcdc_txn_track_idle(s->track, msg.wal_end);
+                if (pgcdc_txn_track_inflight(s->track) == 0)
+                    pgcdc_metrics_progress(); /* idle and in touch with the server */
                 if (end_reached_at(s, msg.wal_end) && !s->dirty &&
                     pgcdc_txn_track_inflight(s->track) == 0)
                     return LOOP_END_REACHED;
@@ -697,6 +757,8 @@ static void reset_after_disconnect(struct stream *s)
     s->in_txn = s->skipping = false;
     s->dirty = false;
     s->streaming = false;
+    atomic_store(&pgcdc_metrics.connected, 0);
+    atomic_fetch_add(&pgcdc_metrics.reconnects, 1);
     pgcdc_repl_close(s->repl);
     s->repl = NULL;
 }
@@ -780,6 +842,8 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
     s->ectx.name_json = s->name_json.data;
     s->ectx.snapshot = "false";
 
+    if (cfg->metrics_listen && (rc = pgcdc_metrics_start(cfg->metrics_listen, err, errlen)) < 0)
+        goto out;
     int attempt = 0;
     int64_t busy_since = 0;
     for (;;) {
@@ -834,7 +898,7 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
         if (rc == PGCDC_ERR_BUSY) {
             if (!busy_since)
                 busy_since = pgcdc_mono_ms();
-            if (pgcdc_mono_ms() - busy_since > BUSY_RETRY_MS) {
+            if (pgcdc_mono_ms() - busy_since > cfg->source_slot_busy_timeout_ms) {
                 strncat(err, "; another process keeps the slot busy: stop it, or use another "
                         "source.slot", errlen - strlen(err) - 1);
                 rc = PGCDC_ERR;
@@ -861,6 +925,8 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
         nap(ms);
     }
 out:
+    atomic_store(&pgcdc_metrics.connected, 0);
+    pgcdc_metrics_stop();
     if (s->repl)
         pgcdc_repl_close(s->repl);
     if (s->sink)

@@ -15,6 +15,7 @@
 struct txn {
     uint64_t seq;
     uint64_t end_lsn;
+    int64_t commit_ts_ms;
     uint64_t pending; /* messages written and not yet acknowledged */
     bool closed;      /* commit seen */
     bool failed;      /* some message failed: never confirm past this one */
@@ -27,6 +28,7 @@ struct pgcdc_txn_track {
     uint64_t head; /* seq of the next transaction */
     uint64_t tail; /* seq of the oldest unretired transaction */
     uint64_t confirmed;
+    int64_t confirmed_ts_ms;
     bool failed;
 };
 
@@ -78,6 +80,18 @@ int pgcdc_txn_track_begin(struct pgcdc_txn_track *t, uint64_t end_lsn)
     *x = (struct txn){.seq = t->head, .end_lsn = end_lsn};
     t->head++;
     return PGCDC_OK;
+}
+
+void pgcdc_txn_track_set_commit_ts(struct pgcdc_txn_track *t, int64_t commit_ts_ms)
+{
+    struct txn *x = open_txn(t);
+    if (x)
+        x->commit_ts_ms = commit_ts_ms;
+}
+
+int64_t pgcdc_txn_track_confirmed_ts(const struct pgcdc_txn_track *t)
+{
+    return t->confirmed_ts_ms;
 }
 
 uint64_t pgcdc_txn_track_add(struct pgcdc_txn_track *t)
@@ -140,6 +154,8 @@ uint64_t pgcdc_txn_track_confirmed(struct pgcdc_txn_track *t)
             break;
         if (x->end_lsn > t->confirmed)
             t->confirmed = x->end_lsn;
+        if (x->commit_ts_ms)
+            t->confirmed_ts_ms = x->commit_ts_ms;
         t->tail++;
     }
     return t->confirmed;

@@ -38,6 +38,7 @@ struct pgcdc_config {
     size_t nkafka;
     char *state_dir;
     int status_interval_ms;
+    int source_slot_busy_timeout_ms; /* how long a slot held by another process is waited for */
     char *metrics_listen; /* NULL: off */
     int log_level;        /* enum pgcdc_log_level */
     int log_format;       /* enum pgcdc_log_format */

@@ -27,6 +27,12 @@ void pgcdc_txn_track_free(struct pgcdc_txn_track *t);
 /* Open a transaction that will commit at end_lsn. PGCDC_AGAIN when the ring is full. */
 int pgcdc_txn_track_begin(struct pgcdc_txn_track *t, uint64_t end_lsn);
 
+/* The open transaction's commit time, reported back by pgcdc_txn_track_confirmed_ts. */
+void pgcdc_txn_track_set_commit_ts(struct pgcdc_txn_track *t, int64_t commit_ts_ms);
+
+/* Commit time of the last transaction the confirmed LSN passed (0 if none yet). */
+int64_t pgcdc_txn_track_confirmed_ts(const struct pgcdc_txn_track *t);
+
 /* Count one more message of the open transaction; returns the handle to acknowledge it. */
 uint64_t pgcdc_txn_track_add(struct pgcdc_txn_track *t);
 

@@ -1,0 +1,33 @@
+/*
+ * catalog.h — questions about the source's tables that `check`, `run` and the snapshot
+ * all ask, answered with SQL over any connection (plain or replication=database).
+ */
+#ifndef PGCDC_CATALOG_H
+#define PGCDC_CATALOG_H
+
+#include <stddef.h>
+
+#include "pgcdc/common.h"
+#include "pgcdc/config.h"
+
+struct pg_conn;
+
+/*
+ * The selected tables whose updates and deletes wal2json cannot emit: no primary key and
+ * no usable replica identity. Appends "schema.table" names separated by ", " to names and
+ * returns how many (>= 0), or a negative code with err set.
+ */
+int pgcdc_catalog_keyless(struct pg_conn *c, const struct pgcdc_config *cfg,
+                          struct pgcdc_buf *names, char *err, size_t errlen);
+
+/*
+ * Find an entry of source.tables.include without a wildcard that names no permanent table.
+ * Returns 1 and copies it to missing when there is one, 0 when all exist, <0 on error.
+ */
+int pgcdc_catalog_missing_included(struct pg_conn *c, const struct pgcdc_config *cfg,
+                                   char *missing, size_t missinglen, char *err, size_t errlen);
+
+/* The SQL selecting permanent user tables: columns oid, schema, table. */
+extern const char pgcdc_catalog_tables_sql[];
+
+#endif

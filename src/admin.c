@@ -1,0 +1,344 @@
+/*
+ * admin.c — `pgcdc check` and `pgcdc slot create|drop|status`.
+ */
+#include "pgcdc/admin.h"
+
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "pgcdc/catalog.h"
+#include "pgcdc/common.h"
+#include "pgcdc/lsn.h"
+#include "pgcdc/repl.h"
+
+struct report {
+    int fails;
+};
+
+static void line(struct report *r, const char *status, const char *name, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    for (char *p = msg; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    printf("%s %s: %s\n", status, name, msg);
+    fflush(stdout);
+    if (strcmp(status, "FAIL") == 0)
+        r->fails++;
+}
+
+static PGconn *plain_connect(const char *dsn)
+{
+    const char *keys[] = {"dbname", "fallback_application_name", "connect_timeout", NULL};
+    const char *vals[] = {dsn, "pgcdc-check", "10", NULL};
+    return PQconnectdbParams(keys, vals, 1);
+}
+
+/* First row, first column of a query, or NULL (copied into out). */
+static const char *scalar(PGconn *c, const char *sql, char *out, size_t outlen)
+{
+    PGresult *res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1) {
+        PQclear(res);
+        return NULL;
+    }
+    snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return out;
+}
+
+static void check_slot(struct report *r, PGconn *c, const struct pgcdc_config *cfg)
+{
+    char *lit = PQescapeLiteral(c, cfg->source_slot, strlen(cfg->source_slot));
+    char sql[768];
+    snprintf(sql, sizeof(sql),
+             "SELECT plugin, active, coalesce(active_pid, 0), coalesce(confirmed_flush_lsn::text, "
+             "''), coalesce(wal_status, ''), coalesce(pg_catalog.pg_current_wal_lsn() - "
+             "restart_lsn, 0) FROM pg_catalog.pg_replication_slots WHERE slot_name = %s",
+             lit ? lit : "''");
+    PQfreemem(lit);
+    PGresult *res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        line(r, "FAIL", "slot", "cannot read pg_replication_slots: %s", PQerrorMessage(c));
+    } else if (PQntuples(res) == 0) {
+        line(r, "PASS", "slot", "\"%s\" does not exist yet; run will create it%s",
+             cfg->source_slot, cfg->source_create_slot ? "" : " (but source.create_slot is false: create it with `pgcdc slot create`)");
+        if (!cfg->source_create_slot)
+            r->fails++;
+    } else {
+        const char *plugin = PQgetvalue(res, 0, 0), *wal_status = PQgetvalue(res, 0, 4);
+        if (strcmp(plugin, "wal2json") != 0)
+            line(r, "FAIL", "slot",
+                 "\"%s\" uses the plugin %s, not wal2json: choose another source.slot, or drop it "
+                 "if unused",
+                 cfg->source_slot, plugin);
+        else if (strcmp(wal_status, "lost") == 0)
+            line(r, "FAIL", "slot",
+                 "\"%s\" has lost required WAL (wal_status lost): drop it and start over with a "
+                 "new snapshot",
+                 cfg->source_slot);
+        else if (PQgetvalue(res, 0, 1)[0] == 't')
+            line(r, "WARN", "slot", "\"%s\" is active, held by pid %s: only one pgcdc may use it",
+                 cfg->source_slot, PQgetvalue(res, 0, 2));
+        else
+            line(r, "PASS", "slot",
+                 "\"%s\" exists: plugin wal2json, confirmed_flush_lsn %s, retained WAL %s bytes, "
+                 "wal_status %s",
+                 cfg->source_slot, PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 5), wal_status);
+    }
+    PQclear(res);
+}
+
+int pgcdc_admin_check(const struct pgcdc_config *cfg)
+{
+    struct report r = {0};
+    char v[256], v2[256], err[1024];
+    /* pgcdc_config_validate already refused a -pooler host (exit 2) before we got here. */
+    line(&r, "PASS", "pooler", "the host is not a Neon pooler endpoint");
+
+    PGconn *c = plain_connect(cfg->source_dsn);
+    if (PQstatus(c) != CONNECTION_OK) {
+        line(&r, "FAIL", "connect", "%s", PQerrorMessage(c));
+        PQfinish(c);
+        return PGCDC_ERR;
+    }
+    line(&r, "PASS", "connect", "%s:%s db=%s user=%s tls=%s", PQhost(c), PQport(c), PQdb(c),
+         PQuser(c), PQsslInUse(c) ? "on" : "off");
+
+    int ver = PQserverVersion(c);
+    if (ver < 120000)
+        line(&r, "FAIL", "server_version", "%d.%d: pgcdc needs PostgreSQL 12 or later", ver / 10000,
+             ver % 10000);
+    else
+        line(&r, "PASS", "server_version", "%s",
+             scalar(c, "SHOW server_version", v, sizeof(v)) ? v : "?");
+
+    if (!scalar(c, "SHOW wal_level", v, sizeof(v)))
+        line(&r, "FAIL", "wal_level", "cannot read it: %s", PQerrorMessage(c));
+    else if (strcmp(v, "logical") != 0)
+        line(&r, "FAIL", "wal_level",
+             "\"%s\", logical decoding needs \"logical\": fix: ALTER SYSTEM SET wal_level = "
+             "logical; then restart PostgreSQL (on Neon: enable logical replication in the "
+             "project settings)",
+             v);
+    else
+        line(&r, "PASS", "wal_level", "logical");
+
+    bool plugin_blocked = false;
+    if (scalar(c,
+               "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'output_plugin_libraries'",
+               v, sizeof(v))) {
+        plugin_blocked = !strstr(v, "wal2json");
+        if (plugin_blocked)
+            line(&r, "FAIL", "wal2json",
+                 "not allowed by output_plugin_libraries = '%s': fix: ALTER SYSTEM SET "
+                 "output_plugin_libraries = %s%swal2json; SELECT pg_reload_conf();",
+                 v, v, *v ? ", " : "");
+        else
+            line(&r, "PASS", "output_plugin_libraries", "%s", v);
+    }
+
+    /* The replication connection proves the REPLICATION attribute and loads wal2json in a
+     * temporary slot (dropped when we disconnect). */
+    struct pgcdc_repl *repl = NULL;
+    int rc = pgcdc_repl_connect(&repl, cfg->source_dsn, err, sizeof(err));
+    if (rc < 0) {
+        line(&r, "FAIL", "replication_role", "%s", err);
+    } else if (plugin_blocked) {
+        pgcdc_repl_close(repl); /* the FAIL above already says why wal2json cannot load */
+    } else {
+        line(&r, "PASS", "replication_role", "%s may open a replication connection", PQuser(c));
+        char sql[128];
+        snprintf(sql, sizeof(sql), "pgcdc_check_%d", (int)getpid());
+        PGconn *rc_conn = (PGconn *)pgcdc_repl_conn(repl);
+        /* Creating a slot waits for running transactions: never hang a preflight on it. */
+        PQclear(PQexec(rc_conn, "SET statement_timeout = '10s'"));
+        char cmd[256];
+        snprintf(cmd, sizeof(cmd),
+                 "CREATE_REPLICATION_SLOT %s TEMPORARY LOGICAL wal2json NOEXPORT_SNAPSHOT", sql);
+        PGresult *res = PQexec(rc_conn, cmd);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK) {
+            line(&r, "PASS", "wal2json", "the plugin loads (a temporary slot was created)");
+        } else {
+            const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+            const char *msg = PQresultErrorMessage(res);
+            if (state && strcmp(state, "58P01") == 0)
+                line(&r, "FAIL", "wal2json",
+                     "%s: fix: install the wal2json output plugin on the server "
+                     "(postgresql-<version>-wal2json; Neon ships it)",
+                     msg);
+            else if (state && strcmp(state, "53400") == 0)
+                line(&r, "FAIL", "wal2json",
+                     "cannot test it: %s (no free replication slot)", msg);
+            else
+                line(&r, "WARN", "wal2json", "could not verify that the plugin loads: %s", msg);
+        }
+        PQclear(res);
+        pgcdc_repl_close(repl);
+    }
+
+    if (scalar(c, "SELECT current_setting('max_replication_slots')::int - count(*) FROM "
+                  "pg_catalog.pg_replication_slots", v, sizeof(v)) &&
+        scalar(c, "SHOW max_replication_slots", v2, sizeof(v2))) {
+        if (atoi(v) <= 0)
+            line(&r, "FAIL", "slots",
+                 "0 of %s free: fix: drop an unused slot or raise max_replication_slots", v2);
+        else
+            line(&r, "PASS", "slots", "%s of %s free", v, v2);
+    }
+    if (scalar(c, "SELECT current_setting('max_wal_senders')::int - count(*) FROM "
+                  "pg_catalog.pg_stat_replication", v, sizeof(v)) &&
+        scalar(c, "SHOW max_wal_senders", v2, sizeof(v2))) {
+        if (atoi(v) <= 0)
+            line(&r, "FAIL", "wal_senders", "0 of %s free: fix: raise max_wal_senders", v2);
+        else
+            line(&r, "PASS", "wal_senders", "%s of %s free", v, v2);
+    }
+
+    check_slot(&r, c, cfg);
+
+    char missing[512];
+    rc = pgcdc_catalog_missing_included(c, cfg, missing, sizeof(missing), err, sizeof(err));
+    if (rc < 0)
+        line(&r, "FAIL", "tables", "%s", err);
+    else if (rc == 1)
+        line(&r, "FAIL", "tables",
+             "source.tables.include names %s, which does not exist: create it or fix the name",
+             missing);
+    else
+        line(&r, "PASS", "tables", "every listed table exists");
+
+    struct pgcdc_buf names = {0};
+    rc = pgcdc_catalog_keyless(c, cfg, &names, err, sizeof(err));
+    if (rc < 0) {
+        line(&r, "FAIL", "keyless", "%s", err);
+    } else if (rc > 0) {
+        char *save = NULL;
+        for (char *t = strtok_r(names.data, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+            while (*t == ' ')
+                t++;
+            line(&r, "WARN", "keyless",
+                 "%s has no primary key or replica identity: its updates and deletes cannot be "
+                 "captured; fix: ALTER TABLE %s REPLICA IDENTITY FULL (or add a primary key)",
+                 t, t);
+        }
+    } else {
+        line(&r, "PASS", "keyless", "every selected table has a primary key or replica identity");
+    }
+    pgcdc_buf_free(&names);
+    PQfinish(c);
+    return r.fails ? PGCDC_ERR : PGCDC_OK;
+}
+
+static int slot_status(PGconn *c, const struct pgcdc_config *cfg, char *err, size_t errlen)
+{
+    const char *params[1] = {cfg->source_slot};
+    PGresult *res = PQexecParams(
+        c,
+        "SELECT plugin, active, coalesce(active_pid, 0), coalesce(confirmed_flush_lsn::text, '0/0'), "
+        "coalesce(pg_catalog.pg_current_wal_lsn() - confirmed_flush_lsn, 0), "
+        "coalesce(pg_catalog.pg_current_wal_lsn() - restart_lsn, 0), coalesce(wal_status, '') "
+        "FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+        1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "cannot read pg_replication_slots: %s", PQerrorMessage(c));
+        PQclear(res);
+        return PGCDC_ERR;
+    }
+    if (PQntuples(res) == 0)
+        printf("slot=%s exists=false\n", cfg->source_slot);
+    else
+        printf("slot=%s exists=true plugin=%s active=%s active_pid=%s confirmed_flush_lsn=%s "
+               "behind_bytes=%s retained_wal_bytes=%s wal_status=%s\n",
+               cfg->source_slot, PQgetvalue(res, 0, 0),
+               PQgetvalue(res, 0, 1)[0] == 't' ? "true" : "false", PQgetvalue(res, 0, 2),
+               PQgetvalue(res, 0, 3), PQgetvalue(res, 0, 4), PQgetvalue(res, 0, 5),
+               *PQgetvalue(res, 0, 6) ? PQgetvalue(res, 0, 6) : "unknown");
+    PQclear(res);
+    return PGCDC_OK;
+}
+
+int pgcdc_admin_slot(const struct pgcdc_config *cfg, const char *action, char *err,
+                     size_t errlen)
+{
+    int rc = PGCDC_OK;
+    if (strcmp(action, "create") == 0) {
+        struct pgcdc_repl *repl = NULL;
+        if ((rc = pgcdc_repl_connect(&repl, cfg->source_dsn, err, errlen)) < 0)
+            return rc == PGCDC_ERR_RETRY ? PGCDC_ERR : rc;
+        struct pgcdc_slot_info info;
+        if ((rc = pgcdc_repl_preflight(repl, err, errlen)) == PGCDC_OK &&
+            (rc = pgcdc_repl_slot_info(repl, cfg->source_slot, &info, err, errlen)) == PGCDC_OK) {
+            if (info.exists && strcmp(info.plugin, "wal2json") == 0) {
+                printf("slot %s already exists (plugin wal2json)\n", cfg->source_slot);
+            } else if (info.exists) {
+                snprintf(err, errlen, "slot \"%s\" exists with the plugin %s, not wal2json",
+                         cfg->source_slot, info.plugin);
+                rc = PGCDC_ERR;
+            } else {
+                uint64_t lsn = 0;
+                rc = pgcdc_repl_create_slot(repl, cfg->source_slot, NULL, 0, &lsn, err, errlen);
+                char l[PGCDC_LSN_BUFLEN];
+                if (rc == PGCDC_OK)
+                    printf("created slot %s (plugin wal2json) at %s\n", cfg->source_slot,
+                           pgcdc_lsn_format(lsn, l));
+            }
+        }
+        pgcdc_repl_close(repl);
+        return rc < 0 ? (rc == PGCDC_ERR_CONFIG ? rc : PGCDC_ERR) : PGCDC_OK;
+    }
+    PGconn *c = plain_connect(cfg->source_dsn);
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to the source: %s", PQerrorMessage(c));
+        err[strcspn(err, "\n")] = ' ';
+        PQfinish(c);
+        return PGCDC_ERR;
+    }
+    if (strcmp(action, "status") == 0) {
+        rc = slot_status(c, cfg, err, errlen);
+    } else if (strcmp(action, "drop") == 0) {
+        const char *params[1] = {cfg->source_slot};
+        PGresult *res = PQexecParams(c,
+                                     "SELECT active_pid FROM pg_catalog.pg_replication_slots "
+                                     "WHERE slot_name = $1",
+                                     1, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 0) {
+            printf("slot %s does not exist\n", cfg->source_slot);
+        } else if (PQresultStatus(res) == PGRES_TUPLES_OK && !PQgetisnull(res, 0, 0)) {
+            snprintf(err, errlen,
+                     "slot \"%s\" is active, held by pid %s: stop that process first",
+                     cfg->source_slot, PQgetvalue(res, 0, 0));
+            rc = PGCDC_ERR;
+        } else {
+            PQclear(res);
+            res = PQexecParams(c, "SELECT pg_catalog.pg_drop_replication_slot($1)", 1, NULL,
+                               params, NULL, NULL, 0);
+            if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+                snprintf(err, errlen, "cannot drop slot \"%s\": %s", cfg->source_slot,
+                         PQerrorMessage(c));
+                rc = PGCDC_ERR;
+            } else {
+                printf("dropped slot %s; its state.dir (%s) now refers to nothing: remove it "
+                       "before the next run\n",
+                       cfg->source_slot, cfg->state_dir);
+            }
+        }
+        PQclear(res);
+    } else {
+        snprintf(err, errlen, "unknown slot action \"%s\": use create, drop or status", action);
+        rc = PGCDC_ERR_CONFIG;
+    }
+    for (char *p = err; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    PQfinish(c);
+    return rc;
+}

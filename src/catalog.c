@@ -1,0 +1,99 @@
+/*
+ * catalog.c — table questions answered from pg_catalog.
+ */
+#include "pgcdc/catalog.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Logical decoding sees permanent tables only; partitions are ordinary tables ('r'). */
+const char pgcdc_catalog_tables_sql[] =
+    "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND n.nspname "
+    "NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)' "
+    "ORDER BY 2, 3";
+
+static int query_fail(PGconn *c, PGresult *res, const char *what, char *err, size_t errlen)
+{
+    snprintf(err, errlen, "%s: %s", what,
+             res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(c));
+    err[strcspn(err, "\n")] = '\0';
+    PQclear(res);
+    return PQstatus(c) == CONNECTION_BAD ? PGCDC_ERR_RETRY : PGCDC_ERR;
+}
+
+int pgcdc_catalog_keyless(struct pg_conn *c, const struct pgcdc_config *cfg,
+                          struct pgcdc_buf *names, char *err, size_t errlen)
+{
+    /* REPLICA IDENTITY DEFAULT needs a primary key, USING INDEX needs that index, NOTHING
+     * never works; FULL always does. */
+    PGresult *res = PQexec(
+        c, "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+           "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND "
+           "n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ "
+           "'^pg_(toast|temp)' AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS "
+           "(SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary)) "
+           "OR (c.relreplident = 'i' AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE "
+           "i.indrelid = c.oid AND i.indisreplident))) ORDER BY 1, 2");
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return query_fail(c, res, "cannot list tables without a key", err, errlen);
+    int n = 0;
+    for (int i = 0; i < PQntuples(res); i++) {
+        const char *schema = PQgetvalue(res, i, 0), *table = PQgetvalue(res, i, 1);
+        if (!pgcdc_config_table_selected(cfg, schema, table))
+            continue;
+        if ((n && pgcdc_buf_append_str(names, ", ") < 0) ||
+            pgcdc_buf_append_str(names, schema) < 0 || pgcdc_buf_append_char(names, '.') < 0 ||
+            pgcdc_buf_append_str(names, table) < 0) {
+            PQclear(res);
+            snprintf(err, errlen, "out of memory");
+            return PGCDC_ERR;
+        }
+        n++;
+    }
+    PQclear(res);
+    return n;
+}
+
+int pgcdc_catalog_missing_included(struct pg_conn *c, const struct pgcdc_config *cfg,
+                                   char *missing, size_t missinglen, char *err, size_t errlen)
+{
+    if (!cfg->source_tables_include)
+        return 0;
+    PGresult *res = PQexec(c, pgcdc_catalog_tables_sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return query_fail(c, res, "cannot list tables", err, errlen);
+    char *list = strdup(cfg->source_tables_include);
+    int found_missing = 0;
+    if (!list) {
+        PQclear(res);
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && !found_missing;
+         tok = strtok_r(NULL, ",", &save)) {
+        while (*tok == ' ')
+            tok++;
+        char *end = tok + strlen(tok);
+        while (end > tok && end[-1] == ' ')
+            *--end = '\0';
+        if (!*tok || strchr(tok, '*'))
+            continue;
+        bool found = false;
+        for (int i = 0; i < PQntuples(res) && !found; i++) {
+            const char *schema = PQgetvalue(res, i, 1), *table = PQgetvalue(res, i, 2);
+            size_t sl = strlen(schema);
+            found = strncmp(tok, schema, sl) == 0 && tok[sl] == '.' &&
+                    strcmp(tok + sl + 1, table) == 0;
+        }
+        if (!found) {
+            snprintf(missing, missinglen, "%s", tok);
+            found_missing = 1;
+        }
+    }
+    free(list);
+    PQclear(res);
+    return found_missing;
+}
