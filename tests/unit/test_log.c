@@ -84,7 +84,12 @@ static void test_json(void)
 
     /* Invalid UTF-8 (a lone continuation byte, a truncated sequence, an overlong '/')
      * becomes U+FFFD so that the line stays valid JSON. */
-    pgcdc_log(PGCDC_LOG_ERROR, "bad", "v", "a\x80" "b\xc3" "c\xc0\xaf" "d", NULL);
+    pgcdc_log(PGCDC_LOG_ERROR, "bad", "v",
+              "a\x80"
+              "b\xc3"
+              "c\xc0\xaf"
+              "d",
+              NULL);
     CHECK_STR_EQ(after_ts(captured(), "{\"ts\":\"", "\","),
                  "\"level\":\"error\",\"msg\":\"bad\",\"v\":"
                  "\"a\\ufffdb\\ufffdc\\ufffd\\ufffdd\"}\n");

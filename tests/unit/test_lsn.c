@@ -42,9 +42,9 @@ static void test_parse_span(void)
 static void test_parse_bad(void)
 {
     static const char *const bad[] = {
-        "", "/", "0/", "/0", "0", "00", "0//0", "0/0/0", "G/0", "0/G", " 0/0", "0/0 ",
-        "0 /0", "0/ 0", "+1/0", "-1/0", "1/-0", "0x1/0", "1/0x0", "123456789/0",
-        "0/123456789", "0/0\n", "１/0", "0.5/0", "0/0;", NULL,
+        "",      "/",           "0/",          "/0",    "0",    "00",    "0//0", "0/0/0", "G/0",
+        "0/G",   " 0/0",        "0/0 ",        "0 /0",  "0/ 0", "+1/0",  "-1/0", "1/-0",  "0x1/0",
+        "1/0x0", "123456789/0", "0/123456789", "0/0\n", "１/0", "0.5/0", "0/0;", NULL,
     };
     uint64_t v = 42;
 
@@ -57,7 +57,10 @@ static void test_parse_bad(void)
     CHECK_U64_EQ(v, 42); /* untouched on failure */
     CHECK_INT_EQ(pgcdc_lsn_parse_str(NULL, &v), -1);
     /* An embedded NUL ends a string but not a span. */
-    CHECK_INT_EQ(pgcdc_lsn_parse("0/1\0" "2", 5, &v), -1);
+    CHECK_INT_EQ(pgcdc_lsn_parse("0/1\0"
+                                 "2",
+                                 5, &v),
+                 -1);
 }
 
 static void test_format(void)
@@ -74,8 +77,8 @@ static void test_format(void)
 
 static void test_roundtrip(void)
 {
-    static const uint64_t vals[] = {0, 1, 0xF, 0x10, 0xFFFFFFFF, 0x100000000ULL,
-                                    0xDEADBEEFCAFEBABEULL, UINT64_MAX - 1};
+    static const uint64_t vals[] = {
+        0, 1, 0xF, 0x10, 0xFFFFFFFF, 0x100000000ULL, 0xDEADBEEFCAFEBABEULL, UINT64_MAX - 1};
     char buf[PGCDC_LSN_BUFLEN];
 
     for (size_t i = 0; i < sizeof vals / sizeof vals[0]; i++) {

@@ -61,13 +61,22 @@ static inline void unit_contains(const char *hay, const char *needle, int want, 
                 hay ? hay : "(null)");
 }
 
+static inline void unit_prefix(const char *s, const char *prefix, const char *ss, const char *file,
+                               int line)
+{
+    int ok = s != NULL && strncmp(s, prefix, strlen(prefix)) == 0;
+    if (!unit_check(ok, file, line, ss))
+        fprintf(stderr, "    %s starts with \"%s\"\n    got: %s\n", ss, prefix, s ? s : "(null)");
+}
+
 #define CHECK(cond) unit_check(!!(cond), __FILE__, __LINE__, #cond)
-#define CHECK_INT_EQ(a, b)                                                                         \
-    unit_int_eq((long long)(a), (long long)(b), #a, #b, __FILE__, __LINE__)
+#define CHECK_INT_EQ(a, b) unit_int_eq((long long)(a), (long long)(b), #a, #b, __FILE__, __LINE__)
 #define CHECK_U64_EQ(a, b) unit_u64_eq((uint64_t)(a), (uint64_t)(b), #a, #b, __FILE__, __LINE__)
 #define CHECK_STR_EQ(a, b) unit_str_eq((a), (b), #a, #b, __FILE__, __LINE__)
 /* `hay` (a C string) contains / lacks `needle`. */
 #define CHECK_CONTAINS(hay, needle) unit_contains((hay), (needle), 1, #hay, __FILE__, __LINE__)
+/* `s` starts with `prefix`. */
+#define CHECK_PREFIX(s, prefix) unit_prefix((s), (prefix), #s, __FILE__, __LINE__)
 #define CHECK_NOT_CONTAINS(hay, needle) unit_contains((hay), (needle), 0, #hay, __FILE__, __LINE__)
 
 static inline int unit_done(void)
