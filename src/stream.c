@@ -58,6 +58,7 @@ struct stream {
     uint64_t skip_upto;   /* transactions ending at or before this are already in the sink */
     uint64_t received;    /* highest position received (status "write") */
     uint64_t sent_flush;  /* last flush position sent to the server */
+    uint64_t idle_end;    /* walEnd of the last keepalive received outside a transaction */
     bool in_txn, skipping;
     bool tables_checked;
     bool streaming; /* inside START_REPLICATION's CopyBoth: status updates may be sent */
@@ -643,6 +644,20 @@ out:
     return rc;
 }
 
+/*
+ * With nothing open, unsynced or unacknowledged, everything before the last keepalive's
+ * walEnd is durable or not ours: confirm it (idle tables must not pin WAL). Returns true
+ * when that reaches --end-lsn.
+ */
+static bool caught_up(struct stream *s)
+{
+    if (s->in_txn || s->dirty || pgcdc_txn_track_inflight(s->track) > 0 || !s->idle_end)
+        return false;
+    pgcdc_txn_track_idle(s->track, s->idle_end);
+    pgcdc_metrics_progress(); /* idle and in touch with the server */
+    return end_reached_at(s, s->idle_end);
+}
+
 /* Stream until stopped, the end LSN, or an error. */
 static int loop(struct stream *s, char *err, size_t errlen)
 {
@@ -670,16 +685,12 @@ static int loop(struct stream *s, char *err, size_t errlen)
              * must not pin WAL). */
             if (msg.wal_end > atomic_load(&pgcdc_metrics.server_wal_end))
                 atomic_store(&pgcdc_metrics.server_wal_end, msg.wal_end);
-            if (!s->in_txn) {
+            if (!s->in_txn && msg.wal_end > s->idle_end) {
+                /* Applied once everything before it is durable (see caught_up): the server
+                 * sends no further keepalive once we report having written up to here. */
+                s->idle_end = msg.wal_end;
                 if (msg.wal_end > s->received)
                     s->received = msg.wal_end;
-                if (!s->dirty)
-                    pgcdc_txn_track_idle(s->track, msg.wal_end);
-                if (pgcdc_txn_track_inflight(s->track) == 0)
-                    pgcdc_metrics_progress(); /* idle and in touch with the server */
-                if (end_reached_at(s, msg.wal_end) && !s->dirty &&
-                    pgcdc_txn_track_inflight(s->track) == 0)
-                    return LOOP_END_REACHED;
             }
             if (msg.reply_requested && (rc = send_status(s, true, err, errlen)) < 0)
                 return rc;
@@ -700,6 +711,8 @@ static int loop(struct stream *s, char *err, size_t errlen)
                 (rc = send_status(s, true, err, errlen)) < 0)
                 return rc;
         }
+        if (caught_up(s))
+            return LOOP_END_REACHED;
         if ((rc = send_status(s, false, err, errlen)) < 0)
             return rc;
         progress(s);
@@ -757,6 +770,7 @@ static void reset_after_disconnect(struct stream *s)
     s->in_txn = s->skipping = false;
     s->dirty = false;
     s->streaming = false;
+    s->idle_end = 0;
     atomic_store(&pgcdc_metrics.connected, 0);
     atomic_fetch_add(&pgcdc_metrics.reconnects, 1);
     pgcdc_repl_close(s->repl);
@@ -841,6 +855,7 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
     }
     s->ectx.name_json = s->name_json.data;
     s->ectx.snapshot = "false";
+    s->last_progress_ms = pgcdc_mono_ms();
 
     if (cfg->metrics_listen && (rc = pgcdc_metrics_start(cfg->metrics_listen, err, errlen)) < 0)
         goto out;
