@@ -10,6 +10,10 @@
  *   3. only now are the transactions acknowledged to the tracker (and so confirmable)
  *   4. rotation, at a transaction boundary: sync, rename .jsonl.open -> .jsonl, fsync dir,
  *      checkpoint with no open segment
+ * After each checkpoint the same three facts are also published as
+ * <sink.file.dir>/.pgcdc-position (replaced atomically, not fsync'd: it is a hint for
+ * readers such as `pgcdc replay --follow`, which may apply the open segment up to that
+ * offset: every transaction before it is complete and durable).
  * Recovery cuts the checkpointed segment back to its offset and removes any segment the
  * checkpoint does not know (all of it lies after the checkpoint LSN); transactions ending
  * at or before the checkpoint LSN are then skipped by the caller (resume_lsn).
@@ -34,6 +38,8 @@
 #define WRITE_CHUNK (1u << 20) /* write(2) once this much is buffered */
 #define SEG_NAME_MAX 64
 #define OPEN_SUFFIX ".jsonl.open"
+#define POSITION_FILE ".pgcdc-position"
+#define POSITION_TMP ".pgcdc-position.tmp"
 
 struct file_sink {
     struct pgcdc_sink base;
@@ -123,6 +129,14 @@ static int write_checkpoint(struct file_sink *f, char *err, size_t errlen)
     f->ck_lsn = f->commit_end;
     snprintf(f->ck_seg, sizeof(f->ck_seg), "%s", seg);
     f->ck_off = off;
+    /* For followers of the open segment; a failure here loses nothing. */
+    int pfd = openat(f->dirfd, POSITION_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (pfd >= 0) {
+        bool ok = write_all(pfd, body, (size_t)n) == 0;
+        close(pfd);
+        if (ok)
+            renameat(f->dirfd, POSITION_TMP, f->dirfd, POSITION_FILE);
+    }
     return PGCDC_OK;
 }
 
