@@ -27,6 +27,14 @@ int pgcdc_event_value(struct pgcdc_buf *out, const struct pgcdc_col *col)
     if (v.len == 0 || v.p[0] == 'n') /* null */
         return APPEND(out, "null");
     switch (col->typeoid) {
+    case PGCDC_OID_INT2:
+    case PGCDC_OID_INT4:
+    case PGCDC_OID_INT8:
+    case PGCDC_OID_OID:
+        /* wal2json >= 2.6 with numeric-data-types-as-string quotes integers too. */
+        if (v.p[0] == '"' && v.len >= 2)
+            return pgcdc_buf_append(out, v.p + 1, v.len - 2);
+        break;
     case PGCDC_OID_NUMERIC:
     case PGCDC_OID_FLOAT4:
     case PGCDC_OID_FLOAT8:

@@ -53,7 +53,7 @@ _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t),
 #define KAFKA_WARN_INTERVAL_MS 10000
 
 /* Bounded wait for outstanding deliveries when closing (main has flushed already). */
-#define KAFKA_CLOSE_FLUSH_MS 2000
+#define KAFKA_CLOSE_FLUSH_MS 500
 
 /* The producer defaults we set before the user's kafka.* keys; see docs/kafka.md. */
 struct kafka_default {
@@ -136,22 +136,6 @@ static void kafka_fail(struct pgcdc_sink_kafka *k, const char *fmt, ...)
     va_end(ap);
 }
 
-static int kafka_check(struct pgcdc_sink_kafka *k, char *err, size_t errlen)
-{
-    char reason[256];
-    rd_kafka_resp_err_t ferr;
-
-    /* A fatal error may be raised before its error_cb has been served. */
-    if (!k->failed && (ferr = rd_kafka_fatal_error(k->rk, reason, sizeof(reason))))
-        kafka_fail(k, "kafka: fatal producer error %s: %s; restart pgcdc (it resends from the "
-                      "confirmed LSN)",
-                   rd_kafka_err2name(ferr), reason);
-    if (!k->failed)
-        return PGCDC_OK;
-    snprintf(err, errlen, "%s", k->failure);
-    return PGCDC_ERR;
-}
-
 /* ---- callbacks, all served on our thread inside rd_kafka_poll/rd_kafka_flush ---- */
 
 /* Read a header's value as a NUL-terminated string into buf ("?" when absent). */
@@ -186,6 +170,28 @@ static const char *kafka_delivery_hint(rd_kafka_resp_err_t e)
     }
 }
 
+/* Record a fatal producer error (the producer can not go on). */
+static void kafka_fail_fatal(struct pgcdc_sink_kafka *k)
+{
+    char reason[256];
+    rd_kafka_resp_err_t ferr = rd_kafka_fatal_error(k->rk, reason, sizeof(reason));
+    const char *hint = kafka_delivery_hint(ferr);
+
+    kafka_fail(k, "kafka: fatal producer error %s: %s%s", rd_kafka_err2name(ferr), reason,
+               *hint ? hint : "; restart pgcdc (it sends again from the confirmed LSN)");
+}
+
+static int kafka_check(struct pgcdc_sink_kafka *k, char *err, size_t errlen)
+{
+    /* A fatal error may be raised before its error_cb has been served. */
+    if (!k->failed && rd_kafka_fatal_error(k->rk, NULL, 0))
+        kafka_fail_fatal(k);
+    if (!k->failed)
+        return PGCDC_OK;
+    snprintf(err, errlen, "%s", k->failure);
+    return PGCDC_ERR;
+}
+
 static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     struct pgcdc_sink_kafka *k = opaque;
@@ -216,8 +222,7 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
                        "the table with source.tables.exclude",
                        topic, text, lsn, m->len + m->key_len, rd_kafka_err2str(m->err));
         } else {
-            kafka_fail(k,
-                       "kafka: delivery to topic %s failed at LSN %s (%s, commit_lsn %s): %s%s",
+            kafka_fail(k, "kafka: delivery to topic %s failed at LSN %s (%s, commit_lsn %s): %s%s",
                        topic, text, lsn, clsn, rd_kafka_err2str(m->err),
                        kafka_delivery_hint(m->err));
         }
@@ -229,8 +234,7 @@ static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
  * per KAFKA_WARN_INTERVAL_MS; a broker outage would otherwise log on every retry.
  * Returns whether to log now; *suppressed gets how many were skipped since the last one.
  */
-static bool kafka_warn_allowed(struct pgcdc_sink_kafka *k, const char *source,
-                               uint64_t *suppressed)
+static bool kafka_warn_allowed(struct pgcdc_sink_kafka *k, const char *source, uint64_t *suppressed)
 {
     int64_t now = pgcdc_mono_ms();
     struct kafka_ratelimit *rl = NULL, *oldest = &k->rl[0];
@@ -266,22 +270,17 @@ static void kafka_warn(struct pgcdc_sink_kafka *k, rd_kafka_resp_err_t e, const 
     if (!kafka_warn_allowed(k, rd_kafka_err2name(e), &n))
         return;
     snprintf(sup, sizeof(sup), "%" PRIu64, n);
-    pgcdc_log(PGCDC_LOG_WARN, "kafka broker error", "error", rd_kafka_err2name(e), "reason",
-              reason, "suppressed", sup, NULL);
+    pgcdc_log(PGCDC_LOG_WARN, "kafka broker error", "error", rd_kafka_err2name(e), "reason", reason,
+              "suppressed", sup, NULL);
 }
 
 static void kafka_error_cb(rd_kafka_t *rk, int e, const char *reason, void *opaque)
 {
     struct pgcdc_sink_kafka *k = opaque;
-    char freason[256];
-    rd_kafka_resp_err_t ferr;
 
+    (void)rk;
     if (e == RD_KAFKA_RESP_ERR__FATAL) {
-        ferr = rd_kafka_fatal_error(rk, freason, sizeof(freason));
-        kafka_fail(k,
-                   "kafka: fatal producer error %s: %s; restart pgcdc (it resends from the "
-                   "confirmed LSN)",
-                   rd_kafka_err2name(ferr), freason);
+        kafka_fail_fatal(k);
         return;
     }
     if (e == RD_KAFKA_RESP_ERR__AUTHENTICATION) {
@@ -302,11 +301,20 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
     uint64_t n = 0;
     char sup[24];
 
-    if (level > LOG_WARNING) {
-        /* LOG_DEBUG lines only appear when the user set kafka.debug: show them at info. */
+    if (level == LOG_DEBUG) {
+        /* Only emitted when the user set kafka.debug: show them. */
         pgcdc_log(PGCDC_LOG_INFO, "librdkafka", "fac", fac, "detail", buf, NULL);
         return;
     }
+    if (level > LOG_WARNING) {
+        /* Notices ("Disconnected" after an idle close, ...) are routine. */
+        pgcdc_log(PGCDC_LOG_DEBUG, "librdkafka", "fac", fac, "detail", buf, NULL);
+        return;
+    }
+    /* Broker failures (FAIL) and fatal errors (FATAL) also arrive through error_cb, which
+     * reports them. */
+    if (strcmp(fac, "FAIL") == 0 || strcmp(fac, "FATAL") == 0)
+        return;
     /* Warn, not error: what stops the worker comes from error_cb and delivery reports. */
     if (k && !kafka_warn_allowed(k, fac, &n))
         return;
@@ -361,12 +369,11 @@ static int kafka_topic_name(struct pgcdc_sink_kafka *k, const char *schema, cons
     size_t start;
 
     pgcdc_buf_reset(&k->topic);
-    if (pgcdc_buf_append_str(&k->topic, k->prefix) < 0 ||
-        pgcdc_buf_append_char(&k->topic, '.') < 0)
+    if (pgcdc_buf_append_str(&k->topic, k->prefix) < 0 || pgcdc_buf_append_char(&k->topic, '.') < 0)
         goto nomem;
     start = k->topic.len;
-    if (pgcdc_buf_append_str(&k->topic, schema) < 0 ||
-        pgcdc_buf_append_char(&k->topic, '.') < 0 || pgcdc_buf_append_str(&k->topic, table) < 0)
+    if (pgcdc_buf_append_str(&k->topic, schema) < 0 || pgcdc_buf_append_char(&k->topic, '.') < 0 ||
+        pgcdc_buf_append_str(&k->topic, table) < 0)
         goto nomem;
     for (size_t i = start; i < k->topic.len; i++) {
         char c = k->topic.data[i];
@@ -455,13 +462,11 @@ static int kafka_produce(struct pgcdc_sink_kafka *k, rd_kafka_topic_t *rkt,
 
     h = pgcdc_txn_track_add(k->base.track);
     /* F_COPY: our buffers are reused for the next row. On success librdkafka owns hdrs. */
-    e = rd_kafka_producev(k->rk, RD_KAFKA_V_RKT(rkt),
-                          RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
-                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                          RD_KAFKA_V_VALUE((void *)value, value_len),
-                          RD_KAFKA_V_KEY((const void *)r->key, r->key ? r->key_len : 0),
-                          RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_OPAQUE((void *)(uintptr_t)h),
-                          RD_KAFKA_V_END);
+    e = rd_kafka_producev(
+        k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE((void *)value, value_len),
+        RD_KAFKA_V_KEY((const void *)r->key, r->key ? r->key_len : 0), RD_KAFKA_V_HEADERS(hdrs),
+        RD_KAFKA_V_OPAQUE((void *)(uintptr_t)h), RD_KAFKA_V_END);
     if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
         return PGCDC_OK;
     rd_kafka_headers_destroy(hdrs);
@@ -489,8 +494,7 @@ static int kafka_produce(struct pgcdc_sink_kafka *k, rd_kafka_topic_t *rkt,
                      r->schema, r->table, rd_kafka_topic_name(rkt), text, r->lsn,
                      value_len + (r->key ? r->key_len : 0), k->max_bytes);
         else
-            snprintf(err, errlen,
-                     "kafka: cannot produce to topic %s at LSN %s (%" PRIu64 "): %s",
+            snprintf(err, errlen, "kafka: cannot produce to topic %s at LSN %s (%" PRIu64 "): %s",
                      rd_kafka_topic_name(rkt), text, r->lsn, rd_kafka_err2str(e));
     }
     kafka_fail(k, "%s", err);
@@ -504,8 +508,7 @@ static int kafka_begin(struct pgcdc_sink *s, const struct pgcdc_txn_meta *txn, c
     return kafka_check(kafka_of(s), err, errlen);
 }
 
-static int kafka_write(struct pgcdc_sink *s, const struct pgcdc_record *r, char *err,
-                       size_t errlen)
+static int kafka_write(struct pgcdc_sink *s, const struct pgcdc_record *r, char *err, size_t errlen)
 {
     struct pgcdc_sink_kafka *k = kafka_of(s);
     rd_kafka_topic_t *rkt;
@@ -632,8 +635,10 @@ static void kafka_close(struct pgcdc_sink *s)
         char n[16];
 
         snprintf(n, sizeof(n), "%d", left);
-        pgcdc_log(PGCDC_LOG_WARN, "kafka: dropping unacknowledged messages at close; they are "
-                                  "sent again after restart", "messages", n, NULL);
+        pgcdc_log(PGCDC_LOG_WARN,
+                  "kafka: dropping unacknowledged messages at close; they are "
+                  "sent again after restart",
+                  "messages", n, NULL);
         rd_kafka_purge(k->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
         rd_kafka_poll(k->rk, 0);
     }
@@ -680,8 +685,7 @@ static int kafka_conf_set(rd_kafka_conf_t *conf, rd_kafka_topic_conf_t *tconf, c
                  key);
     else if (pgcdc_config_key_is_secret(full))
         /* librdkafka quotes the value in its message: never for a secret. */
-        snprintf(err, errlen, "kafka.%s: invalid value (not shown: the key holds a secret)",
-                 key);
+        snprintf(err, errlen, "kafka.%s: invalid value (not shown: the key holds a secret)", key);
     else
         snprintf(err, errlen, "kafka.%s: %s", key, why);
     return PGCDC_ERR_CONFIG;

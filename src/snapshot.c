@@ -54,6 +54,8 @@ static int exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
  * numbers bare (NaN and infinities as null), booleans as true/false, bytea as a string
  * without its "\x", everything else as an escaped string.
  */
+static bool numeric_strings; /* set per run: wal2json 2.6's numeric-data-types-as-string */
+
 static int append_token(struct pgcdc_buf *b, uint32_t oid, const char *v, size_t n)
 {
     switch (oid) {
@@ -64,6 +66,8 @@ static int append_token(struct pgcdc_buf *b, uint32_t oid, const char *v, size_t
     case PGCDC_OID_FLOAT4:
     case PGCDC_OID_FLOAT8:
     case PGCDC_OID_NUMERIC:
+        if (numeric_strings) /* then wal2json quotes every number, NaN included */
+            return pgcdc_buf_append_json_str(b, v, n);
         if (strncasecmp(v, "NaN", 3) == 0 || strncasecmp(v, "Infinity", 8) == 0 ||
             strncasecmp(v, "-Infinity", 9) == 0)
             return pgcdc_buf_append_str(b, "null");
@@ -217,12 +221,35 @@ out:
     return rc;
 }
 
-int pgcdc_snapshot_run(const char *dsn, const char *snapshot_name, const struct pgcdc_config *cfg,
+/*
+ * Does the slot's wal2json accept numeric-data-types-as-string (2.6+)? Peeking with the
+ * option up to the consistent point decodes nothing but runs the plugin's option parser.
+ * Must run outside the snapshot transaction: an error would abort it.
+ */
+static int probe_numeric_strings(PGconn *c, const struct pgcdc_snapshot_req *req)
+{
+    char lsn[32];
+    snprintf(lsn, sizeof(lsn), "%X/%X", (unsigned)(req->consistent_lsn >> 32),
+             (unsigned)req->consistent_lsn);
+    const char *params[2] = {req->slot, lsn};
+    PGresult *res = PQexecParams(c,
+                                 "SELECT count(*) FROM pg_catalog.pg_logical_slot_peek_changes("
+                                 "$1, $2::pg_lsn, NULL, 'format-version', '2', "
+                                 "'numeric-data-types-as-string', '1')",
+                                 2, NULL, params, NULL, NULL, 0);
+    int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
+    const char *msg = PQresultErrorMessage(res);
+    int known = ok || strstr(msg, "numeric-data-types-as-string") != NULL;
+    PQclear(res);
+    return known ? ok : -1;
+}
+
+int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config *cfg,
                        pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *stats,
                        char *err, size_t errlen)
 {
     const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {dsn, "pgcdc-snapshot", NULL};
+    const char *vals[] = {req->dsn, "pgcdc-snapshot", NULL};
     memset(stats, 0, sizeof(*stats));
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
@@ -234,9 +261,12 @@ int pgcdc_snapshot_run(const char *dsn, const char *snapshot_name, const struct 
     int rc;
     PGresult *tables = NULL;
     char sql[256];
+    if (req->numeric_strings < 0)
+        req->numeric_strings = probe_numeric_strings(c, req);
+    numeric_strings = req->numeric_strings == 1;
     if ((rc = exec_ok(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen)) < 0)
         goto out;
-    snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT '%s'", snapshot_name);
+    snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT '%s'", req->snapshot_name);
     if ((rc = exec_ok(c, sql, err, errlen)) < 0)
         goto out;
     /* Text output exactly as the walsender prints it: raw server encoding, hex bytea. */

@@ -61,6 +61,9 @@ struct stream {
     uint64_t idle_end;    /* walEnd of the last keepalive received outside a transaction */
     bool in_txn, skipping;
     bool tables_checked;
+    /* wal2json >= 2.6 keeps NaN/Infinity with numeric-data-types-as-string: -1 unknown
+     * yet, 0 the plugin is older, 1 in use. Snapshot and stream must agree on it. */
+    int numeric_strings;
     bool streaming; /* inside START_REPLICATION's CopyBoth: status updates may be sent */
     struct pgcdc_txn_meta txn;
     struct pgcdc_event_ctx ectx;
@@ -466,6 +469,20 @@ static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
+#define NUMERIC_AS_STRING "numeric-data-types-as-string"
+
+static void note_numeric_strings(struct stream *s, bool supported)
+{
+    if (s->numeric_strings == (supported ? 1 : 0))
+        return;
+    s->numeric_strings = supported ? 1 : 0;
+    if (!supported)
+        pgcdc_log(PGCDC_LOG_WARN,
+                  "the source's wal2json is older than 2.6: numeric and float NaN and "
+                  "Infinity values arrive as null (upgrade wal2json to keep them)",
+                  NULL);
+}
+
 static int start_streaming(struct stream *s, char *err, size_t errlen)
 {
     const struct pgcdc_config *cfg = s->cfg;
@@ -482,9 +499,22 @@ static int start_streaming(struct stream *s, char *err, size_t errlen)
         opts[n++] = "filter-tables";
         opts[n++] = exc;
     }
+    if (s->numeric_strings != 0) {
+        opts[n++] = NUMERIC_AS_STRING;
+        opts[n++] = "1";
+    }
     opts[n] = NULL;
     uint64_t startpos = s->skip_upto;
     int rc = pgcdc_repl_start(s->repl, cfg->source_slot, startpos, opts, err, errlen);
+    if (rc < 0 && s->numeric_strings != 0 && strstr(err, NUMERIC_AS_STRING)) {
+        /* wal2json before 2.6 refuses the option; the connection is still usable. */
+        note_numeric_strings(s, false);
+        opts[n - 2] = NULL;
+        *err = '\0';
+        rc = pgcdc_repl_start(s->repl, cfg->source_slot, startpos, opts, err, errlen);
+    } else if (rc == PGCDC_OK && s->numeric_strings < 0) {
+        note_numeric_strings(s, true);
+    }
     if (rc < 0)
         return rc;
     s->streaming = true;
@@ -615,7 +645,16 @@ static int take_snapshot(struct stream *s, char *err, size_t errlen)
             goto out;
     if ((rc = s->sink->ops->begin(s->sink, &s->txn, err, errlen)) < 0)
         goto out;
-    rc = pgcdc_snapshot_run(cfg->source_dsn, snapname, cfg, snap_row, &ss, &stats, err, errlen);
+    struct pgcdc_snapshot_req req = {
+        .dsn = cfg->source_dsn,
+        .snapshot_name = snapname,
+        .slot = cfg->source_slot,
+        .consistent_lsn = consistent,
+        .numeric_strings = s->numeric_strings,
+    };
+    rc = pgcdc_snapshot_run(&req, cfg, snap_row, &ss, &stats, err, errlen);
+    if (req.numeric_strings >= 0)
+        note_numeric_strings(s, req.numeric_strings == 1);
     if (rc == PGCDC_OK)
         rc = snap_flush_pending(&ss, true, err, errlen);
     if (rc == PGCDC_OK)
@@ -856,6 +895,7 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
     s->ectx.name_json = s->name_json.data;
     s->ectx.snapshot = "false";
     s->last_progress_ms = pgcdc_mono_ms();
+    s->numeric_strings = -1;
 
     if (cfg->metrics_listen && (rc = pgcdc_metrics_start(cfg->metrics_listen, err, errlen)) < 0)
         goto out;

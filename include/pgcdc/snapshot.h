@@ -28,13 +28,23 @@ struct pgcdc_snapshot_stats {
     uint32_t xmin; /* the snapshot's xmin, reported as txId of snapshot rows */
 };
 
+struct pgcdc_snapshot_req {
+    const char *dsn;
+    const char *snapshot_name; /* exported by CREATE_REPLICATION_SLOT */
+    const char *slot;
+    uint64_t consistent_lsn;
+    /* In: -1 unknown, 0/1 known. Out: whether wal2json accepted numeric-data-types-as-string
+     * (probed on the new slot before the snapshot), which changes how NaN is written. */
+    int numeric_strings;
+};
+
 /*
- * Open a second (normal) connection to dsn, import snapshot_name in a REPEATABLE READ READ
+ * Open a second (normal) connection to req->dsn, import the snapshot in a REPEATABLE READ READ
  * ONLY transaction and stream every selected table through row(). Memory stays bounded
  * (single-row mode). Listed include patterns without wildcards that match no table are an
  * error naming the table. Returns 0 or a negative code with err set.
  */
-int pgcdc_snapshot_run(const char *dsn, const char *snapshot_name, const struct pgcdc_config *cfg,
+int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config *cfg,
                        pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *stats,
                        char *err, size_t errlen);
 
