@@ -8,12 +8,41 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Logical decoding sees permanent tables only; partitions are ordinary tables ('r'). */
+/*
+ * Logical decoding sees permanent tables only; partitions are ordinary tables ('r').
+ * Columns: oid, schema, table, and the schema and table of the partition tree's root
+ * (the table itself when it is not a partition).
+ */
+static int query_fail(PGconn *c, PGresult *res, const char *what, char *err, size_t errlen);
+
 const char pgcdc_catalog_tables_sql[] =
-    "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-    "ON n.oid = c.relnamespace WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND n.nspname "
-    "NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_(toast|temp)' "
-    "ORDER BY 2, 3";
+    "SELECT c.oid, n.nspname, c.relname, rn.nspname, r.relname FROM pg_catalog.pg_class c "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "JOIN pg_catalog.pg_class r ON r.oid = coalesce(pg_catalog.pg_partition_root(c.oid), c.oid) "
+    "JOIN pg_catalog.pg_namespace rn ON rn.oid = r.relnamespace "
+    "WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND n.nspname NOT IN ('pg_catalog', "
+    "'information_schema') AND n.nspname !~ '^pg_(toast|temp)' ORDER BY 2, 3";
+
+int pgcdc_catalog_partition_root(struct pg_conn *c, const char *schema, const char *table,
+                                 char *root_schema, size_t rslen, char *root_table, size_t rtlen,
+                                 char *err, size_t errlen)
+{
+    const char *params[2] = {schema, table};
+    PGresult *res = PQexecParams(
+        c,
+        "SELECT rn.nspname, r.relname FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace rn "
+        "ON rn.oid = r.relnamespace, pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
+        "n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND r.oid = "
+        "coalesce(pg_catalog.pg_partition_root(c.oid), c.oid)",
+        2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return query_fail(c, res, "cannot look up the partition root", err, errlen);
+    int found = PQntuples(res) == 1;
+    snprintf(root_schema, rslen, "%s", found ? PQgetvalue(res, 0, 0) : schema);
+    snprintf(root_table, rtlen, "%s", found ? PQgetvalue(res, 0, 1) : table);
+    PQclear(res);
+    return PGCDC_OK;
+}
 
 static int query_fail(PGconn *c, PGresult *res, const char *what, char *err, size_t errlen)
 {
@@ -82,11 +111,14 @@ int pgcdc_catalog_missing_included(struct pg_conn *c, const struct pgcdc_config 
         if (!*tok || strchr(tok, '*'))
             continue;
         bool found = false;
+        /* A leaf table or a partitioned root (reported with source.partitions_as_root). */
         for (int i = 0; i < PQntuples(res) && !found; i++) {
-            const char *schema = PQgetvalue(res, i, 1), *table = PQgetvalue(res, i, 2);
-            size_t sl = strlen(schema);
-            found = strncmp(tok, schema, sl) == 0 && tok[sl] == '.' &&
-                    strcmp(tok + sl + 1, table) == 0;
+            for (int col = 1; col <= 3 && !found; col += 2) {
+                const char *schema = PQgetvalue(res, i, col), *table = PQgetvalue(res, i, col + 1);
+                size_t sl = strlen(schema);
+                found = strncmp(tok, schema, sl) == 0 && tok[sl] == '.' &&
+                        strcmp(tok + sl + 1, table) == 0;
+            }
         }
         if (!found) {
             snprintf(missing, missinglen, "%s", tok);

@@ -19,6 +19,7 @@
 
 struct table {
     char *oid, *schema, *name;
+    char *report_schema, *report_name; /* the root's, with source.partitions_as_root */
 };
 
 static void one_line(char *s)
@@ -126,8 +127,8 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_confi
         if (PQgetvalue(cols, i, 2)[0] == 't')
             pk[npk++] = (struct pgcdc_col){.name = nm, .typeoid = oids[i]};
     }
-    if (pgcdc_buf_append_json_str(&schema_json, t->schema, strlen(t->schema)) < 0 ||
-        pgcdc_buf_append_json_str(&table_json, t->name, strlen(t->name)) < 0)
+    if (pgcdc_buf_append_json_str(&schema_json, t->report_schema, strlen(t->report_schema)) < 0 ||
+        pgcdc_buf_append_json_str(&table_json, t->report_name, strlen(t->report_name)) < 0)
         goto oom;
 
     qs = PQescapeIdentifier(c, t->schema, strlen(t->schema));
@@ -175,7 +176,7 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_confi
             for (int i = 0; i < ncols; i++)
                 row_cols[i].value = (struct pgcdc_span){vals.data + val_off[i],
                                                         val_off[i + 1] - val_off[i]};
-            rc = row(ctx, &ch, t->schema, t->name, err, errlen);
+            rc = row(ctx, &ch, t->report_schema, t->report_name, err, errlen);
             nrows++;
             st->rows++;
             int64_t now = pgcdc_mono_ms();
@@ -299,8 +300,13 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
     }
     for (int i = 0; i < PQntuples(tables); i++) {
         struct table t = {PQgetvalue(tables, i, 0), PQgetvalue(tables, i, 1),
+                          PQgetvalue(tables, i, 2), PQgetvalue(tables, i, 1),
                           PQgetvalue(tables, i, 2)};
-        if (!pgcdc_config_table_selected(cfg, t.schema, t.name))
+        if (cfg->source_partitions_as_root) {
+            t.report_schema = PQgetvalue(tables, i, 3);
+            t.report_name = PQgetvalue(tables, i, 4);
+        }
+        if (!pgcdc_config_table_selected(cfg, t.report_schema, t.report_name))
             continue;
         if ((rc = copy_table(c, &t, cfg, row, ctx, stats, err, errlen)) < 0)
             goto out;

@@ -20,6 +20,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libpq-fe.h>
+
 #include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/decode.h"
@@ -45,6 +47,17 @@ volatile sig_atomic_t pgcdc_stop_requested = 0;
 
 enum loop_result { LOOP_STOP = 0, LOOP_END_REACHED = 1 };
 
+/* A table as wal2json names it, and what events call it. */
+struct rel {
+    char *key; /* raw JSON bytes: schema span, '.', table span */
+    size_t keylen;
+    char schema[NAME_MAX_BYTES], table[NAME_MAX_BYTES]; /* reported, unescaped */
+    struct pgcdc_buf schema_json, table_json;           /* reported, as JSON strings */
+    bool selected;
+};
+
+#define REL_CACHE_MAX 8192
+
 struct stream {
     const struct pgcdc_config *cfg;
     uint64_t end_lsn; /* 0: run until signalled */
@@ -68,10 +81,10 @@ struct stream {
     struct pgcdc_txn_meta txn;
     struct pgcdc_event_ctx ectx;
 
-    /* table selection cache: the last (schema, table) spans and the decision */
-    char last_schema[NAME_MAX_BYTES], last_table[NAME_MAX_BYTES];
-    struct pgcdc_buf last_rel; /* raw schema+table bytes of the cached decision */
-    bool last_selected;
+    /* What each table wal2json names becomes in events (see resolve) */
+    struct rel *rels;
+    size_t nrels, last_rel;
+    struct pg_conn *catalog; /* plain connection for partition roots, opened when needed */
 
     int64_t last_sync_ms, last_status_ms, last_progress_ms;
     bool dirty; /* written since the last sync */
@@ -185,28 +198,109 @@ static int sink_write(struct stream *s, const struct pgcdc_record *r, char *err,
     }
 }
 
-static bool table_selected(struct stream *s, const struct pgcdc_change *ch)
+static void rels_clear(struct stream *s)
 {
-    /* Cache on the raw bytes: consecutive changes mostly hit the same table. */
-    size_t n = ch->schema.len + ch->table.len;
-    if (s->last_rel.len == n + 1 && memcmp(s->last_rel.data, ch->schema.p, ch->schema.len) == 0 &&
-        memcmp(s->last_rel.data + ch->schema.len + 1, ch->table.p, ch->table.len) == 0)
-        return s->last_selected;
-    pgcdc_buf_reset(&s->last_rel);
-    if (pgcdc_buf_append(&s->last_rel, ch->schema.p, ch->schema.len) < 0 ||
-        pgcdc_buf_append_char(&s->last_rel, '.') < 0 ||
-        pgcdc_buf_append(&s->last_rel, ch->table.p, ch->table.len) < 0 ||
-        pgcdc_json_unescape(ch->schema, s->last_schema, sizeof(s->last_schema)) < 0 ||
-        pgcdc_json_unescape(ch->table, s->last_table, sizeof(s->last_table)) < 0) {
-        pgcdc_buf_reset(&s->last_rel);
-        return true; /* never drop what we cannot classify */
+    for (size_t i = 0; i < s->nrels; i++) {
+        free(s->rels[i].key);
+        pgcdc_buf_free(&s->rels[i].schema_json);
+        pgcdc_buf_free(&s->rels[i].table_json);
     }
-    s->last_selected = pgcdc_config_table_selected(s->cfg, s->last_schema, s->last_table);
-    return s->last_selected;
+    s->nrels = s->last_rel = 0;
 }
 
-static int emit(struct stream *s, const struct pgcdc_change *ch, char op, int use_old_key,
-                char *err, size_t errlen)
+/* The partition root of schema.table, over a plain connection opened on first use. */
+static int partition_root(struct stream *s, struct rel *r, char *err, size_t errlen)
+{
+    if (!s->catalog) {
+        const char *keys[] = {"dbname", "fallback_application_name", NULL};
+        const char *vals[] = {s->cfg->source_dsn, "pgcdc-catalog", NULL};
+        s->catalog = PQconnectdbParams(keys, vals, 1);
+        if (PQstatus(s->catalog) != CONNECTION_OK) {
+            snprintf(err, errlen, "cannot open a catalog connection: %s",
+                     PQerrorMessage(s->catalog));
+            err[strcspn(err, "\n")] = '\0';
+            PQfinish(s->catalog);
+            s->catalog = NULL;
+            return PGCDC_ERR_RETRY;
+        }
+    }
+    char leaf_schema[NAME_MAX_BYTES], leaf_table[NAME_MAX_BYTES];
+    memcpy(leaf_schema, r->schema, sizeof(leaf_schema));
+    memcpy(leaf_table, r->table, sizeof(leaf_table));
+    int rc = pgcdc_catalog_partition_root(s->catalog, leaf_schema, leaf_table, r->schema,
+                                          sizeof(r->schema), r->table, sizeof(r->table), err,
+                                          errlen);
+    if (rc < 0) {
+        PQfinish(s->catalog);
+        s->catalog = NULL;
+        return PGCDC_ERR_RETRY;
+    }
+    return PGCDC_OK;
+}
+
+/*
+ * Look up (or learn) how events name the change's table and whether it is selected.
+ * With source.partitions_as_root a leaf partition is reported, and selected, under its
+ * root's name. Consecutive changes mostly hit the same table: check that one first.
+ */
+static int resolve(struct stream *s, const struct pgcdc_change *ch, struct rel **out, char *err,
+                   size_t errlen)
+{
+    size_t keylen = ch->schema.len + 1 + ch->table.len;
+    for (size_t k = 0; k < s->nrels; k++) {
+        size_t i = (s->last_rel + k) % s->nrels;
+        struct rel *r = &s->rels[i];
+        if (r->keylen == keylen && memcmp(r->key, ch->schema.p, ch->schema.len) == 0 &&
+            memcmp(r->key + ch->schema.len + 1, ch->table.p, ch->table.len) == 0) {
+            s->last_rel = i;
+            *out = r;
+            return PGCDC_OK;
+        }
+    }
+    if (s->nrels == REL_CACHE_MAX)
+        rels_clear(s); /* a schema churning through this many tables: start over */
+    if (!s->rels && !(s->rels = calloc(REL_CACHE_MAX, sizeof(*s->rels)))) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    struct rel *r = &s->rels[s->nrels];
+    memset(r, 0, sizeof(*r));
+    if (!(r->key = malloc(keylen))) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    memcpy(r->key, ch->schema.p, ch->schema.len);
+    r->key[ch->schema.len] = '.';
+    memcpy(r->key + ch->schema.len + 1, ch->table.p, ch->table.len);
+    r->keylen = keylen;
+    int rc = PGCDC_OK;
+    if (pgcdc_json_unescape(ch->schema, r->schema, sizeof(r->schema)) < 0 ||
+        pgcdc_json_unescape(ch->table, r->table, sizeof(r->table)) < 0) {
+        snprintf(err, errlen, "wal2json sent an unreadable table name");
+        rc = PGCDC_ERR;
+    } else if (s->cfg->source_partitions_as_root) {
+        rc = partition_root(s, r, err, errlen);
+    }
+    if (rc == PGCDC_OK &&
+        (pgcdc_buf_append_json_str(&r->schema_json, r->schema, strlen(r->schema)) < 0 ||
+         pgcdc_buf_append_json_str(&r->table_json, r->table, strlen(r->table)) < 0)) {
+        snprintf(err, errlen, "out of memory");
+        rc = PGCDC_ERR;
+    }
+    if (rc < 0) {
+        free(r->key);
+        pgcdc_buf_free(&r->schema_json);
+        pgcdc_buf_free(&r->table_json);
+        return rc;
+    }
+    r->selected = pgcdc_config_table_selected(s->cfg, r->schema, r->table);
+    s->last_rel = s->nrels++;
+    *out = r;
+    return PGCDC_OK;
+}
+
+static int emit(struct stream *s, const struct rel *rel, const struct pgcdc_change *ch, char op,
+                int use_old_key, char *err, size_t errlen)
 {
     pgcdc_buf_reset(&s->value);
     pgcdc_buf_reset(&s->key);
@@ -217,8 +311,8 @@ static int emit(struct stream *s, const struct pgcdc_change *ch, char op, int us
         return PGCDC_ERR;
     }
     struct pgcdc_record r = {
-        .schema = s->last_schema,
-        .table = s->last_table,
+        .schema = rel->schema,
+        .table = rel->table,
         .op = op,
         .key = haskey ? s->key.data : NULL,
         .key_len = haskey ? s->key.len : 0,
@@ -287,16 +381,25 @@ static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *
             snprintf(err, errlen, "wal2json sent a change outside a transaction");
             return PGCDC_ERR_RETRY;
         }
-        if (s->skipping || !table_selected(s, ch))
+        if (s->skipping)
             return PGCDC_OK;
+        struct rel *rel;
+        if ((rc = resolve(s, ch, &rel, err, errlen)) < 0)
+            return rc;
+        if (!rel->selected)
+            return PGCDC_OK;
+        struct pgcdc_change named = *ch;
+        named.schema = (struct pgcdc_span){rel->schema_json.data, rel->schema_json.len};
+        named.table = (struct pgcdc_span){rel->table_json.data, rel->table_json.len};
         if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
             pgcdc_event_key_changed(ch)) {
             /* Compacted topics: the old key is deleted, the new key created. */
-            if ((rc = emit(s, ch, 'd', 1, err, errlen)) < 0)
+            if ((rc = emit(s, rel, &named, 'd', 1, err, errlen)) < 0)
                 return rc;
-            return emit(s, ch, 'c', 0, err, errlen);
+            return emit(s, rel, &named, 'c', 0, err, errlen);
         }
-        return emit(s, ch, pgcdc_event_op(ch), ch->action == PGCDC_ACT_DELETE, err, errlen);
+        return emit(s, rel, &named, pgcdc_event_op(ch), ch->action == PGCDC_ACT_DELETE, err,
+                    errlen);
 
     default:
         return PGCDC_OK; /* logical messages ('M') are not row changes */
@@ -489,12 +592,16 @@ static int start_streaming(struct stream *s, char *err, size_t errlen)
     const char *opts[40];
     int n = plugin_options(cfg, opts, sizeof(opts) / sizeof(opts[0]) - 4);
     char inc[4096], exc[4096];
-    if (cfg->source_tables_include && wal2json_pattern_ok(cfg->source_tables_include)) {
+    /* wal2json filters by leaf name; with partitions_as_root selection is by root name. */
+    bool server_filter = !cfg->source_partitions_as_root;
+    if (server_filter && cfg->source_tables_include &&
+        wal2json_pattern_ok(cfg->source_tables_include)) {
         strip_spaces(inc, sizeof(inc), cfg->source_tables_include);
         opts[n++] = "add-tables";
         opts[n++] = inc;
     }
-    if (cfg->source_tables_exclude && wal2json_pattern_ok(cfg->source_tables_exclude)) {
+    if (server_filter && cfg->source_tables_exclude &&
+        wal2json_pattern_ok(cfg->source_tables_exclude)) {
         strip_spaces(exc, sizeof(exc), cfg->source_tables_exclude);
         opts[n++] = "filter-tables";
         opts[n++] = exc;
@@ -810,6 +917,9 @@ static void reset_after_disconnect(struct stream *s)
     s->dirty = false;
     s->streaming = false;
     s->idle_end = 0;
+    rels_clear(s); /* tables may have been renamed or repartitioned meanwhile */
+    PQfinish(s->catalog);
+    s->catalog = NULL;
     atomic_store(&pgcdc_metrics.connected, 0);
     atomic_fetch_add(&pgcdc_metrics.reconnects, 1);
     pgcdc_repl_close(s->repl);
@@ -992,7 +1102,9 @@ out:
     pgcdc_buf_free(&s->key);
     pgcdc_buf_free(&s->name_json);
     pgcdc_buf_free(&s->db_json);
-    pgcdc_buf_free(&s->last_rel);
+    rels_clear(s);
+    free(s->rels);
+    PQfinish(s->catalog);
     if (lockfd >= 0)
         close(lockfd);
     return rc;

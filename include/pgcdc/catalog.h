@@ -27,7 +27,16 @@ int pgcdc_catalog_keyless(struct pg_conn *c, const struct pgcdc_config *cfg,
 int pgcdc_catalog_missing_included(struct pg_conn *c, const struct pgcdc_config *cfg,
                                    char *missing, size_t missinglen, char *err, size_t errlen);
 
-/* The SQL selecting permanent user tables: columns oid, schema, table. */
+/*
+ * The top of schema.table's partition tree (the table itself when it is not a partition, or
+ * no longer exists), copied into root_schema/root_table.
+ */
+int pgcdc_catalog_partition_root(struct pg_conn *c, const char *schema, const char *table,
+                                 char *root_schema, size_t rslen, char *root_table, size_t rtlen,
+                                 char *err, size_t errlen);
+
+/* The SQL selecting permanent user tables: columns oid, schema, table, root schema, root
+ * table (see catalog.c). */
 extern const char pgcdc_catalog_tables_sql[];
 
 #endif
