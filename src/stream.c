@@ -349,7 +349,11 @@ static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *
         s->ectx.commit_lsn = ch->lsn;
         s->ectx.commit_ts_ms = ch->ts_ms;
         while ((rc = pgcdc_txn_track_begin(s->track, ch->nextlsn)) == PGCDC_AGAIN) {
-            if ((rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0 ||
+            /* The ring is full: make what was written durable (the file sink acknowledges
+             * only when it syncs), then wait for acknowledgements (Kafka). */
+            if ((rc = sink_sync(s, err, errlen)) < 0 ||
+                (pgcdc_txn_track_inflight(s->track) >= TRACK_CAPACITY &&
+                 (rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0) ||
                 (rc = send_status(s, false, err, errlen)) < 0)
                 return rc;
         }
@@ -843,10 +847,15 @@ static int loop(struct stream *s, char *err, size_t errlen)
         }
 
         bool drained = got == 0;
-        bool inflight = pgcdc_txn_track_inflight(s->track) > 0;
+        size_t n_inflight = pgcdc_txn_track_inflight(s->track);
+        bool inflight = n_inflight > 0;
+        /* Committed transactions waiting to become durable (the open one cannot be). */
+        bool waiting = n_inflight > (pgcdc_txn_track_open(s->track) ? 1u : 0u);
         int64_t now = pgcdc_mono_ms();
-        /* Group commit: sync when the input is drained, or at least every SYNC_INTERVAL_MS. */
-        if (((s->dirty || inflight) && (drained || now - s->last_sync_ms >= SYNC_INTERVAL_MS)) ||
+        /* Group commit: sync when the input is drained and a commit waits, and at least
+         * every SYNC_INTERVAL_MS while anything is unsynced or unacknowledged. */
+        if ((waiting && drained) ||
+            ((s->dirty || inflight) && now - s->last_sync_ms >= SYNC_INTERVAL_MS) ||
             now - s->last_sync_ms >= s->cfg->status_interval_ms) {
             if ((rc = sink_sync(s, err, errlen)) < 0)
                 return rc;
