@@ -126,8 +126,7 @@ static int consume(const char *topic, int nparts, struct got *out, int max)
                 snprintf(g->key, sizeof(g->key), "%.*s", (int)m->key_len, (const char *)m->key);
             g->has_value = m->payload != NULL;
             if (m->payload)
-                snprintf(g->value, sizeof(g->value), "%.*s", (int)m->len,
-                         (const char *)m->payload);
+                snprintf(g->value, sizeof(g->value), "%.*s", (int)m->len, (const char *)m->payload);
             hdr(m, "pgcdc.lsn", g->lsn, sizeof(g->lsn));
             hdr(m, "pgcdc.commit_lsn", g->commit_lsn, sizeof(g->commit_lsn));
             hdr(m, "pgcdc.txid", g->txid, sizeof(g->txid));
@@ -426,6 +425,74 @@ static void test_rejected_by_broker(void)
     pgcdc_config_free(&c);
 }
 
+/* A fatal producer error (here: the cluster refuses the idempotent producer an id) stops
+ * the sink with the reason and the fix; nothing is acknowledged. */
+static void test_fatal(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_txn_track *t;
+    struct pgcdc_sink *s;
+    struct pgcdc_record r;
+    char err[512];
+    int rc = 0;
+
+    rd_kafka_mock_push_request_errors(mock, 22 /* InitProducerId */, 1,
+                                      RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED);
+    cfg_make(&c, "fat", NULL);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+    pgcdc_txn_track_begin(t, 1100);
+    r = rec("t", 'c', "{\"id\":1}", "{}", 1050);
+    rc = s->ops->write(s, &r, err, sizeof(err));
+    pgcdc_txn_track_commit(t);
+    for (int i = 0; i < 100 && rc == 0; i++)
+        rc = s->ops->poll(s, 100, err, sizeof(err));
+    CHECK_INT_EQ(rc, PGCDC_ERR);
+    CHECK_CONTAINS(err, "fatal");
+    CHECK_CONTAINS(err, "CLUSTER_AUTHORIZATION_FAILED");
+    CHECK_CONTAINS(err, "IDEMPOTENT_WRITE");
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
+    CHECK_INT_EQ(s->ops->flush(s, 1000, err, sizeof(err)), PGCDC_ERR);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+}
+
+/* A permanent delivery failure (no write permission on the topic). */
+static void test_delivery_failure(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_txn_track *t;
+    struct pgcdc_sink *s;
+    struct pgcdc_record r;
+    char err[512];
+    int rc = 0;
+
+    cfg_make(&c, "acl", NULL);
+    rd_kafka_mock_topic_create(mock, "acl.public.t", 1, 3);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1,
+                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
+    pgcdc_txn_track_begin(t, 1100);
+    r = rec("t", 'c', "{\"id\":1}", "{}", 1050);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    for (int i = 0; i < 100 && rc == 0; i++)
+        rc = s->ops->poll(s, 100, err, sizeof(err));
+    CHECK_INT_EQ(rc, PGCDC_ERR);
+    CHECK_CONTAINS(err, "acl.public.t");
+    CHECK_CONTAINS(err, "WRITE");
+    CHECK(pgcdc_txn_track_failed(t));
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+}
+
 int main(void)
 {
     pgcdc_log_setup(PGCDC_LOG_WARN, PGCDC_LOG_TEXT);
@@ -436,6 +503,8 @@ int main(void)
     test_flush_timeout();
     test_oversized_local();
     test_rejected_by_broker();
+    test_fatal();
+    test_delivery_failure();
     rd_kafka_mock_cluster_destroy(mock);
     rd_kafka_destroy(mock_rk);
     return UNIT_DONE();

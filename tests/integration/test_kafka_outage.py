@@ -1,0 +1,83 @@
+"""Kafka sink under a broker outage: every broker down while the database keeps writing.
+
+The worker must neither die nor confirm what the brokers have not acknowledged: the slot's
+confirmed_flush_lsn stalls for the whole outage, then catches up once the brokers are back
+and everything arrives. A second outage ends with kill -9 of the worker: if the confirmed
+LSN had passed anything still queued in librdkafka, that change would be lost for good
+(the server would not send it again); the final check finds every committed change."""
+
+import time
+
+import pytest
+
+import harness
+import kafka_harness as kh
+
+
+@pytest.fixture(scope="module")
+def kafka():
+    m = kh.MockKafka()
+    yield m
+    m.stop()
+
+
+def sample_confirmed(cluster, slot, seconds, p):
+    """confirmed_flush_lsn every 0.2 s for `seconds`; the worker must stay up."""
+    out = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        out.append(cluster.confirmed_flush(slot))
+        p.assert_alive("during the broker outage")
+        time.sleep(0.2)
+    return out
+
+
+def test_broker_outage(cluster, make_pgcdc, kafka, writers, name):
+    prefix = "kout_" + name
+    wp = "wo" + name[-6:]
+    harness.Writer.create_tables(cluster, wp)
+    kh.slot_create(cluster, name)
+    settings = kh.kafka_settings(kafka, prefix)
+    settings["kafka.reconnect.backoff.max.ms"] = "500"
+    p = make_pgcdc(settings=settings)
+    p.start()
+    w = harness.Writer(cluster, prefix=wp, pause=0.004)
+    writers.append(w)
+    w.start()
+    w.wait_txns(100)
+    cluster.wait_confirmed(name, cluster.current_lsn(), timeout=30)
+
+    # Outage 1: the worker stays up; confirmation stops.
+    kafka.down()
+    time.sleep(1.5)  # deliveries acknowledged just before the outage are reported by now
+    c_down = cluster.confirmed_flush(name)
+    n_before = len(w.expected())
+    samples = sample_confirmed(cluster, name, 5, p)
+    assert len(w.expected()) > n_before + 50, "the writer should keep committing"
+    assert cluster.current_lsn() > c_down
+    assert set(samples) == {c_down}, "confirmed_flush_lsn moved while every broker was down: " + \
+        ", ".join(harness.lsn_format(s) for s in sorted(set(samples)))
+    kafka.up()
+    target = cluster.current_lsn()
+    cluster.wait_confirmed(name, target, timeout=60)
+    p.assert_alive("after the brokers came back")
+
+    # Outage 2, ended by kill -9: only what was acknowledged may have been confirmed.
+    kafka.down()
+    time.sleep(2)
+    p.kill9()
+    cluster.wait_slot_active(name, active=False, timeout=30)
+    c_kill = cluster.confirmed_flush(name)
+    assert c_kill < cluster.current_lsn()
+    kafka.up()
+    p.start()
+    w.wait_txns(len(w.expected()) + 100)
+    w.stop()
+    end = cluster.current_lsn()
+    cluster.wait_confirmed(name, end, timeout=60)
+    assert p.stop(timeout=15) == 0, p.describe()
+
+    events, dups = kh.verify_kafka_writers(kafka.bootstrap, prefix, [w], kill_confirmed=[c_kill],
+                                           cluster=cluster)
+    print("events %d, duplicate copies %d, confirmed at kill %s" % (
+        len(events), dups, harness.lsn_format(c_kill)))
