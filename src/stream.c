@@ -702,6 +702,10 @@ static int snap_row(void *ctx, const struct pgcdc_change *ch0, const char *schem
 {
     struct snap_state *ss = ctx;
     struct stream *s = ss->s;
+    if (pgcdc_stop_requested) {
+        snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
+        return PGCDC_ERR_RETRY;
+    }
     int rc = snap_flush_pending(ss, false, err, errlen);
     if (rc < 0)
         return rc;
@@ -773,7 +777,13 @@ static int take_snapshot(struct stream *s, char *err, size_t errlen)
     if (rc < 0)
         goto out;
     pgcdc_txn_track_commit(s->track);
-    if ((rc = s->sink->ops->flush(s->sink, 60000, err, errlen)) < 0)
+    /* Under a broker outage the snapshot waits, like the stream, until it is delivered. */
+    while ((rc = s->sink->ops->flush(s->sink, 1000, err, errlen)) == PGCDC_AGAIN &&
+           !pgcdc_stop_requested)
+        ;
+    if (rc == PGCDC_AGAIN)
+        rc = PGCDC_ERR_RETRY; /* stopped: the next run takes the snapshot again */
+    if (rc < 0)
         goto out;
     if (pgcdc_txn_track_confirmed(s->track) < consistent) {
         snprintf(err, errlen, "the sink did not acknowledge every snapshot row; not streaming");
@@ -890,19 +900,26 @@ static int loop(struct stream *s, char *err, size_t errlen)
 /* Make what was received durable, then say so to the server and end the stream. */
 static int finish(struct stream *s, char *err, size_t errlen)
 {
-    int rc = s->sink->ops->flush(s->sink, 8000, err, errlen);
-    if (rc < 0)
-        return rc;
+    /* SIGTERM must be done within 10 s: 6 s for the sink, up to 3 s for the server. */
+    int rc = s->sink->ops->flush(s->sink, 6000, err, errlen);
+    if (rc == PGCDC_AGAIN) {
+        /* Brokers unreachable: what is unacknowledged is simply not confirmed, and the
+         * server sends it again after the restart. Stopping is still a success. */
+        pgcdc_log(PGCDC_LOG_WARN, "stopping with unacknowledged changes", "detail", err, NULL);
+        rc = PGCDC_OK;
+    }
+    /* Whatever happened, confirm exactly what is durable before going. */
     uint64_t confirmed = pgcdc_txn_track_confirmed(s->track);
     if (s->repl) {
-        rc = pgcdc_repl_finish(s->repl, confirmed, err, errlen);
-        if (rc < 0)
-            pgcdc_log(PGCDC_LOG_WARN, "could not send the final status", "error", err, NULL);
-        *err = '\0';
+        char e2[512];
+        if (pgcdc_repl_finish(s->repl, confirmed, e2, sizeof(e2)) < 0)
+            pgcdc_log(PGCDC_LOG_WARN, "could not send the final status", "error", e2, NULL);
     }
     char l[PGCDC_LSN_BUFLEN];
     pgcdc_log(PGCDC_LOG_INFO, "stopped", "confirmed", pgcdc_lsn_format(confirmed, l), NULL);
-    return PGCDC_OK;
+    if (rc == PGCDC_OK)
+        *err = '\0';
+    return rc;
 }
 
 /*
@@ -1080,9 +1097,14 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
                 rc = PGCDC_ERR_RETRY;
             }
         }
+        if (rc == PGCDC_ERR_RETRY && pgcdc_stop_requested) {
+            pgcdc_log(PGCDC_LOG_INFO, "stopped", "detail", err, NULL);
+            rc = PGCDC_OK;
+            break;
+        }
         if (rc != PGCDC_ERR_RETRY) {
             /* Fatal: keep what is durable confirmed, nothing more. */
-            if (s->repl && s->sink) {
+            if (s->repl && s->streaming) {
                 char e2[256] = "";
                 s->sink->ops->flush(s->sink, 5000, e2, sizeof(e2));
                 pgcdc_repl_finish(s->repl, pgcdc_txn_track_confirmed(s->track), e2, sizeof(e2));

@@ -52,7 +52,8 @@ struct pgcdc_sink_ops {
     int (*sync)(struct pgcdc_sink *s, char *err, size_t errlen);
     /* Wait up to timeout_ms for acknowledgements (under back-pressure). */
     int (*poll)(struct pgcdc_sink *s, int timeout_ms, char *err, size_t errlen);
-    /* Make everything written durable, waiting up to timeout_ms (shutdown, reconnect). */
+    /* Make everything written durable, waiting up to timeout_ms (shutdown, reconnect).
+     * PGCDC_AGAIN when the time ran out first (nothing failed; it is just not durable). */
     int (*flush)(struct pgcdc_sink *s, int timeout_ms, char *err, size_t errlen);
     /* Drop the part of an uncommitted transaction that was written (the connection was
      * lost mid-transaction; the server will send it again). */
