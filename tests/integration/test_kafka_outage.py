@@ -4,7 +4,8 @@ The worker must neither die nor confirm what the brokers have not acknowledged: 
 confirmed_flush_lsn stalls for the whole outage, then catches up once the brokers are back
 and everything arrives. A second outage ends with kill -9 of the worker: if the confirmed
 LSN had passed anything still queued in librdkafka, that change would be lost for good
-(the server would not send it again); the final check finds every committed change."""
+(the server would not send it again). A third ends with SIGTERM: exit 0 within 10 s, the
+final status at what was acknowledged. The final check finds every committed change."""
 
 import time
 
@@ -69,6 +70,23 @@ def test_broker_outage(cluster, make_pgcdc, kafka, writers, name):
     cluster.wait_slot_active(name, active=False, timeout=30)
     c_kill = cluster.confirmed_flush(name)
     assert c_kill < cluster.current_lsn()
+    kafka.up()
+    p.start()
+    w.wait_txns(len(w.expected()) + 100)
+    cluster.wait_confirmed(name, cluster.current_lsn(), timeout=60)
+
+    # Outage 3, ended by SIGTERM: still a clean stop (exit 0 within 10 s) whose final
+    # status confirms only what the brokers acknowledged before they went away.
+    kafka.down()
+    time.sleep(2)
+    c_term = cluster.confirmed_flush(name)
+    t0 = time.monotonic()
+    rc = p.stop(timeout=12)
+    took = time.monotonic() - t0
+    assert rc == 0, p.describe()
+    assert took < 10, "SIGTERM took %.1f s with the brokers down" % took
+    assert cluster.confirmed_flush(name) == c_term, "the final status passed unacknowledged changes"
+    assert c_term < cluster.current_lsn()
     kafka.up()
     p.start()
     w.wait_txns(len(w.expected()) + 100)
