@@ -153,7 +153,9 @@ int pgcdc_admin_check(const struct pgcdc_config *cfg)
     if (rc < 0) {
         line(&r, "FAIL", "replication_role", "%s", err);
     } else if (plugin_blocked) {
-        pgcdc_repl_close(repl); /* the FAIL above already says why wal2json cannot load */
+        /* The FAIL above already says why wal2json cannot load: no slot test. */
+        line(&r, "PASS", "replication_role", "%s may open a replication connection", PQuser(c));
+        pgcdc_repl_close(repl);
     } else {
         line(&r, "PASS", "replication_role", "%s may open a replication connection", PQuser(c));
         char sql[128];

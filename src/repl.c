@@ -58,9 +58,15 @@ static void put_u64(char *p, uint64_t v)
 
 int pgcdc_repl_connect(struct pgcdc_repl **out, const char *dsn, char *err, size_t errlen)
 {
-    /* dbname first with expand_dbname: the DSN's own settings, then ours override. */
-    const char *keys[] = {"dbname", "replication", "fallback_application_name", NULL};
-    const char *vals[] = {dsn, "database", "pgcdc", NULL};
+    /*
+     * Later entries override earlier ones, the expanded DSN included: TCP keepalives come
+     * first as defaults the DSN may change (a dead peer is noticed in about a minute, not
+     * the kernel's two hours); replication mode comes last and always applies.
+     */
+    const char *keys[] = {"keepalives",      "keepalives_idle", "keepalives_interval",
+                          "keepalives_count", "connect_timeout", "dbname",
+                          "replication",     "fallback_application_name", NULL};
+    const char *vals[] = {"1", "30", "10", "3", "30", dsn, "database", "pgcdc", NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         const char *m = c ? PQerrorMessage(c) : "";
@@ -74,9 +80,12 @@ int pgcdc_repl_connect(struct pgcdc_repl **out, const char *dsn, char *err, size
         if (strstr(m, "password authentication failed") || strstr(m, "no password supplied"))
             strncat(err, " (fix the password in source.dsn; pgcdc does not retry this)",
                     errlen - strlen(err) - 1);
-        else if (strstr(m, "replication role"))
-            strncat(err, " (grant it: ALTER ROLE <user> WITH REPLICATION)",
-                    errlen - strlen(err) - 1);
+        else if (strstr(m, "replication role")) {
+            char fix[160];
+            snprintf(fix, sizeof(fix), " (grant it: ALTER ROLE \"%s\" WITH REPLICATION)",
+                     c && PQuser(c) ? PQuser(c) : "<user>");
+            strncat(err, fix, errlen - strlen(err) - 1);
+        }
         PQfinish(c);
         return fatal ? PGCDC_ERR : PGCDC_ERR_RETRY;
     }

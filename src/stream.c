@@ -41,6 +41,8 @@
 #define BACKOFF_BASE_MS 500
 #define BACKOFF_CAP_MS 30000
 #define PROGRESS_INTERVAL_MS 60000
+#define PING_AFTER_MS 10000    /* silence after which we ask the server for a reply */
+#define DEAD_AFTER_MS 30000    /* no reply to that for this long: the connection is gone */
 #define NAME_MAX_BYTES 256
 
 volatile sig_atomic_t pgcdc_stop_requested = 0;
@@ -87,6 +89,7 @@ struct stream {
     struct pg_conn *catalog; /* plain connection for partition roots, opened when needed */
 
     int64_t last_sync_ms, last_status_ms, last_progress_ms;
+    int64_t last_recv_ms, ping_sent_ms; /* silence detection; ping_sent_ms 0: none out */
     bool dirty; /* written since the last sync */
     uint64_t n_events, n_txns;
 };
@@ -145,6 +148,7 @@ static int send_status(struct stream *s, bool force, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     atomic_store(&pgcdc_metrics.confirmed_lsn, confirmed);
+    atomic_store(&pgcdc_metrics.inflight, pgcdc_txn_track_inflight(s->track));
     atomic_store(&pgcdc_metrics.confirmed_commit_ts_ms, pgcdc_txn_track_confirmed_ts(s->track));
     if (confirmed != s->sent_flush) {
         pgcdc_metrics_progress();
@@ -153,6 +157,33 @@ static int send_status(struct stream *s, bool force, char *err, size_t errlen)
     }
     s->sent_flush = confirmed;
     s->last_status_ms = now;
+    return PGCDC_OK;
+}
+
+/*
+ * A connection a NAT or load balancer dropped silently looks like an idle server. After
+ * PING_AFTER_MS of silence, ask for a reply (the walsender answers a status update that
+ * requests one with a keepalive); none within DEAD_AFTER_MS means reconnect.
+ */
+static int check_alive(struct stream *s, int64_t now, char *err, size_t errlen)
+{
+    if (now - s->last_recv_ms < PING_AFTER_MS)
+        return PGCDC_OK;
+    if (!s->ping_sent_ms) {
+        uint64_t confirmed = pgcdc_txn_track_confirmed(s->track);
+        uint64_t written = s->received > confirmed ? s->received : confirmed;
+        int rc = pgcdc_repl_send_status(s->repl, written, confirmed, true, err, errlen);
+        if (rc < 0)
+            return rc;
+        s->ping_sent_ms = now;
+        return PGCDC_OK;
+    }
+    if (now - s->ping_sent_ms >= DEAD_AFTER_MS) {
+        snprintf(err, errlen,
+                 "no reply from the server for %d s: the replication connection is presumed "
+                 "dead", (int)((now - s->last_recv_ms) / 1000));
+        return PGCDC_ERR_RETRY;
+    }
     return PGCDC_OK;
 }
 
@@ -828,6 +859,10 @@ static int loop(struct stream *s, char *err, size_t errlen)
         int got = pgcdc_repl_read(s->repl, &msg, err, errlen), rc;
         if (got < 0)
             return got;
+        if (got == 1) {
+            s->last_recv_ms = pgcdc_mono_ms();
+            s->ping_sent_ms = 0;
+        }
         if (got == 1 && msg.type == PGCDC_REPL_DATA) {
             struct pgcdc_change ch;
             if ((rc = pgcdc_decode(&s->dec, msg.data, msg.len, &ch, err, errlen)) < 0)
@@ -878,6 +913,8 @@ static int loop(struct stream *s, char *err, size_t errlen)
         }
         if (caught_up(s))
             return LOOP_END_REACHED;
+        if ((rc = check_alive(s, now, err, errlen)) < 0)
+            return rc;
         if ((rc = send_status(s, false, err, errlen)) < 0)
             return rc;
         progress(s);
@@ -1079,7 +1116,8 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
         if (rc == PGCDC_OK) {
             attempt = 0;
             busy_since = 0;
-            s->last_status_ms = s->last_sync_ms = pgcdc_mono_ms();
+            s->last_status_ms = s->last_sync_ms = s->last_recv_ms = pgcdc_mono_ms();
+            s->ping_sent_ms = 0;
             rc = loop(s, err, errlen);
             if (rc == LOOP_STOP || rc == LOOP_END_REACHED) {
                 rc = finish(s, err, errlen);
