@@ -13,7 +13,10 @@
  * After each checkpoint the same three facts are also published as
  * <sink.file.dir>/.pgcdc-position (replaced atomically, not fsync'd: it is a hint for
  * readers such as `pgcdc replay --follow`, which may apply the open segment up to that
- * offset: every transaction before it is complete and durable).
+ * offset: every transaction before it is complete and durable), with a fourth,
+ * confirmed = the LSN the tracker may confirm: no change at or before it is missing from
+ * the files. It passes lsn when the included tables are idle (a keepalive's walEnd), which
+ * is how a reader knows that nothing more will come before a given LSN.
  * Recovery cuts the checkpointed segment back to its offset and removes any segment the
  * checkpoint does not know (all of it lies after the checkpoint LSN); transactions ending
  * at or before the checkpoint LSN are then skipped by the caller (resume_lsn).
@@ -64,6 +67,7 @@ struct file_sink {
 
     /* What the checkpoint on disk says. */
     uint64_t ck_lsn;
+    uint64_t pub_confirmed; /* confirmed= as last published in .pgcdc-position */
     char ck_seg[SEG_NAME_MAX];
     uint64_t ck_off;
 };
@@ -103,8 +107,32 @@ static int drain_buffer(struct file_sink *f, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
-/* Replace the checkpoint file atomically and durably. */
-static int write_checkpoint(struct file_sink *f, char *err, size_t errlen)
+/* Publish the checkpoint (and the confirmed LSN) for followers; a failure loses nothing. */
+static void publish_position(struct file_sink *f)
+{
+    char lsn[PGCDC_LSN_BUFLEN], conf[PGCDC_LSN_BUFLEN], body[320];
+    uint64_t confirmed = pgcdc_txn_track_confirmed(f->base.track);
+    if (confirmed < f->ck_lsn)
+        confirmed = f->ck_lsn;
+    int n = snprintf(body, sizeof(body),
+                     "# pgcdc file sink position, for readers; do not edit\nlsn=%s\nsegment=%s\n"
+                     "offset=%" PRIu64 "\nconfirmed=%s\n",
+                     pgcdc_lsn_format(f->ck_lsn, lsn), f->ck_seg, f->ck_off,
+                     pgcdc_lsn_format(confirmed, conf));
+    int pfd = openat(f->dirfd, POSITION_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (pfd >= 0) {
+        bool ok = write_all(pfd, body, (size_t)n) == 0;
+        close(pfd);
+        if (ok && renameat(f->dirfd, POSITION_TMP, f->dirfd, POSITION_FILE) == 0)
+            f->pub_confirmed = confirmed;
+    }
+}
+
+/*
+ * Replace the checkpoint file atomically and durably; with publish, also the position
+ * file (file_sync publishes after acknowledging instead, so confirmed is current).
+ */
+static int write_checkpoint(struct file_sink *f, bool publish, char *err, size_t errlen)
 {
     char lsn[PGCDC_LSN_BUFLEN], body[256];
     const char *seg = f->fd >= 0 ? f->seg : "";
@@ -129,14 +157,8 @@ static int write_checkpoint(struct file_sink *f, char *err, size_t errlen)
     f->ck_lsn = f->commit_end;
     snprintf(f->ck_seg, sizeof(f->ck_seg), "%s", seg);
     f->ck_off = off;
-    /* For followers of the open segment; a failure here loses nothing. */
-    int pfd = openat(f->dirfd, POSITION_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (pfd >= 0) {
-        bool ok = write_all(pfd, body, (size_t)n) == 0;
-        close(pfd);
-        if (ok)
-            renameat(f->dirfd, POSITION_TMP, f->dirfd, POSITION_FILE);
-    }
+    if (publish)
+        publish_position(f);
     return PGCDC_OK;
 }
 
@@ -160,11 +182,13 @@ static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
     }
     const char *seg = f->fd >= 0 ? f->seg : "";
     uint64_t off = f->fd >= 0 ? f->commit_off : 0;
-    if (f->commit_end != f->ck_lsn || off != f->ck_off || strcmp(seg, f->ck_seg) != 0) {
-        if ((rc = write_checkpoint(f, err, errlen)) < 0)
-            return rc;
-    }
+    bool changed = f->commit_end != f->ck_lsn || off != f->ck_off || strcmp(seg, f->ck_seg) != 0;
+    if (changed && (rc = write_checkpoint(f, false, err, errlen)) < 0)
+        return rc;
     pgcdc_txn_track_ack_all(s->track);
+    /* After the acknowledgement: confirmed may now pass what was just checkpointed. */
+    if (changed || pgcdc_txn_track_confirmed(s->track) > f->pub_confirmed)
+        publish_position(f);
     return PGCDC_OK;
 }
 
@@ -204,7 +228,7 @@ static int rotate(struct file_sink *f, char *err, size_t errlen)
     if (fsync(f->dirfd) < 0)
         return sys_fail(err, errlen, "cannot fsync", f->dir);
     pgcdc_log(PGCDC_LOG_DEBUG, "segment closed", "segment", closed, NULL);
-    return write_checkpoint(f, err, errlen);
+    return write_checkpoint(f, true, err, errlen);
 }
 
 static int file_begin(struct pgcdc_sink *s, const struct pgcdc_txn_meta *txn, char *err,
@@ -487,6 +511,14 @@ int pgcdc_sink_file_open(struct pgcdc_sink **out, const struct pgcdc_config *cfg
     if ((rc = recover(f, have == 1, err, errlen)) < 0)
         goto fail;
     f->commit_end = f->ck_lsn;
+    /*
+     * A new sink records "nothing yet" before its first segment exists. Then a crash
+     * before the first real checkpoint (say, during the initial snapshot) leaves segments
+     * the checkpoint does not name, which recovery removes; while segments with no
+     * checkpoint at all still mean a lost state.dir, which recover() refuses.
+     */
+    if (have == 0 && (rc = write_checkpoint(f, false, err, errlen)) < 0)
+        goto fail;
     *out = &f->base;
     return PGCDC_OK;
 fail:

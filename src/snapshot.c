@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <sys/select.h>
 
 #include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
@@ -41,9 +43,78 @@ static int sql_fail(PGconn *c, PGresult *res, const char *what, char *err, size_
     return PQstatus(c) == CONNECTION_BAD ? PGCDC_ERR_RETRY : PGCDC_ERR;
 }
 
+static bool numeric_strings; /* set per run: wal2json 2.6's numeric-data-types-as-string */
+static volatile sig_atomic_t *stop_flag; /* set per run: the caller's stop request */
+
+static bool stopping(void)
+{
+    return stop_flag && *stop_flag;
+}
+
+/* Ask the server to abandon the running query, so draining its results is quick. */
+static void cancel_query(PGconn *c)
+{
+    PGcancel *cancel = PQgetCancel(c);
+    char buf[256];
+    if (cancel) {
+        PQcancel(cancel, buf, sizeof(buf));
+        PQfreeCancel(cancel);
+    }
+}
+
+/*
+ * Wait until a result is ready without blocking past a stop request (then PGCDC_ERR_RETRY:
+ * the caller cancels the query and closes the connection, never waiting on a server that
+ * may not answer).
+ */
+static int wait_result(PGconn *c, char *err, size_t errlen)
+{
+    while (PQisBusy(c)) {
+        if (stopping()) {
+            snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
+            return PGCDC_ERR_RETRY;
+        }
+        int fd = PQsocket(c);
+        fd_set rfds;
+        FD_ZERO(&rfds);
+        FD_SET(fd, &rfds);
+        struct timeval tv = {0, 100000};
+        if (select(fd + 1, &rfds, NULL, NULL, &tv) < 0 && errno != EINTR)
+            break;
+        if (!PQconsumeInput(c))
+            break; /* PQgetResult reports the error */
+    }
+    return PGCDC_OK;
+}
+
+/*
+ * PQexecParams that a stop request interrupts: NULL with *rc = PGCDC_ERR_RETRY then.
+ * Otherwise the last result (the caller checks its status and PQclears it).
+ */
+static PGresult *query(PGconn *c, const char *sql, int nparams, const char *const *params,
+                       int *rc, char *err, size_t errlen)
+{
+    *rc = PGCDC_OK;
+    if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0))
+        return NULL;
+    if ((*rc = wait_result(c, err, errlen)) < 0) {
+        cancel_query(c);
+        return NULL;
+    }
+    PGresult *last = NULL, *res;
+    while ((res = PQgetResult(c))) {
+        PQclear(last);
+        last = res;
+    }
+    return last;
+}
+
 static int exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
 {
-    PGresult *res = PQexec(c, sql);
+    int rc;
+    PGresult *res = query(c, sql, 0, NULL, &rc, err, errlen);
+    if (rc < 0)
+        return rc;
     if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
         return sql_fail(c, res, sql, err, errlen);
     PQclear(res);
@@ -55,8 +126,6 @@ static int exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
  * numbers bare (NaN and infinities as null), booleans as true/false, bytea as a string
  * without its "\x", everything else as an escaped string.
  */
-static bool numeric_strings; /* set per run: wal2json 2.6's numeric-data-types-as-string */
-
 static int append_token(struct pgcdc_buf *b, uint32_t oid, const char *v, size_t n)
 {
     switch (oid) {
@@ -84,8 +153,25 @@ static int append_token(struct pgcdc_buf *b, uint32_t oid, const char *v, size_t
     }
 }
 
+static int lock_table(PGconn *c, const struct table *t, char *err, size_t errlen)
+{
+    char *qs = PQescapeIdentifier(c, t->schema, strlen(t->schema));
+    char *qt = PQescapeIdentifier(c, t->name, strlen(t->name));
+    int rc = PGCDC_ERR;
+    if (qs && qt) {
+        char sql[600];
+        snprintf(sql, sizeof(sql), "LOCK TABLE ONLY %s.%s IN ACCESS SHARE MODE", qs, qt);
+        rc = exec_ok(c, sql, err, errlen);
+    } else {
+        snprintf(err, errlen, "snapshot: out of memory");
+    }
+    PQfreemem(qs);
+    PQfreemem(qt);
+    return rc;
+}
+
 /* Stream one table's rows through row(). */
-static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_config *cfg,
+static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_snapshot_req *req,
                       pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *st,
                       char *err, size_t errlen)
 {
@@ -96,7 +182,10 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_confi
              "FROM pg_catalog.pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT "
              "a.attisdropped ORDER BY a.attnum",
              t->oid);
-    PGresult *cols = PQexec(c, sql);
+    int qrc;
+    PGresult *cols = query(c, sql, 0, NULL, &qrc, err, errlen);
+    if (qrc < 0)
+        return qrc;
     if (PQresultStatus(cols) != PGRES_TUPLES_OK)
         return sql_fail(c, cols, "cannot read columns", err, errlen);
     int ncols = PQntuples(cols);
@@ -155,7 +244,20 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_confi
     int64_t started = pgcdc_mono_ms(), last_log = started;
     PGresult *res;
     rc = PGCDC_OK;
-    while ((res = PQgetResult(c))) {
+    bool cancelled = false;
+    for (;;) {
+        if (rc == PGCDC_OK)
+            rc = wait_result(c, err, errlen);
+        if (rc != PGCDC_OK && !cancelled) {
+            cancel_query(c); /* stopping, or a row failed: no need to read the rest */
+            cancelled = true;
+        }
+        /* Stopping: do not wait for a server that may not answer; the caller closes the
+         * connection, which ends the query as well. */
+        if (rc != PGCDC_OK && stopping())
+            break;
+        if (!(res = PQgetResult(c)))
+            break;
         ExecStatusType status = PQresultStatus(res);
         if (status == PGRES_SINGLE_TUPLE && rc == PGCDC_OK) {
             pgcdc_buf_reset(&vals);
@@ -201,7 +303,6 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_confi
         pgcdc_log(PGCDC_LOG_INFO, "snapshot table done", "schema", t->schema, "table", t->name,
                   "rows", n, "ms", ms, NULL);
     }
-    (void)cfg;
     goto out;
 oom:
     snprintf(err, errlen, "snapshot: out of memory");
@@ -233,13 +334,17 @@ static int probe_numeric_strings(PGconn *c, const struct pgcdc_snapshot_req *req
     snprintf(lsn, sizeof(lsn), "%X/%X", (unsigned)(req->consistent_lsn >> 32),
              (unsigned)req->consistent_lsn);
     const char *params[2] = {req->slot, lsn};
-    PGresult *res = PQexecParams(c,
-                                 "SELECT count(*) FROM pg_catalog.pg_logical_slot_peek_changes("
-                                 "$1, $2::pg_lsn, NULL, 'format-version', '2', "
-                                 "'numeric-data-types-as-string', '1')",
-                                 2, NULL, params, NULL, NULL, 0);
+    char err[256];
+    int rc;
+    PGresult *res = query(c,
+                          "SELECT count(*) FROM pg_catalog.pg_logical_slot_peek_changes("
+                          "$1, $2::pg_lsn, NULL, 'format-version', '2', "
+                          "'numeric-data-types-as-string', '1')",
+                          2, params, &rc, err, sizeof(err));
+    if (rc < 0)
+        return -1;
     int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    const char *msg = PQresultErrorMessage(res);
+    const char *msg = res ? PQresultErrorMessage(res) : "";
     int known = ok || strstr(msg, "numeric-data-types-as-string") != NULL;
     PQclear(res);
     return known ? ok : -1;
@@ -252,6 +357,7 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
     const char *keys[] = {"dbname", "fallback_application_name", NULL};
     const char *vals[] = {req->dsn, "pgcdc-snapshot", NULL};
     memset(stats, 0, sizeof(*stats));
+    stop_flag = req->stop;
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "snapshot: cannot connect: %s", c ? PQerrorMessage(c) : "");
@@ -277,40 +383,46 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
                       "pg_catalog.set_config('bytea_output', 'hex', true)",
                       err, errlen)) < 0)
         goto out;
-    PGresult *x = PQexec(c, "SELECT pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())");
+    PGresult *x = query(c, "SELECT pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())",
+                        0, NULL, &rc, err, errlen);
+    if (rc < 0)
+        goto out;
     if (PQresultStatus(x) == PGRES_TUPLES_OK)
         stats->xmin = (uint32_t)strtoull(PQgetvalue(x, 0, 0), NULL, 10);
     PQclear(x);
-    tables = PQexec(c, pgcdc_catalog_tables_sql);
+    tables = query(c, pgcdc_catalog_tables_sql, 0, NULL, &rc, err, errlen);
+    if (rc < 0)
+        goto out;
     if (PQresultStatus(tables) != PGRES_TUPLES_OK) {
         rc = sql_fail(c, tables, "cannot list tables", err, errlen);
         tables = NULL;
         goto out;
     }
-    char missing[512];
-    if ((rc = pgcdc_catalog_missing_included(c, cfg, missing, sizeof(missing), err, errlen)) < 0)
-        goto out;
-    if (rc == 1) {
-        snprintf(err, errlen,
-                 "source.tables.include names %s, which does not exist (or is not a permanent "
-                 "table): create it, or fix the name (schema.table)",
-                 missing);
-        rc = PGCDC_ERR_CONFIG;
-        goto out;
-    }
-    for (int i = 0; i < PQntuples(tables); i++) {
-        struct table t = {PQgetvalue(tables, i, 0), PQgetvalue(tables, i, 1),
-                          PQgetvalue(tables, i, 2), PQgetvalue(tables, i, 1),
-                          PQgetvalue(tables, i, 2)};
-        if (cfg->source_partitions_as_root) {
-            t.report_schema = PQgetvalue(tables, i, 3);
-            t.report_name = PQgetvalue(tables, i, 4);
+    /*
+     * Two passes: first lock every selected table, as pg_dump does, so that none can be
+     * rewritten (ALTER TABLE ... TYPE, VACUUM FULL: MVCC-unsafe, the snapshot would see it
+     * empty) while we read the others; then read them.
+     */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < PQntuples(tables); i++) {
+            struct table t = {PQgetvalue(tables, i, 0), PQgetvalue(tables, i, 1),
+                              PQgetvalue(tables, i, 2), PQgetvalue(tables, i, 1),
+                              PQgetvalue(tables, i, 2)};
+            if (cfg->source_partitions_as_root) {
+                t.report_schema = PQgetvalue(tables, i, 3);
+                t.report_name = PQgetvalue(tables, i, 4);
+            }
+            if (!pgcdc_config_table_selected(cfg, t.report_schema, t.report_name))
+                continue;
+            if (pass == 0) {
+                if ((rc = lock_table(c, &t, err, errlen)) < 0)
+                    goto out;
+                continue;
+            }
+            if ((rc = copy_table(c, &t, req, row, ctx, stats, err, errlen)) < 0)
+                goto out;
+            stats->tables++;
         }
-        if (!pgcdc_config_table_selected(cfg, t.report_schema, t.report_name))
-            continue;
-        if ((rc = copy_table(c, &t, cfg, row, ctx, stats, err, errlen)) < 0)
-            goto out;
-        stats->tables++;
     }
     rc = exec_ok(c, "COMMIT", err, errlen);
 out:

@@ -797,6 +797,7 @@ static int take_snapshot(struct stream *s, char *err, size_t errlen)
         .slot = cfg->source_slot,
         .consistent_lsn = consistent,
         .numeric_strings = s->numeric_strings,
+        .stop = &pgcdc_stop_requested,
     };
     rc = pgcdc_snapshot_run(&req, cfg, snap_row, &ss, &stats, err, errlen);
     if (req.numeric_strings >= 0)

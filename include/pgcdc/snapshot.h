@@ -9,6 +9,7 @@
 #ifndef PGCDC_SNAPSHOT_H
 #define PGCDC_SNAPSHOT_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -36,6 +37,8 @@ struct pgcdc_snapshot_req {
     /* In: -1 unknown, 0/1 known. Out: whether wal2json accepted numeric-data-types-as-string
      * (probed on the new slot before the snapshot), which changes how NaN is written. */
     int numeric_strings;
+    /* When *stop becomes non-zero the snapshot ends early with PGCDC_ERR_RETRY. */
+    volatile sig_atomic_t *stop;
 };
 
 /*
