@@ -129,3 +129,23 @@ int pgcdc_catalog_missing_included(struct pg_conn *c, const struct pgcdc_config 
     PQclear(res);
     return found_missing;
 }
+
+int pgcdc_catalog_base_type(struct pg_conn *c, uint32_t oid, uint32_t *base, char *err,
+                            size_t errlen)
+{
+    char text[16];
+    snprintf(text, sizeof(text), "%u", oid);
+    const char *params[1] = {text};
+    /* Follow domains down to the type that is not one. */
+    PGresult *res = PQexecParams(
+        c,
+        "WITH RECURSIVE d(o, depth) AS (SELECT $1::oid, 0 UNION ALL SELECT t.typbasetype, "
+        "d.depth + 1 FROM d JOIN pg_catalog.pg_type t ON t.oid = d.o WHERE t.typtype = 'd') "
+        "SELECT o FROM d ORDER BY depth DESC LIMIT 1",
+        1, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return query_fail(c, res, "cannot look up a column type", err, errlen);
+    *base = PQntuples(res) == 1 ? (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10) : oid;
+    PQclear(res);
+    return PGCDC_OK;
+}

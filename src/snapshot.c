@@ -15,6 +15,7 @@
 
 #include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
+#include "pgcdc/event.h"
 #include "pgcdc/log.h"
 
 #define PROGRESS_EVERY_MS 10000
@@ -175,10 +176,14 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_snaps
                       pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *st,
                       char *err, size_t errlen)
 {
-    char sql[1024];
+    char sql[1536];
+    /* Column 3: the type's ultimate base through any domains (see pgcdc_event_rule_oid). */
     snprintf(sql, sizeof(sql),
              "SELECT a.attname, a.atttypid, EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE "
-             "i.indrelid = a.attrelid AND i.indisprimary AND a.attnum = ANY (i.indkey)) "
+             "i.indrelid = a.attrelid AND i.indisprimary AND a.attnum = ANY (i.indkey)), "
+             "(WITH RECURSIVE d(o, depth) AS (SELECT a.atttypid, 0 UNION ALL SELECT "
+             "t.typbasetype, d.depth + 1 FROM d JOIN pg_catalog.pg_type t ON t.oid = d.o WHERE "
+             "t.typtype = 'd') SELECT o FROM d ORDER BY depth DESC LIMIT 1) "
              "FROM pg_catalog.pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT "
              "a.attisdropped ORDER BY a.attnum",
              t->oid);
@@ -212,7 +217,10 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_snaps
     for (int i = 0; i < ncols; i++) {
         struct pgcdc_span nm = {names.data + name_off[i], name_off[i + 1] - name_off[i]};
         row_cols[i].name = nm;
-        row_cols[i].typeoid = oids[i];
+        /* Tokens are made from the column's own type (as wal2json does), the event's rules
+         * follow its base type. */
+        row_cols[i].typeoid =
+            pgcdc_event_rule_oid(oids[i], (uint32_t)strtoul(PQgetvalue(cols, i, 3), NULL, 10));
         if (PQgetvalue(cols, i, 2)[0] == 't')
             pk[npk++] = (struct pgcdc_col){.name = nm, .typeoid = oids[i]};
     }

@@ -60,6 +60,10 @@ struct rel {
 
 #define REL_CACHE_MAX 8192
 
+struct type_rule {
+    uint32_t oid, rule_oid;
+};
+
 struct stream {
     const struct pgcdc_config *cfg;
     uint64_t end_lsn; /* 0: run until signalled */
@@ -86,7 +90,9 @@ struct stream {
     /* What each table wal2json names becomes in events (see resolve) */
     struct rel *rels;
     size_t nrels, last_rel;
-    struct pg_conn *catalog; /* plain connection for partition roots, opened when needed */
+    struct pg_conn *catalog; /* plain connection for catalog lookups, opened when needed */
+    struct type_rule *types;  /* user type OID -> the OID whose value rules apply */
+    size_t ntypes, captypes;
 
     int64_t last_sync_ms, last_status_ms, last_progress_ms;
     int64_t last_recv_ms, ping_sent_ms; /* silence detection; ping_sent_ms 0: none out */
@@ -240,7 +246,7 @@ static void rels_clear(struct stream *s)
 }
 
 /* The partition root of schema.table, over a plain connection opened on first use. */
-static int partition_root(struct stream *s, struct rel *r, char *err, size_t errlen)
+static int open_catalog(struct stream *s, char *err, size_t errlen)
 {
     if (!s->catalog) {
         const char *keys[] = {"dbname", "fallback_application_name", NULL};
@@ -255,10 +261,57 @@ static int partition_root(struct stream *s, struct rel *r, char *err, size_t err
             return PGCDC_ERR_RETRY;
         }
     }
+    return PGCDC_OK;
+}
+
+/*
+ * wal2json sends a column's own type OID, and quotes a domain over an integer or boolean
+ * type like text; the event rules follow the base type. Built-in OIDs need no lookup;
+ * each user type is looked up once.
+ */
+static int apply_type_rules(struct stream *s, struct pgcdc_col *cols, size_t n, char *err,
+                            size_t errlen)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t oid = cols[i].typeoid;
+        if (oid < PGCDC_FIRST_USER_OID)
+            continue;
+        size_t k = 0;
+        while (k < s->ntypes && s->types[k].oid != oid)
+            k++;
+        if (k == s->ntypes) {
+            uint32_t base = oid;
+            int rc = open_catalog(s, err, errlen);
+            if (rc == PGCDC_OK)
+                rc = pgcdc_catalog_base_type(s->catalog, oid, &base, err, errlen);
+            if (rc < 0)
+                return PGCDC_ERR_RETRY;
+            if (s->ntypes == s->captypes) {
+                size_t cap = s->captypes ? s->captypes * 2 : 16;
+                struct type_rule *t = realloc(s->types, cap * sizeof(*t));
+                if (!t) {
+                    snprintf(err, errlen, "out of memory");
+                    return PGCDC_ERR;
+                }
+                s->types = t;
+                s->captypes = cap;
+            }
+            s->types[s->ntypes++] = (struct type_rule){oid, pgcdc_event_rule_oid(oid, base)};
+        }
+        cols[i].typeoid = s->types[k].rule_oid;
+    }
+    return PGCDC_OK;
+}
+
+static int partition_root(struct stream *s, struct rel *r, char *err, size_t errlen)
+{
+    int rc = open_catalog(s, err, errlen);
+    if (rc < 0)
+        return rc;
     char leaf_schema[NAME_MAX_BYTES], leaf_table[NAME_MAX_BYTES];
     memcpy(leaf_schema, r->schema, sizeof(leaf_schema));
     memcpy(leaf_table, r->table, sizeof(leaf_table));
-    int rc = pgcdc_catalog_partition_root(s->catalog, leaf_schema, leaf_table, r->schema,
+    rc = pgcdc_catalog_partition_root(s->catalog, leaf_schema, leaf_table, r->schema,
                                           sizeof(r->schema), r->table, sizeof(r->table), err,
                                           errlen);
     if (rc < 0) {
@@ -423,6 +476,9 @@ static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *
             return rc;
         if (!rel->selected)
             return PGCDC_OK;
+        if ((rc = apply_type_rules(s, ch->columns, ch->ncolumns, err, errlen)) < 0 ||
+            (rc = apply_type_rules(s, ch->identity, ch->nidentity, err, errlen)) < 0)
+            return rc;
         struct pgcdc_change named = *ch;
         named.schema = (struct pgcdc_span){rel->schema_json.data, rel->schema_json.len};
         named.table = (struct pgcdc_span){rel->table_json.data, rel->table_json.len};
@@ -982,6 +1038,7 @@ static void reset_after_disconnect(struct stream *s)
     s->streaming = false;
     s->idle_end = 0;
     rels_clear(s); /* tables may have been renamed or repartitioned meanwhile */
+    s->ntypes = 0;
     PQfinish(s->catalog);
     s->catalog = NULL;
     atomic_store(&pgcdc_metrics.connected, 0);
@@ -1174,6 +1231,7 @@ out:
     pgcdc_buf_free(&s->db_json);
     rels_clear(s);
     free(s->rels);
+    free(s->types);
     PQfinish(s->catalog);
     if (lockfd >= 0)
         close(lockfd);

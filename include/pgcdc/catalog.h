@@ -6,6 +6,7 @@
 #define PGCDC_CATALOG_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "pgcdc/common.h"
 #include "pgcdc/config.h"
@@ -34,6 +35,10 @@ int pgcdc_catalog_missing_included(struct pg_conn *c, const struct pgcdc_config 
 int pgcdc_catalog_partition_root(struct pg_conn *c, const char *schema, const char *table,
                                  char *root_schema, size_t rslen, char *root_table, size_t rtlen,
                                  char *err, size_t errlen);
+
+/* The ultimate base type of oid through any domains (oid itself when not a domain). */
+int pgcdc_catalog_base_type(struct pg_conn *c, uint32_t oid, uint32_t *base, char *err,
+                            size_t errlen);
 
 /* The SQL selecting permanent user tables: columns oid, schema, table, root schema, root
  * table (see catalog.c). */

@@ -50,6 +50,17 @@ int pgcdc_event_key(struct pgcdc_buf *out, const struct pgcdc_change *ch, int us
 /* Whether an update changed its primary key (old key values differ from the new). */
 int pgcdc_event_key_changed(const struct pgcdc_change *ch);
 
+/*
+ * The type the value rules apply to for a column of type typeoid whose ultimate base type
+ * (through any domains) is base_oid: a domain over an integer or boolean type is treated as
+ * that type (wal2json quotes it, since it only knows the built-in OIDs); any other type keeps
+ * its own OID (a domain over numeric or bytea is already sent in its final form).
+ */
+uint32_t pgcdc_event_rule_oid(uint32_t typeoid, uint32_t base_oid);
+
+/* Types below this OID are built in; only user types (domains among them) need a lookup. */
+#define PGCDC_FIRST_USER_OID 16384
+
 /* Append one column value in event form (the rules above). */
 int pgcdc_event_value(struct pgcdc_buf *out, const struct pgcdc_col *col);
 
