@@ -2,6 +2,7 @@
  * catalog.c — table questions answered from pg_catalog.
  */
 #include "pgcdc/catalog.h"
+#include "pgcdc/log.h"
 
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -41,6 +42,11 @@ int pgcdc_catalog_partition_root(struct pg_conn *c, const char *schema, const ch
     snprintf(root_schema, rslen, "%s", found ? PQgetvalue(res, 0, 0) : schema);
     snprintf(root_table, rtlen, "%s", found ? PQgetvalue(res, 0, 1) : table);
     PQclear(res);
+    if (!found)
+        pgcdc_log(PGCDC_LOG_WARN,
+                  "a changed table no longer exists, so its partition root is unknown: its "
+                  "changes are reported under its own name (and selected by it)",
+                  "schema", schema, "table", table, NULL);
     return PGCDC_OK;
 }
 

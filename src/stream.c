@@ -56,7 +56,11 @@ struct rel {
     char schema[NAME_MAX_BYTES], table[NAME_MAX_BYTES]; /* reported, unescaped */
     struct pgcdc_buf schema_json, table_json;           /* reported, as JSON strings */
     bool selected;
+    int64_t resolved_ms; /* when the partition root was last looked up */
 };
+
+/* Partitions can be attached and detached at any time: look the root up again this often. */
+#define PARTITION_RECHECK_MS 5000
 
 #define REL_CACHE_MAX 8192
 
@@ -322,6 +326,32 @@ static int partition_root(struct stream *s, struct rel *r, char *err, size_t err
     return PGCDC_OK;
 }
 
+/* Decide what events call r (the change's table) and whether it is selected. */
+static int name_rel(struct stream *s, struct rel *r, const struct pgcdc_change *ch, char *err,
+                    size_t errlen)
+{
+    int rc = PGCDC_OK;
+    if (pgcdc_json_unescape(ch->schema, r->schema, sizeof(r->schema)) < 0 ||
+        pgcdc_json_unescape(ch->table, r->table, sizeof(r->table)) < 0) {
+        snprintf(err, errlen, "wal2json sent an unreadable table name");
+        return PGCDC_ERR;
+    }
+    if (s->cfg->source_partitions_as_root) {
+        if ((rc = partition_root(s, r, err, errlen)) < 0)
+            return rc;
+        r->resolved_ms = pgcdc_mono_ms();
+    }
+    pgcdc_buf_reset(&r->schema_json);
+    pgcdc_buf_reset(&r->table_json);
+    if (pgcdc_buf_append_json_str(&r->schema_json, r->schema, strlen(r->schema)) < 0 ||
+        pgcdc_buf_append_json_str(&r->table_json, r->table, strlen(r->table)) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    r->selected = pgcdc_config_table_selected(s->cfg, r->schema, r->table);
+    return PGCDC_OK;
+}
+
 /*
  * Look up (or learn) how events name the change's table and whether it is selected.
  * With source.partitions_as_root a leaf partition is reported, and selected, under its
@@ -338,6 +368,9 @@ static int resolve(struct stream *s, const struct pgcdc_change *ch, struct rel *
             memcmp(r->key + ch->schema.len + 1, ch->table.p, ch->table.len) == 0) {
             s->last_rel = i;
             *out = r;
+            if (s->cfg->source_partitions_as_root &&
+                pgcdc_mono_ms() - r->resolved_ms >= PARTITION_RECHECK_MS)
+                return name_rel(s, r, ch, err, errlen);
             return PGCDC_OK;
         }
     }
@@ -357,27 +390,13 @@ static int resolve(struct stream *s, const struct pgcdc_change *ch, struct rel *
     r->key[ch->schema.len] = '.';
     memcpy(r->key + ch->schema.len + 1, ch->table.p, ch->table.len);
     r->keylen = keylen;
-    int rc = PGCDC_OK;
-    if (pgcdc_json_unescape(ch->schema, r->schema, sizeof(r->schema)) < 0 ||
-        pgcdc_json_unescape(ch->table, r->table, sizeof(r->table)) < 0) {
-        snprintf(err, errlen, "wal2json sent an unreadable table name");
-        rc = PGCDC_ERR;
-    } else if (s->cfg->source_partitions_as_root) {
-        rc = partition_root(s, r, err, errlen);
-    }
-    if (rc == PGCDC_OK &&
-        (pgcdc_buf_append_json_str(&r->schema_json, r->schema, strlen(r->schema)) < 0 ||
-         pgcdc_buf_append_json_str(&r->table_json, r->table, strlen(r->table)) < 0)) {
-        snprintf(err, errlen, "out of memory");
-        rc = PGCDC_ERR;
-    }
+    int rc = name_rel(s, r, ch, err, errlen);
     if (rc < 0) {
         free(r->key);
         pgcdc_buf_free(&r->schema_json);
         pgcdc_buf_free(&r->table_json);
         return rc;
     }
-    r->selected = pgcdc_config_table_selected(s->cfg, r->schema, r->table);
     s->last_rel = s->nrels++;
     *out = r;
     return PGCDC_OK;
