@@ -415,10 +415,11 @@ static int recover(struct file_sink *f, bool have_ckpt, char *err, size_t errlen
             continue;
         nsegs++;
         uint32_t seq = (uint32_t)strtoul(n, NULL, 10);
-        if (seq > f->seq)
-            f->seq = seq;
-        if (!is_open || !have_ckpt)
+        if (!is_open || !have_ckpt) {
+            if (seq > f->seq)
+                f->seq = seq;
             continue;
+        }
         if (strcmp(n, f->ck_seg) == 0) {
             f->fd = openat(f->dirfd, n, O_WRONLY | O_APPEND | O_CLOEXEC);
             if (f->fd < 0 || ftruncate(f->fd, (off_t)f->ck_off) < 0 || fsync(f->fd) < 0) {
@@ -427,8 +428,11 @@ static int recover(struct file_sink *f, bool have_ckpt, char *err, size_t errlen
             }
             memcpy(f->seg, f->ck_seg, sizeof(f->seg)); /* n equals ck_seg, which fits */
             f->written = f->commit_off = f->ck_off;
+            if (seq > f->seq)
+                f->seq = seq;
         } else {
-            /* Begun after the last checkpoint: every byte of it will be sent again. */
+            /* Begun after the last checkpoint: every byte of it will be sent again, and
+             * its number is free again (segment numbers stay consecutive). */
             if (unlinkat(f->dirfd, n, 0) < 0) {
                 rc = sys_fail(err, errlen, "cannot remove unconfirmed segment", n);
                 break;

@@ -69,7 +69,8 @@ def make_pgcdc(cluster, workdir, name, pgcdc_bin):
         s = {"source.dsn": c.dsn(), "source.slot": name}
         if settings:
             s.update(settings)
-        p = harness.Pgcdc(os.path.join(workdir, sub), settings=s, opts=opts, binary=pgcdc_bin, **kw)
+        kw.setdefault("binary", pgcdc_bin)
+        p = harness.Pgcdc(os.path.join(workdir, sub), settings=s, opts=opts, **kw)
         made.append(p)
         return p
 

@@ -10,6 +10,7 @@ it at session end, and each fixture stops its own objects), so a failing test ne
 leaves a postgres or pgcdc behind.
 """
 
+import atexit
 import json
 import os
 import random
@@ -118,6 +119,10 @@ def cleanup_all():
             o.kill_now()
         except Exception:
             pass
+
+
+# Scripts that use the harness without pytest get the same clean-up at exit.
+atexit.register(cleanup_all)
 
 
 def wait_until(cond, timeout, interval=0.05, what="condition"):
@@ -410,10 +415,15 @@ class PgCluster:
     def reference_changes(self, slot):
         """Peek a wal2json slot through SQL: list of (commit_lsn, lsn, action, schema, table)
         for every I/U/D/T change, in stream order. An independent source of truth."""
+        return self.reference_stream(slot)[0]
+
+    def reference_stream(self, slot):
+        """(changes as in reference_changes, [(commit_lsn, end_lsn, xid)] of every
+        transaction, empty ones included) from peeking wal2json slot `slot`."""
         rows = self.sql(
             "SELECT data FROM pg_logical_slot_peek_changes(%s, NULL, NULL, 'format-version', '2', "
             "'include-lsn', '1', 'include-transaction', '1', 'include-xids', '1')", (slot,))
-        out, pending = [], []
+        out, commits, pending = [], [], []
         for (data,) in rows:
             m = json.loads(data)
             a = m["action"]
@@ -422,10 +432,11 @@ class PgCluster:
             elif a == "C":
                 cl = lsn_parse(m["lsn"])
                 out.extend((cl,) + p for p in pending)
+                commits.append((cl, lsn_parse(m["nextlsn"]), m.get("xid")))
                 pending = []
             elif a in "IUDT":
                 pending.append((lsn_parse(m["lsn"]), a, m["schema"], m["table"]))
-        return out
+        return out, commits
 
 
 # --------------------------------------------------------------------------------------
@@ -501,7 +512,7 @@ class Pgcdc:
         self._cv = threading.Condition()
         self._readers = []
         self.hwm_kb = 0  # max VmHWM seen while running
-        self.maxrss_kb = 0  # ru_maxrss from wait4
+        self.maxrss_kb = 0  # ru_maxrss from wait4 (includes the forked Python's RSS)
         self.returncode = None
         self.started_at = None
         self.exited_at = None
@@ -584,13 +595,18 @@ class Pgcdc:
     def _reap(self):
         """The only place the child is waited for: exit code and rusage (peak RSS)."""
         proc = self.proc
-        _, status, ru = os.wait4(proc.pid, 0)
-        rc = os.waitstatus_to_exitcode(status)
+        try:
+            _, status, ru = os.wait4(proc.pid, 0)
+            rc = os.waitstatus_to_exitcode(status)
+            maxrss = ru.ru_maxrss
+        except ChildProcessError:  # reaped elsewhere (should not happen): take Popen's word
+            rc = proc.returncode if proc.returncode is not None else -255
+            maxrss = 0
         proc.returncode = rc  # so Popen never waits for it again
         if self.user and rc >= 128:
             rc = -(rc - 128)  # runuser reports a child killed by signal N as 128+N
         with self._cv:
-            self.maxrss_kb = max(self.maxrss_kb, ru.ru_maxrss)
+            self.maxrss_kb = max(self.maxrss_kb, maxrss)
             self.returncode = rc
             self.exited_at = time.monotonic()
             self._cv.notify_all()
@@ -629,11 +645,14 @@ class Pgcdc:
             v = self.vm_hwm_kb()
             if v:
                 self.hwm_kb = max(self.hwm_kb, v)
-            ev.wait(0.1)
+            ev.wait(0.05)
 
     @property
     def peak_rss_kb(self):
-        return max(self.hwm_kb, self.maxrss_kb)
+        """Peak resident set of pgcdc (VmHWM sampled every 50 ms while it runs).
+        (ru_maxrss from wait4 is not used: Linux carries the pre-exec hiwater mark of the
+        forked Python child into it.)"""
+        return self.hwm_kb
 
     # -- state
     def alive(self):
@@ -807,31 +826,10 @@ def read_segments(d, tolerate_partial=False):
     out = []
     for seg in list_segments(d):
         try:
-            with open(seg.path, "rb") as f:
-                data = f.read()
+            out.append((seg, read_segments_one(seg, tolerate_partial=tolerate_partial)))
         except FileNotFoundError:
-            if tolerate_partial:  # renamed under us
-                continue
-            raise
-        evs = []
-        lines = data.split(b"\n")
-        tail = lines.pop()  # after the last newline: empty when complete
-        if tail:
-            if not tolerate_partial:
-                raise AssertionError("%s ends with a partial line: %r" % (seg.name, tail[:200]))
-        for i, line in enumerate(lines):
-            if not line.strip():
-                raise AssertionError("%s line %d is empty" % (seg.name, i + 1))
-            text = line.decode("utf-8")
-            try:
-                e = Event(load_event(text))
-            except ValueError as ex:
-                raise AssertionError("%s line %d is not JSON (%s): %r" % (
-                    seg.name, i + 1, ex, text[:300]))
-            e.raw = text
-            e.segment = seg.name
-            evs.append(e)
-        out.append((seg, evs))
+            if not tolerate_partial:  # renamed under us while the worker runs
+                raise
     return out
 
 
@@ -1172,3 +1170,57 @@ def verify_writers(events, writers, cluster=None):
                     "SELECT id FROM %s WHERE id >= %%s AND id < %%s" % t, (lo, hi)))
                 assert ids == sorted(live), "table %s rows differ from the writer's record" % t
     return txns
+
+
+def check_segment_files(d, strict=True):
+    """The file sink's directory layout: names `<seq 10 digits>-<first commit LSN 16 hex>.jsonl`,
+    sequence numbers increasing, at most one `.jsonl.open` and it is the last, every
+    closed segment complete (ends with a newline), each non-empty segment's name carrying
+    its first event's commit_lsn. With strict=False (after a crash) the open segment may
+    end in a partial line. Returns read_segments' result."""
+    names = sorted(os.listdir(d)) if os.path.isdir(d) else []
+    segs = list_segments(d)
+    for n in names:
+        full = os.path.join(d, n)
+        if os.path.isfile(full) and (n.endswith(".jsonl") or n.endswith(".jsonl.open")):
+            assert SEGMENT_RE.match(n), "badly named segment file %r" % n
+    opens = [s for s in segs if s.open]
+    assert len(opens) <= 1, "more than one open segment: %r" % opens
+    if opens:
+        assert segs[-1].open, "the open segment %s is not the last in name order" % opens[0].name
+    for a, b in zip(segs, segs[1:]):
+        # Names sort in stream order. (Numbers may skip one where a crash left a segment
+        # that recovery removed.)
+        assert b.seq > a.seq, "segment sequence not increasing: %s, %s" % (a.name, b.name)
+        assert b.first_commit_lsn >= a.first_commit_lsn, "segment LSNs go backwards: %s, %s" % (
+            a.name, b.name)
+    out = []
+    for seg in segs:
+        partial_ok = (not strict) and seg.open
+        got = read_segments_one(seg, tolerate_partial=partial_ok)
+        if got:
+            assert got[0]["source"]["commit_lsn"] == seg.first_commit_lsn, (
+                "segment %s starts with commit_lsn %s, not the one in its name" % (
+                    seg.name, lsn_format(got[0]["source"]["commit_lsn"])))
+        out.append((seg, got))
+    return out
+
+
+def read_segments_one(seg, tolerate_partial=False):
+    with open(seg.path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    tail = lines.pop()
+    if tail and not tolerate_partial:
+        raise AssertionError("%s ends with a partial line: %r" % (seg.name, tail[:200]))
+    evs = []
+    for i, line in enumerate(lines):
+        text = line.decode("utf-8")
+        try:
+            e = Event(load_event(text))
+        except ValueError as ex:
+            raise AssertionError("%s line %d is not JSON (%s): %r" % (seg.name, i + 1, ex, text[:300]))
+        e.raw = text
+        e.segment = seg.name
+        evs.append(e)
+    return evs

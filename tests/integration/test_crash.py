@@ -1,0 +1,60 @@
+"""kill -9 of the worker at random moments while writes go on: the files end up holding
+every committed change exactly once, in commit order."""
+
+import os
+import random
+import time
+
+import harness as h
+
+KILLS = int(os.environ.get("PGCDC_IT_KILLS", "12"))
+
+
+def test_sigkill_loop_exactly_once(cluster, make_pgcdc, name, writers):
+    seed = int(os.environ.get("PGCDC_IT_SEED", str(int(time.time()))))
+    print("seed", seed)
+    rng = random.Random(seed)
+    h.Writer.create_tables(cluster, name)
+    # Small segments so kills also land around rotations.
+    p = make_pgcdc(opts={"sink.file.segment_bytes": "16384"})
+    p.start()
+    cluster.wait_slot_active(name, timeout=30)
+    w = h.Writer(cluster, prefix=name, pause=0.002, seed=seed)
+    writers.append(w)
+    w.start()
+    kills = 0
+    try:
+        while kills < KILLS:
+            if not p.alive():
+                p.start()
+            # Mostly while streaming; sometimes during start-up and recovery.
+            if rng.random() < 0.25:
+                time.sleep(rng.uniform(0.0, 0.3))
+            else:
+                cluster.wait_slot_active(name, timeout=30)
+                seen = h.count_lines(p.data_dir)
+                h.wait_until(lambda: h.count_lines(p.data_dir) > seen, 30,
+                             what="new events after restart")
+                time.sleep(rng.uniform(0.05, 1.0))
+            if not p.alive():
+                p.wait(1)
+                raise AssertionError("pgcdc exited on its own (%s)\n%s" % (p.returncode, p.describe()))
+            rc = p.kill9()
+            assert rc == -9, p.describe()
+            kills += 1
+            errors = p.error_lines()
+            assert not errors, "errors before kill %d:\n%s" % (kills, p.describe())
+            # Closed segments are complete even after a crash.
+            h.check_segment_files(p.data_dir, strict=False)
+            cluster.wait_slot_active(name, active=False, timeout=30)
+    finally:
+        w.stop()
+    assert len(w.committed) > 200, "writer committed only %d txns" % len(w.committed)
+    rc = p.run(["--end-lsn", h.lsn_format(cluster.current_lsn())], timeout=120)
+    assert rc == 0, p.describe()
+    segs = h.check_segment_files(p.data_dir, strict=True)
+    events = [e for _, evs in segs for e in evs]
+    txns = h.verify_writers(events, [w], cluster)
+    print("kills=%d txns=%d events=%d segments=%d reconnects=%d" % (
+        kills, len(txns), len(events), len(segs), w.reconnects))
+    cluster.drop_slot(name)
