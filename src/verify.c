@@ -1,0 +1,382 @@
+/*
+ * verify.c — `pgcdc verify`: per table, row count and an order-independent hash of every
+ * row's text form, computed by each database, compared.
+ *
+ * The hash of a table is sum(first 60 bits of md5(ROW(columns)::text)) as numeric: a sum
+ * is independent of row order and of the plan, and numeric never overflows. A changed
+ * value changes one row's md5; a missing or extra row changes the count.
+ */
+#include "pgcdc/verify.h"
+
+#include <getopt.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "pgcdc/common.h"
+#include "pgcdc/log.h"
+#include "pgcdc/replay.h"
+
+/* Text forms must not depend on either server's defaults. */
+static const char pin_settings[] =
+    "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; "
+    "SET extra_float_digits = 1; SET bytea_output = 'hex'; SET lc_monetary = 'C'; "
+    "SET statement_timeout = 0; "
+    "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+static const char tables_sql[] =
+    "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
+    "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgcdc') "
+    "AND n.nspname !~ '^pg_(toast|temp_)' "
+    "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
+    "'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e') "
+    "ORDER BY 1, 2";
+
+static const char cols_sql[] =
+    "SELECT a.attname FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_class c ON c.oid = "
+    "a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 "
+    "AND c.relname = $2 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped "
+    "ORDER BY a.attnum";
+
+int pgcdc_verify_split_name(const char *arg, char **schema, char **table)
+{
+    const char *dot = strchr(arg, '.');
+    *schema = *table = NULL;
+    if (dot) {
+        if (dot == arg || dot[1] == '\0')
+            return -1;
+        *schema = strndup(arg, (size_t)(dot - arg));
+        *table = strdup(dot + 1);
+    } else {
+        if (arg[0] == '\0')
+            return -1;
+        *schema = strdup("public");
+        *table = strdup(arg);
+    }
+    if (!*schema || !*table) {
+        free(*schema);
+        free(*table);
+        *schema = *table = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+int pgcdc_verify_query(const char *schema, const char *table, const char *const *cols, char **out)
+{
+    struct pgcdc_buf b = {0};
+    *out = NULL;
+    if (pgcdc_buf_append_str(&b, "SELECT count(*), coalesce(sum(('x' || "
+                                 "substr(md5(ROW(") < 0)
+        goto oom;
+    for (size_t i = 0; cols[i]; i++) {
+        if ((i && pgcdc_buf_append_str(&b, ", ") < 0) || pgcdc_buf_append_str(&b, "t.") < 0 ||
+            pgcdc_replay_quote_ident(&b, cols[i]) < 0)
+            goto oom;
+    }
+    if (pgcdc_buf_append_str(&b, ")::text), 1, 15))::bit(60)::bigint::numeric), 0) FROM ONLY ") <
+            0 ||
+        pgcdc_replay_quote_ident(&b, schema) < 0 || pgcdc_buf_append_char(&b, '.') < 0 ||
+        pgcdc_replay_quote_ident(&b, table) < 0 || pgcdc_buf_append_str(&b, " t") < 0)
+        goto oom;
+    *out = b.data;
+    return PGCDC_OK;
+oom:
+    pgcdc_buf_free(&b);
+    return PGCDC_ERR;
+}
+
+struct side {
+    const char *label; /* "source" / "target" */
+    char red[1024];    /* redacted DSN, for messages */
+    PGconn *c;
+};
+
+static void one_line(char *s)
+{
+    for (char *p = s; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+    size_t n = strlen(s);
+    while (n && s[n - 1] == ' ')
+        s[--n] = '\0';
+}
+
+static int side_fail(struct side *s, PGresult *res, const char *what, char *err, size_t errlen)
+{
+    char m[768];
+    const char *prim = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    snprintf(m, sizeof(m), "%s", prim ? prim : PQerrorMessage(s->c));
+    one_line(m);
+    snprintf(err, errlen, "%s on the %s (%s): %s", what, s->label, s->red, m);
+    PQclear(res);
+    return PGCDC_ERR;
+}
+
+static int side_open(struct side *s, const char *dsn, char *err, size_t errlen)
+{
+    const char *keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *vals[] = {dsn, "pgcdc-verify", NULL};
+    pgcdc_log_redact_dsn(dsn, s->red, sizeof(s->red));
+    s->c = PQconnectdbParams(keys, vals, 1);
+    if (PQstatus(s->c) != CONNECTION_OK)
+        return side_fail(s, NULL, "cannot connect", err, errlen);
+    PGresult *res = PQexec(s->c, pin_settings);
+    if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        return side_fail(s, res, "cannot set up the session", err, errlen);
+    PQclear(res);
+    return PGCDC_OK;
+}
+
+/* The columns of schema.table on one side (NULL-terminated, malloc'd); *n = -1: no table. */
+static int side_columns(struct side *s, const char *schema, const char *table, char ***cols, int *n,
+                        char *err, size_t errlen)
+{
+    const char *p[2] = {schema, table};
+    PGresult *res = PQexecParams(s->c, cols_sql, 2, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return side_fail(s, res, "cannot read the catalog", err, errlen);
+    int k = PQntuples(res);
+    *cols = calloc((size_t)k + 1, sizeof(char *));
+    if (!*cols) {
+        PQclear(res);
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    for (int i = 0; i < k; i++)
+        if (!((*cols)[i] = strdup(PQgetvalue(res, i, 0)))) {
+            PQclear(res);
+            snprintf(err, errlen, "out of memory");
+            return PGCDC_ERR;
+        }
+    PQclear(res);
+    *n = k;
+    if (k == 0) {
+        /* No columns, or no table: tell them apart. */
+        res = PQexecParams(s->c,
+                           "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                           "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 "
+                           "AND c.relkind IN ('r', 'p')",
+                           2, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            return side_fail(s, res, "cannot read the catalog", err, errlen);
+        if (PQntuples(res) == 0)
+            *n = -1;
+        PQclear(res);
+    }
+    return PGCDC_OK;
+}
+
+static void free_list(char **l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; l[i]; i++)
+        free(l[i]);
+    free(l);
+}
+
+/* Collect the one-row result of a query sent on s: count and hash as text. */
+static int side_collect(struct side *s, char *count, size_t clen, char *hash, size_t hlen,
+                        char *err, size_t errlen)
+{
+    PGresult *res, *keep = NULL;
+    int rc = PGCDC_OK;
+    while ((res = PQgetResult(s->c))) {
+        if (!keep)
+            keep = res;
+        else
+            PQclear(res);
+    }
+    if (PQresultStatus(keep) != PGRES_TUPLES_OK || PQntuples(keep) != 1)
+        return side_fail(s, keep, "cannot compute the table's hash", err, errlen);
+    snprintf(count, clen, "%s", PQgetvalue(keep, 0, 0));
+    snprintf(hash, hlen, "%s", PQgetvalue(keep, 0, 1));
+    PQclear(keep);
+    return rc;
+}
+
+/* Compare one table. Returns 1 when it matches, 0 when not, <0 on failure. */
+static int verify_table(struct side *src, struct side *tgt, const char *schema, const char *table,
+                        char *err, size_t errlen)
+{
+    char **scols = NULL, **tcols = NULL, *q = NULL;
+    int ns, nt, rc;
+    if ((rc = side_columns(src, schema, table, &scols, &ns, err, errlen)) < 0 ||
+        (rc = side_columns(tgt, schema, table, &tcols, &nt, err, errlen)) < 0)
+        goto out;
+    rc = 0;
+    if (ns < 0 || nt < 0) {
+        printf("MISSING %s.%s on %s\n", schema, table, ns < 0 ? "source" : "target");
+        goto out;
+    }
+    for (int i = 0; i < ns; i++) {
+        bool found = false;
+        for (int j = 0; j < nt && !found; j++)
+            found = strcmp(scols[i], tcols[j]) == 0;
+        if (!found) {
+            printf("DIFF %s.%s column \"%s\" is missing on target\n", schema, table, scols[i]);
+            goto out;
+        }
+    }
+    if (pgcdc_verify_query(schema, table, (const char *const *)scols, &q) < 0) {
+        snprintf(err, errlen, "out of memory");
+        rc = PGCDC_ERR;
+        goto out;
+    }
+    /* Both databases work at once. */
+    if (!PQsendQuery(src->c, q)) {
+        rc = side_fail(src, NULL, "cannot send", err, errlen);
+        goto out;
+    }
+    if (!PQsendQuery(tgt->c, q)) {
+        rc = side_fail(tgt, NULL, "cannot send", err, errlen);
+        goto out;
+    }
+    char sc[32], sh[64], tc[32], th[64];
+    if ((rc = side_collect(src, sc, sizeof(sc), sh, sizeof(sh), err, errlen)) < 0 ||
+        (rc = side_collect(tgt, tc, sizeof(tc), th, sizeof(th), err, errlen)) < 0)
+        goto out;
+    if (strcmp(sc, tc) == 0 && strcmp(sh, th) == 0) {
+        printf("MATCH %s.%s rows=%s hash=%s\n", schema, table, sc, sh);
+        rc = 1;
+    } else {
+        printf("DIFF %s.%s source rows=%s hash=%s target rows=%s hash=%s\n", schema, table, sc, sh,
+               tc, th);
+        rc = 0;
+    }
+out:
+    fflush(stdout);
+    free_list(scols);
+    free_list(tcols);
+    free(q);
+    return rc;
+}
+
+static void scrub_dsn_arg(char *val)
+{
+    char red[4096];
+    size_t vlen = strlen(val);
+    pgcdc_log_redact_dsn(val, red, sizeof(red));
+    size_t rlen = strlen(red);
+    if (strcmp(red, val) == 0)
+        return;
+    if (rlen <= vlen) {
+        memcpy(val, red, rlen);
+        memset(val + rlen, ' ', vlen - rlen);
+    } else {
+        memset(val, '*', vlen);
+    }
+}
+
+int pgcdc_verify_command(int argc, char **argv, char *err, size_t errlen)
+{
+    static const struct option longopts[] = {
+        {"source", required_argument, NULL, 's'},
+        {"target", required_argument, NULL, 't'},
+        {"table", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0},
+    };
+    char *dsn[2] = {NULL, NULL};
+    const char **only = calloc((size_t)argc + 1, sizeof(char *));
+    int nonly = 0, c, rc = PGCDC_ERR_CONFIG;
+    struct side src = {.label = "source"}, tgt = {.label = "target"};
+    PGresult *list = NULL;
+    if (!only) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "s:t:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+        case 't': {
+            char **d = &dsn[c == 't'];
+            free(*d);
+            if (!(*d = strdup(optarg))) {
+                rc = PGCDC_ERR;
+                goto out;
+            }
+            scrub_dsn_arg(optarg);
+            break;
+        }
+        case 'T':
+            only[nonly++] = optarg;
+            break;
+        default:
+            snprintf(err, errlen, "unknown or incomplete option \"%s\": see pgcdc verify --help",
+                     argv[optind - 1]);
+            goto out;
+        }
+    }
+    if (optind < argc) {
+        snprintf(err, errlen, "unexpected argument \"%s\": see pgcdc verify --help", argv[optind]);
+        goto out;
+    }
+    if (!dsn[0] || !dsn[1]) {
+        snprintf(err, errlen, "pgcdc verify needs --source DSN and --target DSN");
+        goto out;
+    }
+    for (int i = 0; i < nonly; i++) {
+        char *s, *t;
+        if (pgcdc_verify_split_name(only[i], &s, &t) < 0) {
+            snprintf(err, errlen, "--table \"%s\" is not SCHEMA.TABLE", only[i]);
+            goto out;
+        }
+        free(s);
+        free(t);
+    }
+    rc = PGCDC_ERR;
+    if (side_open(&src, dsn[0], err, errlen) < 0 || side_open(&tgt, dsn[1], err, errlen) < 0)
+        goto out;
+    int ntables = nonly, matched = 0;
+    if (nonly == 0) {
+        list = PQexec(src.c, tables_sql);
+        if (PQresultStatus(list) != PGRES_TUPLES_OK) {
+            side_fail(&src, list, "cannot list tables", err, errlen);
+            list = NULL;
+            goto out;
+        }
+        ntables = PQntuples(list);
+    }
+    for (int i = 0; i < ntables; i++) {
+        char *s = NULL, *t = NULL;
+        if (nonly) {
+            pgcdc_verify_split_name(only[i], &s, &t);
+        } else {
+            s = strdup(PQgetvalue(list, i, 0));
+            t = strdup(PQgetvalue(list, i, 1));
+        }
+        int m = s && t ? verify_table(&src, &tgt, s, t, err, errlen) : PGCDC_ERR;
+        if (!s || !t)
+            snprintf(err, errlen, "out of memory");
+        free(s);
+        free(t);
+        if (m < 0)
+            goto out;
+        matched += m;
+    }
+    char nt[16], nm[16];
+    snprintf(nt, sizeof(nt), "%d", ntables);
+    snprintf(nm, sizeof(nm), "%d", matched);
+    if (matched == ntables) {
+        pgcdc_log(PGCDC_LOG_INFO, "verify: every table matches", "tables", nt, NULL);
+        rc = PGCDC_OK;
+    } else {
+        snprintf(err, errlen, "verify: %d of %d tables differ (see the DIFF/MISSING lines)",
+                 ntables - matched, ntables);
+        rc = PGCDC_ERR;
+    }
+out:
+    PQclear(list);
+    PQfinish(src.c);
+    PQfinish(tgt.c);
+    free(dsn[0]);
+    free(dsn[1]);
+    free(only);
+    return rc;
+}
