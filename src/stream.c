@@ -1150,6 +1150,7 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
     if (cfg->metrics_listen && (rc = pgcdc_metrics_start(cfg->metrics_listen, err, errlen)) < 0)
         goto out;
     int attempt = 0;
+    uint64_t confirmed_at_failure = s->skip_upto;
     int64_t busy_since = 0;
     for (;;) {
         if (pgcdc_stop_requested) {
@@ -1191,7 +1192,6 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
         if (rc == PGCDC_OK)
             rc = start_streaming(s, err, errlen);
         if (rc == PGCDC_OK) {
-            attempt = 0;
             busy_since = 0;
             s->last_status_ms = s->last_sync_ms = s->last_recv_ms = pgcdc_mono_ms();
             s->ping_sent_ms = 0;
@@ -1226,10 +1226,17 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
             }
             break;
         }
+        /* Back off further each time until something gets confirmed again: a stream that
+         * starts but fails at once (a full disk, a rejected message) must not make the
+         * server decode the same transactions twice a second. */
+        uint64_t confirmed_now = pgcdc_txn_track_confirmed(s->track);
+        if (confirmed_now > confirmed_at_failure)
+            attempt = 0;
+        confirmed_at_failure = confirmed_now;
         int ms = backoff_ms(attempt++);
         char delay[16];
         snprintf(delay, sizeof(delay), "%dms", ms);
-        pgcdc_log(PGCDC_LOG_WARN, "disconnected; retrying", "error", err, "backoff", delay,
+        pgcdc_log(PGCDC_LOG_WARN, "stream interrupted; retrying", "error", err, "backoff", delay,
                   NULL);
         reset_after_disconnect(s);
         *err = '\0';
