@@ -21,12 +21,18 @@ one copy per contender, one contender at a time:
 
 Environment (all optional):
   BENCH_SCALE=0.1           multiply every workload size (and the latency duration)
-  BENCH_ROUNDS=N            throughput rounds (contender order rotates); best is reported
+  BENCH_ROUNDS=N            throughput rounds, 3 by default (the contender order rotates);
+                            the best round of each contender is reported, all are in the JSON
   BENCH_LAT_SECONDS, BENCH_LAT_RATE, BENCH_BIG_ROWS   override one size
   BENCH_KAFKA_OPTS="k=v k=v"   extra kafka.* settings for the pgcdc Kafka contender
-  BENCH_PGCDC=/path/pgcdc      another binary to run instead of DIR/pgcdc (A/B comparisons)
-  BENCH_KEEP=1              keep the work dir (server, outputs, logs)
+  BENCH_PGCDC=/path/pgcdc      run this binary instead of DIR/pgcdc
+  BENCH_COMPARE=/path/pgcdc    throughput also runs this second binary (file and Kafka) on
+                               the same changes: an A/B comparison within one run
+  BENCH_KEEP=1              keep the work dir (server, outputs, logs, latency samples)
   BENCH_JSON=FILE           also write every number as JSON
+
+Wall-clock numbers from a shared machine are noisy: compare ratios within one run, and
+use the decode mode's instruction counts (deterministic) to catch regressions.
 """
 
 import json
@@ -97,12 +103,35 @@ class Proc:
         self.rc = None
         self.wall = None
         self.user = self.sys = self.maxrss_kb = None
+        # Time its threads spent runnable but waiting for a CPU (schedstat), sampled: on a
+        # shared machine this tells a slow contender from a starved one.
+        self.sched = {}
+        self.sampling = threading.Event()
+        if measure:
+            threading.Thread(target=self._sample_sched, daemon=True).start()
+
+    def _sample_sched(self):
+        while not self.sampling.is_set():
+            pid = self.target_pid()
+            if pid:
+                try:
+                    for tid in os.listdir("/proc/%d/task" % pid):
+                        with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+                            run_ns, wait_ns, _ = f.read().split()
+                        self.sched[tid] = int(wait_ns)
+                except (OSError, ValueError):
+                    pass
+            self.sampling.wait(0.05)
+
+    def runq_wait(self):
+        return sum(self.sched.values()) / 1e9
 
     def wait(self, timeout=None):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             pid, status, ru = os.wait4(self.p.pid, os.WNOHANG)
             if pid:
+                self.sampling.set()
                 self.wall = time.monotonic() - self.t0
                 self.rc = os.waitstatus_to_exitcode(status)
                 self.ru = ru
@@ -353,7 +382,6 @@ class Bench:
         self.pg = None
         self.numstr = False
         self.seq = 0
-        self.trace = [] if os.environ.get("BENCH_TRACE") else None
 
     def n(self, full, env=None):
         if env and os.environ.get(env):
@@ -392,7 +420,7 @@ class Bench:
                 if line.startswith(b'{"action":"') and line[11:12] in b"IUDT":
                     changes += 1
         return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "changes": changes,
-                "walsender_cpu": wcpu, "output": out}
+                "walsender_cpu": wcpu, "runq_wait": p.runq_wait(), "output": out}
 
     def pgcdc_args(self, slot, d, sink, extra=(), binary=None):
         args = [binary or self.pgcdc, "run", "-o", "source.dsn=" + self.pg.dsn(), "-o", "source.slot=" + slot,
@@ -424,6 +452,7 @@ class Bench:
         if rc != 0:
             raise RuntimeError("pgcdc (file) exited %d: %s" % (rc, open(os.path.join(d, "log")).read()))
         return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "walsender_cpu": wcpu,
+                "runq_wait": p.runq_wait(),
                 "events": self.count_segment_events(os.path.join(d, "segments"))}
 
     def start_mock(self, d):
@@ -466,13 +495,13 @@ class Bench:
         if rc != 0:
             raise RuntimeError("pgcdc (kafka) exited %d: %s" % (rc, open(os.path.join(d, "log")).read()))
         return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "walsender_cpu": wcpu,
-                "mock_cpu": mock.cpu(), "mock_rss_mb": mock.rss_mb()}
+                "runq_wait": p.runq_wait(), "mock_cpu": mock.cpu()}
 
     # ----------------------------------------------------------------------------------
     def mode_throughput(self):
         ins, upd = self.n(500000), self.n(100000)
         dele, pgb = self.n(50000), self.n(20000)
-        rounds = int(env_float("BENCH_ROUNDS", 1))
+        rounds = int(env_float("BENCH_ROUNDS", 3))
         log("throughput: %d-row INSERT, %d-row UPDATE, %d-row DELETE, %d pgbench "
             "transactions; %d round(s)" % (ins, upd, dele, pgb, rounds))
         pg = self.pg
@@ -535,6 +564,7 @@ class Bench:
             table.append({"contender": label, "key": c, "changes": changes, "seconds": b["wall"],
                           "changes_per_s": rate, "ratio": rate / ref, "cpu_s": b["cpu"],
                           "walsender_cpu_s": b["walsender_cpu"], "rss_mb": b["rss_mb"],
+                          "runq_wait_s": b["runq_wait"],
                           "mock_cpu_s": b.get("mock_cpu"), "all_seconds": [x["wall"] for x in runs[c]]})
         self.results["throughput"] = {"sizes": {"insert": ins, "update": upd, "delete": dele,
                                                 "pgbench_tx": pgb}, "rounds": rounds,
@@ -542,12 +572,16 @@ class Bench:
         print()
         print("== throughput: %d changes (%d-row INSERT, %d UPDATE, %d DELETE, %d pgbench tx), "
               "best of %d" % (changes, ins, upd, dele, pgb, rounds))
-        print("%-34s %9s %11s %7s %9s %9s %8s" % ("contender", "seconds", "changes/s", "ratio",
-                                                 "cpu s", "wsnd cpu", "peak RSS"))
+        print("%-34s %8s %10s %6s %7s %8s %9s %9s" % ("contender", "seconds", "changes/s",
+                                                      "ratio", "cpu s", "rq wait", "wsnd cpu",
+                                                      "peak RSS"))
         for t in table:
-            print("%-34s %9.2f %11.0f %6.2fx %9.2f %9.2f %6.1f MB" % (
+            print("%-34s %8.2f %10.0f %5.2fx %7.2f %8.2f %9.2f %6.1f MB" % (
                 t["contender"], t["seconds"], t["changes_per_s"], t["ratio"], t["cpu_s"],
-                t["walsender_cpu_s"], t["rss_mb"]))
+                t["runq_wait_s"], t["walsender_cpu_s"], t["rss_mb"]))
+        print("  (cpu s: the client's user+sys; rq wait: its threads runnable but waiting for a "
+              "CPU;\n   wsnd cpu: the server's walsender, which decodes; all runs read the same "
+              "changes)")
         for t in table:
             if t["key"] == "kafka" and t["mock_cpu_s"] is not None:
                 print("  (mock cluster process, same machine: %.2f cpu s)" % t["mock_cpu_s"])
@@ -712,8 +746,6 @@ class Bench:
             pending = data[nl + 1:]
             for m in self.TS_RE.finditer(data, 0, nl + 1):
                 lat.append(now_ms - int(m.group(1)))
-            if self.trace is not None:
-                self.trace.append((now_ms, off, len(lat)))
 
     def watch_kcat(self, kcat, lat, stop):
         for line in kcat.stdout:

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "pgcdc/lsn.h"
 
 enum { ARR_COLUMNS = 0, ARR_IDENTITY = 1, ARR_PK = 2 };
 
@@ -31,13 +30,15 @@ static int fail(struct scan *s, const char *what)
     return PGCDC_ERR;
 }
 
-static void skip_ws(struct scan *s)
+static inline void skip_ws(struct scan *s)
 {
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\t' || *s->p == '\r'))
+    /* Every JSON whitespace byte is <= ' ': one compare settles the usual case. */
+    while (s->p < s->end && (unsigned char)*s->p <= ' ' &&
+           (*s->p == ' ' || *s->p == '\n' || *s->p == '\t' || *s->p == '\r'))
         s->p++;
 }
 
-static int expect(struct scan *s, char c)
+static __attribute__((noinline)) int expect_slow(struct scan *s, char c)
 {
     skip_ws(s);
     if (s->p >= s->end || *s->p != c) {
@@ -49,13 +50,73 @@ static int expect(struct scan *s, char c)
     return PGCDC_OK;
 }
 
+/* wal2json's format-version 2 has no whitespace between tokens: test the byte first. */
+static inline int expect(struct scan *s, char c)
+{
+    if (s->p < s->end && *s->p == c) {
+        s->p++;
+        return PGCDC_OK;
+    }
+    return expect_slow(s, c);
+}
+
+/* Whether the next bytes are exactly the literal (no whitespace skipped). */
+#define AT_LIT(s, lit)                                                                             \
+    ((size_t)((s)->end - (s)->p) >= sizeof(lit) - 1 && memcmp((s)->p, (lit), sizeof(lit) - 1) == 0)
+
+/*
+ * SWAR ("SIMD within a register") byte search: a 64-bit word with every byte set to c;
+ * a mask whose lowest set bit marks the first zero byte of w (higher bits may be false
+ * positives, the lowest one never is); the index of that byte on a little-endian CPU.
+ */
+#define SWAR_REP(c) (UINT64_C(0x0101010101010101) * (uint8_t)(c))
+
+static inline uint64_t swar_zero(uint64_t w)
+{
+    return (w - UINT64_C(0x0101010101010101)) & ~w & UINT64_C(0x8080808080808080);
+}
+
+static inline size_t swar_first(uint64_t m)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return (size_t)__builtin_ctzll(m) / 8;
+#else
+    return (size_t)__builtin_clzll(m) / 8;
+#endif
+}
+
 /* A JSON string starting at s->p; out spans it with its quotes. */
 static int scan_string(struct scan *s, struct pgcdc_span *out)
 {
-    skip_ws(s);
-    if (s->p >= s->end || *s->p != '"')
-        return fail(s, "expected a string");
+    if (s->p >= s->end || *s->p != '"') {
+        skip_ws(s);
+        if (s->p >= s->end || *s->p != '"')
+            return fail(s, "expected a string");
+    }
     const char *b = s->p++;
+    /* Find the first '"' or '\\' eight bytes at a time. Most strings hold neither escape
+     * nor backslash and end there; otherwise the loop below takes over from that byte
+     * (no quote lies before it, so memchr may start there). */
+    const char *p = s->p;
+    while (s->end - p >= 8) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+        uint64_t m = swar_zero(w ^ SWAR_REP('"')) | swar_zero(w ^ SWAR_REP('\\'));
+        if (m) {
+            p += swar_first(m);
+            break;
+        }
+        p += 8;
+    }
+    while (p < s->end && *p != '"' && *p != '\\')
+        p++;
+    if (p < s->end && *p == '"') {
+        s->p = p + 1;
+        out->p = b;
+        out->len = (size_t)(s->p - b);
+        return PGCDC_OK;
+    }
+    s->p = p;
     for (;;) {
         const char *q = memchr(s->p, '"', (size_t)(s->end - s->p));
         if (!q)
@@ -105,8 +166,9 @@ static int scan_value(struct scan *s, struct pgcdc_span *out)
             return fail(s, "unbalanced brackets");
     } else {
         /* number, true, false, null: up to the next delimiter */
-        while (s->p < s->end && *s->p != ',' && *s->p != '}' && *s->p != ']' && *s->p != ' ' &&
-               *s->p != '\n')
+        static const bool delim[256] = {
+            [','] = true, ['}'] = true, [']'] = true, [' '] = true, ['\n'] = true};
+        while (s->p < s->end && !delim[(unsigned char)*s->p])
             s->p++;
         if (s->p == b)
             return fail(s, "empty value");
@@ -136,11 +198,49 @@ static int span_u64(struct pgcdc_span v, uint64_t *out)
     return 0;
 }
 
+/* One hex digit's value, or -1. */
+static inline int hexdig(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20; /* 'A'-'F' -> 'a'-'f' */
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/*
+ * A quoted LSN, "16/B374D848": what pgcdc_lsn_parse accepts (1-8 hex digits, '/', 1-8 hex
+ * digits, nothing else), parsed in place; it comes three times per transaction and once
+ * per change.
+ */
 static int span_lsn(struct pgcdc_span v, uint64_t *out)
 {
     if (v.len < 2 || v.p[0] != '"')
         return -1;
-    return pgcdc_lsn_parse(v.p + 1, v.len - 2, out);
+    const char *p = v.p + 1, *e = v.p + v.len - 1;
+    uint64_t half[2] = {0, 0};
+    for (int h = 0; h < 2; h++) {
+        const char *start = p;
+        int x;
+        while (p < e && (x = hexdig(*p)) >= 0) {
+            if (p - start == 8)
+                return -1;
+            half[h] = (half[h] << 4) | (uint64_t)x;
+            p++;
+        }
+        if (p == start)
+            return -1;
+        if (h == 0) {
+            if (p >= e || *p != '/')
+                return -1;
+            p++;
+        }
+    }
+    if (p != e)
+        return -1;
+    *out = (half[0] << 32) | half[1];
+    return 0;
 }
 
 static int grow(struct pgcdc_decoder *d, int which, size_t n)
@@ -158,6 +258,45 @@ static int grow(struct pgcdc_decoder *d, int which, size_t n)
     return PGCDC_OK;
 }
 
+/*
+ * One column in the exact layout wal2json prints, {"name":"a","typeoid":23,"value":1} (pk
+ * entries without ",value"), with no whitespace. Returns 1 when it matched, 0 when the
+ * caller must read this column the general way (from the same start), PGCDC_ERR on an
+ * error the general way would report too.
+ */
+static int scan_column_fast(struct scan *s, struct pgcdc_col *c)
+{
+    if (!AT_LIT(s, "{\"name\":"))
+        return 0;
+    s->p += sizeof("{\"name\":") - 1;
+    if (s->p >= s->end || *s->p != '"')
+        return 0; /* not a string: the general way decides */
+    if (scan_string(s, &c->name) < 0)
+        return PGCDC_ERR;
+    if (!AT_LIT(s, ",\"typeoid\":"))
+        return 0;
+    s->p += sizeof(",\"typeoid\":") - 1;
+    uint64_t oid = 0;
+    const char *d0 = s->p;
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9' && s->p - d0 < 10)
+        oid = oid * 10 + (uint64_t)(*s->p++ - '0');
+    if (s->p == d0 || oid > UINT32_MAX || s->p >= s->end || (*s->p != ',' && *s->p != '}'))
+        return 0;
+    c->typeoid = (uint32_t)oid;
+    c->value = (struct pgcdc_span){NULL, 0};
+    if (*s->p == ',') {
+        if (!AT_LIT(s, ",\"value\":"))
+            return 0;
+        s->p += sizeof(",\"value\":") - 1;
+        if (scan_value(s, &c->value) < 0)
+            return PGCDC_ERR;
+        if (s->p >= s->end || *s->p != '}')
+            return 0;
+    }
+    s->p++; /* '}' */
+    return 1;
+}
+
 /* [{"name":..,"typeoid":..,"value":..}, ...] into d->cols[which]. */
 static int scan_columns(struct scan *s, struct pgcdc_decoder *d, int which, size_t *count)
 {
@@ -171,38 +310,49 @@ static int scan_columns(struct scan *s, struct pgcdc_decoder *d, int which, size
         return PGCDC_OK;
     }
     for (;;) {
-        if (grow(d, which, n + 1) < 0)
+        if (n >= d->cap[which] && grow(d, which, n + 1) < 0)
             return fail(s, "out of memory");
         struct pgcdc_col *c = &d->cols[which][n];
-        memset(c, 0, sizeof(*c));
-        if (expect(s, '{') < 0)
+        const char *start = s->p;
+        int fast = scan_column_fast(s, c);
+        if (fast < 0)
             return PGCDC_ERR;
-        for (;;) {
-            struct pgcdc_span key, val;
-            if (scan_string(s, &key) < 0 || expect(s, ':') < 0 || scan_value(s, &val) < 0)
+        if (fast == 0) {
+            s->p = start;
+            memset(c, 0, sizeof(*c));
+            if (expect(s, '{') < 0)
                 return PGCDC_ERR;
-            if (span_eq(key, "name"))
-                c->name = val;
-            else if (span_eq(key, "value"))
-                c->value = val;
-            else if (span_eq(key, "typeoid")) {
-                uint64_t oid;
-                if (span_u64(val, &oid) < 0 || oid > UINT32_MAX)
-                    return fail(s, "bad typeoid");
-                c->typeoid = (uint32_t)oid;
+            for (;;) {
+                struct pgcdc_span key, val;
+                if (scan_string(s, &key) < 0 || expect(s, ':') < 0 || scan_value(s, &val) < 0)
+                    return PGCDC_ERR;
+                if (span_eq(key, "name"))
+                    c->name = val;
+                else if (span_eq(key, "value"))
+                    c->value = val;
+                else if (span_eq(key, "typeoid")) {
+                    uint64_t oid;
+                    if (span_u64(val, &oid) < 0 || oid > UINT32_MAX)
+                        return fail(s, "bad typeoid");
+                    c->typeoid = (uint32_t)oid;
+                }
+                skip_ws(s);
+                if (s->p < s->end && *s->p == ',') {
+                    s->p++;
+                    continue;
+                }
+                if (expect(s, '}') < 0)
+                    return PGCDC_ERR;
+                break;
             }
-            skip_ws(s);
-            if (s->p < s->end && *s->p == ',') {
-                s->p++;
-                continue;
-            }
-            if (expect(s, '}') < 0)
-                return PGCDC_ERR;
-            break;
         }
         if (c->name.len == 0)
             return fail(s, "column without a name");
         n++;
+        if (s->p < s->end && *s->p == ',') {
+            s->p++;
+            continue;
+        }
         skip_ws(s);
         if (s->p < s->end && *s->p == ',') {
             s->p++;
@@ -214,6 +364,60 @@ static int scan_columns(struct scan *s, struct pgcdc_decoder *d, int which, size
     }
     *count = n;
     return PGCDC_OK;
+}
+
+/* The top-level keys we read; one switch on the length instead of a chain of compares. */
+enum key {
+    K_OTHER,
+    K_ACTION,
+    K_XID,
+    K_LSN,
+    K_NEXTLSN,
+    K_TIMESTAMP,
+    K_SCHEMA,
+    K_TABLE,
+    K_COLUMNS,
+    K_IDENTITY,
+    K_PK
+};
+
+static enum key key_of(struct pgcdc_span k)
+{
+    switch (k.len) { /* quotes included */
+    case 4:
+        return span_eq(k, "pk") ? K_PK : K_OTHER;
+    case 5:
+        return span_eq(k, "xid") ? K_XID : span_eq(k, "lsn") ? K_LSN : K_OTHER;
+    case 7:
+        return span_eq(k, "table") ? K_TABLE : K_OTHER;
+    case 8:
+        return span_eq(k, "action") ? K_ACTION : span_eq(k, "schema") ? K_SCHEMA : K_OTHER;
+    case 9:
+        return span_eq(k, "columns") ? K_COLUMNS : span_eq(k, "nextlsn") ? K_NEXTLSN : K_OTHER;
+    case 10:
+        return span_eq(k, "identity") ? K_IDENTITY : K_OTHER;
+    case 11:
+        return span_eq(k, "timestamp") ? K_TIMESTAMP : K_OTHER;
+    default:
+        return K_OTHER;
+    }
+}
+
+/* Every message of a transaction repeats its commit timestamp: parse it once. */
+static int timestamp_ms(struct pgcdc_decoder *d, const char *p, size_t n, int64_t *out)
+{
+    if (d->ts_len != 0 && n == d->ts_len && memcmp(p, d->ts_text, n) == 0) {
+        *out = d->ts_ms;
+        return 0;
+    }
+    if (pgcdc_parse_pg_timestamp(p, n, out) < 0)
+        return -1;
+    if (n <= sizeof(d->ts_text)) {
+        memcpy(d->ts_text, p, n);
+        d->ts_len = n;
+        d->ts_ms = *out;
+    }
+    return 0;
 }
 
 void pgcdc_decoder_init(struct pgcdc_decoder *d)
@@ -239,46 +443,62 @@ int pgcdc_decode(struct pgcdc_decoder *d, const char *msg, size_t len, struct pg
         struct pgcdc_span key, val;
         if (scan_string(&s, &key) < 0 || expect(&s, ':') < 0)
             return PGCDC_ERR;
-        if (span_eq(key, "columns")) {
+        enum key k = key_of(key);
+        if (k == K_COLUMNS) {
             if (scan_columns(&s, d, ARR_COLUMNS, &out->ncolumns) < 0)
                 return PGCDC_ERR;
             out->has_columns = true;
-        } else if (span_eq(key, "identity")) {
+        } else if (k == K_IDENTITY) {
             if (scan_columns(&s, d, ARR_IDENTITY, &out->nidentity) < 0)
                 return PGCDC_ERR;
             out->has_identity = true;
-        } else if (span_eq(key, "pk")) {
+        } else if (k == K_PK) {
             if (scan_columns(&s, d, ARR_PK, &out->npk) < 0)
                 return PGCDC_ERR;
         } else {
             if (scan_value(&s, &val) < 0)
                 return PGCDC_ERR;
             /* Non-transactional messages carry "xid":null and "timestamp":null. */
-            if (val.len == 4 && memcmp(val.p, "null", 4) == 0) {
-                /* absent */
-            } else if (span_eq(key, "action")) {
+            if (val.len == 4 && memcmp(val.p, "null", 4) == 0)
+                k = K_OTHER; /* absent */
+            switch (k) {
+            case K_ACTION:
                 if (val.len != 3 || val.p[0] != '"')
                     return fail(&s, "bad action");
                 out->action = (enum pgcdc_action)val.p[1];
-            } else if (span_eq(key, "xid")) {
+                break;
+            case K_XID: {
                 uint64_t x;
                 if (span_u64(val, &x) < 0 || x > UINT32_MAX)
                     return fail(&s, "bad xid");
                 out->xid = (uint32_t)x;
-            } else if (span_eq(key, "lsn")) {
+                break;
+            }
+            case K_LSN:
                 if (span_lsn(val, &out->lsn) < 0)
                     return fail(&s, "bad lsn");
-            } else if (span_eq(key, "nextlsn")) {
+                break;
+            case K_NEXTLSN:
                 if (span_lsn(val, &out->nextlsn) < 0)
                     return fail(&s, "bad nextlsn");
-            } else if (span_eq(key, "timestamp")) {
-                if (val.len < 2 || pgcdc_parse_pg_timestamp(val.p + 1, val.len - 2, &out->ts_ms) < 0)
+                break;
+            case K_TIMESTAMP:
+                if (val.len < 2 || timestamp_ms(d, val.p + 1, val.len - 2, &out->ts_ms) < 0)
                     return fail(&s, "bad timestamp");
-            } else if (span_eq(key, "schema")) {
+                break;
+            case K_SCHEMA:
                 out->schema = val;
-            } else if (span_eq(key, "table")) {
+                break;
+            case K_TABLE:
                 out->table = val;
+                break;
+            default:
+                break;
             }
+        }
+        if (s.p < s.end && *s.p == ',') {
+            s.p++;
+            continue;
         }
         skip_ws(&s);
         if (s.p < s.end && *s.p == ',') {

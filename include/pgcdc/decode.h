@@ -71,6 +71,10 @@ struct pgcdc_change {
 struct pgcdc_decoder {
     struct pgcdc_col *cols[3];
     size_t cap[3];
+    /* The last commit timestamp parsed (every change of a transaction repeats it). */
+    char ts_text[48];
+    size_t ts_len; /* 0: none */
+    int64_t ts_ms;
 };
 
 void pgcdc_decoder_init(struct pgcdc_decoder *d);
