@@ -73,8 +73,11 @@ static const struct kafka_default kafka_defaults[] = {
     {"linger.ms", "10", false},
     /* Event JSON compresses well; lz4 is cheap and every broker version reads it. */
     {"compression.codec", "lz4", false},
-    /* Bound memory under an outage: at most 64 MiB queued locally, then back-pressure. */
-    {"queue.buffering.max.kbytes", "65536", false},
+    /* Bound memory under an outage or a burst: at most 20,000 messages or 32 MiB queued
+     * locally, then back-pressure. Peak RSS stays well under 64 MB (docs/benchmarks.md);
+     * fewer queued messages cost no measurable throughput. */
+    {"queue.buffering.max.messages", "20000", false},
+    {"queue.buffering.max.kbytes", "32768", false},
 };
 
 #define KAFKA_RATELIMIT_SLOTS 16
