@@ -8,6 +8,8 @@
  */
 #include "pgcdc/decode.h"
 
+#include "pgcdc/json.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,190 +17,6 @@
 
 enum { ARR_COLUMNS = 0, ARR_IDENTITY = 1, ARR_PK = 2 };
 
-struct scan {
-    const char *p;
-    const char *end;
-    const char *start;
-    char *err;
-    size_t errlen;
-};
-
-static int fail(struct scan *s, const char *what)
-{
-    snprintf(s->err, s->errlen, "malformed wal2json message at byte %ld: %s",
-             (long)(s->p - s->start), what);
-    return PGCDC_ERR;
-}
-
-static inline void skip_ws(struct scan *s)
-{
-    /* Every JSON whitespace byte is <= ' ': one compare settles the usual case. */
-    while (s->p < s->end && (unsigned char)*s->p <= ' ' &&
-           (*s->p == ' ' || *s->p == '\n' || *s->p == '\t' || *s->p == '\r'))
-        s->p++;
-}
-
-static __attribute__((noinline)) int expect_slow(struct scan *s, char c)
-{
-    skip_ws(s);
-    if (s->p >= s->end || *s->p != c) {
-        char what[32];
-        snprintf(what, sizeof(what), "expected '%c'", c);
-        return fail(s, what);
-    }
-    s->p++;
-    return PGCDC_OK;
-}
-
-/* wal2json's format-version 2 has no whitespace between tokens: test the byte first. */
-static inline int expect(struct scan *s, char c)
-{
-    if (s->p < s->end && *s->p == c) {
-        s->p++;
-        return PGCDC_OK;
-    }
-    return expect_slow(s, c);
-}
-
-/* Whether the next bytes are exactly the literal (no whitespace skipped). */
-#define AT_LIT(s, lit)                                                                             \
-    ((size_t)((s)->end - (s)->p) >= sizeof(lit) - 1 && memcmp((s)->p, (lit), sizeof(lit) - 1) == 0)
-
-/*
- * SWAR ("SIMD within a register") byte search: a 64-bit word with every byte set to c;
- * a mask whose lowest set bit marks the first zero byte of w (higher bits may be false
- * positives, the lowest one never is); the index of that byte on a little-endian CPU.
- */
-#define SWAR_REP(c) (UINT64_C(0x0101010101010101) * (uint8_t)(c))
-
-static inline uint64_t swar_zero(uint64_t w)
-{
-    return (w - UINT64_C(0x0101010101010101)) & ~w & UINT64_C(0x8080808080808080);
-}
-
-static inline size_t swar_first(uint64_t m)
-{
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    return (size_t)__builtin_ctzll(m) / 8;
-#else
-    return (size_t)__builtin_clzll(m) / 8;
-#endif
-}
-
-/* A JSON string starting at s->p; out spans it with its quotes. */
-static int scan_string(struct scan *s, struct pgcdc_span *out)
-{
-    if (s->p >= s->end || *s->p != '"') {
-        skip_ws(s);
-        if (s->p >= s->end || *s->p != '"')
-            return fail(s, "expected a string");
-    }
-    const char *b = s->p++;
-    /* Find the first '"' or '\\' eight bytes at a time. Most strings hold neither escape
-     * nor backslash and end there; otherwise the loop below takes over from that byte
-     * (no quote lies before it, so memchr may start there). */
-    const char *p = s->p;
-    while (s->end - p >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        uint64_t m = swar_zero(w ^ SWAR_REP('"')) | swar_zero(w ^ SWAR_REP('\\'));
-        if (m) {
-            p += swar_first(m);
-            break;
-        }
-        p += 8;
-    }
-    while (p < s->end && *p != '"' && *p != '\\')
-        p++;
-    if (p < s->end && *p == '"') {
-        s->p = p + 1;
-        out->p = b;
-        out->len = (size_t)(s->p - b);
-        return PGCDC_OK;
-    }
-    s->p = p;
-    for (;;) {
-        const char *q = memchr(s->p, '"', (size_t)(s->end - s->p));
-        if (!q)
-            return fail(s, "unterminated string");
-        /* The quote is escaped when preceded by an odd run of backslashes. */
-        const char *k = q;
-        while (k > s->p && k[-1] == '\\')
-            k--;
-        s->p = q + 1;
-        if (((q - k) & 1) == 0)
-            break;
-    }
-    out->p = b;
-    out->len = (size_t)(s->p - b);
-    return PGCDC_OK;
-}
-
-/* Any JSON value; out spans exactly its bytes. */
-static int scan_value(struct scan *s, struct pgcdc_span *out)
-{
-    skip_ws(s);
-    if (s->p >= s->end)
-        return fail(s, "expected a value");
-    const char *b = s->p;
-    char c = *s->p;
-    if (c == '"')
-        return scan_string(s, out);
-    if (c == '{' || c == '[') {
-        int depth = 0;
-        while (s->p < s->end) {
-            c = *s->p;
-            if (c == '"') {
-                struct pgcdc_span tmp;
-                if (scan_string(s, &tmp) < 0)
-                    return PGCDC_ERR;
-                continue;
-            }
-            s->p++;
-            if (c == '{' || c == '[')
-                depth++;
-            else if (c == '}' || c == ']') {
-                if (--depth == 0)
-                    break;
-            }
-        }
-        if (depth != 0)
-            return fail(s, "unbalanced brackets");
-    } else {
-        /* number, true, false, null: up to the next delimiter */
-        static const bool delim[256] = {
-            [','] = true, ['}'] = true, [']'] = true, [' '] = true, ['\n'] = true};
-        while (s->p < s->end && !delim[(unsigned char)*s->p])
-            s->p++;
-        if (s->p == b)
-            return fail(s, "empty value");
-    }
-    out->p = b;
-    out->len = (size_t)(s->p - b);
-    return PGCDC_OK;
-}
-
-static int span_eq(struct pgcdc_span k, const char *lit)
-{
-    size_t n = strlen(lit);
-    return k.len == n + 2 && memcmp(k.p + 1, lit, n) == 0;
-}
-
-static int span_u64(struct pgcdc_span v, uint64_t *out)
-{
-    uint64_t x = 0;
-    if (v.len == 0 || v.len > 20)
-        return -1;
-    for (size_t i = 0; i < v.len; i++) {
-        if (v.p[i] < '0' || v.p[i] > '9')
-            return -1;
-        x = x * 10 + (uint64_t)(v.p[i] - '0');
-    }
-    *out = x;
-    return 0;
-}
-
-/* One hex digit's value, or -1. */
 static inline int hexdig(char c)
 {
     if (c >= '0' && c <= '9')
@@ -264,16 +82,16 @@ static int grow(struct pgcdc_decoder *d, int which, size_t n)
  * caller must read this column the general way (from the same start), PGCDC_ERR on an
  * error the general way would report too.
  */
-static int scan_column_fast(struct scan *s, struct pgcdc_col *c)
+static int scan_column_fast(struct pgcdc_json_scan *s, struct pgcdc_col *c)
 {
-    if (!AT_LIT(s, "{\"name\":"))
+    if (!PGCDC_JSON_AT_LIT(s, "{\"name\":"))
         return 0;
     s->p += sizeof("{\"name\":") - 1;
     if (s->p >= s->end || *s->p != '"')
         return 0; /* not a string: the general way decides */
-    if (scan_string(s, &c->name) < 0)
+    if (pgcdc_json_string(s, &c->name) < 0)
         return PGCDC_ERR;
-    if (!AT_LIT(s, ",\"typeoid\":"))
+    if (!PGCDC_JSON_AT_LIT(s, ",\"typeoid\":"))
         return 0;
     s->p += sizeof(",\"typeoid\":") - 1;
     uint64_t oid = 0;
@@ -285,10 +103,10 @@ static int scan_column_fast(struct scan *s, struct pgcdc_col *c)
     c->typeoid = (uint32_t)oid;
     c->value = (struct pgcdc_span){NULL, 0};
     if (*s->p == ',') {
-        if (!AT_LIT(s, ",\"value\":"))
+        if (!PGCDC_JSON_AT_LIT(s, ",\"value\":"))
             return 0;
         s->p += sizeof(",\"value\":") - 1;
-        if (scan_value(s, &c->value) < 0)
+        if (pgcdc_json_value(s, &c->value) < 0)
             return PGCDC_ERR;
         if (s->p >= s->end || *s->p != '}')
             return 0;
@@ -298,12 +116,12 @@ static int scan_column_fast(struct scan *s, struct pgcdc_col *c)
 }
 
 /* [{"name":..,"typeoid":..,"value":..}, ...] into d->cols[which]. */
-static int scan_columns(struct scan *s, struct pgcdc_decoder *d, int which, size_t *count)
+static int scan_columns(struct pgcdc_json_scan *s, struct pgcdc_decoder *d, int which, size_t *count)
 {
     size_t n = 0;
-    if (expect(s, '[') < 0)
+    if (pgcdc_json_expect(s, '[') < 0)
         return PGCDC_ERR;
-    skip_ws(s);
+    pgcdc_json_skip_ws(s);
     if (s->p < s->end && *s->p == ']') {
         s->p++;
         *count = 0;
@@ -311,7 +129,7 @@ static int scan_columns(struct scan *s, struct pgcdc_decoder *d, int which, size
     }
     for (;;) {
         if (n >= d->cap[which] && grow(d, which, n + 1) < 0)
-            return fail(s, "out of memory");
+            return pgcdc_json_fail(s, "out of memory");
         struct pgcdc_col *c = &d->cols[which][n];
         const char *start = s->p;
         int fast = scan_column_fast(s, c);
@@ -320,45 +138,45 @@ static int scan_columns(struct scan *s, struct pgcdc_decoder *d, int which, size
         if (fast == 0) {
             s->p = start;
             memset(c, 0, sizeof(*c));
-            if (expect(s, '{') < 0)
+            if (pgcdc_json_expect(s, '{') < 0)
                 return PGCDC_ERR;
             for (;;) {
-                struct pgcdc_span key, val;
-                if (scan_string(s, &key) < 0 || expect(s, ':') < 0 || scan_value(s, &val) < 0)
+                struct pgcdc_span key = {0}, val = {0};
+                if (pgcdc_json_string(s, &key) < 0 || pgcdc_json_expect(s, ':') < 0 || pgcdc_json_value(s, &val) < 0)
                     return PGCDC_ERR;
-                if (span_eq(key, "name"))
+                if (pgcdc_json_key_is(key, "name"))
                     c->name = val;
-                else if (span_eq(key, "value"))
+                else if (pgcdc_json_key_is(key, "value"))
                     c->value = val;
-                else if (span_eq(key, "typeoid")) {
+                else if (pgcdc_json_key_is(key, "typeoid")) {
                     uint64_t oid;
-                    if (span_u64(val, &oid) < 0 || oid > UINT32_MAX)
-                        return fail(s, "bad typeoid");
+                    if (pgcdc_json_u64(val, &oid) < 0 || oid > UINT32_MAX)
+                        return pgcdc_json_fail(s, "bad typeoid");
                     c->typeoid = (uint32_t)oid;
                 }
-                skip_ws(s);
+                pgcdc_json_skip_ws(s);
                 if (s->p < s->end && *s->p == ',') {
                     s->p++;
                     continue;
                 }
-                if (expect(s, '}') < 0)
+                if (pgcdc_json_expect(s, '}') < 0)
                     return PGCDC_ERR;
                 break;
             }
         }
         if (c->name.len == 0)
-            return fail(s, "column without a name");
+            return pgcdc_json_fail(s, "column without a name");
         n++;
         if (s->p < s->end && *s->p == ',') {
             s->p++;
             continue;
         }
-        skip_ws(s);
+        pgcdc_json_skip_ws(s);
         if (s->p < s->end && *s->p == ',') {
             s->p++;
             continue;
         }
-        if (expect(s, ']') < 0)
+        if (pgcdc_json_expect(s, ']') < 0)
             return PGCDC_ERR;
         break;
     }
@@ -385,19 +203,19 @@ static enum key key_of(struct pgcdc_span k)
 {
     switch (k.len) { /* quotes included */
     case 4:
-        return span_eq(k, "pk") ? K_PK : K_OTHER;
+        return pgcdc_json_key_is(k, "pk") ? K_PK : K_OTHER;
     case 5:
-        return span_eq(k, "xid") ? K_XID : span_eq(k, "lsn") ? K_LSN : K_OTHER;
+        return pgcdc_json_key_is(k, "xid") ? K_XID : pgcdc_json_key_is(k, "lsn") ? K_LSN : K_OTHER;
     case 7:
-        return span_eq(k, "table") ? K_TABLE : K_OTHER;
+        return pgcdc_json_key_is(k, "table") ? K_TABLE : K_OTHER;
     case 8:
-        return span_eq(k, "action") ? K_ACTION : span_eq(k, "schema") ? K_SCHEMA : K_OTHER;
+        return pgcdc_json_key_is(k, "action") ? K_ACTION : pgcdc_json_key_is(k, "schema") ? K_SCHEMA : K_OTHER;
     case 9:
-        return span_eq(k, "columns") ? K_COLUMNS : span_eq(k, "nextlsn") ? K_NEXTLSN : K_OTHER;
+        return pgcdc_json_key_is(k, "columns") ? K_COLUMNS : pgcdc_json_key_is(k, "nextlsn") ? K_NEXTLSN : K_OTHER;
     case 10:
-        return span_eq(k, "identity") ? K_IDENTITY : K_OTHER;
+        return pgcdc_json_key_is(k, "identity") ? K_IDENTITY : K_OTHER;
     case 11:
-        return span_eq(k, "timestamp") ? K_TIMESTAMP : K_OTHER;
+        return pgcdc_json_key_is(k, "timestamp") ? K_TIMESTAMP : K_OTHER;
     default:
         return K_OTHER;
     }
@@ -435,13 +253,13 @@ void pgcdc_decoder_free(struct pgcdc_decoder *d)
 int pgcdc_decode(struct pgcdc_decoder *d, const char *msg, size_t len, struct pgcdc_change *out,
                  char *err, size_t errlen)
 {
-    struct scan s = {msg, msg + len, msg, err, errlen};
+    struct pgcdc_json_scan s = {msg, msg + len, msg, "wal2json message", err, errlen};
     memset(out, 0, sizeof(*out));
-    if (expect(&s, '{') < 0)
+    if (pgcdc_json_expect(&s, '{') < 0)
         return PGCDC_ERR;
     for (;;) {
-        struct pgcdc_span key, val;
-        if (scan_string(&s, &key) < 0 || expect(&s, ':') < 0)
+        struct pgcdc_span key = {0}, val = {0};
+        if (pgcdc_json_string(&s, &key) < 0 || pgcdc_json_expect(&s, ':') < 0)
             return PGCDC_ERR;
         enum key k = key_of(key);
         if (k == K_COLUMNS) {
@@ -456,7 +274,7 @@ int pgcdc_decode(struct pgcdc_decoder *d, const char *msg, size_t len, struct pg
             if (scan_columns(&s, d, ARR_PK, &out->npk) < 0)
                 return PGCDC_ERR;
         } else {
-            if (scan_value(&s, &val) < 0)
+            if (pgcdc_json_value(&s, &val) < 0)
                 return PGCDC_ERR;
             /* Non-transactional messages carry "xid":null and "timestamp":null. */
             if (val.len == 4 && memcmp(val.p, "null", 4) == 0)
@@ -464,27 +282,27 @@ int pgcdc_decode(struct pgcdc_decoder *d, const char *msg, size_t len, struct pg
             switch (k) {
             case K_ACTION:
                 if (val.len != 3 || val.p[0] != '"')
-                    return fail(&s, "bad action");
+                    return pgcdc_json_fail(&s, "bad action");
                 out->action = (enum pgcdc_action)val.p[1];
                 break;
             case K_XID: {
                 uint64_t x;
-                if (span_u64(val, &x) < 0 || x > UINT32_MAX)
-                    return fail(&s, "bad xid");
+                if (pgcdc_json_u64(val, &x) < 0 || x > UINT32_MAX)
+                    return pgcdc_json_fail(&s, "bad xid");
                 out->xid = (uint32_t)x;
                 break;
             }
             case K_LSN:
                 if (span_lsn(val, &out->lsn) < 0)
-                    return fail(&s, "bad lsn");
+                    return pgcdc_json_fail(&s, "bad lsn");
                 break;
             case K_NEXTLSN:
                 if (span_lsn(val, &out->nextlsn) < 0)
-                    return fail(&s, "bad nextlsn");
+                    return pgcdc_json_fail(&s, "bad nextlsn");
                 break;
             case K_TIMESTAMP:
                 if (val.len < 2 || timestamp_ms(d, val.p + 1, val.len - 2, &out->ts_ms) < 0)
-                    return fail(&s, "bad timestamp");
+                    return pgcdc_json_fail(&s, "bad timestamp");
                 break;
             case K_SCHEMA:
                 out->schema = val;
@@ -500,12 +318,12 @@ int pgcdc_decode(struct pgcdc_decoder *d, const char *msg, size_t len, struct pg
             s.p++;
             continue;
         }
-        skip_ws(&s);
+        pgcdc_json_skip_ws(&s);
         if (s.p < s.end && *s.p == ',') {
             s.p++;
             continue;
         }
-        if (expect(&s, '}') < 0)
+        if (pgcdc_json_expect(&s, '}') < 0)
             return PGCDC_ERR;
         break;
     }
@@ -519,105 +337,15 @@ int pgcdc_decode(struct pgcdc_decoder *d, const char *msg, size_t len, struct pg
     case PGCDC_ACT_DELETE:
     case PGCDC_ACT_TRUNCATE:
         if (out->schema.len < 2 || out->table.len < 2)
-            return fail(&s, "change without schema or table");
+            return pgcdc_json_fail(&s, "change without schema or table");
         break;
     default:
-        return fail(&s, "unknown action");
+        return pgcdc_json_fail(&s, "unknown action");
     }
     out->columns = d->cols[ARR_COLUMNS];
     out->identity = d->cols[ARR_IDENTITY];
     out->pk = d->cols[ARR_PK];
     return PGCDC_OK;
-}
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-int pgcdc_json_unescape(struct pgcdc_span sp, char *dst, size_t dstlen)
-{
-    if (sp.len < 2 || sp.p[0] != '"' || sp.p[sp.len - 1] != '"' || dstlen == 0)
-        return -1;
-    size_t o = 0;
-    const char *p = sp.p + 1, *e = sp.p + sp.len - 1;
-    while (p < e) {
-        char c = *p++;
-        if (c == '\\') {
-            if (p >= e)
-                return -1;
-            char x = *p++;
-            switch (x) {
-            case 'n': c = '\n'; break;
-            case 't': c = '\t'; break;
-            case 'r': c = '\r'; break;
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'u': {
-                if (e - p < 4)
-                    return -1;
-                unsigned cp = 0;
-                for (int i = 0; i < 4; i++) {
-                    int h = hexval(p[i]);
-                    if (h < 0)
-                        return -1;
-                    cp = cp * 16 + (unsigned)h;
-                }
-                p += 4;
-                /* Surrogate pair: wal2json only escapes control characters, but be exact. */
-                if (cp >= 0xD800 && cp <= 0xDBFF && e - p >= 6 && p[0] == '\\' && p[1] == 'u') {
-                    unsigned lo = 0;
-                    for (int i = 0; i < 4; i++) {
-                        int h = hexval(p[2 + i]);
-                        if (h < 0)
-                            return -1;
-                        lo = lo * 16 + (unsigned)h;
-                    }
-                    p += 6;
-                    cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-                }
-                char u[4];
-                int n;
-                if (cp < 0x80) {
-                    u[0] = (char)cp;
-                    n = 1;
-                } else if (cp < 0x800) {
-                    u[0] = (char)(0xC0 | (cp >> 6));
-                    u[1] = (char)(0x80 | (cp & 0x3F));
-                    n = 2;
-                } else if (cp < 0x10000) {
-                    u[0] = (char)(0xE0 | (cp >> 12));
-                    u[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                    u[2] = (char)(0x80 | (cp & 0x3F));
-                    n = 3;
-                } else {
-                    u[0] = (char)(0xF0 | (cp >> 18));
-                    u[1] = (char)(0x80 | ((cp >> 12) & 0x3F));
-                    u[2] = (char)(0x80 | ((cp >> 6) & 0x3F));
-                    u[3] = (char)(0x80 | (cp & 0x3F));
-                    n = 4;
-                }
-                if (o + (size_t)n >= dstlen)
-                    return -1;
-                memcpy(dst + o, u, (size_t)n);
-                o += (size_t)n;
-                continue;
-            }
-            default: c = x; break; /* \" \\ \/ */
-            }
-        }
-        if (o + 1 >= dstlen)
-            return -1;
-        dst[o++] = c;
-    }
-    dst[o] = '\0';
-    return (int)o;
 }
 
 static int digits(const char **p, const char *e, int n, int *out)

@@ -33,6 +33,8 @@
  */
 #include "pgcdc/replay.h"
 
+#include "pgcdc/json.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -53,171 +55,39 @@
 #include "pgcdc/lsn.h"
 
 /* ------------------------------------------------------------------------------------ */
-/* Event lines: a scanner for the one shape event.c writes. Values stay raw tokens. */
-
-struct scan {
-    const char *p, *end, *start;
-    char *err;
-    size_t errlen;
-};
-
-static int scan_fail(struct scan *s, const char *what)
-{
-    snprintf(s->err, s->errlen, "malformed event at byte %ld: %s", (long)(s->p - s->start), what);
-    return PGCDC_ERR;
-}
-
-static void skip_ws(struct scan *s)
-{
-    while (s->p < s->end && (*s->p == ' ' || *s->p == '\n' || *s->p == '\t' || *s->p == '\r'))
-        s->p++;
-}
-
-static int expect(struct scan *s, char c)
-{
-    skip_ws(s);
-    if (s->p >= s->end || *s->p != c) {
-        char what[32];
-        snprintf(what, sizeof(what), "expected '%c'", c);
-        return scan_fail(s, what);
-    }
-    s->p++;
-    return PGCDC_OK;
-}
-
-/* Whether the next non-blank byte is c; consumes it if so. */
-static bool accept(struct scan *s, char c)
-{
-    skip_ws(s);
-    if (s->p < s->end && *s->p == c) {
-        s->p++;
-        return true;
-    }
-    return false;
-}
-
-static int scan_string(struct scan *s, struct pgcdc_span *out)
-{
-    skip_ws(s);
-    if (s->p >= s->end || *s->p != '"')
-        return scan_fail(s, "expected a string");
-    const char *b = s->p++;
-    for (;;) {
-        const char *q = memchr(s->p, '"', (size_t)(s->end - s->p));
-        if (!q)
-            return scan_fail(s, "unterminated string");
-        /* Escaped when preceded by an odd run of backslashes. */
-        const char *k = q;
-        while (k > s->p && k[-1] == '\\')
-            k--;
-        s->p = q + 1;
-        if (((q - k) & 1) == 0)
-            break;
-    }
-    out->p = b;
-    out->len = (size_t)(s->p - b);
-    return PGCDC_OK;
-}
-
-static int scan_value(struct scan *s, struct pgcdc_span *out)
-{
-    skip_ws(s);
-    if (s->p >= s->end)
-        return scan_fail(s, "expected a value");
-    const char *b = s->p;
-    char c = *s->p;
-    if (c == '"')
-        return scan_string(s, out);
-    if (c == '{' || c == '[') {
-        int depth = 0;
-        while (s->p < s->end) {
-            c = *s->p;
-            if (c == '"') {
-                struct pgcdc_span tmp;
-                if (scan_string(s, &tmp) < 0)
-                    return PGCDC_ERR;
-                continue;
-            }
-            s->p++;
-            if (c == '{' || c == '[')
-                depth++;
-            else if ((c == '}' || c == ']') && --depth == 0)
-                break;
-        }
-        if (depth != 0)
-            return scan_fail(s, "unbalanced brackets");
-    } else {
-        while (s->p < s->end && *s->p != ',' && *s->p != '}' && *s->p != ']' && *s->p != ' ' &&
-               *s->p != '\n' && *s->p != '\t' && *s->p != '\r')
-            s->p++;
-        if (s->p == b)
-            return scan_fail(s, "empty value");
-    }
-    out->p = b;
-    out->len = (size_t)(s->p - b);
-    return PGCDC_OK;
-}
-
-static bool key_is(struct pgcdc_span k, const char *lit)
-{
-    size_t n = strlen(lit);
-    return k.len == n + 2 && memcmp(k.p + 1, lit, n) == 0;
-}
-
-static bool tok_is(struct pgcdc_span v, const char *lit)
-{
-    size_t n = strlen(lit);
-    return v.len == n && memcmp(v.p, lit, n) == 0;
-}
-
-static int tok_u64(struct pgcdc_span v, uint64_t *out)
-{
-    uint64_t x = 0;
-    if (v.len == 0 || v.len > 20)
-        return -1;
-    for (size_t i = 0; i < v.len; i++) {
-        if (v.p[i] < '0' || v.p[i] > '9')
-            return -1;
-        uint64_t d = (uint64_t)(v.p[i] - '0');
-        if (x > (UINT64_MAX - d) / 10)
-            return -1;
-        x = x * 10 + d;
-    }
-    *out = x;
-    return 0;
-}
+/* Event lines, read with the raw-token scanner of json.h: values stay raw tokens. */
 
 /* A row object {"a":1,...} into p->cols[which], or null. */
-static int scan_row(struct scan *s, struct pgcdc_replay_parser *p, int which, bool *present,
+static int scan_row(struct pgcdc_json_scan *s, struct pgcdc_replay_parser *p, int which, bool *present,
                     size_t *count)
 {
-    skip_ws(s);
+    pgcdc_json_skip_ws(s);
     if (s->end - s->p >= 4 && memcmp(s->p, "null", 4) == 0) {
         s->p += 4;
         *present = false;
         *count = 0;
         return PGCDC_OK;
     }
-    if (expect(s, '{') < 0)
+    if (pgcdc_json_expect(s, '{') < 0)
         return PGCDC_ERR;
     size_t n = 0;
-    if (!accept(s, '}')) {
+    if (!pgcdc_json_accept(s, '}')) {
         for (;;) {
             if (n == p->cap[which]) {
                 size_t cap = p->cap[which] ? p->cap[which] * 2 : 16;
                 struct pgcdc_replay_col *c = realloc(p->cols[which], cap * sizeof(*c));
                 if (!c)
-                    return scan_fail(s, "out of memory");
+                    return pgcdc_json_fail(s, "out of memory");
                 p->cols[which] = c;
                 p->cap[which] = cap;
             }
             struct pgcdc_replay_col *c = &p->cols[which][n];
-            if (scan_string(s, &c->name) < 0 || expect(s, ':') < 0 || scan_value(s, &c->value) < 0)
+            if (pgcdc_json_string(s, &c->name) < 0 || pgcdc_json_expect(s, ':') < 0 || pgcdc_json_value(s, &c->value) < 0)
                 return PGCDC_ERR;
             n++;
-            if (accept(s, ','))
+            if (pgcdc_json_accept(s, ','))
                 continue;
-            if (expect(s, '}') < 0)
+            if (pgcdc_json_expect(s, '}') < 0)
                 return PGCDC_ERR;
             break;
         }
@@ -227,33 +97,33 @@ static int scan_row(struct scan *s, struct pgcdc_replay_parser *p, int which, bo
     return PGCDC_OK;
 }
 
-static int scan_source(struct scan *s, struct pgcdc_replay_event *ev, bool *have_commit)
+static int scan_source(struct pgcdc_json_scan *s, struct pgcdc_replay_event *ev, bool *have_commit)
 {
-    if (expect(s, '{') < 0)
+    if (pgcdc_json_expect(s, '{') < 0)
         return PGCDC_ERR;
-    if (accept(s, '}'))
+    if (pgcdc_json_accept(s, '}'))
         return PGCDC_OK;
     for (;;) {
-        struct pgcdc_span k, v;
-        if (scan_string(s, &k) < 0 || expect(s, ':') < 0 || scan_value(s, &v) < 0)
+        struct pgcdc_span k = {0}, v = {0};
+        if (pgcdc_json_string(s, &k) < 0 || pgcdc_json_expect(s, ':') < 0 || pgcdc_json_value(s, &v) < 0)
             return PGCDC_ERR;
-        if (key_is(k, "schema"))
+        if (pgcdc_json_key_is(k, "schema"))
             ev->schema = v;
-        else if (key_is(k, "table"))
+        else if (pgcdc_json_key_is(k, "table"))
             ev->table = v;
-        else if (key_is(k, "lsn")) {
-            if (tok_u64(v, &ev->lsn) < 0)
-                return scan_fail(s, "source.lsn is not an integer");
-        } else if (key_is(k, "commit_lsn")) {
-            if (tok_u64(v, &ev->commit_lsn) < 0)
-                return scan_fail(s, "source.commit_lsn is not an integer");
+        else if (pgcdc_json_key_is(k, "lsn")) {
+            if (pgcdc_json_u64(v, &ev->lsn) < 0)
+                return pgcdc_json_fail(s, "source.lsn is not an integer");
+        } else if (pgcdc_json_key_is(k, "commit_lsn")) {
+            if (pgcdc_json_u64(v, &ev->commit_lsn) < 0)
+                return pgcdc_json_fail(s, "source.commit_lsn is not an integer");
             *have_commit = true;
-        } else if (key_is(k, "snapshot")) {
-            ev->snapshot = tok_is(v, "\"true\"") || tok_is(v, "\"last\"");
+        } else if (pgcdc_json_key_is(k, "snapshot")) {
+            ev->snapshot = pgcdc_json_tok_is(v, "\"true\"") || pgcdc_json_tok_is(v, "\"last\"");
         }
-        if (accept(s, ','))
+        if (pgcdc_json_accept(s, ','))
             continue;
-        return expect(s, '}');
+        return pgcdc_json_expect(s, '}');
     }
 }
 
@@ -272,38 +142,38 @@ void pgcdc_replay_parser_free(struct pgcdc_replay_parser *p)
 int pgcdc_replay_parse(struct pgcdc_replay_parser *p, const char *line, size_t len,
                        struct pgcdc_replay_event *ev, char *err, size_t errlen)
 {
-    struct scan s = {line, line + len, line, err, errlen};
+    struct pgcdc_json_scan s = {line, line + len, line, "event", err, errlen};
     bool have_commit = false, have_source = false;
     memset(ev, 0, sizeof(*ev));
-    if (expect(&s, '{') < 0)
+    if (pgcdc_json_expect(&s, '{') < 0)
         return PGCDC_ERR;
-    if (!accept(&s, '}')) {
+    if (!pgcdc_json_accept(&s, '}')) {
         for (;;) {
-            struct pgcdc_span k, v;
-            if (scan_string(&s, &k) < 0 || expect(&s, ':') < 0)
+            struct pgcdc_span k = {0}, v = {0};
+            if (pgcdc_json_string(&s, &k) < 0 || pgcdc_json_expect(&s, ':') < 0)
                 return PGCDC_ERR;
-            if (key_is(k, "before")) {
+            if (pgcdc_json_key_is(k, "before")) {
                 if (scan_row(&s, p, 0, &ev->has_before, &ev->nbefore) < 0)
                     return PGCDC_ERR;
-            } else if (key_is(k, "after")) {
+            } else if (pgcdc_json_key_is(k, "after")) {
                 if (scan_row(&s, p, 1, &ev->has_after, &ev->nafter) < 0)
                     return PGCDC_ERR;
-            } else if (key_is(k, "source")) {
+            } else if (pgcdc_json_key_is(k, "source")) {
                 if (scan_source(&s, ev, &have_commit) < 0)
                     return PGCDC_ERR;
                 have_source = true;
             } else {
-                if (scan_value(&s, &v) < 0)
+                if (pgcdc_json_value(&s, &v) < 0)
                     return PGCDC_ERR;
-                if (key_is(k, "op")) {
+                if (pgcdc_json_key_is(k, "op")) {
                     if (v.len != 3 || v.p[0] != '"' || !strchr("cudrt", v.p[1]))
-                        return scan_fail(&s, "op is not one of c, u, d, r, t");
+                        return pgcdc_json_fail(&s, "op is not one of c, u, d, r, t");
                     ev->op = v.p[1];
                 }
             }
-            if (accept(&s, ','))
+            if (pgcdc_json_accept(&s, ','))
                 continue;
-            if (expect(&s, '}') < 0)
+            if (pgcdc_json_expect(&s, '}') < 0)
                 return PGCDC_ERR;
             break;
         }
@@ -311,14 +181,14 @@ int pgcdc_replay_parse(struct pgcdc_replay_parser *p, const char *line, size_t l
     ev->before = p->cols[0];
     ev->after = p->cols[1];
     if (!ev->op)
-        return scan_fail(&s, "no op");
+        return pgcdc_json_fail(&s, "no op");
     if (!have_source || !have_commit || ev->schema.len < 2 || ev->table.len < 2 ||
         ev->schema.p[0] != '"' || ev->table.p[0] != '"')
-        return scan_fail(&s, "no source.schema, source.table or source.commit_lsn");
+        return pgcdc_json_fail(&s, "no source.schema, source.table or source.commit_lsn");
     if ((ev->op == 'c' || ev->op == 'r' || ev->op == 'u') && !ev->has_after)
-        return scan_fail(&s, "insert or update without \"after\"");
+        return pgcdc_json_fail(&s, "insert or update without \"after\"");
     if (ev->op == 'd' && !ev->has_before)
-        return scan_fail(&s, "delete without \"before\"");
+        return pgcdc_json_fail(&s, "delete without \"before\"");
     return PGCDC_OK;
 }
 
@@ -343,16 +213,16 @@ int pgcdc_replay_token_text(struct pgcdc_span tok, struct pgcdc_buf *out, bool *
         return PGCDC_OK;
     }
     case 'n':
-        if (!tok_is(tok, "null"))
+        if (!pgcdc_json_tok_is(tok, "null"))
             return PGCDC_ERR;
         *is_null = true;
         return PGCDC_OK;
     case 't':
-        if (!tok_is(tok, "true"))
+        if (!pgcdc_json_tok_is(tok, "true"))
             return PGCDC_ERR;
         return pgcdc_buf_append(out, "t", 2);
     case 'f':
-        if (!tok_is(tok, "false"))
+        if (!pgcdc_json_tok_is(tok, "false"))
             return PGCDC_ERR;
         return pgcdc_buf_append(out, "f", 2);
     default:
@@ -603,7 +473,7 @@ static int key_values(const struct pgcdc_replay_table *t, const struct pgcdc_rep
             keyv[c] = find_event_col(ev->before, ev->nbefore, t, (int)c);
         if (!keyv[c] && ev->has_after)
             keyv[c] = find_event_col(ev->after, ev->nafter, t, (int)c);
-        if (!keyv[c] || tok_is(keyv[c]->value, "null")) {
+        if (!keyv[c] || pgcdc_json_tok_is(keyv[c]->value, "null")) {
             snprintf(err, errlen,
                      "the %s event for %s.%s carries no value for the target's primary-key "
                      "column \"%s\": the target's primary key must be the source's",

@@ -22,6 +22,7 @@
 #include <stdint.h>
 
 #include "pgcdc/common.h"
+#include "pgcdc/json.h" /* pgcdc_json_unescape */
 
 enum pgcdc_action {
     PGCDC_ACT_BEGIN = 'B',
@@ -87,11 +88,6 @@ void pgcdc_decoder_free(struct pgcdc_decoder *d);
 int pgcdc_decode(struct pgcdc_decoder *d, const char *msg, size_t len, struct pgcdc_change *out,
                  char *err, size_t errlen);
 
-/*
- * Unescape a raw JSON string span (quotes included) into dst as a C string.
- * Returns the length, or -1 when it does not fit in dstlen or is not a JSON string.
- */
-int pgcdc_json_unescape(struct pgcdc_span s, char *dst, size_t dstlen);
 
 /*
  * Parse wal2json's commit timestamp ("2026-11-23 17:49:06.123456+00", the ISO form
