@@ -7,6 +7,25 @@
 #include <string.h>
 #include <time.h>
 
+volatile sig_atomic_t pgcdc_stop_requested = 0;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    pgcdc_stop_requested = 1;
+}
+
+void pgcdc_install_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
 int pgcdc_buf_reserve(struct pgcdc_buf *b, size_t extra)
 {
     size_t need = b->len + extra + 1; /* +1: keep room for the NUL */

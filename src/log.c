@@ -496,3 +496,19 @@ void pgcdc_log_redact_dsn(const char *dsn, char *out, size_t outlen)
     else
         redact_kv(dsn, &o);
 }
+
+void pgcdc_log_scrub_dsn_arg(char *val)
+{
+    char red[4096];
+    size_t vlen = strlen(val);
+    pgcdc_log_redact_dsn(val, red, sizeof(red));
+    size_t rlen = strlen(red);
+    if (strcmp(red, val) == 0)
+        return;
+    if (rlen <= vlen) {
+        memcpy(val, red, rlen);
+        memset(val + rlen, ' ', vlen - rlen);
+    } else {
+        memset(val, '*', vlen);
+    }
+}

@@ -111,30 +111,16 @@ static const char verify_help[] =
 static void scrub_arg(char *arg)
 {
     char *eq = strchr(arg, '=');
-    if (!eq)
-        return;
-    size_t keylen = (size_t)(eq - arg);
     char key[128];
-    if (keylen >= sizeof(key))
+    if (!eq || (size_t)(eq - arg) >= sizeof(key))
         return;
-    for (size_t i = 0; i < keylen; i++)
+    for (size_t i = 0; i < (size_t)(eq - arg); i++)
         key[i] = (char)tolower((unsigned char)arg[i]);
-    key[keylen] = '\0';
-    char *val = eq + 1;
-    size_t vlen = strlen(val);
-    if (strcmp(key, "source.dsn") == 0) {
-        char red[4096];
-        pgcdc_log_redact_dsn(val, red, sizeof(red));
-        size_t rlen = strlen(red);
-        if (rlen <= vlen) {
-            memcpy(val, red, rlen);
-            memset(val + rlen, ' ', vlen - rlen);
-        } else {
-            memset(val, '*', vlen);
-        }
-    } else if (strstr(key, "password") || strstr(key, "secret") || strstr(key, "token")) {
-        memset(val, '*', vlen);
-    }
+    key[eq - arg] = '\0';
+    if (strcmp(key, "source.dsn") == 0)
+        pgcdc_log_scrub_dsn_arg(eq + 1); /* keep host and database visible */
+    else if (pgcdc_config_key_is_secret(key))
+        memset(eq + 1, '*', strlen(eq + 1));
 }
 
 static int load_config(struct pgcdc_config *cfg, const char *file, char **overrides, int nover,
@@ -235,7 +221,7 @@ static int command(enum command cmd, int argc, char **argv)
     if (rc == PGCDC_OK) {
         switch (cmd) {
         case CMD_RUN:
-            pgcdc_stream_install_signals();
+            pgcdc_install_stop_signals();
             rc = pgcdc_stream_run(&cfg, end_lsn, err, sizeof(err));
             break;
         case CMD_CHECK:

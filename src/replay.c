@@ -1045,7 +1045,6 @@ struct rtable {
 
 enum { R_DONE = 1, R_CAREFUL = 2 }; /* session outcomes besides errors */
 
-volatile sig_atomic_t pgcdc_replay_stop = 0;
 
 struct replay {
     const struct pgcdc_replay_opts *o;
@@ -2047,7 +2046,7 @@ static int session_start(struct replay *r, char *err, size_t errlen)
         PQclear(res);
         if (got)
             break;
-        if (pgcdc_mono_ms() > deadline || pgcdc_replay_stop) {
+        if (pgcdc_mono_ms() > deadline || pgcdc_stop_requested) {
             snprintf(err, errlen,
                      "another pgcdc replay is applying to this target database (it holds "
                      "advisory lock %s): stop it first",
@@ -2147,7 +2146,7 @@ static int session(struct replay *r, char *err, size_t errlen)
         return rc;
     int64_t since_check = 0;
     for (;;) {
-        if (pgcdc_replay_stop && !r->in_txn) {
+        if (pgcdc_stop_requested && !r->in_txn) {
             if (r->batch_open && (rc = commit_batch(r, r->txn_commit, 0, err, errlen)) < 0)
                 goto failed;
             if ((rc = finish(r, err, errlen)) < 0)
@@ -2155,7 +2154,7 @@ static int session(struct replay *r, char *err, size_t errlen)
             log_progress(r, "replay stopped by signal");
             return R_DONE;
         }
-        if (pgcdc_replay_stop && r->batch_open && ++since_check >= 256) {
+        if (pgcdc_stop_requested && r->batch_open && ++since_check >= 256) {
             /* Stopping inside a long transaction: give it up; it is applied next time. */
             log_progress(r,
                          "replay stopped by signal; the transaction in progress was rolled back");
@@ -2194,7 +2193,7 @@ static int session(struct replay *r, char *err, size_t errlen)
             log_progress(r, "replay done");
             return R_DONE;
         }
-        if (pgcdc_replay_stop)
+        if (pgcdc_stop_requested)
             continue;
         sleep_ms(r->o->poll_ms);
     }
@@ -2213,12 +2212,6 @@ failed:
     return rc;
 }
 
-static void on_signal(int sig)
-{
-    (void)sig;
-    pgcdc_replay_stop = 1;
-}
-
 int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen)
 {
     struct replay r;
@@ -2232,13 +2225,7 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
         snprintf(err, errlen, "out of memory");
         return PGCDC_ERR;
     }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    pgcdc_install_stop_signals();
 
     int rc, backoff = 500, careful_runs = 0;
     for (;;) {
@@ -2250,7 +2237,7 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
         }
         if (rc == R_CAREFUL && ++careful_runs < 1000)
             continue;
-        if (rc != PGCDC_ERR_RETRY || pgcdc_replay_stop || !r.ever_connected)
+        if (rc != PGCDC_ERR_RETRY || pgcdc_stop_requested || !r.ever_connected)
             break;
         char ms[16];
         snprintf(ms, sizeof(ms), "%d", backoff);
@@ -2283,23 +2270,6 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
 /* The command line */
 
 extern char **environ;
-
-/* Overwrite a DSN argument in place with its redacted form, so ps shows no password. */
-static void scrub_dsn_arg(char *val)
-{
-    char red[4096];
-    size_t vlen = strlen(val);
-    pgcdc_log_redact_dsn(val, red, sizeof(red));
-    size_t rlen = strlen(red);
-    if (strcmp(red, val) == 0)
-        return;
-    if (rlen <= vlen) {
-        memcpy(val, red, rlen);
-        memset(val + rlen, ' ', vlen - rlen);
-    } else {
-        memset(val, '*', vlen);
-    }
-}
 
 static int replay_setting(struct pgcdc_replay_opts *o, const char *arg, char *err, size_t errlen)
 {
@@ -2373,7 +2343,7 @@ int pgcdc_replay_command(int argc, char **argv, char *err, size_t errlen)
                 rc = PGCDC_ERR;
                 goto out;
             }
-            scrub_dsn_arg(optarg);
+            pgcdc_log_scrub_dsn_arg(optarg);
             break;
         case 'f':
             o.follow = true;

@@ -45,7 +45,6 @@
 #define DEAD_AFTER_MS 30000    /* no reply to that for this long: the connection is gone */
 #define NAME_MAX_BYTES 256
 
-volatile sig_atomic_t pgcdc_stop_requested = 0;
 
 enum loop_result { LOOP_STOP = 0, LOOP_END_REACHED = 1 };
 
@@ -103,23 +102,6 @@ struct stream {
     bool dirty; /* written since the last sync */
     uint64_t n_events, n_txns;
 };
-
-static void on_signal(int sig)
-{
-    (void)sig;
-    pgcdc_stop_requested = 1;
-}
-
-void pgcdc_stream_install_signals(void)
-{
-    struct sigaction sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sa_handler = on_signal;
-    sigemptyset(&sa.sa_mask);
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    signal(SIGPIPE, SIG_IGN);
-}
 
 /* Sleep up to ms, waking early when a stop is requested. */
 static void nap(int ms)

@@ -256,22 +256,6 @@ out:
     return rc;
 }
 
-static void scrub_dsn_arg(char *val)
-{
-    char red[4096];
-    size_t vlen = strlen(val);
-    pgcdc_log_redact_dsn(val, red, sizeof(red));
-    size_t rlen = strlen(red);
-    if (strcmp(red, val) == 0)
-        return;
-    if (rlen <= vlen) {
-        memcpy(val, red, rlen);
-        memset(val + rlen, ' ', vlen - rlen);
-    } else {
-        memset(val, '*', vlen);
-    }
-}
-
 int pgcdc_verify_command(int argc, char **argv, char *err, size_t errlen)
 {
     static const struct option longopts[] = {
@@ -301,7 +285,7 @@ int pgcdc_verify_command(int argc, char **argv, char *err, size_t errlen)
                 rc = PGCDC_ERR;
                 goto out;
             }
-            scrub_dsn_arg(optarg);
+            pgcdc_log_scrub_dsn_arg(optarg);
             break;
         }
         case 'T':

@@ -4,6 +4,7 @@
 #ifndef PGCDC_COMMON_H
 #define PGCDC_COMMON_H
 
+#include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -55,6 +56,13 @@ static inline void pgcdc_buf_reset(struct pgcdc_buf *b)
         b->data[0] = '\0';
 }
 void pgcdc_buf_free(struct pgcdc_buf *b);
+
+/*
+ * Set by SIGTERM/SIGINT once pgcdc_install_stop_signals ran (SIGPIPE is ignored too); the
+ * long-running commands (run, replay) check it in their loops.
+ */
+extern volatile sig_atomic_t pgcdc_stop_requested;
+void pgcdc_install_stop_signals(void);
 
 /* Wall clock in milliseconds / microseconds since the Unix epoch; monotonic ms for timers. */
 int64_t pgcdc_now_ms(void);

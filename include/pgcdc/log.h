@@ -27,4 +27,11 @@ void pgcdc_log_set_fd(int fd);
  */
 void pgcdc_log_redact_dsn(const char *dsn, char *out, size_t outlen);
 
+/*
+ * Rewrite a DSN given on the command line in place with its redacted form (padded with
+ * spaces; all '*' if the redacted form is longer), so that ps and /proc/PID/cmdline never
+ * show its password. Call it after the value was copied.
+ */
+void pgcdc_log_scrub_dsn_arg(char *val);
+
 #endif

@@ -10,11 +10,6 @@
 
 #include "pgcdc/config.h"
 
-/* Set by SIGTERM/SIGINT; the loop notices it within ~100 ms. */
-extern volatile sig_atomic_t pgcdc_stop_requested;
-
-void pgcdc_stream_install_signals(void);
-
 /*
  * Run until a stop is requested, or (end_lsn != 0) until every transaction ending at or
  * before end_lsn is durable and confirmed. Returns PGCDC_OK, PGCDC_ERR (exit 1) or
