@@ -1634,7 +1634,8 @@ static int shape_of(struct rtable *rt, const struct pgcdc_replay_stmt *st)
         free(sh->param_col);
         return PGCDC_ERR;
     }
-    memcpy(sh->param_col, st->param_col, (size_t)st->nparams * sizeof(int));
+    if (st->nparams > 0) /* a statement without parameters (TRUNCATE) has no array */
+        memcpy(sh->param_col, st->param_col, (size_t)st->nparams * sizeof(int));
     sh->nparams = st->nparams;
     sh->nset = st->nset;
     sh->op = st->op;

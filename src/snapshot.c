@@ -378,6 +378,11 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
     char sql[256];
     if (req->numeric_strings < 0)
         req->numeric_strings = probe_numeric_strings(c, req);
+    if (stopping()) { /* the probe was interrupted: its query is not drained */
+        snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
+        rc = PGCDC_ERR_RETRY;
+        goto out;
+    }
     numeric_strings = req->numeric_strings == 1;
     if ((rc = exec_ok(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen)) < 0)
         goto out;
