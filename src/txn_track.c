@@ -120,8 +120,11 @@ void pgcdc_txn_track_ack(struct pgcdc_txn_track *t, uint64_t handle, bool ok)
 
 void pgcdc_txn_track_ack_all(struct pgcdc_txn_track *t)
 {
+    /* Closed transactions only: rows of the open one written after this sync would
+     * otherwise find it "acknowledged" and be confirmed at its commit without a sync. */
     for (uint64_t s = t->tail; s < t->head; s++)
-        at(t, s)->pending = 0;
+        if (at(t, s)->closed)
+            at(t, s)->pending = 0;
 }
 
 void pgcdc_txn_track_commit(struct pgcdc_txn_track *t)

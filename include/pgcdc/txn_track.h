@@ -39,7 +39,8 @@ uint64_t pgcdc_txn_track_add(struct pgcdc_txn_track *t);
 /* The sink acknowledges one message (ok = delivered and durable, or failed). */
 void pgcdc_txn_track_ack(struct pgcdc_txn_track *t, uint64_t handle, bool ok);
 
-/* Everything added so far is durable (the file sink, after fsync). */
+/* Every committed transaction written so far is durable (the file sink, after fsync and
+ * checkpoint). The open transaction is not: the checkpoint ends before it. */
 void pgcdc_txn_track_ack_all(struct pgcdc_txn_track *t);
 
 /* The open transaction's commit was received. */

@@ -254,6 +254,16 @@ static void test_ack_all(void)
     CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 200);
     pgcdc_txn_track_ack_all(t);
     CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 300);
+    /* A sync lands between a transaction's last row and its commit. The checkpoint then
+     * ends before this transaction: its commit must not make it confirmable until the
+     * next sync, even though no row was added after the first one. */
+    pgcdc_txn_track_begin(t, 400);
+    pgcdc_txn_track_add(t);
+    pgcdc_txn_track_ack_all(t);
+    pgcdc_txn_track_commit(t);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 300);
+    pgcdc_txn_track_ack_all(t);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 400);
     pgcdc_txn_track_free(t);
 }
 
