@@ -60,6 +60,10 @@ struct file_sink {
     uint64_t written;            /* bytes of the segment on disk (write(2) done) */
     struct pgcdc_buf wbuf;       /* bytes not yet written */
     bool unsynced;               /* written since the last fdatasync */
+    /* A write or fsync failed: what the file holds past the checkpoint is unknown (a
+     * partial write; pages an fsync error already marked clean, which a second fsync
+     * would report as durable). Nothing more is synced until file_rewind cuts it back. */
+    bool poisoned;
 
     uint64_t commit_off;         /* segment length at the end of the last transaction */
     uint64_t commit_end;         /* end LSN of the last transaction seen */
@@ -99,8 +103,10 @@ static int drain_buffer(struct file_sink *f, char *err, size_t errlen)
 {
     if (f->wbuf.len == 0)
         return PGCDC_OK;
-    if (write_all(f->fd, f->wbuf.data, f->wbuf.len) < 0)
+    if (write_all(f->fd, f->wbuf.data, f->wbuf.len) < 0) {
+        f->poisoned = true;
         return sys_fail(err, errlen, "cannot write segment", f->seg);
+    }
     f->written += f->wbuf.len;
     f->unsynced = true;
     pgcdc_buf_reset(&f->wbuf);
@@ -166,12 +172,19 @@ static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
 {
     struct file_sink *f = (struct file_sink *)s;
     int rc;
+    if (f->poisoned) {
+        snprintf(err, errlen, "segment %s failed a write or fsync: cutting it back to the "
+                 "checkpoint before going on", f->seg);
+        return PGCDC_ERR_RETRY;
+    }
     if (f->fd >= 0) {
         if ((rc = drain_buffer(f, err, errlen)) < 0)
             return rc;
         if (f->unsynced) {
-            if (fdatasync(f->fd) < 0)
+            if (fdatasync(f->fd) < 0) {
+                f->poisoned = true;
                 return sys_fail(err, errlen, "cannot fsync segment", f->seg);
+            }
             f->unsynced = false;
         }
         if (f->seg_new) {
@@ -244,6 +257,10 @@ static int file_write(struct pgcdc_sink *s, const struct pgcdc_record *r, char *
 {
     struct file_sink *f = (struct file_sink *)s;
     int rc;
+    if (f->poisoned) {
+        snprintf(err, errlen, "segment %s failed a write or fsync earlier", f->seg);
+        return PGCDC_ERR_RETRY;
+    }
     if (f->fd < 0 && (rc = open_segment(f, err, errlen)) < 0)
         return rc;
     if (pgcdc_buf_reserve(&f->wbuf, r->value_len + 1) < 0) {
@@ -292,7 +309,10 @@ static int file_rewind(struct pgcdc_sink *s, char *err, size_t errlen)
     pgcdc_buf_reset(&f->wbuf);
     if (f->fd >= 0) {
         if (strcmp(f->seg, f->ck_seg) == 0) {
-            if (ftruncate(f->fd, (off_t)f->ck_off) < 0 || fdatasync(f->fd) < 0)
+            /* A fresh descriptor: no writeback error of the old one carries over. */
+            close(f->fd);
+            f->fd = openat(f->dirfd, f->seg, O_WRONLY | O_APPEND | O_CLOEXEC);
+            if (f->fd < 0 || ftruncate(f->fd, (off_t)f->ck_off) < 0 || fdatasync(f->fd) < 0)
                 return sys_fail(err, errlen, "cannot truncate segment", f->seg);
             f->written = f->commit_off = f->ck_off;
             f->unsynced = false;
@@ -305,6 +325,7 @@ static int file_rewind(struct pgcdc_sink *s, char *err, size_t errlen)
         }
     }
     f->commit_end = f->ck_lsn;
+    f->poisoned = false;
     return PGCDC_OK;
 }
 
@@ -422,6 +443,17 @@ static int recover(struct file_sink *f, bool have_ckpt, char *err, size_t errlen
         }
         if (strcmp(n, f->ck_seg) == 0) {
             f->fd = openat(f->dirfd, n, O_WRONLY | O_APPEND | O_CLOEXEC);
+            struct stat st;
+            if (f->fd >= 0 && fstat(f->fd, &st) == 0 && (uint64_t)st.st_size < f->ck_off) {
+                /* ftruncate would pad with zeros and call it data. */
+                snprintf(err, errlen,
+                         "segment %s is %lld bytes, shorter than the %" PRIu64 " its checkpoint "
+                         "records: the disk lost data pgcdc had fsync'd; restore the segment, "
+                         "or start over with a new slot",
+                         n, (long long)st.st_size, f->ck_off);
+                rc = PGCDC_ERR;
+                break;
+            }
             if (f->fd < 0 || ftruncate(f->fd, (off_t)f->ck_off) < 0 || fsync(f->fd) < 0) {
                 rc = sys_fail(err, errlen, "cannot recover segment", n);
                 break;
