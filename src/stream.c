@@ -210,6 +210,8 @@ static int sink_write(struct stream *s, const struct pgcdc_record *r, char *err,
                 pgcdc_metrics_event(r->op, r->value_len);
             return rc;
         }
+        if (pgcdc_stop_requested)
+            return PGCDC_STOP; /* finish() makes durable what can be, within 10 s */
         if ((rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0)
             return rc;
         if ((rc = send_status(s, false, err, errlen)) < 0)
@@ -434,6 +436,8 @@ static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *
         s->ectx.commit_lsn = ch->lsn;
         s->ectx.commit_ts_ms = ch->ts_ms;
         while ((rc = pgcdc_txn_track_begin(s->track, ch->nextlsn)) == PGCDC_AGAIN) {
+            if (pgcdc_stop_requested)
+                return PGCDC_STOP;
             /* The ring is full: make what was written durable (the file sink acknowledges
              * only when it syncs), then wait for acknowledgements (Kafka). */
             if ((rc = sink_sync(s, err, errlen)) < 0 ||
@@ -844,7 +848,7 @@ static int take_snapshot(struct stream *s, char *err, size_t errlen)
     s->ectx.snapshot = "true";
     int64_t started = pgcdc_mono_ms();
     while ((rc = pgcdc_txn_track_begin(s->track, consistent)) == PGCDC_AGAIN)
-        if ((rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0)
+        if (pgcdc_stop_requested || (rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0)
             goto out;
     if ((rc = s->sink->ops->begin(s->sink, &s->txn, err, errlen)) < 0)
         goto out;
@@ -928,6 +932,8 @@ static int loop(struct stream *s, char *err, size_t errlen)
             if (msg.data_start > atomic_load(&pgcdc_metrics.server_wal_end))
                 atomic_store(&pgcdc_metrics.server_wal_end, msg.data_start);
             rc = handle_change(s, &ch, err, errlen);
+            if (rc == PGCDC_STOP)
+                return LOOP_STOP;
             if (rc < 0)
                 return rc;
             if (rc == LOOP_END_REACHED)
@@ -1194,7 +1200,8 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
                 rc = PGCDC_ERR_RETRY;
             }
         }
-        if (rc == PGCDC_ERR_RETRY && pgcdc_stop_requested) {
+        if ((rc == PGCDC_ERR_RETRY || rc == PGCDC_STOP || rc == PGCDC_AGAIN) &&
+            pgcdc_stop_requested) {
             pgcdc_log(PGCDC_LOG_INFO, "stopped", "detail", err, NULL);
             rc = PGCDC_OK;
             break;

@@ -17,6 +17,7 @@
 #define PGCDC_ERR_CONFIG -3 /* usage or configuration error: exit 2 */
 #define PGCDC_AGAIN -4     /* back-pressure: poll the sink, then offer the same item again */
 #define PGCDC_ERR_BUSY -5  /* held by another process (the slot): retry for a bounded time */
+#define PGCDC_STOP -6      /* a stop was requested while waiting (back-pressure): wind down */
 
 /* Exit codes of SPEC.md. */
 #define PGCDC_EXIT_OK 0

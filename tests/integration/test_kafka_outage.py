@@ -40,6 +40,9 @@ def test_broker_outage(cluster, make_pgcdc, kafka, writers, name):
     kh.slot_create(cluster, name)
     settings = kh.kafka_settings(kafka, prefix)
     settings["kafka.reconnect.backoff.max.ms"] = "500"
+    # A tiny local queue: every outage below reaches back-pressure (write returns AGAIN
+    # and the worker stops reading from PostgreSQL) within a fraction of a second.
+    settings["kafka.queue.buffering.max.messages"] = "50"
     p = make_pgcdc(settings=settings)
     p.start()
     w = harness.Writer(cluster, prefix=wp, pause=0.004)
@@ -75,8 +78,9 @@ def test_broker_outage(cluster, make_pgcdc, kafka, writers, name):
     w.wait_txns(len(w.expected()) + 100)
     cluster.wait_confirmed(name, cluster.current_lsn(), timeout=60)
 
-    # Outage 3, ended by SIGTERM: still a clean stop (exit 0 within 10 s) whose final
-    # status confirms only what the brokers acknowledged before they went away.
+    # Outage 3, ended by SIGTERM while the worker is held in back-pressure: still a clean
+    # stop (exit 0 within 10 s) whose final status confirms only what the brokers
+    # acknowledged before they went away.
     kafka.down()
     time.sleep(2)
     c_term = cluster.confirmed_flush(name)
