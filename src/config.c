@@ -21,6 +21,8 @@
 
 #include "pgcdc/common.h"
 #include "pgcdc/config.h"
+
+#include <libpq-fe.h>
 #include "pgcdc/log.h"
 
 #define EXAMPLE_HINT "see config/pgcdc.conf.example for the valid keys"
@@ -831,15 +833,15 @@ static void dsn_hosts(const char *dsn, char *out, size_t outlen)
     } while (0)
     if (strncmp(dsn, "postgresql://", 13) == 0 || strncmp(dsn, "postgres://", 11) == 0) {
         const char *rest = strstr(dsn, "://") + 3;
-        const char *q = strchr(rest, '?');
-        const char *end = q ? q : rest + strlen(rest);
-        const char *at = NULL, *hend;
+        const char *at = rest, *hend, *q;
 
-        for (p = rest; p < end; p++)
-            if (*p == '@')
-                at = p;
-        if (at != NULL)
+        /* As libpq reads it: user info runs to the first '@' before any '/' (a '?' in a
+         * password belongs to the password). */
+        while (*at && *at != '@' && *at != '/')
+            at++;
+        if (*at == '@')
             rest = at + 1;
+        q = strchr(rest, '?');
         hend = rest + strcspn(rest, "/?");
         for (p = rest; p < hend; p++)
             PUT(*p);
@@ -899,6 +901,24 @@ static void dsn_hosts(const char *dsn, char *out, size_t outlen)
 #undef PUT
 }
 
+int pgcdc_config_check_dsn(const char *what, const char *dsn, char *err, size_t errlen)
+{
+    char *msg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(dsn, &msg);
+    /* libpq's message quotes the part it could not read, which may be the password. */
+    PQfreemem(msg);
+    if (opts == NULL) {
+        seterr(err, errlen,
+               "%s cannot be parsed as a libpq connection string (not shown: it may hold a "
+               "password): check the URI or key=value syntax; in a URI, percent-encode "
+               "special characters of the password (%% as %%25, @ as %%40)",
+               what);
+        return PGCDC_ERR_CONFIG;
+    }
+    PQconninfoFree(opts);
+    return PGCDC_OK;
+}
+
 int pgcdc_config_validate(struct pgcdc_config *c, char *err, size_t errlen)
 {
     char hosts[512];
@@ -909,6 +929,8 @@ int pgcdc_config_validate(struct pgcdc_config *c, char *err, size_t errlen)
                "PGCDC_SOURCE_DSN or in the -c file");
         return PGCDC_ERR_CONFIG;
     }
+    if (pgcdc_config_check_dsn("source.dsn", c->source_dsn, err, errlen) < 0)
+        return PGCDC_ERR_CONFIG;
     dsn_hosts(c->source_dsn, hosts, sizeof hosts);
     for (char *h = hosts; *h;) {
         size_t n = strcspn(h, ",");

@@ -377,13 +377,12 @@ static bool is_space(char c)
 static void redact_uri(const char *dsn, size_t prefix, struct rout *o)
 {
     const char *rest = dsn + prefix;
-    const char *q = strchr(rest, '?');
+    /* Everything up to the last '@' is treated as user info: a password may hold '?', '/'
+     * or '@' (unencoded, libpq would misread it, but it must not be logged either). An '@'
+     * in a query parameter makes us hide more than needed, never less. */
+    const char *at = strrchr(rest, '@');
+    const char *q = strchr(at ? at : rest, '?');
     const char *end = q ? q : rest + strlen(rest);
-    const char *at = NULL;
-
-    for (const char *p = rest; p < end; p++)
-        if (*p == '@')
-            at = p;
     rput(o, dsn, prefix);
     if (at != NULL) {
         const char *colon = memchr(rest, ':', (size_t)(at - rest));

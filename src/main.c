@@ -197,9 +197,12 @@ static int command(enum command cmd, int argc, char **argv)
     if (optind < argc || (cmd == CMD_SLOT && !action)) {
         if (cmd == CMD_SLOT && !action)
             snprintf(err, sizeof(err), "pgcdc slot needs an action: create, drop or status");
-        else
+        else {
+            char shown[512]; /* it may be a misplaced DSN */
+            pgcdc_log_redact_dsn(argv[optind], shown, sizeof(shown));
             snprintf(err, sizeof(err), "unexpected argument \"%s\": settings go in -o KEY=VALUE",
-                     argv[optind]);
+                     shown);
+        }
         free(over);
         return fail(PGCDC_ERR_CONFIG, err);
     }

@@ -2359,17 +2359,22 @@ int pgcdc_replay_command(int argc, char **argv, char *err, size_t errlen)
             if (rc < 0)
                 goto out;
             break;
-        default:
+        default: {
+            char shown[512]; /* --targt=postgres://u:secret@... must not be echoed */
+            pgcdc_log_redact_dsn(argv[optind - 1], shown, sizeof(shown));
             snprintf(err, errlen, "unknown or incomplete option \"%s\": see pgcdc replay --help",
-                     argv[optind - 1]);
+                     shown);
             rc = PGCDC_ERR_CONFIG;
             goto out;
+        }
         }
     }
     pgcdc_log_setup(cfg.log_level, cfg.log_format);
     rc = PGCDC_ERR_CONFIG;
     if (optind < argc) {
-        snprintf(err, errlen, "unexpected argument \"%s\": see pgcdc replay --help", argv[optind]);
+        char shown[512]; /* it may be a misplaced DSN */
+        pgcdc_log_redact_dsn(argv[optind], shown, sizeof(shown));
+        snprintf(err, errlen, "unexpected argument \"%s\": see pgcdc replay --help", shown);
         goto out;
     }
     if (!o.input || !target) {
@@ -2392,6 +2397,8 @@ int pgcdc_replay_command(int argc, char **argv, char *err, size_t errlen)
                  errno ? ": " : "", errno ? strerror(errno) : "");
         goto out;
     }
+    if ((rc = pgcdc_config_check_dsn("--target", target, err, errlen)) < 0)
+        goto out;
     o.target = target;
     rc = pgcdc_replay_run(&o, err, errlen);
 out:

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "pgcdc/common.h"
+#include "pgcdc/config.h"
 #include "pgcdc/log.h"
 #include "pgcdc/replay.h"
 
@@ -291,14 +292,19 @@ int pgcdc_verify_command(int argc, char **argv, char *err, size_t errlen)
         case 'T':
             only[nonly++] = optarg;
             break;
-        default:
+        default: {
+            char shown[512]; /* --targt=postgres://u:secret@... must not be echoed */
+            pgcdc_log_redact_dsn(argv[optind - 1], shown, sizeof(shown));
             snprintf(err, errlen, "unknown or incomplete option \"%s\": see pgcdc verify --help",
-                     argv[optind - 1]);
+                     shown);
             goto out;
+        }
         }
     }
     if (optind < argc) {
-        snprintf(err, errlen, "unexpected argument \"%s\": see pgcdc verify --help", argv[optind]);
+        char shown[512]; /* it may be a misplaced DSN */
+        pgcdc_log_redact_dsn(argv[optind], shown, sizeof(shown));
+        snprintf(err, errlen, "unexpected argument \"%s\": see pgcdc verify --help", shown);
         goto out;
     }
     if (!dsn[0] || !dsn[1]) {
@@ -314,6 +320,9 @@ int pgcdc_verify_command(int argc, char **argv, char *err, size_t errlen)
         free(s);
         free(t);
     }
+    if (pgcdc_config_check_dsn("--source", dsn[0], err, errlen) < 0 ||
+        pgcdc_config_check_dsn("--target", dsn[1], err, errlen) < 0)
+        goto out;
     rc = PGCDC_ERR;
     if (side_open(&src, dsn[0], err, errlen) < 0 || side_open(&tgt, dsn[1], err, errlen) < 0)
         goto out;

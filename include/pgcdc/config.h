@@ -65,6 +65,12 @@ int pgcdc_config_load_env(struct pgcdc_config *c, char **envp, char *err, size_t
 /* Apply "KEY=VALUE" as given to -o. */
 int pgcdc_config_set_arg(struct pgcdc_config *c, const char *arg, char *err, size_t errlen);
 
+/*
+ * Whether dsn parses as a libpq connection string. If not, PGCDC_ERR_CONFIG with a message
+ * naming `what` that never quotes the DSN (libpq's own message may quote the password).
+ */
+int pgcdc_config_check_dsn(const char *what, const char *dsn, char *err, size_t errlen);
+
 /* Checks that need every key: source.dsn present, not a Neon -pooler host, etc. */
 int pgcdc_config_validate(struct pgcdc_config *c, char *err, size_t errlen);
 

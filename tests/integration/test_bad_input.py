@@ -286,3 +286,16 @@ def test_server_unreachable_retries(make_pgcdc):
     rc = p.stop(timeout=10)
     assert rc == 0, "SIGTERM while backing off: exit %s after %.1fs\n%s" % (
         rc, time.monotonic() - t, p.describe())
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://app:50%off@127.0.0.1/db",   # libpq: invalid percent-encoded token "50%off"
+    "host=127.0.0.1 password:hunter2off",      # libpq: missing "=" after "password:hunter2off"
+])
+def test_unparseable_dsn_never_echoes_it(make_pgcdc, dsn):
+    """libpq's own parse error quotes the fragment it could not read, which can be the
+    password; pgcdc must refuse the DSN (exit 2, no retry loop) without quoting it."""
+    p = make_pgcdc(opts={"source.dsn": dsn})
+    rc, _ = run_fail(p)
+    assert rc == 2, p.describe()
+    assert_one_error(p, "source.dsn", "cannot be parsed", secrets=("50%off", "hunter2off"))

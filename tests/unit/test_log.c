@@ -166,6 +166,10 @@ static void test_redact(void)
     check_redact("postgres://:pw@host/db", "postgres://:****@host/db");
     /* An unencoded '@' or '/' in the password still hides all of it. */
     check_redact("postgres://u:p@ss/w@rd@host/db", "postgres://u:****@host/db");
+    /* A '?' in the password is not the start of the query string. */
+    check_redact("postgresql://app:ab?cd@host/db", "postgresql://app:****@host/db");
+    check_redact("postgresql://app:ab?cd@host/db?sslmode=require&password=x",
+                 "postgresql://app:****@host/db?sslmode=require&password=****");
     check_redact("postgres://u:p%40ss@host/db?sslpassword=k&application_name=a",
                  "postgres://u:****@host/db?sslpassword=****&application_name=a");
     check_redact("postgres://h/db?PASSWORD=x", "postgres://h/db?PASSWORD=****");
