@@ -358,6 +358,35 @@ static int probe_numeric_strings(PGconn *c, const struct pgcdc_snapshot_req *req
     return known ? ok : -1;
 }
 
+/*
+ * PQconnectdbParams that a stop request interrupts: a server that stops answering during
+ * the handshake must not keep SIGTERM waiting. Returns the connection in whatever state it
+ * reached (NULL only on ENOMEM).
+ */
+static PGconn *connect_interruptible(const char *const *keys, const char *const *vals)
+{
+    PGconn *c = PQconnectStartParams(keys, vals, 1);
+    if (!c || PQstatus(c) == CONNECTION_BAD)
+        return c;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && !stopping()) {
+        int fd = PQsocket(c);
+        if (fd < 0)
+            break;
+        fd_set fds;
+        FD_ZERO(&fds);
+        FD_SET(fd, &fds);
+        struct timeval tv = {0, 100000};
+        int n = st == PGRES_POLLING_READING ? select(fd + 1, &fds, NULL, NULL, &tv)
+                                            : select(fd + 1, NULL, &fds, NULL, &tv);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0)
+            st = PQconnectPoll(c);
+    }
+    return c;
+}
+
 int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config *cfg,
                        pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *stats,
                        char *err, size_t errlen)
@@ -366,7 +395,12 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
     const char *vals[] = {req->dsn, "pgcdc-snapshot", NULL};
     memset(stats, 0, sizeof(*stats));
     stop_flag = req->stop;
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    PGconn *c = connect_interruptible(keys, vals);
+    if (stopping()) {
+        PQfinish(c);
+        snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
+        return PGCDC_ERR_RETRY;
+    }
     if (!c || PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "snapshot: cannot connect: %s", c ? PQerrorMessage(c) : "");
         one_line(err);
