@@ -17,16 +17,6 @@
 
 enum { ARR_COLUMNS = 0, ARR_IDENTITY = 1, ARR_PK = 2 };
 
-static inline int hexdig(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    c |= 0x20; /* 'A'-'F' -> 'a'-'f' */
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return -1;
-}
-
 /*
  * A quoted LSN, "16/B374D848": what pgcdc_lsn_parse accepts (1-8 hex digits, '/', 1-8 hex
  * digits, nothing else), parsed in place; it comes three times per transaction and once
@@ -41,7 +31,7 @@ static int span_lsn(struct pgcdc_span v, uint64_t *out)
     for (int h = 0; h < 2; h++) {
         const char *start = p;
         int x;
-        while (p < e && (x = hexdig(*p)) >= 0) {
+        while (p < e && (x = pgcdc_hex_digit(*p)) >= 0) {
             if (p - start == 8)
                 return -1;
             half[h] = (half[h] << 4) | (uint64_t)x;

@@ -66,16 +66,6 @@ int pgcdc_json_value(struct pgcdc_json_scan *s, struct pgcdc_span *out)
     return PGCDC_OK;
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 int pgcdc_json_unescape(struct pgcdc_span sp, char *dst, size_t dstlen)
 {
     if (sp.len < 2 || sp.p[0] != '"' || sp.p[sp.len - 1] != '"' || dstlen == 0)
@@ -99,7 +89,7 @@ int pgcdc_json_unescape(struct pgcdc_span sp, char *dst, size_t dstlen)
                     return -1;
                 unsigned cp = 0;
                 for (int i = 0; i < 4; i++) {
-                    int h = hexval(p[i]);
+                    int h = pgcdc_hex_digit(p[i]);
                     if (h < 0)
                         return -1;
                     cp = cp * 16 + (unsigned)h;
@@ -109,7 +99,7 @@ int pgcdc_json_unescape(struct pgcdc_span sp, char *dst, size_t dstlen)
                 if (cp >= 0xD800 && cp <= 0xDBFF && e - p >= 6 && p[0] == '\\' && p[1] == 'u') {
                     unsigned lo = 0;
                     for (int i = 0; i < 4; i++) {
-                        int h = hexval(p[2 + i]);
+                        int h = pgcdc_hex_digit(p[2 + i]);
                         if (h < 0)
                             return -1;
                         lo = lo * 16 + (unsigned)h;

@@ -9,17 +9,7 @@
 #include <string.h>
 
 #include "pgcdc/lsn.h"
-
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
+#include "pgcdc/common.h"
 
 /* Read 1-8 hex digits from s[*i..len) into *half; leaves *i after the last digit. */
 static int parse_half(const char *s, size_t len, size_t *i, uint32_t *half)
@@ -27,10 +17,10 @@ static int parse_half(const char *s, size_t len, size_t *i, uint32_t *half)
     uint32_t v = 0;
     size_t start = *i;
 
-    while (*i < len && hexval(s[*i]) >= 0) {
+    while (*i < len && pgcdc_hex_digit(s[*i]) >= 0) {
         if (*i - start == 8)
             return -1;
-        v = (v << 4) | (uint32_t)hexval(s[*i]);
+        v = (v << 4) | (uint32_t)pgcdc_hex_digit(s[*i]);
         (*i)++;
     }
     if (*i == start)

@@ -65,6 +65,17 @@ void pgcdc_buf_free(struct pgcdc_buf *b);
 extern volatile sig_atomic_t pgcdc_stop_requested;
 void pgcdc_install_stop_signals(void);
 
+/* The value of one hex digit, or -1. */
+static inline int pgcdc_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c |= 0x20; /* 'A'-'F' -> 'a'-'f' */
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
 /* Wall clock in milliseconds / microseconds since the Unix epoch; monotonic ms for timers. */
 int64_t pgcdc_now_ms(void);
 int64_t pgcdc_now_us(void);
