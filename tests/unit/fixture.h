@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "pgcdc/common.h"
+
 struct fixture {
     char **line; /* each exactly as recorded, without the newline, in its own allocation */
     size_t *len;
@@ -87,6 +89,19 @@ static inline const char *fixture_field(const char *line, size_t len, const char
     memcpy(out, p, n);
     out[n] = '\0';
     return out;
+}
+
+/* A span as a C string, for CHECK_STR_EQ (static storage, 4 in rotation). */
+static inline const char *S(struct pgcdc_span sp)
+{
+    static char bufs[4][8192];
+    static int k;
+    char *b = bufs[k++ % 4];
+    size_t n = sp.len < 8191 ? sp.len : 8191;
+
+    memcpy(b, sp.p ? sp.p : "", n);
+    b[n] = '\0';
+    return b;
 }
 
 #endif

@@ -21,19 +21,6 @@ static const char *const all_fixtures[] = {
 
 static char err[512];
 
-/* A span as a C string, for CHECK_STR_EQ (static storage, 4 in rotation). */
-static const char *S(struct pgcdc_span sp)
-{
-    static char bufs[4][8192];
-    static int k;
-    char *b = bufs[k++ % 4];
-    size_t n = sp.len < 8191 ? sp.len : 8191;
-
-    memcpy(b, sp.p ? sp.p : "", n);
-    b[n] = '\0';
-    return b;
-}
-
 /* Column by name (name given without quotes); NULL when absent. */
 static const struct pgcdc_col *col(const struct pgcdc_col *cols, size_t n, const char *name)
 {

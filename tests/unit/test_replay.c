@@ -18,17 +18,6 @@
 
 static char err[1024];
 
-static const char *S(struct pgcdc_span sp)
-{
-    static char bufs[4][8192];
-    static int k;
-    char *b = bufs[k++ % 4];
-    size_t n = sp.len < 8191 ? sp.len : 8191;
-    memcpy(b, sp.p ? sp.p : "", n);
-    b[n] = '\0';
-    return b;
-}
-
 /* token -> text, as a C string ("(null)" for SQL NULL, "(error)" when rejected). */
 static const char *T(const char *tok)
 {
