@@ -418,25 +418,35 @@ static int check_topic(const char *v)
 }
 
 /* Each comma-separated entry must be non-empty "schema.table" (with '*' allowed). */
+/*
+ * Step through a comma-separated list: *entry and *len get the next entry with surrounding
+ * blanks trimmed (possibly empty). Returns false once the list is exhausted.
+ */
+static bool next_entry(const char **cursor, const char **entry, size_t *len)
+{
+    const char *p = *cursor;
+    if (p == NULL)
+        return false;
+    const char *comma = strchr(p, ',');
+    const char *s = p, *e = comma ? comma : p + strlen(p);
+    while (s < e && isspace((unsigned char)*s))
+        s++;
+    while (e > s && isspace((unsigned char)e[-1]))
+        e--;
+    *entry = s;
+    *len = (size_t)(e - s);
+    *cursor = comma ? comma + 1 : NULL;
+    return true;
+}
+
 static int check_patterns(const char *v)
 {
-    const char *p = v;
-
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        const char *end = comma ? comma : p + strlen(p);
-        const char *s = p, *e = end;
-
-        while (s < e && isspace((unsigned char)*s))
-            s++;
-        while (e > s && isspace((unsigned char)e[-1]))
-            e--;
-        if (s == e || memchr(s, '.', (size_t)(e - s)) == NULL)
+    const char *s;
+    size_t n;
+    for (const char *cur = v; next_entry(&cur, &s, &n);)
+        if (n == 0 || memchr(s, '.', n) == NULL)
             return -1;
-        if (comma == NULL)
-            return 0;
-        p = comma + 1;
-    }
+    return 0;
 }
 
 static int set_kafka(struct pgcdc_config *c, const char *key, const char *value, char *err,
@@ -997,23 +1007,12 @@ static bool glob_match(const char *pat, size_t plen, const char *s)
 
 static bool list_matches(const char *list, const char *name)
 {
-    const char *p = list;
-
-    for (;;) {
-        const char *comma = strchr(p, ',');
-        const char *end = comma ? comma : p + strlen(p);
-        const char *s = p, *e = end;
-
-        while (s < e && isspace((unsigned char)*s))
-            s++;
-        while (e > s && isspace((unsigned char)e[-1]))
-            e--;
-        if (e > s && glob_match(s, (size_t)(e - s), name))
+    const char *s;
+    size_t n;
+    for (const char *cur = list; next_entry(&cur, &s, &n);)
+        if (n > 0 && glob_match(s, n, name))
             return true;
-        if (comma == NULL)
-            return false;
-        p = comma + 1;
-    }
+    return false;
 }
 
 bool pgcdc_config_table_selected(const struct pgcdc_config *c, const char *schema,
