@@ -511,3 +511,13 @@ void pgcdc_log_scrub_dsn_arg(char *val)
         memset(val, '*', vlen);
     }
 }
+
+void pgcdc_log_one_line(char *s)
+{
+    for (char *p = s; *p; p++)
+        if (*p == '\n' || *p == '\r' || *p == '\t')
+            *p = ' ';
+    size_t n = strlen(s);
+    while (n && s[n - 1] == ' ')
+        s[--n] = '\0';
+}

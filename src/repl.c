@@ -12,6 +12,7 @@
 #include <sys/select.h>
 
 #include "pgcdc/common.h"
+#include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 
 /* Microseconds between the Unix epoch and PostgreSQL's (2000-01-01 UTC). */
@@ -22,21 +23,10 @@ struct pgcdc_repl {
     char *copybuf; /* last buffer from PQgetCopyData, freed on the next read */
 };
 
-/* libpq's messages end in a newline and may hold several lines; we log one line. */
-static void one_line(char *s)
-{
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
-        s[--n] = '\0';
-    for (char *p = s; *p; p++)
-        if (*p == '\n' || *p == '\t')
-            *p = ' ';
-}
-
 static void conn_error(PGconn *c, const char *what, char *err, size_t errlen)
 {
     snprintf(err, errlen, "%s: %s", what, c ? PQerrorMessage(c) : "out of memory");
-    one_line(err);
+    pgcdc_log_one_line(err);
 }
 
 static uint64_t get_u64(const char *p)
@@ -116,7 +106,7 @@ static int result_error(PGresult *res, PGconn *c, const char *what, char *err, s
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(c);
     snprintf(err, errlen, "%s: %s", what, msg && *msg ? msg : PQerrorMessage(c));
-    one_line(err);
+    pgcdc_log_one_line(err);
     if (PQstatus(c) == CONNECTION_BAD || !state)
         return PGCDC_ERR_RETRY;
     if (strcmp(state, "55006") == 0) /* object_in_use: the slot is active elsewhere */

@@ -1113,16 +1113,6 @@ struct replay {
     uint64_t update_misses;
 };
 
-static void one_line(char *s)
-{
-    for (char *p = s; *p; p++)
-        if (*p == '\n' || *p == '\r' || *p == '\t')
-            *p = ' ';
-    size_t n = strlen(s);
-    while (n && s[n - 1] == ' ')
-        s[--n] = '\0';
-}
-
 static bool conn_lost(PGconn *c)
 {
     return !c || PQstatus(c) == CONNECTION_BAD;
@@ -1148,7 +1138,7 @@ static void result_message(PGconn *c, PGresult *res, char *out, size_t outlen)
         snprintf(out, outlen, "%s", c ? PQerrorMessage(c) : "no connection");
     if (prim && det && strlen(out) + 2 < outlen)
         strcat(out, ")");
-    one_line(out);
+    pgcdc_log_one_line(out);
 }
 
 static int fail_conn(struct replay *r, PGconn *c, PGresult *res, const char *what, char *err,
@@ -1179,7 +1169,7 @@ static PGconn *connect_target(struct replay *r, const char *appname, char *err, 
     if (PQstatus(c) != CONNECTION_OK) {
         char m[768];
         snprintf(m, sizeof(m), "%s", c ? PQerrorMessage(c) : "out of memory");
-        one_line(m);
+        pgcdc_log_one_line(m);
         snprintf(err, errlen, "cannot connect to the target (%s): %s", r->target_red, m);
         PQfinish(c);
         return NULL;

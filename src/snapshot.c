@@ -25,21 +25,11 @@ struct table {
     char *report_schema, *report_name; /* the root's, with source.partitions_as_root */
 };
 
-static void one_line(char *s)
-{
-    size_t n = strlen(s);
-    while (n && (s[n - 1] == '\n' || s[n - 1] == ' '))
-        s[--n] = '\0';
-    for (char *p = s; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
-}
-
 static int sql_fail(PGconn *c, PGresult *res, const char *what, char *err, size_t errlen)
 {
     snprintf(err, errlen, "snapshot: %s: %s", what,
              res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(c));
-    one_line(err);
+    pgcdc_log_one_line(err);
     PQclear(res);
     return PQstatus(c) == CONNECTION_BAD ? PGCDC_ERR_RETRY : PGCDC_ERR;
 }
@@ -403,7 +393,7 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
     }
     if (!c || PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "snapshot: cannot connect: %s", c ? PQerrorMessage(c) : "");
-        one_line(err);
+        pgcdc_log_one_line(err);
         PQfinish(c);
         return PGCDC_ERR_RETRY;
     }

@@ -96,22 +96,12 @@ struct side {
     PGconn *c;
 };
 
-static void one_line(char *s)
-{
-    for (char *p = s; *p; p++)
-        if (*p == '\n' || *p == '\r' || *p == '\t')
-            *p = ' ';
-    size_t n = strlen(s);
-    while (n && s[n - 1] == ' ')
-        s[--n] = '\0';
-}
-
 static int side_fail(struct side *s, PGresult *res, const char *what, char *err, size_t errlen)
 {
     char m[768];
     const char *prim = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     snprintf(m, sizeof(m), "%s", prim ? prim : PQerrorMessage(s->c));
-    one_line(m);
+    pgcdc_log_one_line(m);
     snprintf(err, errlen, "%s on the %s (%s): %s", what, s->label, s->red, m);
     PQclear(res);
     return PGCDC_ERR;

@@ -34,4 +34,8 @@ void pgcdc_log_redact_dsn(const char *dsn, char *out, size_t outlen);
  */
 void pgcdc_log_scrub_dsn_arg(char *val);
 
+/* Make a (libpq) message one line in place: newlines, CRs and tabs become spaces,
+ * trailing blanks go. */
+void pgcdc_log_one_line(char *s);
+
 #endif
