@@ -4,9 +4,9 @@
  * State on disk, and the order it changes in (a crash between any two steps is safe):
  *   1. events are appended to "<seq>-<lsn>.jsonl.open" (buffered, written in large chunks)
  *   2. sync: write the buffer, fdatasync the segment (and the directory when the segment
- *      is new), then replace <state.dir>/checkpoint atomically (write tmp, fsync, rename,
- *      fsync dir) with: lsn = end of the last complete transaction, segment, offset = the
- *      segment's length at that transaction's end
+ *      is new), then record in <state.dir>/checkpoint: lsn = end of the last complete
+ *      transaction, segment, offset = the segment's length at that transaction's end
+ *      (see "The checkpoint file" below)
  *   3. only now are the transactions acknowledged to the tracker (and so confirmable)
  *   4. rotation, at a transaction boundary: sync, rename .jsonl.open -> .jsonl, fsync dir,
  *      checkpoint with no open segment
@@ -20,6 +20,16 @@
  * Recovery cuts the checkpointed segment back to its offset and removes any segment the
  * checkpoint does not know (all of it lies after the checkpoint LSN); transactions ending
  * at or before the checkpoint LSN are then skipped by the caller (resume_lsn).
+ *
+ * The checkpoint file is two 512-byte text slots, each a complete checkpoint with a
+ * generation number and a CRC-32 of its text. A sync overwrites, in place, the slot that
+ * does not hold the newest generation (pwrite + fdatasync: no rename, no directory
+ * fsync, no new blocks, so a full disk cannot fail it); a crash mid-write leaves at worst
+ * that slot torn, and recovery takes the intact slot with the higher generation, which
+ * is the previous checkpoint. The file is created (and re-created after a failed write)
+ * whole, as tmp + fsync + rename + directory fsync. A checkpoint in the older plain
+ * format (lsn=/segment=/offset= lines, as in .pgcdc-position) is read too, and replaced
+ * by the slot format at the next sync.
  */
 #include "pgcdc/sink_file.h"
 
@@ -43,6 +53,8 @@
 #define OPEN_SUFFIX ".jsonl.open"
 #define POSITION_FILE ".pgcdc-position"
 #define POSITION_TMP ".pgcdc-position.tmp"
+#define CKPT_SLOT 512
+#define CKPT_MAGIC "# pgcdc file sink checkpoint (two slots, the higher intact gen= counts); do not edit\n"
 
 struct file_sink {
     struct pgcdc_sink base;
@@ -51,6 +63,7 @@ struct file_sink {
     char *ckpt_tmp;
     int dirfd;
     int statefd;
+    int ckfd; /* the slot-format checkpoint, open for in-place writes; -1: create it anew */
     uint64_t segment_bytes;
 
     int fd;                      /* open segment, -1 when none */
@@ -70,6 +83,7 @@ struct file_sink {
     struct pgcdc_txn_meta txn;   /* the transaction being written */
 
     /* What the checkpoint on disk says. */
+    uint64_t ck_gen; /* its generation (0: none, or the plain format) */
     uint64_t ck_lsn;
     uint64_t pub_confirmed; /* confirmed= as last published in .pgcdc-position */
     char ck_seg[SEG_NAME_MAX];
@@ -134,32 +148,96 @@ static void publish_position(struct file_sink *f)
     }
 }
 
-/*
- * Replace the checkpoint file atomically and durably; with publish, also the position
- * file (file_sync publishes after acknowledging instead, so confirmed is current).
- */
-static int write_checkpoint(struct file_sink *f, bool publish, char *err, size_t errlen)
+/* CRC-32 (IEEE 802.3, as zlib's crc32), four bits at a time. */
+static uint32_t crc32_ieee(const char *p, size_t n)
 {
-    char lsn[PGCDC_LSN_BUFLEN], body[256];
-    const char *seg = f->fd >= 0 ? f->seg : "";
-    uint64_t off = f->fd >= 0 ? f->commit_off : 0;
-    int n = snprintf(body, sizeof(body),
-                     "# pgcdc file sink checkpoint; do not edit\nlsn=%s\nsegment=%s\noffset=%" PRIu64
-                     "\n",
-                     pgcdc_lsn_format(f->commit_end, lsn), seg, off);
-    int fd = open(f->ckpt_tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    static const uint32_t t[16] = {
+        0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac, 0x76dc4190, 0x6b6b51f4,
+        0x4db26158, 0x5005713c, 0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c,
+        0x9b64c2b0, 0x86d3d2d4, 0xa00ae278, 0xbdbdf21c,
+    };
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < n; i++) {
+        c ^= (unsigned char)p[i];
+        c = (c >> 4) ^ t[c & 15];
+        c = (c >> 4) ^ t[c & 15];
+    }
+    return c ^ 0xffffffffu;
+}
+
+/* One slot: the checkpoint as text, "crc=" over everything before it, space-padded. */
+static void format_slot(char slot[CKPT_SLOT], uint64_t gen, uint64_t lsn, const char *seg,
+                        uint64_t off)
+{
+    char l[PGCDC_LSN_BUFLEN];
+    int n = snprintf(slot, CKPT_SLOT,
+                     CKPT_MAGIC "gen=%" PRIu64 "\nlsn=%s\nsegment=%s\noffset=%" PRIu64 "\n", gen,
+                     pgcdc_lsn_format(lsn, l), seg, off);
+    n += snprintf(slot + n, CKPT_SLOT - (size_t)n, "crc=%08" PRIx32 "\n",
+                  crc32_ieee(slot, (size_t)n));
+    memset(slot + n, ' ', CKPT_SLOT - (size_t)n - 1);
+    slot[CKPT_SLOT - 1] = '\n';
+}
+
+/* Write the whole two-slot file anew (tmp, fsync, rename, fsync dir) and keep it open. */
+static int create_checkpoint(struct file_sink *f, const char *slot, uint64_t gen, char *err,
+                             size_t errlen)
+{
+    char image[2 * CKPT_SLOT];
+    memset(image, ' ', sizeof(image));
+    image[CKPT_SLOT - 1] = image[2 * CKPT_SLOT - 1] = '\n';
+    memcpy(image + (gen % 2) * CKPT_SLOT, slot, CKPT_SLOT);
+    int fd = open(f->ckpt_tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0)
         return sys_fail(err, errlen, "cannot write checkpoint", f->ckpt_tmp);
-    if (write_all(fd, body, (size_t)n) < 0 || fsync(fd) < 0) {
+    if (write_all(fd, image, sizeof(image)) < 0 || fsync(fd) < 0) {
         int rc = sys_fail(err, errlen, "cannot write checkpoint", f->ckpt_tmp);
         close(fd);
         return rc;
     }
-    close(fd);
-    if (rename(f->ckpt_tmp, f->ckpt_path) < 0)
-        return sys_fail(err, errlen, "cannot replace checkpoint", f->ckpt_path);
-    if (fsync(f->statefd) < 0)
-        return sys_fail(err, errlen, "cannot fsync state directory for", f->ckpt_path);
+    if (rename(f->ckpt_tmp, f->ckpt_path) < 0) {
+        int rc = sys_fail(err, errlen, "cannot replace checkpoint", f->ckpt_path);
+        close(fd);
+        return rc;
+    }
+    if (fsync(f->statefd) < 0) {
+        int rc = sys_fail(err, errlen, "cannot fsync state directory for", f->ckpt_path);
+        close(fd);
+        return rc;
+    }
+    f->ckfd = fd; /* the renamed file itself */
+    return PGCDC_OK;
+}
+
+/*
+ * Record the checkpoint durably: overwrite the older slot in place, or create the file
+ * when there is none yet (or the last write failed, leaving that slot unknown). With
+ * publish, also the position file (file_sync publishes after acknowledging instead, so
+ * confirmed is current).
+ */
+static int write_checkpoint(struct file_sink *f, bool publish, char *err, size_t errlen)
+{
+    const char *seg = f->fd >= 0 ? f->seg : "";
+    uint64_t off = f->fd >= 0 ? f->commit_off : 0;
+    uint64_t gen = f->ck_gen + 1;
+    char slot[CKPT_SLOT];
+    format_slot(slot, gen, f->commit_end, seg, off);
+    errno = 0;
+    if (f->ckfd < 0) {
+        int rc = create_checkpoint(f, slot, gen, err, errlen);
+        if (rc < 0)
+            return rc;
+    } else if (pwrite(f->ckfd, slot, CKPT_SLOT, (off_t)((gen % 2) * CKPT_SLOT)) != CKPT_SLOT ||
+               fdatasync(f->ckfd) < 0) {
+        /* The other slot still holds the last checkpoint; start the file over next time. */
+        if (errno == 0)
+            errno = EIO; /* a short write */
+        int rc = sys_fail(err, errlen, "cannot write checkpoint", f->ckpt_path);
+        close(f->ckfd);
+        f->ckfd = -1;
+        return rc;
+    }
+    f->ck_gen = gen;
     f->ck_lsn = f->commit_end;
     snprintf(f->ck_seg, sizeof(f->ck_seg), "%s", seg);
     f->ck_off = off;
@@ -345,6 +423,8 @@ static void file_close(struct pgcdc_sink *s)
         close(f->dirfd);
     if (f->statefd >= 0)
         close(f->statefd);
+    if (f->ckfd >= 0)
+        close(f->ckfd);
     pgcdc_buf_free(&f->wbuf);
     free(f->dir);
     free(f->ckpt_path);
@@ -385,36 +465,100 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
+/* What one checkpoint record says. */
+struct ckpt {
+    uint64_t gen; /* 0 in the plain format */
+    uint64_t lsn;
+    char seg[SEG_NAME_MAX];
+    uint64_t off;
+};
+
+/* The lsn=/segment=/offset=/gen= lines of one checkpoint text; false without lsn=. */
+static bool parse_checkpoint_text(char *text, struct ckpt *c)
+{
+    bool have_lsn = false;
+    memset(c, 0, sizeof(*c));
+    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        if (strncmp(line, "lsn=", 4) == 0)
+            have_lsn = pgcdc_lsn_parse_str(line + 4, &c->lsn) == 0;
+        else if (strncmp(line, "segment=", 8) == 0 && strlen(line + 8) < sizeof(c->seg))
+            memcpy(c->seg, line + 8, strlen(line + 8) + 1);
+        else if (strncmp(line, "offset=", 7) == 0)
+            c->off = strtoull(line + 7, NULL, 10);
+        else if (strncmp(line, "gen=", 4) == 0)
+            c->gen = strtoull(line + 4, NULL, 10);
+    }
+    return have_lsn;
+}
+
+/* Whether a slot is intact (magic, CRC, lsn= and gen=); if so, what it says. */
+static bool check_slot(const char *slot, size_t len, struct ckpt *c)
+{
+    const char *crc_at = len > 0 ? memmem(slot, len, "\ncrc=", 5) : NULL;
+    if (!crc_at || len < strlen(CKPT_MAGIC) ||
+        memcmp(slot, CKPT_MAGIC, strlen(CKPT_MAGIC)) != 0 ||
+        (size_t)(crc_at - slot) + 14 > len)
+        return false;
+    size_t body = (size_t)(crc_at - slot) + 1;
+    char text[CKPT_SLOT + 1], hex[9], *end;
+    memcpy(hex, crc_at + 5, 8);
+    hex[8] = '\0';
+    unsigned long crc = strtoul(hex, &end, 16);
+    if (end != hex + 8 || (uint32_t)crc != crc32_ieee(slot, body))
+        return false;
+    memcpy(text, slot, body);
+    text[body] = '\0';
+    return parse_checkpoint_text(text, c) && c->gen > 0;
+}
+
 /* Read "<state>/checkpoint". Returns 1 when found, 0 when absent, <0 on error. */
 static int read_checkpoint(struct file_sink *f, char *err, size_t errlen)
 {
-    FILE *fp = fopen(f->ckpt_path, "r");
-    if (!fp) {
+    int fd = open(f->ckpt_path, O_RDWR | O_CLOEXEC);
+    if (fd < 0) {
         if (errno == ENOENT)
             return 0;
         return sys_fail(err, errlen, "cannot read checkpoint", f->ckpt_path);
     }
-    char line[512];
-    int have_lsn = 0;
-    while (fgets(line, sizeof(line), fp)) {
-        line[strcspn(line, "\r\n")] = '\0';
-        if (line[0] == '#' || line[0] == '\0')
-            continue;
-        if (strncmp(line, "lsn=", 4) == 0)
-            have_lsn = pgcdc_lsn_parse_str(line + 4, &f->ck_lsn) == 0;
-        else if (strncmp(line, "segment=", 8) == 0 && strlen(line + 8) < sizeof(f->ck_seg))
-            memcpy(f->ck_seg, line + 8, strlen(line + 8) + 1);
-        else if (strncmp(line, "offset=", 7) == 0)
-            f->ck_off = strtoull(line + 7, NULL, 10);
+    char buf[4 * CKPT_SLOT + 1];
+    ssize_t n = pread(fd, buf, sizeof(buf) - 1, 0);
+    if (n < 0) {
+        int rc = sys_fail(err, errlen, "cannot read checkpoint", f->ckpt_path);
+        close(fd);
+        return rc;
     }
-    fclose(fp);
-    if (!have_lsn) {
+    buf[n] = '\0';
+    bool ok;
+    struct ckpt c;
+    if ((size_t)n >= strlen(CKPT_MAGIC) && memcmp(buf, CKPT_MAGIC, strlen(CKPT_MAGIC)) == 0) {
+        /* Slot format: the intact slot with the higher generation. */
+        struct ckpt c1;
+        size_t len1 = n > CKPT_SLOT ? (size_t)n - CKPT_SLOT : 0;
+        bool ok0 = check_slot(buf, n < CKPT_SLOT ? (size_t)n : CKPT_SLOT, &c);
+        bool ok1 = check_slot(buf + CKPT_SLOT, len1 < CKPT_SLOT ? len1 : CKPT_SLOT, &c1);
+        if (ok1 && (!ok0 || c1.gen > c.gen))
+            c = c1;
+        ok = ok0 || ok1;
+        if (ok && n == 2 * CKPT_SLOT)
+            f->ckfd = fd; /* written in place from now on */
+        else
+            close(fd);
+    } else {
+        ok = parse_checkpoint_text(buf, &c); /* the plain format */
+        c.gen = 0;
+        close(fd);
+    }
+    if (!ok) {
         snprintf(err, errlen,
-                 "checkpoint %s is damaged (no lsn= line): restore it, or start over with an "
-                 "empty state.dir and sink.file.dir and a new slot",
+                 "checkpoint %s is damaged (no intact lsn= record): restore it, or start over "
+                 "with an empty state.dir and sink.file.dir and a new slot",
                  f->ckpt_path);
         return PGCDC_ERR;
     }
+    f->ck_gen = c.gen;
+    f->ck_lsn = c.lsn;
+    memcpy(f->ck_seg, c.seg, sizeof(f->ck_seg));
+    f->ck_off = c.off;
     return 1;
 }
 
@@ -501,7 +645,7 @@ int pgcdc_sink_file_open(struct pgcdc_sink **out, const struct pgcdc_config *cfg
         return PGCDC_ERR;
     }
     f->base.ops = &file_ops;
-    f->fd = f->dirfd = f->statefd = -1;
+    f->fd = f->dirfd = f->statefd = f->ckfd = -1;
     f->segment_bytes = cfg->sink_file_segment_bytes;
     f->dir = strdup(cfg->sink_file_dir);
     if (!f->dir || asprintf(&f->ckpt_path, "%s/checkpoint", cfg->state_dir) < 0 ||

@@ -5,9 +5,10 @@
  * being written ends in ".jsonl.open". One event per line. Rotation happens at transaction
  * boundaries once a segment reaches sink.file.segment_bytes.
  *
- * Durability: events are buffered and written; sync writes, fsyncs, then atomically
- * replaces <state.dir>/checkpoint with (end LSN of the last complete transaction, open
- * segment, its length at that transaction's end). On open, the open segment is cut back
+ * Durability: events are buffered and written; sync writes, fdatasyncs, then records in
+ * <state.dir>/checkpoint (end LSN of the last complete transaction, open segment, its
+ * length at that transaction's end), overwriting the older of two CRC-checked slots in
+ * place. On open, the open segment is cut back
  * to the checkpointed length and later segments are removed, and transactions ending at
  * or before the checkpoint LSN are skipped: each committed change is in the files once.
  */

@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import zlib
 from decimal import Decimal
 
 import psycopg2
@@ -856,18 +857,42 @@ def count_lines(d):
     return n
 
 
-def read_checkpoint(state_dir):
-    """<state.dir>/checkpoint as a dict (lsn parsed to int under 'lsn_int'), or None."""
-    p = os.path.join(state_dir, "checkpoint")
-    if not os.path.exists(p):
-        return None
+def _checkpoint_fields(text):
     d = {}
-    with open(p) as f:
-        for line in f:
-            line = line.strip()
-            if "=" in line:
-                k, v = line.split("=", 1)
-                d[k] = v
+    for line in text.splitlines():
+        line = line.strip()
+        if "=" in line and not line.startswith("#"):
+            k, v = line.split("=", 1)
+            d[k] = v
+    return d
+
+
+def read_checkpoint(state_dir):
+    """<state.dir>/checkpoint as a dict (lsn parsed to int under 'lsn_int'), or None.
+    The slot format (two 512-byte slots, each with gen= and a CRC-32 of the text before
+    its crc= line) gives the intact slot with the higher gen; the plain format, its lines."""
+    p = os.path.join(state_dir, "checkpoint")
+    try:
+        with open(p, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        return None
+    d = None
+    if raw.startswith(b"# pgcdc file sink checkpoint (two slots"):
+        for slot in (raw[:512], raw[512:1024]):
+            at = slot.find(b"\ncrc=")
+            if at < 0:
+                continue
+            body = slot[:at + 1]
+            if int(slot[at + 5:at + 13], 16) != zlib.crc32(body):
+                continue
+            s = _checkpoint_fields(body.decode())
+            if d is None or int(s.get("gen", 0)) > int(d.get("gen", 0)):
+                d = s
+        if d is None:
+            return {}
+    else:
+        d = _checkpoint_fields(raw.decode(errors="replace"))
     if "lsn" in d:
         try:
             d["lsn_int"] = lsn_parse(d["lsn"])

@@ -1,0 +1,255 @@
+/*
+ * test_sink_file.c — the file sink's checkpoint on a real directory: synced transactions
+ * survive a reopen; a sync rewrites the checkpoint in place (same inode, two slots); a
+ * torn newest slot falls back to the previous checkpoint and cuts the segment back to it;
+ * two torn slots are refused; the older plain format is read and then replaced.
+ */
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "pgcdc/common.h"
+#include "pgcdc/config.h"
+#include "pgcdc/sink_file.h"
+#include "pgcdc/txn_track.h"
+#include "unit.h"
+
+#define SLOT 512
+
+struct env {
+    char root[64];
+    char state[96];
+    char data[96];
+    char ckpt[128];
+    struct pgcdc_config cfg;
+};
+
+static void env_init(struct env *e)
+{
+    snprintf(e->root, sizeof(e->root), "/tmp/pgcdc-unit-XXXXXX");
+    CHECK(mkdtemp(e->root) != NULL);
+    snprintf(e->state, sizeof(e->state), "%s/state", e->root);
+    snprintf(e->data, sizeof(e->data), "%s/data", e->root);
+    snprintf(e->ckpt, sizeof(e->ckpt), "%s/checkpoint", e->state);
+    CHECK(mkdir(e->state, 0755) == 0);
+    char err[256];
+    CHECK_INT_EQ(pgcdc_config_init(&e->cfg), PGCDC_OK);
+    CHECK_INT_EQ(pgcdc_config_set(&e->cfg, "state.dir", e->state, "test", err, sizeof(err)), 0);
+    CHECK_INT_EQ(pgcdc_config_set(&e->cfg, "sink.file.dir", e->data, "test", err, sizeof(err)),
+                 0);
+}
+
+static void env_free(struct env *e)
+{
+    char cmd[128];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", e->root);
+    CHECK(system(cmd) == 0);
+    pgcdc_config_free(&e->cfg);
+}
+
+static struct pgcdc_sink *sink_open(struct env *e, struct pgcdc_txn_track **t, char *err,
+                                    size_t errlen)
+{
+    struct pgcdc_sink *s = NULL;
+    if (pgcdc_sink_file_open(&s, &e->cfg, err, errlen) < 0)
+        return NULL;
+    *t = pgcdc_txn_track_new(16, s->ops->resume_lsn(s));
+    s->track = *t;
+    return s;
+}
+
+static void sink_close(struct pgcdc_sink *s, struct pgcdc_txn_track *t)
+{
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+}
+
+/* One transaction of `rows` events ending at end_lsn, written and committed (not synced). */
+static void txn(struct pgcdc_sink *s, struct pgcdc_txn_track *t, uint64_t end_lsn, int rows)
+{
+    char err[256], value[64];
+    struct pgcdc_txn_meta m = {.xid = (uint32_t)end_lsn, .commit_lsn = end_lsn - 8,
+                               .end_lsn = end_lsn};
+    CHECK_INT_EQ(pgcdc_txn_track_begin(t, end_lsn), PGCDC_OK);
+    CHECK_INT_EQ(s->ops->begin(s, &m, err, sizeof(err)), PGCDC_OK);
+    for (int i = 0; i < rows; i++) {
+        int n = snprintf(value, sizeof(value), "{\"end\":%" PRIu64 ",\"row\":%d}", end_lsn, i);
+        struct pgcdc_record r = {.schema = "public", .table = "t", .op = 'c', .value = value,
+                                 .value_len = (size_t)n, .lsn = end_lsn - 16 + (uint64_t)i,
+                                 .commit_lsn = m.commit_lsn, .xid = m.xid};
+        CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), PGCDC_OK);
+    }
+    CHECK_INT_EQ(s->ops->commit(s, &m, err, sizeof(err)), PGCDC_OK);
+    pgcdc_txn_track_commit(t);
+}
+
+static void sync_ok(struct pgcdc_sink *s)
+{
+    char err[256];
+    CHECK_INT_EQ(s->ops->sync(s, err, sizeof(err)), PGCDC_OK);
+}
+
+static off_t file_size(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+static ino_t file_ino(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? st.st_ino : 0;
+}
+
+/* The size of the one open segment in the data directory. */
+static off_t open_segment_size(struct env *e)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "%s/0000000001-%016" PRIX64 ".jsonl.open", e->data,
+             (uint64_t)(1000 - 8));
+    return file_size(path);
+}
+
+/* Which slot (0 or 1) holds "gen=<gen>\n", or -1. */
+static int slot_of(const char *ckpt, uint64_t gen)
+{
+    char buf[2 * SLOT + 1], want[32];
+    int fd = open(ckpt, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    if (n != 2 * SLOT)
+        return -1;
+    buf[n] = '\0';
+    snprintf(want, sizeof(want), "\ngen=%" PRIu64 "\n", gen);
+    char *p = strstr(buf, want);
+    return p ? (int)((p - buf) / SLOT) : -1;
+}
+
+static void flip_byte(const char *path, off_t at)
+{
+    int fd = open(path, O_RDWR);
+    char c;
+    CHECK(pread(fd, &c, 1, at) == 1);
+    c ^= 0x01;
+    CHECK(pwrite(fd, &c, 1, at) == 1);
+    close(fd);
+}
+
+static void test_reopen_and_in_place(void)
+{
+    struct env e;
+    struct pgcdc_txn_track *t;
+    char err[256];
+    env_init(&e);
+
+    struct pgcdc_sink *s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    CHECK_U64_EQ(s->ops->resume_lsn(s), 0);
+    CHECK_INT_EQ(file_size(e.ckpt), 2 * SLOT); /* "nothing yet", recorded at once */
+    ino_t ino = file_ino(e.ckpt);
+
+    txn(s, t, 1000, 3);
+    sync_ok(s);
+    off_t after_first = open_segment_size(&e);
+    CHECK(after_first > 0);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
+    txn(s, t, 2000, 2);
+    sync_ok(s);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 2000);
+    /* Rewritten in place: the same file, the same size, gen 2 and 3 in opposite slots. */
+    CHECK(file_ino(e.ckpt) == ino);
+    CHECK_INT_EQ(file_size(e.ckpt), 2 * SLOT);
+    CHECK(slot_of(e.ckpt, 2) >= 0 && slot_of(e.ckpt, 3) >= 0);
+    CHECK(slot_of(e.ckpt, 2) != slot_of(e.ckpt, 3));
+    off_t after_second = open_segment_size(&e);
+    CHECK(after_second > after_first);
+
+    /* Written but not synced: not in the checkpoint, cut away on reopen. */
+    txn(s, t, 3000, 4);
+    sink_close(s, t);
+    s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    CHECK_U64_EQ(s->ops->resume_lsn(s), 2000);
+    CHECK_INT_EQ(open_segment_size(&e), after_second);
+
+    /* The newest slot torn: the previous checkpoint counts, the segment is cut to it. */
+    sink_close(s, t);
+    flip_byte(e.ckpt, (off_t)slot_of(e.ckpt, 3) * SLOT + 100);
+    s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    CHECK_U64_EQ(s->ops->resume_lsn(s), 1000);
+    CHECK_INT_EQ(open_segment_size(&e), after_first);
+    /* Going on overwrites the torn slot, never the one still counted. */
+    int kept = slot_of(e.ckpt, 2);
+    txn(s, t, 2500, 1);
+    sync_ok(s);
+    CHECK_INT_EQ(slot_of(e.ckpt, 2), kept);
+    CHECK_INT_EQ(slot_of(e.ckpt, 3), 1 - kept);
+    sink_close(s, t);
+    s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    CHECK_U64_EQ(s->ops->resume_lsn(s), 2500);
+    sink_close(s, t);
+
+    /* Both slots torn: refused, with the fix, and nothing is removed. */
+    flip_byte(e.ckpt, 100);
+    flip_byte(e.ckpt, SLOT + 100);
+    off_t seg = open_segment_size(&e);
+    s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s == NULL);
+    CHECK_CONTAINS(err, "is damaged");
+    CHECK_CONTAINS(err, "restore it");
+    CHECK_INT_EQ(open_segment_size(&e), seg);
+    env_free(&e);
+}
+
+static void test_plain_format(void)
+{
+    struct env e;
+    struct pgcdc_txn_track *t;
+    char err[256];
+    env_init(&e);
+
+    struct pgcdc_sink *s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    txn(s, t, 1000, 2);
+    sync_ok(s);
+    off_t first = open_segment_size(&e);
+    txn(s, t, 2000, 2);
+    sync_ok(s);
+    sink_close(s, t);
+
+    /* As restored from .pgcdc-position (its confirmed= line is ignored). */
+    char seg[128];
+    snprintf(seg, sizeof(seg), "0000000001-%016" PRIX64 ".jsonl.open", (uint64_t)(1000 - 8));
+    FILE *fp = fopen(e.ckpt, "w");
+    fprintf(fp, "# pgcdc file sink position, for readers; do not edit\nlsn=0/3E8\nsegment=%s\n"
+                "offset=%lld\nconfirmed=0/3E8\n", seg, (long long)first);
+    fclose(fp);
+    s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    CHECK_U64_EQ(s->ops->resume_lsn(s), 1000);
+    CHECK_INT_EQ(open_segment_size(&e), first);
+    txn(s, t, 2000, 2);
+    sync_ok(s);
+    CHECK_INT_EQ(file_size(e.ckpt), 2 * SLOT); /* the slot format from now on */
+    sink_close(s, t);
+    s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    CHECK_U64_EQ(s->ops->resume_lsn(s), 2000);
+    sink_close(s, t);
+    env_free(&e);
+}
+
+int main(void)
+{
+    test_reopen_and_in_place();
+    test_plain_format();
+    return UNIT_DONE();
+}
