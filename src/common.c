@@ -68,15 +68,24 @@ int pgcdc_buf_append_char(struct pgcdc_buf *b, char c)
     return PGCDC_OK;
 }
 
-int pgcdc_buf_append_u64(struct pgcdc_buf *b, uint64_t v)
+size_t pgcdc_u64_str(uint64_t v, char out[PGCDC_U64_BUFLEN])
 {
-    char tmp[24];
+    char tmp[PGCDC_U64_BUFLEN];
     size_t i = sizeof(tmp);
     do {
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    return pgcdc_buf_append(b, tmp + i, sizeof(tmp) - i);
+    size_t n = sizeof(tmp) - i;
+    memcpy(out, tmp + i, n);
+    out[n] = '\0';
+    return n;
+}
+
+int pgcdc_buf_append_u64(struct pgcdc_buf *b, uint64_t v)
+{
+    char tmp[PGCDC_U64_BUFLEN];
+    return pgcdc_buf_append(b, tmp, pgcdc_u64_str(v, tmp));
 }
 
 int pgcdc_buf_append_i64(struct pgcdc_buf *b, int64_t v)

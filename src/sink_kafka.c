@@ -49,6 +49,9 @@ _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t),
 /* Kafka's legal topic length. */
 #define KAFKA_TOPIC_MAX 249
 
+/* Room for a PostgreSQL name (at most 63 bytes) in the last-table cache. */
+#define KAFKA_NAME_CACHE 128
+
 /* librdkafka warnings: the same error code is logged at most once per this interval. */
 #define KAFKA_WARN_INTERVAL_MS 10000
 
@@ -101,6 +104,9 @@ struct pgcdc_sink_kafka {
     struct kafka_topic_slot *topics;
     size_t ntopics, topics_cap; /* cap is a power of two */
     struct pgcdc_buf topic;     /* reused: the topic name of the current record */
+    /* The last record's table and its handle: consecutive rows mostly share a table. */
+    char last_schema[KAFKA_NAME_CACHE], last_table[KAFKA_NAME_CACHE];
+    rd_kafka_topic_t *last_rkt;
     char *prefix;
     bool tombstones;
     size_t max_bytes; /* the producer's message.max.bytes, for error messages */
@@ -444,19 +450,20 @@ static int kafka_produce(struct pgcdc_sink_kafka *k, rd_kafka_topic_t *rkt,
                          const struct pgcdc_record *r, const char *value, size_t value_len,
                          char *err, size_t errlen)
 {
-    char lsn[24], clsn[24], xid[12], op[2] = {r->op, '\0'};
+    char lsn[PGCDC_U64_BUFLEN], clsn[PGCDC_U64_BUFLEN], xid[PGCDC_U64_BUFLEN];
+    char op[2] = {r->op, '\0'};
     rd_kafka_headers_t *hdrs;
     rd_kafka_resp_err_t e;
     uint64_t h;
 
-    snprintf(lsn, sizeof(lsn), "%" PRIu64, r->lsn);
-    snprintf(clsn, sizeof(clsn), "%" PRIu64, r->commit_lsn);
-    snprintf(xid, sizeof(xid), "%" PRIu32, r->xid);
+    size_t lsn_len = pgcdc_u64_str(r->lsn, lsn);
+    size_t clsn_len = pgcdc_u64_str(r->commit_lsn, clsn);
+    size_t xid_len = pgcdc_u64_str(r->xid, xid);
     hdrs = rd_kafka_headers_new(4);
-    if (!hdrs || rd_kafka_header_add(hdrs, "pgcdc.lsn", -1, lsn, -1) ||
-        rd_kafka_header_add(hdrs, "pgcdc.commit_lsn", -1, clsn, -1) ||
-        rd_kafka_header_add(hdrs, "pgcdc.txid", -1, xid, -1) ||
-        rd_kafka_header_add(hdrs, "pgcdc.op", -1, op, -1)) {
+    if (!hdrs || rd_kafka_header_add(hdrs, "pgcdc.lsn", 9, lsn, (ssize_t)lsn_len) ||
+        rd_kafka_header_add(hdrs, "pgcdc.commit_lsn", 16, clsn, (ssize_t)clsn_len) ||
+        rd_kafka_header_add(hdrs, "pgcdc.txid", 10, xid, (ssize_t)xid_len) ||
+        rd_kafka_header_add(hdrs, "pgcdc.op", 8, op, 1)) {
         if (hdrs)
             rd_kafka_headers_destroy(hdrs);
         snprintf(err, errlen, "kafka: out of memory building message headers");
@@ -519,10 +526,22 @@ static int kafka_write(struct pgcdc_sink *s, const struct pgcdc_record *r, char 
 
     if ((rc = kafka_check(k, err, errlen)) < 0)
         return rc;
-    if (kafka_topic_name(k, r->schema, r->table, err, errlen) < 0)
-        return PGCDC_ERR;
-    if (!(rkt = kafka_topic(k, err, errlen)))
-        return PGCDC_ERR;
+    if (k->last_rkt && strcmp(r->schema, k->last_schema) == 0 &&
+        strcmp(r->table, k->last_table) == 0) {
+        rkt = k->last_rkt;
+    } else {
+        if (kafka_topic_name(k, r->schema, r->table, err, errlen) < 0)
+            return PGCDC_ERR;
+        if (!(rkt = kafka_topic(k, err, errlen)))
+            return PGCDC_ERR;
+        size_t ls = strlen(r->schema), lt = strlen(r->table);
+        k->last_rkt = NULL; /* cached only when both names fit */
+        if (ls < KAFKA_NAME_CACHE && lt < KAFKA_NAME_CACHE) {
+            memcpy(k->last_schema, r->schema, ls + 1);
+            memcpy(k->last_table, r->table, lt + 1);
+            k->last_rkt = rkt;
+        }
+    }
 
     /* The same record offered again after its tombstone met a full queue: the event itself
      * is already produced; only the tombstone is left. */

@@ -76,6 +76,11 @@ static inline int pgcdc_hex_digit(char c)
     return -1;
 }
 
+/* v in decimal, NUL-terminated, into out; returns the number of digits. No locale, no
+ * printf: the Kafka sink formats three of these per message. */
+#define PGCDC_U64_BUFLEN 21
+size_t pgcdc_u64_str(uint64_t v, char out[PGCDC_U64_BUFLEN]);
+
 /* Wall clock in milliseconds / microseconds since the Unix epoch; monotonic ms for timers. */
 int64_t pgcdc_now_ms(void);
 int64_t pgcdc_now_us(void);
