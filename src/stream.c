@@ -731,9 +731,8 @@ static int start_streaming(struct stream *s, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
-static void progress(struct stream *s)
+static void progress(struct stream *s, int64_t now)
 {
-    int64_t now = pgcdc_mono_ms();
     if (now - s->last_progress_ms < PROGRESS_INTERVAL_MS)
         return;
     s->last_progress_ms = now;
@@ -921,10 +920,6 @@ static int loop(struct stream *s, char *err, size_t errlen)
         int got = pgcdc_repl_read(s->repl, &msg, err, errlen), rc;
         if (got < 0)
             return got;
-        if (got == 1) {
-            s->last_recv_ms = pgcdc_mono_ms();
-            s->ping_sent_ms = 0;
-        }
         if (got == 1 && msg.type == PGCDC_REPL_DATA) {
             struct pgcdc_change ch;
             if ((rc = pgcdc_decode(&s->dec, msg.data, msg.len, &ch, err, errlen)) < 0)
@@ -960,7 +955,11 @@ static int loop(struct stream *s, char *err, size_t errlen)
         bool inflight = n_inflight > 0;
         /* Committed transactions waiting to become durable (the open one cannot be). */
         bool waiting = n_inflight > (pgcdc_txn_track_open(s->track) ? 1u : 0u);
-        int64_t now = pgcdc_mono_ms();
+        int64_t now = pgcdc_mono_ms(); /* once per message: the timers below share it */
+        if (got == 1) {
+            s->last_recv_ms = now;
+            s->ping_sent_ms = 0;
+        }
         /* Group commit: sync when the input is drained and a commit waits, and at least
          * every SYNC_INTERVAL_MS while anything is unsynced or unacknowledged. */
         if ((waiting && drained) ||
@@ -979,9 +978,10 @@ static int loop(struct stream *s, char *err, size_t errlen)
             return LOOP_END_REACHED;
         if ((rc = check_alive(s, now, err, errlen)) < 0)
             return rc;
-        if ((rc = send_status(s, false, err, errlen)) < 0)
+        if (now - s->last_status_ms >= s->cfg->status_interval_ms &&
+            (rc = send_status(s, false, err, errlen)) < 0)
             return rc;
-        progress(s);
+        progress(s, now);
         if (drained) {
             int64_t wait = s->cfg->status_interval_ms - (pgcdc_mono_ms() - s->last_status_ms);
             if (inflight || s->dirty)
