@@ -73,6 +73,7 @@ static const struct key_def keys[] = {
     {"state.dir", T_STR, OFF(state_dir), 0, 0, NULL},
     {"status.interval_ms", T_INT, OFF(status_interval_ms), 10, 600000, NULL},
     {"metrics.listen", T_HOSTPORT, OFF(metrics_listen), 0, 0, NULL},
+    {"metrics.stall_ms", T_INT, OFF(metrics_stall_ms), 1000, 86400000, NULL},
     {"log.level", T_ENUM, OFF(log_level), 0, 0, level_names},
     {"log.format", T_ENUM, OFF(log_format), 0, 0, format_names},
 };
@@ -125,6 +126,7 @@ int pgcdc_config_init(struct pgcdc_config *c)
     c->sink_kafka_tombstones = true;
     c->status_interval_ms = 1000;
     c->source_slot_busy_timeout_ms = 60000;
+    c->metrics_stall_ms = 120000;
     c->log_level = PGCDC_LOG_INFO;
     c->log_format = PGCDC_LOG_TEXT;
     return PGCDC_OK;

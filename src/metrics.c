@@ -15,6 +15,9 @@
 
 struct pgcdc_metrics pgcdc_metrics;
 
+/* metrics.stall_ms; set before the HTTP thread starts, read-only after. */
+static int64_t stall_ms_ = 120000;
+
 void pgcdc_metrics_event(char op, size_t bytes)
 {
     _Atomic uint64_t *c = NULL;
@@ -39,7 +42,7 @@ void pgcdc_metrics_progress(void)
 bool pgcdc_metrics_healthy(void)
 {
     return atomic_load(&pgcdc_metrics.connected) &&
-           pgcdc_mono_ms() - atomic_load(&pgcdc_metrics.last_ok_mono_ms) < PGCDC_METRICS_STALL_MS;
+           pgcdc_mono_ms() - atomic_load(&pgcdc_metrics.last_ok_mono_ms) < stall_ms_;
 }
 
 static int metric(struct pgcdc_buf *b, const char *name, const char *type, const char *help,
@@ -145,8 +148,9 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
     return reply(conn, 404, "text/plain", "not found: try /metrics or /healthz\n", 36);
 }
 
-int pgcdc_metrics_start(const char *listen, char *err, size_t errlen)
+int pgcdc_metrics_start(const char *listen, int stall_ms, char *err, size_t errlen)
 {
+    stall_ms_ = stall_ms;
     char host[256];
     const char *colon = strrchr(listen, ':');
     if (!colon || (size_t)(colon - listen) >= sizeof(host)) {

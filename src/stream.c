@@ -1135,7 +1135,8 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
     s->last_progress_ms = pgcdc_mono_ms();
     s->numeric_strings = -1;
 
-    if (cfg->metrics_listen && (rc = pgcdc_metrics_start(cfg->metrics_listen, err, errlen)) < 0)
+    if (cfg->metrics_listen &&
+        (rc = pgcdc_metrics_start(cfg->metrics_listen, cfg->metrics_stall_ms, err, errlen)) < 0)
         goto out;
     int attempt = 0;
     uint64_t confirmed_at_failure = s->skip_upto;

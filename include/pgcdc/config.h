@@ -40,6 +40,7 @@ struct pgcdc_config {
     int status_interval_ms;
     int source_slot_busy_timeout_ms; /* how long a slot held by another process is waited for */
     char *metrics_listen; /* NULL: off */
+    int metrics_stall_ms; /* /healthz is 503 after this long without progress */
     int log_level;        /* enum pgcdc_log_level */
     int log_format;       /* enum pgcdc_log_format */
 };

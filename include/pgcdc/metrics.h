@@ -15,9 +15,6 @@
 
 #include "pgcdc/common.h"
 
-/* A healthy worker shows progress at least this often (see pgcdc_metrics_healthy). */
-#define PGCDC_METRICS_STALL_MS 120000
-
 struct pgcdc_metrics {
     _Atomic uint64_t events_c, events_u, events_d, events_r, events_t;
     _Atomic uint64_t bytes;
@@ -40,17 +37,18 @@ void pgcdc_metrics_event(char op, size_t bytes);
 /* Something moved forward: the confirmed LSN advanced, or the server said it is idle. */
 void pgcdc_metrics_progress(void);
 
-/* Connected and streaming (or snapshotting), with progress in the last STALL_MS. */
+/* Connected and streaming (or snapshotting), with progress in the last stall_ms. */
 bool pgcdc_metrics_healthy(void);
 
 /* Append the Prometheus text exposition of every metric to out. */
 int pgcdc_metrics_render(struct pgcdc_buf *out);
 
 /*
- * Serve /metrics and /healthz on "HOST:PORT" (metrics.listen). Returns 0, or
- * PGCDC_ERR_CONFIG with the reason (bad address, port in use) in err.
+ * Serve /metrics and /healthz on "HOST:PORT" (metrics.listen); /healthz reports a stall
+ * after stall_ms without progress (metrics.stall_ms). Returns 0, or PGCDC_ERR_CONFIG with
+ * the reason (bad address, port in use) in err.
  */
-int pgcdc_metrics_start(const char *listen, char *err, size_t errlen);
+int pgcdc_metrics_start(const char *listen, int stall_ms, char *err, size_t errlen);
 void pgcdc_metrics_stop(void);
 
 #endif

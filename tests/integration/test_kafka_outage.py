@@ -5,7 +5,9 @@ confirmed_flush_lsn stalls for the whole outage, then catches up once the broker
 and everything arrives. A second outage ends with kill -9 of the worker: if the confirmed
 LSN had passed anything still queued in librdkafka, that change would be lost for good
 (the server would not send it again). A third ends with SIGTERM: exit 0 within 10 s, the
-final status at what was acknowledged. The final check finds every committed change."""
+final status at what was acknowledged. The final check finds every committed change.
+Through the first outage /healthz reads "stalled" (503) while the worker is connected to
+PostgreSQL, once nothing moved for metrics.stall_ms, and 200 again after it."""
 
 import time
 
@@ -13,6 +15,7 @@ import pytest
 
 import harness
 import kafka_harness as kh
+import ops_harness as oh
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +46,12 @@ def test_broker_outage(cluster, make_pgcdc, kafka, writers, name):
     # A tiny local queue: every outage below reaches back-pressure (write returns AGAIN
     # and the worker stops reading from PostgreSQL) within a fraction of a second.
     settings["kafka.queue.buffering.max.messages"] = "50"
+    ep = oh.new_metrics_endpoint()
+    settings["metrics.listen"] = ep.listen
+    settings["metrics.stall_ms"] = "2000"
     p = make_pgcdc(settings=settings)
     p.start()
+    ep.wait_health(200, 30, proc=p)
     w = harness.Writer(cluster, prefix=wp, pause=0.004)
     writers.append(w)
     w.start()
@@ -61,9 +68,13 @@ def test_broker_outage(cluster, make_pgcdc, kafka, writers, name):
     assert cluster.current_lsn() > c_down
     assert set(samples) == {c_down}, "confirmed_flush_lsn moved while every broker was down: " + \
         ", ".join(harness.lsn_format(s) for s in sorted(set(samples)))
+    status, body, _ = oh.http_get(ep.base + "/healthz")
+    assert (status, body.strip()) == (503, "stalled"), (status, body)
+    assert ep.scrape().get("pgcdc_connected") == 1
     kafka.up()
     target = cluster.current_lsn()
     cluster.wait_confirmed(name, target, timeout=60)
+    ep.wait_health(200, 30, proc=p)
     p.assert_alive("after the brokers came back")
 
     # Outage 2, ended by kill -9: only what was acknowledged may have been confirmed.

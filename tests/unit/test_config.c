@@ -14,8 +14,8 @@
 #include "pgcdc/log.h"
 #include "unit.h"
 
-/* The keys of SPEC.md's table, plus our additions source.partitions_as_root and
- * source.slot_busy_timeout_ms. */
+/* The keys of SPEC.md's table, plus our additions source.partitions_as_root,
+ * source.slot_busy_timeout_ms and metrics.stall_ms. */
 static const char *const spec_keys[] = {
     "source.dsn",
     "source.slot",
@@ -33,6 +33,7 @@ static const char *const spec_keys[] = {
     "state.dir",
     "status.interval_ms",
     "metrics.listen",
+    "metrics.stall_ms",
     "log.level",
     "log.format",
     NULL,
@@ -85,6 +86,7 @@ static void test_defaults(void)
     CHECK_STR_EQ(c.state_dir, "./pgcdc-state");
     CHECK_INT_EQ(c.status_interval_ms, 1000);
     CHECK(c.metrics_listen == NULL);
+    CHECK_INT_EQ(c.metrics_stall_ms, 120000);
     CHECK_INT_EQ(c.log_level, PGCDC_LOG_INFO);
     CHECK_INT_EQ(c.log_format, PGCDC_LOG_TEXT);
     pgcdc_config_free(&c);
@@ -110,6 +112,7 @@ static void test_set_every_key(void)
         {"state.dir", "/var/lib/pgcdc/state"},
         {"status.interval_ms", "600000"},
         {"metrics.listen", "0.0.0.0:9187"},
+        {"metrics.stall_ms", "1000"},
         {"log.level", "debug"},
         {"log.format", "json"},
     };
@@ -136,6 +139,7 @@ static void test_set_every_key(void)
     CHECK_STR_EQ(c.state_dir, "/var/lib/pgcdc/state");
     CHECK_INT_EQ(c.status_interval_ms, 600000);
     CHECK_STR_EQ(c.metrics_listen, "0.0.0.0:9187");
+    CHECK_INT_EQ(c.metrics_stall_ms, 1000);
     CHECK_INT_EQ(c.log_level, PGCDC_LOG_DEBUG);
     CHECK_INT_EQ(c.log_format, PGCDC_LOG_JSON);
 
@@ -227,6 +231,8 @@ static void test_bad_values(void)
     for (size_t i = 0; ms_bad[i]; i++)
         expect_bad("status.interval_ms", ms_bad[i], "whole number from 10 to 600000", NULL);
     expect_bad("status.interval_ms", "10ms", "\"10ms\"", NULL);
+    expect_bad("metrics.stall_ms", "999", "whole number from 1000 to 86400000", NULL);
+    expect_bad("metrics.stall_ms", "2min", "whole number from 1000 to 86400000", NULL);
     static const char *const seg_bad[] = {
         "4095", "0", "-1", "64MB", "1e9", "", "1099511627777", "18446744073709551616", NULL};
     for (size_t i = 0; seg_bad[i]; i++)
