@@ -54,7 +54,8 @@
 #define POSITION_FILE ".pgcdc-position"
 #define POSITION_TMP ".pgcdc-position.tmp"
 #define CKPT_SLOT 512
-#define CKPT_MAGIC "# pgcdc file sink checkpoint (two slots, the higher intact gen= counts); do not edit\n"
+#define CKPT_MAGIC \
+    "# pgcdc file sink checkpoint (two slots, the higher intact gen= counts); do not edit\n"
 
 struct file_sink {
     struct pgcdc_sink base;
