@@ -83,7 +83,11 @@ struct file_sink {
     uint64_t commit_end;         /* end LSN of the last transaction seen */
     struct pgcdc_txn_meta txn;   /* the transaction being written */
 
-    /* What the checkpoint on disk says. */
+    /* What the checkpoint on disk says, or may say: the last one written, which is known
+     * durable only with ck_durable. A failed write may still have reached the disk, so
+     * the segment is never cut below it (its bytes were fdatasync'd before), while the
+     * transactions it covers are acknowledged only once a write of it succeeds. */
+    bool ck_durable;
     uint64_t ck_gen; /* its generation (0: none, or the plain format) */
     uint64_t ck_lsn;
     uint64_t pub_confirmed; /* confirmed= as last published in .pgcdc-position */
@@ -223,6 +227,11 @@ static int write_checkpoint(struct file_sink *f, bool publish, char *err, size_t
     uint64_t gen = f->ck_gen + 1;
     char slot[CKPT_SLOT];
     format_slot(slot, gen, f->commit_end, seg, off);
+    f->ck_durable = false;
+    f->ck_gen = gen;
+    f->ck_lsn = f->commit_end;
+    snprintf(f->ck_seg, sizeof(f->ck_seg), "%s", seg);
+    f->ck_off = off;
     errno = 0;
     if (f->ckfd < 0) {
         int rc = create_checkpoint(f, slot, gen, err, errlen);
@@ -238,10 +247,7 @@ static int write_checkpoint(struct file_sink *f, bool publish, char *err, size_t
         f->ckfd = -1;
         return rc;
     }
-    f->ck_gen = gen;
-    f->ck_lsn = f->commit_end;
-    snprintf(f->ck_seg, sizeof(f->ck_seg), "%s", seg);
-    f->ck_off = off;
+    f->ck_durable = true;
     if (publish)
         publish_position(f);
     return PGCDC_OK;
@@ -274,7 +280,8 @@ static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
     }
     const char *seg = f->fd >= 0 ? f->seg : "";
     uint64_t off = f->fd >= 0 ? f->commit_off : 0;
-    bool changed = f->commit_end != f->ck_lsn || off != f->ck_off || strcmp(seg, f->ck_seg) != 0;
+    bool changed = f->commit_end != f->ck_lsn || off != f->ck_off ||
+                   strcmp(seg, f->ck_seg) != 0 || !f->ck_durable;
     if (changed && (rc = write_checkpoint(f, false, err, errlen)) < 0)
         return rc;
     pgcdc_txn_track_ack_all(s->track);
@@ -556,6 +563,7 @@ static int read_checkpoint(struct file_sink *f, char *err, size_t errlen)
                  f->ckpt_path);
         return PGCDC_ERR;
     }
+    f->ck_durable = true;
     f->ck_gen = c.gen;
     f->ck_lsn = c.lsn;
     memcpy(f->ck_seg, c.seg, sizeof(f->ck_seg));

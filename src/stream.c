@@ -1041,7 +1041,9 @@ static void reset_after_disconnect(struct stream *s)
     uint64_t resume = s->sink->ops->resume_lsn(s->sink);
     s->skip_upto = confirmed > resume ? confirmed : resume;
     s->in_txn = s->skipping = false;
-    s->dirty = false;
+    /* Not clean until a sync succeeds: the sink may still owe one (the file sink, a
+     * checkpoint whose write failed), and an idle walEnd must not be confirmed before. */
+    s->dirty = true;
     s->streaming = false;
     s->idle_end = 0;
     rels_clear(s); /* tables may have been renamed or repartitioned meanwhile */

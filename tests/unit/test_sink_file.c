@@ -2,7 +2,8 @@
  * test_sink_file.c — the file sink's checkpoint on a real directory: synced transactions
  * survive a reopen; a sync rewrites the checkpoint in place (same inode, two slots); a
  * torn newest slot falls back to the previous checkpoint and cuts the segment back to it;
- * two torn slots are refused; the older plain format is read and then replaced.
+ * two torn slots are refused; a failed checkpoint write acknowledges nothing and is
+ * written again; the older plain format is read and then replaced.
  */
 #include <fcntl.h>
 #include <stdbool.h>
@@ -209,6 +210,64 @@ static void test_reopen_and_in_place(void)
     env_free(&e);
 }
 
+/* Make the sink's descriptor of path read-only behind its back: its next write fails. */
+static void break_fd_of(const char *path)
+{
+    char link[64], target[256];
+    for (int fd = 3; fd < 1024; fd++) {
+        snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        if (n < 0)
+            continue;
+        target[n] = '\0';
+        if (strcmp(target, path) == 0) {
+            int ro = open(path, O_RDONLY);
+            CHECK(dup2(ro, fd) == fd);
+            close(ro);
+            return;
+        }
+    }
+    CHECK(!"no descriptor open on the checkpoint");
+}
+
+static void test_checkpoint_write_fails(void)
+{
+    struct env e;
+    struct pgcdc_txn_track *t;
+    char err[256];
+    env_init(&e);
+
+    struct pgcdc_sink *s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    txn(s, t, 1000, 2);
+    sync_ok(s);
+    txn(s, t, 2000, 3);
+    ino_t ino = file_ino(e.ckpt);
+    break_fd_of(e.ckpt);
+    CHECK(s->ops->sync(s, err, sizeof(err)) < 0);
+    CHECK_CONTAINS(err, "cannot write checkpoint");
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000); /* not acknowledged */
+    /* The segment was fdatasync'd before the checkpoint, which may have reached the disk:
+     * a rewind keeps those bytes and the transactions in them. */
+    off_t synced = open_segment_size(&e);
+    CHECK_INT_EQ(s->ops->rewind(s, err, sizeof(err)), PGCDC_OK);
+    CHECK_INT_EQ(open_segment_size(&e), synced);
+    CHECK_U64_EQ(s->ops->resume_lsn(s), 2000);
+    /* The next sync writes that checkpoint again, as a new file, and only then acks. */
+    sync_ok(s);
+    CHECK(file_ino(e.ckpt) != ino);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 2000);
+    txn(s, t, 3000, 1);
+    sync_ok(s);
+    CHECK(slot_of(e.ckpt, 5) >= 0); /* 1: created, 2: txn 1000, 3: failed, 4: again, 5 */
+    sink_close(s, t);
+    s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    CHECK_U64_EQ(s->ops->resume_lsn(s), 3000);
+    sink_close(s, t);
+    env_free(&e);
+}
+
 static void test_plain_format(void)
 {
     struct env e;
@@ -250,6 +309,7 @@ static void test_plain_format(void)
 int main(void)
 {
     test_reopen_and_in_place();
+    test_checkpoint_write_fails();
     test_plain_format();
     return UNIT_DONE();
 }
