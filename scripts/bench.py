@@ -2,7 +2,8 @@
 """The pgcdc benchmark (scripts/bench.sh builds, then runs this). Standard library only;
 SQL goes through the server's own psql.
 
-    bench.py --build DIR [MODE...]        MODE: throughput latency bigtxn decode (default: all)
+    bench.py --build DIR [MODE...]   MODE: throughput latency bigtxn decode wholerun
+                                     (default: all)
 
 A throwaway PostgreSQL 15 + wal2json is started in a temp dir (as `postgres` when run as
 root). Each mode creates one slot and copies of it (pg_copy_logical_replication_slot)
@@ -18,16 +19,25 @@ one copy per contender, one contender at a time:
               Kafka = consumed by kcat from the brokers (an upper bound of the ack time).
   bigtxn      one transaction updating 1,000,000 rows; peak RSS of each contender.
   decode      bench_decode under callgrind: instructions per change, decode+encode.
+  wholerun    the whole `pgcdc run` (file sink, then Kafka sink with librdkafka's threads)
+              under callgrind on 35,000 changes: instructions per change, everything
+              included (libpq, syscalls' user side, sync, producing). Batching depends
+              on timing, so this moves by a few percent between runs; the decode mode's
+              number does not move at all.
 
 Environment (all optional):
   BENCH_SCALE=0.1           multiply every workload size (and the latency duration)
   BENCH_ROUNDS=N            throughput rounds, 3 by default (the contender order rotates);
                             the best round of each contender is reported, all are in the JSON
-  BENCH_LAT_SECONDS, BENCH_LAT_RATE, BENCH_BIG_ROWS   override one size
+  BENCH_LAT_SECONDS, BENCH_LAT_RATE, BENCH_BIG_ROWS, BENCH_WHOLE_ROWS   override one size
   BENCH_KAFKA_OPTS="k=v k=v"   extra kafka.* settings for the pgcdc Kafka contender
   BENCH_PGCDC=/path/pgcdc      run this binary instead of DIR/pgcdc
-  BENCH_COMPARE=/path/pgcdc    throughput also runs this second binary (file and Kafka) on
-                               the same changes: an A/B comparison within one run
+  BENCH_COMPARE=/path/pgcdc    throughput, latency and wholerun also run this second binary (file
+                               and Kafka; throughput on the same changes): an A/B
+                               comparison within one run
+  BENCH_LAT_SINKS="file"       latency: only these sinks (default "file kafka")
+  BENCH_DISK_STRESS=1          latency: a second process rewrites 64 MiB with fsync in a loop
+                               on the same filesystem, as a busy shared disk would
   BENCH_KEEP=1              keep the work dir (server, outputs, logs, latency samples)
   BENCH_JSON=FILE           also write every number as JSON
 
@@ -441,10 +451,10 @@ class Bench:
                         n += 1
         return n
 
-    def run_pgcdc_file(self, slot, endpos, binary=None):
+    def run_pgcdc_file(self, slot, endpos, binary=None, wrap=()):
         d = self.dir("file-" + slot)
-        args = self.pgcdc_args(slot, d, "file", ["source.create_slot=false"], binary) + \
-            ["--end-lsn", endpos]
+        args = list(wrap) + self.pgcdc_args(slot, d, "file", ["source.create_slot=false"],
+                                            binary) + ["--end-lsn", endpos]
         ws = WalsenderCpu(self.pg.postmaster_pid())
         p = Proc(args, os.path.join(d, "log"))
         rc = p.wait(3600)
@@ -480,12 +490,13 @@ class Bench:
     def kafka_extra(self, bootstrap):
         return ["kafka.bootstrap.servers=" + bootstrap] + ["kafka." + kv for kv in self.kafka_opts]
 
-    def run_pgcdc_kafka(self, slot, endpos, binary=None):
+    def run_pgcdc_kafka(self, slot, endpos, binary=None, wrap=()):
         d = self.dir("kafka-" + slot)
         mock, bootstrap = self.start_mock(d)
         try:
-            args = self.pgcdc_args(slot, d, "kafka", ["source.create_slot=false"] +
-                                   self.kafka_extra(bootstrap), binary) + ["--end-lsn", endpos]
+            args = list(wrap) + self.pgcdc_args(slot, d, "kafka", ["source.create_slot=false"] +
+                                                self.kafka_extra(bootstrap), binary) + \
+                ["--end-lsn", endpos]
             ws = WalsenderCpu(self.pg.postmaster_pid())
             p = Proc(args, os.path.join(d, "log"))
             rc = p.wait(3600)
@@ -606,13 +617,20 @@ class Bench:
                     "INSERT INTO bench_lat (v, note) VALUES (:v, 'latency probe');\n")
         os.chmod(script, 0o644)
         out = {}
-        for sink in ("file", "kafka"):
-            log("latency: %s sink, %d tx/s for %ds" % (sink, rate, secs))
-            out[sink] = self.latency_run(sink, rate, secs, script)
-        self.results["latency"] = {"rate": rate, "seconds": secs, "sinks": out}
+        other = os.environ.get("BENCH_COMPARE")
+        stress = os.environ.get("BENCH_DISK_STRESS") == "1"
+        for sink in os.environ.get("BENCH_LAT_SINKS", "file kafka").split():
+            runs = [(sink, None)] + ([(sink + "_b", other)] if other else [])
+            for label, binary in runs:
+                log("latency: %s, %d tx/s for %ds%s" % (label, rate, secs,
+                                                        ", disk stress" if stress else ""))
+                out[label] = self.latency_run(sink, rate, secs, script, binary, label, stress)
+        self.results["latency"] = {"rate": rate, "seconds": secs, "sinks": out,
+                                   "disk_stress": stress}
         print()
         print("== latency: pgbench -R %d for %ds, one INSERT per transaction; "
-              "commit (source.ts_ms) -> durable" % (rate, secs))
+              "commit (source.ts_ms) -> durable%s" % (
+                  rate, secs, "; disk stress (64 MiB + fsync in a loop)" if stress else ""))
         print("%-12s %8s %9s %8s %8s %8s %8s %9s %9s" % ("sink", "events", "tx/s", "p50 ms",
                                                         "p99 ms", "max ms", "cpu s", "peak RSS",
                                                         "cpu/s"))
@@ -626,10 +644,11 @@ class Bench:
             self.target("RSS <= %d MB (latency, %s)" % (TARGETS["rss_mb"], sink),
                         r["rss_mb"] <= TARGETS["rss_mb"], "%.1f MB" % r["rss_mb"])
 
-    def latency_run(self, sink, rate, secs, script):
+    def latency_run(self, sink, rate, secs, script, binary=None, label=None, stress=False):
         pg = self.pg
-        d = self.dir("latency-" + sink)
-        slot = "lat_" + sink
+        label = label or sink
+        d = self.dir("latency-" + label)
+        slot = "lat_" + label
         lat = []  # ms from commit to durable, one per event
         stop = threading.Event()
         mock = kcat = None
@@ -638,7 +657,12 @@ class Bench:
             mock, bootstrap = self.start_mock(d)
             self.mock_cmd(mock, "topic pgcdc.public.bench_lat 4 1")
             extra = self.kafka_extra(bootstrap)
-        p = Proc(self.pgcdc_args(slot, d, sink, extra), os.path.join(d, "log"))
+        p = Proc(self.pgcdc_args(slot, d, sink, extra, binary), os.path.join(d, "log"))
+        stressor = None
+        if stress:
+            stressor = subprocess.Popen(
+                ["bash", "-c", "while :; do dd if=/dev/zero of=%s bs=1M count=64 conv=fsync "
+                 "status=none; done" % os.path.join(d, "stress.bin")], start_new_session=True)
         try:
             deadline = time.monotonic() + 60
             while pg.psql("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '%s' "
@@ -675,6 +699,13 @@ class Bench:
             p.wait(30)
         finally:
             p.kill()
+            if stressor:
+                os.killpg(stressor.pid, signal.SIGKILL)
+                stressor.wait()
+                try:
+                    os.unlink(os.path.join(d, "stress.bin"))
+                except FileNotFoundError:
+                    pass
             if kcat:
                 kcat.kill()
                 kcat.wait()
@@ -834,6 +865,59 @@ class Bench:
                                                          r["per_change"], r["bytes_per_change"]))
 
     # ----------------------------------------------------------------------------------
+    def mode_wholerun(self):
+        if not shutil.which("valgrind"):
+            print("\n== whole run: valgrind not installed (apt-get install valgrind); skipped")
+            return
+        ins = self.n(20000, "BENCH_WHOLE_ROWS")
+        upd, dele = ins // 2, ins // 4
+        changes = ins + upd + dele
+        pg = self.pg
+        contenders = [("file", None), ("kafka", None)]
+        other = os.environ.get("BENCH_COMPARE")
+        if other:
+            contenders += [("file_b", other), ("kafka_b", other)]
+        log("wholerun: %d changes under callgrind, %s" % (
+            changes, " ".join(c for c, _ in contenders)))
+        pg.psql("CREATE TABLE bench_whole (id bigint PRIMARY KEY, account int NOT NULL, "
+                "amount numeric(12,2), status text, note text, created timestamptz, "
+                "flag boolean)")
+        pg.slot_copies("whole_base", ["whole_" + c for c, _ in contenders])
+        pg.psql("INSERT INTO bench_whole SELECT g, g %% 10000, (g %% 100000) / 100.0 + 0.57, "
+                "'active', 'row ' || g || ' of the benchmark workload', "
+                "now() - g * interval '1 ms', g %% 2 = 0 FROM generate_series(1, %d) g" % ins)
+        pg.psql("UPDATE bench_whole SET amount = amount + 1, status = 'updated', "
+                "flag = NOT flag WHERE id <= %d" % upd)
+        pg.psql("DELETE FROM bench_whole WHERE id > %d" % (ins - dele))
+        endpos = pg.current_lsn()
+        out = {}
+        for label, binary in contenders:
+            cg = os.path.join(self.work, "callgrind.whole_%s.out" % label)
+            wrap = ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + cg]
+            run = self.run_pgcdc_file if label.startswith("file") else self.run_pgcdc_kafka
+            r = run("whole_" + label, endpos, binary, wrap)
+            if label.startswith("file") and r["events"] != changes:
+                raise RuntimeError("wholerun: the file sink wrote %d events of %d changes" % (
+                    r["events"], changes))
+            ir = None
+            with open(cg) as f:
+                for line in f:
+                    if line.startswith("totals:") or line.startswith("summary:"):
+                        ir = int(line.split()[1])
+            out[label] = {"changes": changes, "instructions": ir, "per_change": ir / changes,
+                          "cpu_s": r["cpu"]}
+            pg.psql("SELECT pg_drop_replication_slot('whole_%s')" % label)
+        pg.psql("SELECT pg_drop_replication_slot('whole_base')")
+        pg.psql("DROP TABLE bench_whole")
+        self.results["wholerun"] = out
+        print()
+        print("== whole run under callgrind: pgcdc run --end-lsn on %d changes "
+              "(all threads)" % changes)
+        print("%-18s %16s %14s" % ("contender", "instructions", "instr/change"))
+        for label, r in out.items():
+            print("%-18s %16d %14.0f" % (label, r["instructions"], r["per_change"]))
+
+    # ----------------------------------------------------------------------------------
     def target(self, what, ok, value):
         self.results.setdefault("targets", []).append({"target": what, "pass": ok, "value": value})
         print("%s %s: %s" % ("PASS" if ok else "MISS", what, value))
@@ -866,10 +950,11 @@ def main():
     if len(args) < 2 or args[0] != "--build":
         sys.exit(__doc__)
     build = os.path.abspath(args[1])
-    modes = args[2:] or ["throughput", "latency", "bigtxn", "decode"]
+    all_modes = ["throughput", "latency", "bigtxn", "decode", "wholerun"]
+    modes = args[2:] or all_modes
     for m in modes:
-        if m not in ("throughput", "latency", "bigtxn", "decode"):
-            sys.exit("bench: unknown mode %s (throughput latency bigtxn decode)" % m)
+        if m not in all_modes:
+            sys.exit("bench: unknown mode %s (%s)" % (m, " ".join(all_modes)))
     work = tempfile.mkdtemp(prefix="pgcdc-bench-")
     os.chmod(work, 0o755)
     b = Bench(build, work)
