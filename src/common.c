@@ -68,20 +68,6 @@ int pgcdc_buf_append_char(struct pgcdc_buf *b, char c)
     return PGCDC_OK;
 }
 
-size_t pgcdc_u64_str(uint64_t v, char out[PGCDC_U64_BUFLEN])
-{
-    char tmp[PGCDC_U64_BUFLEN];
-    size_t i = sizeof(tmp);
-    do {
-        tmp[--i] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    size_t n = sizeof(tmp) - i;
-    memcpy(out, tmp + i, n);
-    out[n] = '\0';
-    return n;
-}
-
 int pgcdc_buf_append_u64(struct pgcdc_buf *b, uint64_t v)
 {
     char tmp[PGCDC_U64_BUFLEN];

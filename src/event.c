@@ -80,37 +80,13 @@ static inline char *put_value(char *o, const struct pgcdc_col *col)
     return put(o, v.p, v.len);
 }
 
-/* Decimal digits of v, written at o; two digits per division. */
-static inline char *put_u64(char *o, uint64_t v)
-{
-    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
-                                "25262728293031323334353637383940414243444546474849"
-                                "50515253545556575859606162636465666768697071727374"
-                                "75767778798081828384858687888990919293949596979899";
-    char tmp[20];
-    size_t i = sizeof(tmp);
-    while (v >= 100) {
-        size_t r = (size_t)(v % 100) * 2;
-        v /= 100;
-        tmp[--i] = pairs[r + 1];
-        tmp[--i] = pairs[r];
-    }
-    if (v >= 10) {
-        tmp[--i] = pairs[v * 2 + 1];
-        tmp[--i] = pairs[v * 2];
-    } else {
-        tmp[--i] = (char)('0' + v);
-    }
-    return put(o, tmp + i, sizeof(tmp) - i);
-}
-
 static inline char *put_i64(char *o, int64_t v)
 {
     if (v < 0) {
         *o++ = '-';
-        return put_u64(o, (uint64_t)0 - (uint64_t)v);
+        return pgcdc_put_u64(o, (uint64_t)0 - (uint64_t)v);
     }
-    return put_u64(o, (uint64_t)v);
+    return pgcdc_put_u64(o, (uint64_t)v);
 }
 
 uint32_t pgcdc_event_rule_oid(uint32_t typeoid, uint32_t base_oid)
@@ -207,11 +183,11 @@ int pgcdc_event_encode(struct pgcdc_buf *out, const struct pgcdc_event_ctx *ctx,
     o = PUT_LIT(o, ",\"table\":");
     o = put(o, ch->table.p, ch->table.len);
     o = PUT_LIT(o, ",\"txId\":");
-    o = put_u64(o, ctx->xid);
+    o = pgcdc_put_u64(o, ctx->xid);
     o = PUT_LIT(o, ",\"lsn\":");
-    o = put_u64(o, ch->lsn);
+    o = pgcdc_put_u64(o, ch->lsn);
     o = PUT_LIT(o, ",\"commit_lsn\":");
-    o = put_u64(o, ctx->commit_lsn);
+    o = pgcdc_put_u64(o, ctx->commit_lsn);
     o = PUT_LIT(o, ",\"ts_ms\":");
     o = put_i64(o, ctx->commit_ts_ms);
     o = PUT_LIT(o, ",\"snapshot\":\"");

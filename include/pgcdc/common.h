@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #define PGCDC_VERSION "0.1.0"
 
@@ -76,10 +77,40 @@ static inline int pgcdc_hex_digit(char c)
     return -1;
 }
 
-/* v in decimal, NUL-terminated, into out; returns the number of digits. No locale, no
- * printf: the Kafka sink formats three of these per message. */
+/* The decimal digits of v (at most 20) written at o, two per division; returns the end.
+ * No NUL, no locale, no printf: the event encoder and the Kafka headers use it. */
+static inline char *pgcdc_put_u64(char *o, uint64_t v)
+{
+    static const char pairs[] = "00010203040506070809101112131415161718192021222324"
+                                "25262728293031323334353637383940414243444546474849"
+                                "50515253545556575859606162636465666768697071727374"
+                                "75767778798081828384858687888990919293949596979899";
+    char tmp[20];
+    size_t i = sizeof(tmp);
+    while (v >= 100) {
+        size_t r = (size_t)(v % 100) * 2;
+        v /= 100;
+        tmp[--i] = pairs[r + 1];
+        tmp[--i] = pairs[r];
+    }
+    if (v >= 10) {
+        tmp[--i] = pairs[v * 2 + 1];
+        tmp[--i] = pairs[v * 2];
+    } else {
+        tmp[--i] = (char)('0' + v);
+    }
+    memcpy(o, tmp + i, sizeof(tmp) - i);
+    return o + (sizeof(tmp) - i);
+}
+
+/* v in decimal, NUL-terminated, into out; returns the number of digits. */
 #define PGCDC_U64_BUFLEN 21
-size_t pgcdc_u64_str(uint64_t v, char out[PGCDC_U64_BUFLEN]);
+static inline size_t pgcdc_u64_str(uint64_t v, char out[PGCDC_U64_BUFLEN])
+{
+    char *e = pgcdc_put_u64(out, v);
+    *e = '\0';
+    return (size_t)(e - out);
+}
 
 /* Wall clock in milliseconds / microseconds since the Unix epoch; monotonic ms for timers. */
 int64_t pgcdc_now_ms(void);
