@@ -585,16 +585,17 @@ class Bench:
         print()
         print("== throughput: %d changes (%d-row INSERT, %d UPDATE, %d DELETE, %d pgbench tx), "
               "best of %d" % (changes, ins, upd, dele, pgb, rounds))
-        print("%-34s %8s %10s %6s %7s %8s %9s %9s" % ("contender", "seconds", "changes/s",
-                                                      "ratio", "cpu s", "rq wait", "wsnd cpu",
-                                                      "peak RSS"))
+        print("%-34s %8s %10s %6s %7s %8s %9s %9s %9s" % ("contender", "seconds", "changes/s",
+                                                           "ratio", "cpu s", "rq wait",
+                                                           "wsnd cpu", "peak RSS", "median s"))
         for t in table:
-            print("%-34s %8.2f %10.0f %5.2fx %7.2f %8.2f %9.2f %6.1f MB" % (
+            print("%-34s %8.2f %10.0f %5.2fx %7.2f %8.2f %9.2f %6.1f MB %9.2f" % (
                 t["contender"], t["seconds"], t["changes_per_s"], t["ratio"], t["cpu_s"],
-                t["runq_wait_s"], t["walsender_cpu_s"], t["rss_mb"]))
+                t["runq_wait_s"], t["walsender_cpu_s"], t["rss_mb"],
+                statistics.median(t["all_seconds"])))
         print("  (cpu s: the client's user+sys; rq wait: its threads runnable but waiting for a "
               "CPU;\n   wsnd cpu: the server's walsender, which decodes; all runs read the same "
-              "changes)")
+              "changes;\n   median s: of all rounds, the check on a best round that was luck)")
         for t in table:
             if t["key"] == "kafka" and t["mock_cpu_s"] is not None:
                 print("  (mock cluster process, same machine: %.2f cpu s)" % t["mock_cpu_s"])
