@@ -870,11 +870,7 @@ class Bench:
                 raise RuntimeError("bench_decode under callgrind failed:\n" + r.stderr[-2000:])
             changes = int(re.search(r"^changes (\d+)", r.stdout, re.M).group(1))
             nbytes = int(re.search(r"^bytes (\d+)", r.stdout, re.M).group(1))
-            ir = None
-            with open(cg) as f:
-                for line in f:
-                    if line.startswith("totals:") or line.startswith("summary:"):
-                        ir = int(line.split()[1])
+            ir = callgrind_total(cg)
             out[label] = {"changes": changes, "instructions": ir, "per_change": ir / changes,
                           "bytes_per_change": nbytes / changes}
         self.results["decode"] = out
@@ -921,11 +917,7 @@ class Bench:
             if label.startswith("file") and r["events"] != changes:
                 raise RuntimeError("wholerun: the file sink wrote %d events of %d changes" % (
                     r["events"], changes))
-            ir = None
-            with open(cg) as f:
-                for line in f:
-                    if line.startswith("totals:") or line.startswith("summary:"):
-                        ir = int(line.split()[1])
+            ir = callgrind_total(cg)
             out[label] = {"changes": changes, "instructions": ir, "per_change": ir / changes,
                           "cpu_s": r["cpu"]}
             pg.psql("SELECT pg_drop_replication_slot('whole_%s')" % label)
@@ -943,6 +935,16 @@ class Bench:
     def target(self, what, ok, value):
         self.results.setdefault("targets", []).append({"target": what, "pass": ok, "value": value})
         print("%s %s: %s" % ("PASS" if ok else "MISS", what, value))
+
+
+def callgrind_total(path):
+    """The instruction total of a callgrind output file."""
+    ir = None
+    with open(path) as f:
+        for line in f:
+            if line.startswith("totals:") or line.startswith("summary:"):
+                ir = int(line.split()[1])
+    return ir
 
 
 def machine():
