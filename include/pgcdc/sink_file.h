@@ -8,9 +8,9 @@
  * Durability: events are buffered and written; sync writes, fdatasyncs, then records in
  * <state.dir>/checkpoint (end LSN of the last complete transaction, open segment, its
  * length at that transaction's end), overwriting the older of two CRC-checked slots in
- * place. On open, the open segment is cut back
- * to the checkpointed length and later segments are removed, and transactions ending at
- * or before the checkpoint LSN are skipped: each committed change is in the files once.
+ * place. On open, the open segment is cut back to the checkpointed length and later
+ * segments are removed, and transactions ending at or before the checkpoint LSN are
+ * skipped: each committed change is in the files once.
  */
 #ifndef PGCDC_SINK_FILE_H
 #define PGCDC_SINK_FILE_H
