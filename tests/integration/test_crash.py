@@ -3,6 +3,7 @@ every committed change exactly once, in commit order."""
 
 import os
 import random
+import shutil
 import time
 
 import harness as h
@@ -57,4 +58,49 @@ def test_sigkill_loop_exactly_once(cluster, make_pgcdc, name, writers):
     txns = h.verify_writers(events, [w], cluster)
     print("kills=%d txns=%d events=%d segments=%d reconnects=%d" % (
         kills, len(txns), len(events), len(segs), w.reconnects))
+    cluster.drop_slot(name)
+
+
+def test_state_dir_lost_restored_from_position(cluster, make_pgcdc, name, writers):
+    """docs/operations.md, "state.dir lost": with sink.file.dir intact, pgcdc refuses to
+    start; copying <sink.file.dir>/.pgcdc-position (the plain format) to
+    <state.dir>/checkpoint lets it go on exactly once, and the next sync writes the
+    two-slot format. Writes continue the whole time."""
+    h.Writer.create_tables(cluster, name)
+    p = make_pgcdc(settings={"snapshot.mode": "initial"},
+                   opts={"sink.file.segment_bytes": "16384"})
+    p.start()
+    cluster.wait_slot_active(name, timeout=30)  # the snapshot (of empty tables) is done
+    w = h.Writer(cluster, prefix=name, pause=0.003)
+    writers.append(w)
+    w.start()
+    w.wait_txns(100)
+    h.wait_until(lambda: h.count_lines(p.data_dir) > 200, 30, what="events in the files")
+    assert p.stop(timeout=15) == 0, p.describe()
+    assert (p.checkpoint() or {}).get("gen"), "expected the two-slot checkpoint format"
+
+    shutil.rmtree(p.state_dir)
+    assert p.run(timeout=30) == 2, p.describe()
+    assert any("is missing" in l for l in p.lines), p.describe()
+
+    pos = os.path.join(p.data_dir, ".pgcdc-position")
+    with open(pos) as f:
+        position = dict(l.strip().split("=", 1) for l in f if "=" in l)
+    # The procedure's precondition: the position is at or past what the slot confirmed.
+    assert h.lsn_parse(position["lsn"]) >= cluster.confirmed_flush(name)
+    os.makedirs(p.state_dir, exist_ok=True)  # the refused run made it again, empty
+    shutil.copy(pos, os.path.join(p.state_dir, "checkpoint"))
+    p.start()
+    w.wait_txns(len(w.committed) + 200)
+    h.wait_until(lambda: (p.checkpoint() or {}).get("gen"), 30,
+                 what="the restored checkpoint rewritten in the two-slot format")
+    w.stop()
+    assert p.stop(timeout=15) == 0, p.describe()
+    assert not p.error_lines(), p.describe()
+    rc = p.run(["--end-lsn", h.lsn_format(cluster.current_lsn())], timeout=120)
+    assert rc == 0, p.describe()
+    segs = h.check_segment_files(p.data_dir, strict=True)
+    events = [e for _, evs in segs for e in evs]
+    assert not any(e["op"] == "r" for e in events), "no new snapshot expected"
+    h.verify_writers(events, [w], cluster)
     cluster.drop_slot(name)
