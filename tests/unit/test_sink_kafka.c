@@ -391,38 +391,51 @@ static void test_oversized_local(void)
     free(big);
 }
 
-/* The brokers refuse a batch (their max.message.bytes): a failed delivery, never acked ok. */
-static void test_rejected_by_broker(void)
+/*
+ * The brokers fail the one Produce request for topic <prefix>.public.t with `code`: the
+ * poll returns the failure naming the topic and each of `needles`, the transaction is
+ * marked failed, and nothing is acknowledged.
+ */
+static void check_delivery_fails(const char *prefix, rd_kafka_resp_err_t code,
+                                 const char *value, uint64_t lsn, const char *const *needles)
 {
     struct pgcdc_config c;
     struct pgcdc_txn_track *t;
     struct pgcdc_sink *s;
     struct pgcdc_record r;
-    char err[512];
+    char err[512], topic[64];
     int rc = 0;
 
-    cfg_make(&c, "rej", NULL);
-    rd_kafka_mock_topic_create(mock, "rej.public.t", 1, 3);
+    snprintf(topic, sizeof(topic), "%s.public.t", prefix);
+    cfg_make(&c, prefix, NULL);
+    rd_kafka_mock_topic_create(mock, topic, 1, 3);
     s = open_sink(&c, &t);
     if (!s)
         return;
-    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1,
-                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1, code);
     pgcdc_txn_track_begin(t, 1100);
-    r = rec("t", 'c', "{\"id\":1}", "{\"a\":1}", 0x16B2F40);
+    r = rec("t", 'c', "{\"id\":1}", value, lsn);
     CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
     pgcdc_txn_track_commit(t);
     for (int i = 0; i < 100 && rc == 0; i++)
         rc = s->ops->poll(s, 100, err, sizeof(err));
     CHECK_INT_EQ(rc, PGCDC_ERR);
-    CHECK_CONTAINS(err, "rej.public.t");
-    CHECK_CONTAINS(err, "0/16B2F40");
-    CHECK_CONTAINS(err, "too large");
+    CHECK_CONTAINS(err, topic);
+    for (size_t i = 0; needles[i]; i++)
+        CHECK_CONTAINS(err, needles[i]);
     CHECK(pgcdc_txn_track_failed(t));
     CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
     s->ops->close(s);
     pgcdc_txn_track_free(t);
     pgcdc_config_free(&c);
+}
+
+/* The brokers refuse a batch (their max.message.bytes): a failed delivery, never acked ok. */
+static void test_rejected_by_broker(void)
+{
+    static const char *const needles[] = {"0/16B2F40", "too large", NULL};
+    check_delivery_fails("rej", RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, "{\"a\":1}", 0x16B2F40,
+                         needles);
 }
 
 /* A fatal producer error (here: the cluster refuses the idempotent producer an id) stops
@@ -463,34 +476,9 @@ static void test_fatal(void)
 /* A permanent delivery failure (no write permission on the topic). */
 static void test_delivery_failure(void)
 {
-    struct pgcdc_config c;
-    struct pgcdc_txn_track *t;
-    struct pgcdc_sink *s;
-    struct pgcdc_record r;
-    char err[512];
-    int rc = 0;
-
-    cfg_make(&c, "acl", NULL);
-    rd_kafka_mock_topic_create(mock, "acl.public.t", 1, 3);
-    s = open_sink(&c, &t);
-    if (!s)
-        return;
-    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1,
-                                      RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
-    pgcdc_txn_track_begin(t, 1100);
-    r = rec("t", 'c', "{\"id\":1}", "{}", 1050);
-    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
-    pgcdc_txn_track_commit(t);
-    for (int i = 0; i < 100 && rc == 0; i++)
-        rc = s->ops->poll(s, 100, err, sizeof(err));
-    CHECK_INT_EQ(rc, PGCDC_ERR);
-    CHECK_CONTAINS(err, "acl.public.t");
-    CHECK_CONTAINS(err, "WRITE");
-    CHECK(pgcdc_txn_track_failed(t));
-    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
-    s->ops->close(s);
-    pgcdc_txn_track_free(t);
-    pgcdc_config_free(&c);
+    static const char *const needles[] = {"WRITE", NULL};
+    check_delivery_fails("acl", RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, "{}", 1050,
+                         needles);
 }
 
 int main(void)
