@@ -411,6 +411,18 @@ class Bench:
         os.makedirs(d)
         return d
 
+    def run_drain(self, what, args, d):
+        """Run a contender to its end LSN; its Proc (wall, CPU, RSS) and the walsender's CPU
+        meanwhile. Output and errors go to d/log, which a failure quotes."""
+        log_path = os.path.join(d, "log")
+        ws = WalsenderCpu(self.pg.postmaster_pid())
+        p = Proc(args, log_path)
+        rc = p.wait(3600)
+        wcpu = ws.finish()
+        if rc != 0:
+            raise RuntimeError("%s exited %d: %s" % (what, rc, open(log_path).read()))
+        return p, wcpu
+
     # -- pg_recvlogical: the reference
     def run_recvlogical(self, slot, endpos):
         d = self.dir("recvlogical-" + slot)
@@ -420,12 +432,7 @@ class Bench:
         opts = PLUGIN_OPTIONS + ([("numeric-data-types-as-string", "1")] if self.numstr else [])
         for k, v in opts:
             args += ["-o", "%s=%s" % (k, v)]
-        ws = WalsenderCpu(self.pg.postmaster_pid())
-        p = Proc(args, os.path.join(d, "log"))
-        rc = p.wait(3600)
-        wcpu = ws.finish()
-        if rc != 0:
-            raise RuntimeError("pg_recvlogical exited %d: %s" % (rc, open(os.path.join(d, "log")).read()))
+        p, wcpu = self.run_drain("pg_recvlogical", args, d)
         changes = 0
         with open(out, "rb") as f:
             for line in f:
@@ -457,12 +464,7 @@ class Bench:
         d = self.dir("file-" + slot)
         args = list(wrap) + self.pgcdc_args(slot, d, "file", ["source.create_slot=false"],
                                             binary) + ["--end-lsn", endpos]
-        ws = WalsenderCpu(self.pg.postmaster_pid())
-        p = Proc(args, os.path.join(d, "log"))
-        rc = p.wait(3600)
-        wcpu = ws.finish()
-        if rc != 0:
-            raise RuntimeError("pgcdc (file) exited %d: %s" % (rc, open(os.path.join(d, "log")).read()))
+        p, wcpu = self.run_drain("pgcdc (file)", args, d)
         return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "walsender_cpu": wcpu,
                 "runq_wait": p.runq_wait(),
                 "events": self.count_segment_events(os.path.join(d, "segments"))}
@@ -499,14 +501,9 @@ class Bench:
             args = list(wrap) + self.pgcdc_args(slot, d, "kafka", ["source.create_slot=false"] +
                                                 self.kafka_extra(bootstrap), binary) + \
                 ["--end-lsn", endpos]
-            ws = WalsenderCpu(self.pg.postmaster_pid())
-            p = Proc(args, os.path.join(d, "log"))
-            rc = p.wait(3600)
-            wcpu = ws.finish()
+            p, wcpu = self.run_drain("pgcdc (kafka)", args, d)
         finally:
             self.stop_mock(mock)
-        if rc != 0:
-            raise RuntimeError("pgcdc (kafka) exited %d: %s" % (rc, open(os.path.join(d, "log")).read()))
         return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "walsender_cpu": wcpu,
                 "runq_wait": p.runq_wait(), "mock_cpu": mock.cpu()}
 
