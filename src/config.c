@@ -1,9 +1,9 @@
 /*
- * config.c — the settings of SPEC.md's table, from defaults, a file, the environment and -o.
+ * config.c — the settings, from built-in defaults, a `-c` file, PGCDC_<KEY> environment
+ * variables and -o, as README and config/pgcdc.conf.example describe them.
  *
- * One table (`keys` below) lists every key with its type and where it lives in struct
- * pgcdc_config; setting, environment mapping, the unknown-key suggestion and the example
- * file's test all read it, so a key added here is known everywhere at once.
+ * Which keys there are, their types, ranges and defaults is the table in config_keys.c;
+ * this file parses and checks values against it.
  *
  * No message built here ever holds the value of a secret key (source.dsn, kafka.*password*
  * and friends): a value is quoted in an error only for keys that are not secret.
@@ -21,64 +21,12 @@
 
 #include "pgcdc/common.h"
 #include "pgcdc/config.h"
+#include "pgcdc/config_keys.h"
 
 #include <libpq-fe.h>
 #include "pgcdc/log.h"
 
 #define EXAMPLE_HINT "see config/pgcdc.conf.example for the valid keys"
-
-enum key_type {
-    T_STR,      /* any non-empty string */
-    T_DSN,      /* source.dsn: empty means unset, the value is secret */
-    T_SLOT,     /* a replication slot name */
-    T_TOPIC,    /* a Kafka topic name fragment */
-    T_PATTERNS, /* comma list of schema.table globs; empty means unset */
-    T_BOOL,
-    T_INT,      /* int within [min, max] */
-    T_U64,      /* uint64_t within [min, max] */
-    T_ENUM,     /* one of names[], stored as int (index) */
-    T_HOSTPORT, /* HOST:PORT; empty means off */
-};
-
-struct key_def {
-    const char *name;
-    enum key_type type;
-    size_t off;
-    uint64_t min, max;
-    const char *const *names; /* T_ENUM: NULL-terminated, index = stored value */
-};
-
-static const char *const snapshot_names[] = {"initial", "never", "initial_only", NULL};
-static const char *const sink_names[] = {"file", "kafka", NULL};
-static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
-static const char *const format_names[] = {"text", "json", NULL};
-
-#define OFF(f) offsetof(struct pgcdc_config, f)
-
-static const struct key_def keys[] = {
-    {"source.dsn", T_DSN, OFF(source_dsn), 0, 0, NULL},
-    {"source.slot", T_SLOT, OFF(source_slot), 0, 0, NULL},
-    {"source.create_slot", T_BOOL, OFF(source_create_slot), 0, 0, NULL},
-    {"source.tables.include", T_PATTERNS, OFF(source_tables_include), 0, 0, NULL},
-    {"source.tables.exclude", T_PATTERNS, OFF(source_tables_exclude), 0, 0, NULL},
-    {"source.partitions_as_root", T_BOOL, OFF(source_partitions_as_root), 0, 0, NULL},
-    {"source.slot_busy_timeout_ms", T_INT, OFF(source_slot_busy_timeout_ms), 0, 86400000, NULL},
-    {"snapshot.mode", T_ENUM, OFF(snapshot_mode), 0, 0, snapshot_names},
-    {"sink.type", T_ENUM, OFF(sink_type), 0, 0, sink_names},
-    {"sink.file.dir", T_STR, OFF(sink_file_dir), 0, 0, NULL},
-    /* At least a page; at most 1 TiB, far past any sane segment but safe from overflow. */
-    {"sink.file.segment_bytes", T_U64, OFF(sink_file_segment_bytes), 4096, 1ULL << 40, NULL},
-    {"sink.kafka.topic_prefix", T_TOPIC, OFF(sink_kafka_topic_prefix), 0, 0, NULL},
-    {"sink.kafka.tombstones", T_BOOL, OFF(sink_kafka_tombstones), 0, 0, NULL},
-    {"state.dir", T_STR, OFF(state_dir), 0, 0, NULL},
-    {"status.interval_ms", T_INT, OFF(status_interval_ms), 10, 600000, NULL},
-    {"metrics.listen", T_HOSTPORT, OFF(metrics_listen), 0, 0, NULL},
-    {"metrics.stall_ms", T_INT, OFF(metrics_stall_ms), 1000, 86400000, NULL},
-    {"log.level", T_ENUM, OFF(log_level), 0, 0, level_names},
-    {"log.format", T_ENUM, OFF(log_format), 0, 0, format_names},
-};
-
-#define NKEYS (sizeof keys / sizeof keys[0])
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -94,7 +42,7 @@ static void seterr(char *err, size_t errlen, const char *fmt, ...)
     va_end(ap);
 }
 
-static char **str_field(struct pgcdc_config *c, const struct key_def *k)
+static char **str_field(struct pgcdc_config *c, const struct pgcdc_config_key *k)
 {
     return (char **)((char *)c + k->off);
 }
@@ -111,39 +59,33 @@ static int set_str(char **slot, const char *s)
     return PGCDC_OK;
 }
 
+static int set_typed(struct pgcdc_config *c, const struct pgcdc_config_key *k, const char *v,
+                     const char *origin, char *err, size_t errlen);
+
 int pgcdc_config_init(struct pgcdc_config *c)
 {
     memset(c, 0, sizeof *c);
-    if (set_str(&c->source_slot, "pgcdc") < 0 || set_str(&c->sink_file_dir, "./pgcdc-data") < 0 ||
-        set_str(&c->sink_kafka_topic_prefix, "pgcdc") < 0 ||
-        set_str(&c->state_dir, "./pgcdc-state") < 0)
-        goto fail;
-    c->source_create_slot = true;
-    c->source_partitions_as_root = false;
-    c->snapshot_mode = PGCDC_SNAPSHOT_INITIAL;
-    c->sink_type = PGCDC_SINK_FILE;
-    c->sink_file_segment_bytes = 67108864;
-    c->sink_kafka_tombstones = true;
-    c->status_interval_ms = 1000;
-    c->source_slot_busy_timeout_ms = 60000;
-    c->metrics_stall_ms = 120000;
-    c->log_level = PGCDC_LOG_INFO;
-    c->log_format = PGCDC_LOG_TEXT;
+    /* The defaults are parsed like any other value, so the table holds them as text. */
+    for (size_t i = 0; i < pgcdc_config_nkeys; i++) {
+        const struct pgcdc_config_key *k = &pgcdc_config_keys[i];
+        if (k->def != NULL && set_typed(c, k, k->def, "built-in default", NULL, 0) < 0) {
+            pgcdc_config_free(c);
+            return PGCDC_ERR;
+        }
+    }
     return PGCDC_OK;
-fail:
-    pgcdc_config_free(c);
-    return PGCDC_ERR;
 }
 
 void pgcdc_config_free(struct pgcdc_config *c)
 {
     if (c == NULL)
         return;
-    for (size_t i = 0; i < NKEYS; i++) {
-        enum key_type t = keys[i].type;
-        if (t == T_STR || t == T_DSN || t == T_SLOT || t == T_TOPIC || t == T_PATTERNS ||
-            t == T_HOSTPORT)
-            free(*str_field(c, &keys[i]));
+    for (size_t i = 0; i < pgcdc_config_nkeys; i++) {
+        const struct pgcdc_config_key *k = &pgcdc_config_keys[i];
+        if (k->type == PGCDC_KEY_STR || k->type == PGCDC_KEY_DSN || k->type == PGCDC_KEY_SLOT ||
+            k->type == PGCDC_KEY_TOPIC || k->type == PGCDC_KEY_PATTERNS ||
+            k->type == PGCDC_KEY_HOSTPORT)
+            free(*str_field(c, k));
     }
     for (size_t i = 0; i < c->nkafka; i++) {
         free(c->kafka[i].key);
@@ -151,23 +93,6 @@ void pgcdc_config_free(struct pgcdc_config *c)
     }
     free(c->kafka);
     memset(c, 0, sizeof *c);
-}
-
-bool pgcdc_config_key_is_secret(const char *key)
-{
-    static const char *const secret_words[] = {"password",           "secret",  "ssl.key.pem",
-                                               "oauthbearer.config", "ssl_key", NULL};
-
-    if (key == NULL)
-        return false;
-    if (strcmp(key, "source.dsn") == 0)
-        return true;
-    if (strncmp(key, "kafka.", 6) != 0)
-        return false;
-    for (size_t i = 0; secret_words[i]; i++)
-        if (strcasestr(key, secret_words[i]))
-            return true;
-    return false;
 }
 
 /* Only dotted names of [A-Za-z0-9_-] are echoed back; anything else may be a mangled secret. */
@@ -181,44 +106,10 @@ static bool key_is_printable(const char *key)
     return true;
 }
 
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    size_t row[128];
-
-    if (lb >= sizeof row / sizeof row[0])
-        return (size_t)-1;
-    for (size_t j = 0; j <= lb; j++)
-        row[j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        size_t diag = row[0];
-        row[0] = i;
-        for (size_t j = 1; j <= lb; j++) {
-            size_t up = row[j];
-            size_t best = diag + (a[i - 1] != b[j - 1]);
-            if (up + 1 < best)
-                best = up + 1;
-            if (row[j - 1] + 1 < best)
-                best = row[j - 1] + 1;
-            row[j] = best;
-            diag = up;
-        }
-    }
-    return row[lb];
-}
-
-static const struct key_def *find_key(const char *name)
-{
-    for (size_t i = 0; i < NKEYS; i++)
-        if (strcmp(keys[i].name, name) == 0)
-            return &keys[i];
-    return NULL;
-}
-
 static void unknown_key(const char *key, const char *origin, char *err, size_t errlen)
 {
-    const struct key_def *best = NULL;
-    size_t bestd = (size_t)-1;
+    const struct pgcdc_config_key *best;
+    size_t bestd;
 
     if (!key_is_printable(key)) {
         seterr(err, errlen,
@@ -226,13 +117,7 @@ static void unknown_key(const char *key, const char *origin, char *err, size_t e
                origin, EXAMPLE_HINT);
         return;
     }
-    for (size_t i = 0; i < NKEYS; i++) {
-        size_t d = edit_distance(key, keys[i].name);
-        if (d < bestd) {
-            bestd = d;
-            best = &keys[i];
-        }
-    }
+    best = pgcdc_config_key_nearest(key, &bestd);
     if (best != NULL && bestd <= 3)
         seterr(err, errlen, "unknown configuration key \"%s\" (at %s); did you mean \"%s\"? %s",
                key, origin, best->name, EXAMPLE_HINT);
@@ -419,7 +304,6 @@ static int check_topic(const char *v)
     return 0;
 }
 
-/* Each comma-separated entry must be non-empty "schema.table" (with '*' allowed). */
 /*
  * Step through a comma-separated list: *entry and *len get the next entry with surrounding
  * blanks trimmed (possibly empty). Returns false once the list is exhausted.
@@ -441,6 +325,7 @@ static bool next_entry(const char **cursor, const char **entry, size_t *len)
     return true;
 }
 
+/* Each comma-separated entry must be non-empty "schema.table" (with '*' allowed). */
 static int check_patterns(const char *v)
 {
     const char *s;
@@ -497,59 +382,43 @@ static void trim(char **s)
 }
 
 /* Set one typed key from an already expanded value. */
-static int set_typed(struct pgcdc_config *c, const struct key_def *k, const char *v,
+static int set_typed(struct pgcdc_config *c, const struct pgcdc_config_key *k, const char *v,
                      const char *origin, char *err, size_t errlen)
 {
     char shown[256];
-    const char *accepted = NULL;
     bool b;
     uint64_t n;
 
     switch (k->type) {
-    case T_DSN:
-    case T_PATTERNS:
-    case T_HOSTPORT:
+    case PGCDC_KEY_DSN:
+    case PGCDC_KEY_PATTERNS:
+    case PGCDC_KEY_HOSTPORT:
         if (*v == '\0') /* empty: unset (all tables, no exclusions, metrics off) */
             return set_str(str_field(c, k), NULL) < 0 ? PGCDC_ERR : PGCDC_OK;
-        if (k->type == T_PATTERNS && check_patterns(v) < 0) {
-            accepted = "a comma list of schema.table, '*' matches any run of characters "
-                       "(e.g. public.*,sales.orders)";
+        if (k->type == PGCDC_KEY_PATTERNS && check_patterns(v) < 0)
             break;
-        }
-        if (k->type == T_HOSTPORT && check_hostport(v) < 0) {
-            accepted = "HOST:PORT with a port of 1-65535 (e.g. 127.0.0.1:9187, 0.0.0.0:9187, "
-                       "[::1]:9187), or empty for off";
+        if (k->type == PGCDC_KEY_HOSTPORT && check_hostport(v) < 0)
             break;
-        }
         goto store;
-    case T_STR:
-        if (*v == '\0') {
-            accepted = "a non-empty path";
+    case PGCDC_KEY_STR:
+        if (*v == '\0')
             break;
-        }
         goto store;
-    case T_SLOT:
-        if (check_slot(v) < 0) {
-            accepted = "1-63 lower-case letters, digits or '_' (a PostgreSQL slot name)";
+    case PGCDC_KEY_SLOT:
+        if (check_slot(v) < 0)
             break;
-        }
         goto store;
-    case T_TOPIC:
-        if (check_topic(v) < 0) {
-            accepted = "1-120 characters of letters, digits, '.', '_' or '-' (a Kafka "
-                       "topic name prefix)";
+    case PGCDC_KEY_TOPIC:
+        if (check_topic(v) < 0)
             break;
-        }
         goto store;
-    case T_BOOL:
-        if (parse_bool(v, &b) < 0) {
-            accepted = "true or false (also on/off, yes/no, 1/0)";
+    case PGCDC_KEY_BOOL:
+        if (parse_bool(v, &b) < 0)
             break;
-        }
         *(bool *)((char *)c + k->off) = b;
         return PGCDC_OK;
-    case T_INT:
-    case T_U64:
+    case PGCDC_KEY_INT:
+    case PGCDC_KEY_U64:
         if (parse_u64(v, k->min, k->max, &n) < 0) {
             char range[128];
             snprintf(range, sizeof range, "a whole number from %llu to %llu",
@@ -559,12 +428,12 @@ static int set_typed(struct pgcdc_config *c, const struct key_def *k, const char
                    range);
             return PGCDC_ERR_CONFIG;
         }
-        if (k->type == T_INT)
+        if (k->type == PGCDC_KEY_INT)
             *(int *)((char *)c + k->off) = (int)n;
         else
             *(uint64_t *)((char *)c + k->off) = n;
         return PGCDC_OK;
-    case T_ENUM:
+    case PGCDC_KEY_ENUM:
         for (int i = 0; k->names[i]; i++) {
             if (strcmp(v, k->names[i]) == 0) {
                 /* Every enum field of struct pgcdc_config is int-sized. */
@@ -587,7 +456,7 @@ static int set_typed(struct pgcdc_config *c, const struct key_def *k, const char
     }
     show_value(k->name, v, shown, sizeof shown);
     seterr(err, errlen, "bad value %s for %s (at %s): expected %s", shown, k->name, origin,
-           accepted ? accepted : "something else");
+           k->help ? k->help : "something else");
     return PGCDC_ERR_CONFIG;
 store:
     if (set_str(str_field(c, k), v) < 0) {
@@ -600,7 +469,7 @@ store:
 int pgcdc_config_set(struct pgcdc_config *c, const char *key, const char *value, const char *origin,
                      char *err, size_t errlen)
 {
-    const struct key_def *k = NULL;
+    const struct pgcdc_config_key *k = NULL;
     char *expanded = NULL;
     int rc;
 
@@ -615,7 +484,7 @@ int pgcdc_config_set(struct pgcdc_config *c, const char *key, const char *value,
             unknown_key(key, origin, err, errlen);
             return PGCDC_ERR_CONFIG;
         }
-    } else if ((k = find_key(key)) == NULL) {
+    } else if ((k = pgcdc_config_key_find(key)) == NULL) {
         unknown_key(key, origin, err, errlen);
         return PGCDC_ERR_CONFIG;
     }
@@ -753,6 +622,7 @@ int pgcdc_config_load_env(struct pgcdc_config *c, char **envp, char *err, size_t
         return PGCDC_OK;
     for (char **e = envp; *e; e++) {
         const char *eq = strchr(*e, '=');
+        const struct pgcdc_config_key *k;
         size_t nlen;
         int rc;
 
@@ -765,19 +635,8 @@ int pgcdc_config_load_env(struct pgcdc_config *c, char **envp, char *err, size_t
         name[nlen] = '\0';
 
         key[0] = '\0';
-        for (size_t i = 0; i < NKEYS; i++) {
-            const char *k = keys[i].name;
-            size_t j = 0;
-            bool match = strncmp(name, "PGCDC_", 6) == 0 && strlen(name) == 6 + strlen(k);
-            for (; match && k[j]; j++) {
-                char want = k[j] == '.' ? '_' : (char)toupper((unsigned char)k[j]);
-                match = name[6 + j] == want;
-            }
-            if (match) {
-                snprintf(key, sizeof key, "%s", k);
-                break;
-            }
-        }
+        if ((k = pgcdc_config_key_from_env(name)) != NULL)
+            snprintf(key, sizeof key, "%s", k->name);
         if (key[0] == '\0' && strncmp(name, "PGCDC_KAFKA_", 12) == 0 && name[12] != '\0') {
             /* librdkafka property names are dotted lower case: bootstrap.servers. */
             size_t j = 0;

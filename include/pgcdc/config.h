@@ -13,6 +13,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pgcdc/config_keys.h" /* the key table; pgcdc_config_key_is_secret */
+
 enum pgcdc_snapshot_mode { PGCDC_SNAPSHOT_INITIAL = 0, PGCDC_SNAPSHOT_NEVER, PGCDC_SNAPSHOT_INITIAL_ONLY };
 enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA };
 
@@ -76,12 +78,6 @@ int pgcdc_config_check_dsn(const char *what, const char *dsn, char *err, size_t 
 int pgcdc_config_validate(struct pgcdc_config *c, char *err, size_t errlen);
 
 void pgcdc_config_free(struct pgcdc_config *c);
-
-/*
- * Whether a key's value is a secret that must never appear in a message or a log line:
- * source.dsn, and kafka.* keys naming a password, secret, private key or OAuth config.
- */
-bool pgcdc_config_key_is_secret(const char *key);
 
 /*
  * Whether schema.table (unescaped names) is selected by source.tables.include/exclude.

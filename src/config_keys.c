@@ -1,0 +1,150 @@
+/*
+ * config_keys.c — every configuration key pgcdc knows, with its default and what it
+ * accepts, the lookups by name, by nearest name and by environment variable, and which keys
+ * hold secrets.
+ *
+ * config/pgcdc.conf.example documents the same keys for people; test_config checks that it
+ * names every key here and shows each default as this table has it.
+ */
+#include <ctype.h>
+#include <stdbool.h>
+#include <string.h>
+#include <strings.h>
+
+#include "pgcdc/config.h"
+#include "pgcdc/config_keys.h"
+
+static const char *const snapshot_names[] = {"initial", "never", "initial_only", NULL};
+static const char *const sink_names[] = {"file", "kafka", NULL};
+/* In the order of enum pgcdc_log_level and enum pgcdc_log_format. */
+static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+static const char *const format_names[] = {"text", "json", NULL};
+
+#define HELP_BOOL "true or false (also on/off, yes/no, 1/0)"
+#define HELP_PATH "a non-empty path"
+#define HELP_PATTERNS                                                                              \
+    "a comma list of schema.table, '*' matches any run of characters "                             \
+    "(e.g. public.*,sales.orders)"
+
+#define OFF(f) offsetof(struct pgcdc_config, f)
+
+const struct pgcdc_config_key pgcdc_config_keys[] = {
+    {"source.dsn", PGCDC_KEY_DSN, OFF(source_dsn), 0, 0, NULL, NULL, NULL},
+    {"source.slot", PGCDC_KEY_SLOT, OFF(source_slot), 0, 0, NULL, "pgcdc",
+     "1-63 lower-case letters, digits or '_' (a PostgreSQL slot name)"},
+    {"source.create_slot", PGCDC_KEY_BOOL, OFF(source_create_slot), 0, 0, NULL, "true", HELP_BOOL},
+    {"source.tables.include", PGCDC_KEY_PATTERNS, OFF(source_tables_include), 0, 0, NULL, NULL,
+     HELP_PATTERNS},
+    {"source.tables.exclude", PGCDC_KEY_PATTERNS, OFF(source_tables_exclude), 0, 0, NULL, NULL,
+     HELP_PATTERNS},
+    {"source.partitions_as_root", PGCDC_KEY_BOOL, OFF(source_partitions_as_root), 0, 0, NULL,
+     "false", HELP_BOOL},
+    {"source.slot_busy_timeout_ms", PGCDC_KEY_INT, OFF(source_slot_busy_timeout_ms), 0, 86400000,
+     NULL, "60000", NULL},
+    {"snapshot.mode", PGCDC_KEY_ENUM, OFF(snapshot_mode), 0, 0, snapshot_names, "initial", NULL},
+    {"sink.type", PGCDC_KEY_ENUM, OFF(sink_type), 0, 0, sink_names, "file", NULL},
+    {"sink.file.dir", PGCDC_KEY_STR, OFF(sink_file_dir), 0, 0, NULL, "./pgcdc-data", HELP_PATH},
+    /* At least a page; at most 1 TiB, far past any sane segment but safe from overflow. */
+    {"sink.file.segment_bytes", PGCDC_KEY_U64, OFF(sink_file_segment_bytes), 4096, 1ULL << 40, NULL,
+     "67108864", NULL},
+    {"sink.kafka.topic_prefix", PGCDC_KEY_TOPIC, OFF(sink_kafka_topic_prefix), 0, 0, NULL, "pgcdc",
+     "1-120 characters of letters, digits, '.', '_' or '-' (a Kafka topic name prefix)"},
+    {"sink.kafka.tombstones", PGCDC_KEY_BOOL, OFF(sink_kafka_tombstones), 0, 0, NULL, "true",
+     HELP_BOOL},
+    {"state.dir", PGCDC_KEY_STR, OFF(state_dir), 0, 0, NULL, "./pgcdc-state", HELP_PATH},
+    {"status.interval_ms", PGCDC_KEY_INT, OFF(status_interval_ms), 10, 600000, NULL, "1000", NULL},
+    {"metrics.listen", PGCDC_KEY_HOSTPORT, OFF(metrics_listen), 0, 0, NULL, NULL,
+     "HOST:PORT with a port of 1-65535 (e.g. 127.0.0.1:9187, 0.0.0.0:9187, [::1]:9187), "
+     "or empty for off"},
+    {"metrics.stall_ms", PGCDC_KEY_INT, OFF(metrics_stall_ms), 1000, 86400000, NULL, "120000",
+     NULL},
+    {"log.level", PGCDC_KEY_ENUM, OFF(log_level), 0, 0, level_names, "info", NULL},
+    {"log.format", PGCDC_KEY_ENUM, OFF(log_format), 0, 0, format_names, "text", NULL},
+};
+
+const size_t pgcdc_config_nkeys = sizeof pgcdc_config_keys / sizeof pgcdc_config_keys[0];
+
+const struct pgcdc_config_key *pgcdc_config_key_find(const char *name)
+{
+    for (size_t i = 0; i < pgcdc_config_nkeys; i++)
+        if (strcmp(pgcdc_config_keys[i].name, name) == 0)
+            return &pgcdc_config_keys[i];
+    return NULL;
+}
+
+/* Levenshtein distance; (size_t)-1 for a b too long to be a key's name. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    size_t row[128];
+
+    if (lb >= sizeof row / sizeof row[0])
+        return (size_t)-1;
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t best = diag + (a[i - 1] != b[j - 1]);
+            if (up + 1 < best)
+                best = up + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+bool pgcdc_config_key_is_secret(const char *key)
+{
+    static const char *const secret_words[] = {"password",           "secret",  "ssl.key.pem",
+                                               "oauthbearer.config", "ssl_key", NULL};
+
+    if (key == NULL)
+        return false;
+    if (strcmp(key, "source.dsn") == 0)
+        return true;
+    if (strncmp(key, "kafka.", 6) != 0)
+        return false;
+    for (size_t i = 0; secret_words[i]; i++)
+        if (strcasestr(key, secret_words[i]))
+            return true;
+    return false;
+}
+
+const struct pgcdc_config_key *pgcdc_config_key_nearest(const char *name, size_t *dist)
+{
+    const struct pgcdc_config_key *best = NULL;
+    size_t bestd = (size_t)-1;
+
+    for (size_t i = 0; i < pgcdc_config_nkeys; i++) {
+        size_t d = edit_distance(name, pgcdc_config_keys[i].name);
+        if (d < bestd) {
+            bestd = d;
+            best = &pgcdc_config_keys[i];
+        }
+    }
+    *dist = bestd;
+    return best;
+}
+
+const struct pgcdc_config_key *pgcdc_config_key_from_env(const char *var)
+{
+    if (strncmp(var, "PGCDC_", 6) != 0)
+        return NULL;
+    for (size_t i = 0; i < pgcdc_config_nkeys; i++) {
+        const char *k = pgcdc_config_keys[i].name;
+        bool match = strlen(var) == 6 + strlen(k);
+        for (size_t j = 0; match && k[j]; j++) {
+            char want = k[j] == '.' ? '_' : (char)toupper((unsigned char)k[j]);
+            match = var[6 + j] == want;
+        }
+        if (match)
+            return &pgcdc_config_keys[i];
+    }
+    return NULL;
+}
