@@ -11,6 +11,7 @@
 
 #include "pgcdc/common.h"
 #include "pgcdc/config.h"
+#include "pgcdc/config_keys.h"
 #include "pgcdc/log.h"
 #include "unit.h"
 
@@ -875,6 +876,50 @@ static void test_example_config(void)
     free(on);
 }
 
+/*
+ * The example file and the key table agree: every key of the table has a `# key = value`
+ * line, and for a key with a built-in default the value shown is that default.
+ */
+static void test_example_matches_table(void)
+{
+    const char *example = "../config/pgcdc.conf.example";
+    FILE *f = fopen(example, "r");
+    char *text = calloc(1, 65536);
+    size_t n;
+
+    CHECK(f != NULL);
+    if (f == NULL) {
+        free(text);
+        return;
+    }
+    n = fread(text + 1, 1, 65536 - 2, f);
+    fclose(f);
+    text[0] = '\n'; /* so that every line, the first included, follows a newline */
+    text[n + 1] = '\0';
+    for (size_t i = 0; i < pgcdc_config_nkeys; i++) {
+        const struct pgcdc_config_key *k = &pgcdc_config_keys[i];
+        char want[256];
+        const char *line;
+
+        snprintf(want, sizeof want, "\n# %s = ", k->name);
+        line = strstr(text, want);
+        CHECK(line != NULL);
+        if (line == NULL) {
+            fprintf(stderr, "    %s is missing from %s\n", k->name, example);
+            continue;
+        }
+        if (k->def != NULL) {
+            const char *v = line + strlen(want);
+            size_t vlen = strcspn(v, "\n");
+            CHECK(vlen == strlen(k->def) && strncmp(v, k->def, vlen) == 0);
+            if (vlen != strlen(k->def) || strncmp(v, k->def, vlen) != 0)
+                fprintf(stderr, "    %s: %s shows \"%.*s\", the default is \"%s\"\n", k->name,
+                        example, (int)vlen, v, k->def);
+        }
+    }
+    free(text);
+}
+
 int main(void)
 {
     if (mkdtemp(tmpdir) == NULL)
@@ -893,6 +938,7 @@ int main(void)
     test_no_secret_in_messages();
     test_table_selected();
     test_example_config();
+    test_example_matches_table();
     for (int i = 0; i < nfiles; i++) {
         char p[300];
         snprintf(p, sizeof p, "%s/c%d.conf", tmpdir, i);
