@@ -55,7 +55,7 @@ _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t),
 /* librdkafka warnings: the same error code is logged at most once per this interval. */
 #define KAFKA_WARN_INTERVAL_MS 10000
 
-/* Bounded wait for outstanding deliveries when closing (main has flushed already). */
+/* Bounded wait for outstanding deliveries when closing (the caller has flushed already). */
 #define KAFKA_CLOSE_FLUSH_MS 500
 
 /* The producer defaults we set before the user's kafka.* keys; see docs/kafka.md. */
@@ -179,7 +179,7 @@ static const char *kafka_delivery_hint(rd_kafka_resp_err_t e)
     }
 }
 
-/* Record a fatal producer error (the producer can not go on). */
+/* Record a fatal producer error (the producer cannot go on). */
 static void kafka_fail_fatal(struct pgcdc_sink_kafka *k)
 {
     char reason[256];
@@ -489,7 +489,7 @@ static int kafka_produce(struct pgcdc_sink_kafka *k, rd_kafka_topic_t *rkt,
         return PGCDC_AGAIN;
     }
 
-    /* Never produced and never will be: the transaction can not be confirmed. */
+    /* Never produced and never will be: the transaction cannot be confirmed. */
     pgcdc_txn_track_ack(k->base.track, h, false);
     {
         char text[PGCDC_LSN_BUFLEN];

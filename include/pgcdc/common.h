@@ -20,7 +20,7 @@
 #define PGCDC_ERR_BUSY -5  /* held by another process (the slot): retry for a bounded time */
 #define PGCDC_STOP -6      /* a stop was requested while waiting (back-pressure): wind down */
 
-/* Exit codes of SPEC.md. */
+/* Exit codes, as README's Commands section gives them. */
 #define PGCDC_EXIT_OK 0
 #define PGCDC_EXIT_RUNTIME 1
 #define PGCDC_EXIT_USAGE 2

@@ -1,7 +1,7 @@
 /*
  * sink.h — the one small interface every sink implements.
  *
- * The caller (main.c) drives a transaction as:
+ * The caller (stream.c) drives a transaction as:
  *     pgcdc_txn_track_begin; sink->begin; sink->write ...; sink->commit; pgcdc_txn_track_commit
  * A sink counts each written message with pgcdc_txn_track_add and acknowledges it with
  * pgcdc_txn_track_ack (or _ack_all) once it is durable, so the tracker knows which LSN

@@ -1,7 +1,7 @@
 """Helpers for the snapshot / selection / type-fidelity tests (test_fidelity.py,
 test_snapshot.py, test_selection.py), on top of harness.py.
 
-- expected_value(): what SPEC.md says an event carries for a column, given the column's
+- expected_value(): what docs/events.md says an event carries for a column, given the column's
   `::text` form read from the source and the kind of its type.
 - column_kinds() / source_texts(): the kinds and `::text` values of a table, from the source.
 - apply_events(): rebuild a table's content from its events (r/c/u/d applied by key in file
@@ -84,10 +84,11 @@ def source_texts(cluster, table, key="id", where=None):
 
 def output_text(expr):
     """SQL for the text output form of expr: `expr::text` for every type, except that the
-    cast to text is not the output function for two types, where SPEC's "PostgreSQL's text
-    output form" is the output function's: char(n) (the cast trims the padding) and inet
-    (the cast's text(inet) always adds the netmask, /32 or /128). format('%s') calls the
-    output function for every type, so it is used throughout (NULL stays NULL)."""
+    cast to text is not the output function for two types, where docs/events.md's
+    "PostgreSQL's text output form" is the output function's: char(n) (the cast trims the
+    padding) and inet (the cast's text(inet) always adds the netmask, /32 or /128).
+    format('%s') calls the output function for every type, so it is used throughout (NULL
+    stays NULL)."""
     # num_nulls, not IS NULL: a composite whose fields are all NULL IS NULL, but is not NULL.
     return "CASE WHEN num_nulls(%s) = 1 THEN NULL ELSE format('%%s', %s) END" % (expr, expr)
 
@@ -100,7 +101,7 @@ NON_FINITE = {"NaN", "Infinity", "-Infinity"}
 
 
 def expected_value(text, kind, nonfinite_as_null=True):
-    """The JSON value SPEC.md prescribes for a column whose `::text` form is `text`:
+    """The JSON value docs/events.md prescribes for a column whose `::text` form is `text`:
     integers as JSON integers with the exact digits, numeric/float as a string of the
     digits, booleans true/false, NULL null, everything else the text form.
 

@@ -1,6 +1,6 @@
 """Type fidelity (issue 4): every value of a table holding every PostgreSQL type the issue
-lists, boundary values included, comes out of pgcdc exactly as SPEC.md's Events section
-says, compared with `SELECT col::text` from the source:
+lists, boundary values included, comes out of pgcdc exactly as docs/events.md says,
+compared with `SELECT col::text` from the source:
 
 - integers (int2/int4/int8/oid) as JSON integers with the exact digits;
 - numeric, real, double precision as JSON strings holding PostgreSQL's digits;

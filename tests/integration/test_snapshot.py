@@ -251,7 +251,7 @@ def test_slot_made_by_slot_create_gets_a_snapshot(cluster, make_pgcdc, name):
 
 def test_sigterm_during_snapshot(cluster, make_pgcdc, name):
     """SIGTERM while the snapshot is stuck (its server backend is stopped with SIGSTOP, as
-    if the network or the server hung): exit 0 within 10 s (SPEC), and the next run takes
+    if the network or the server hung): exit 0 within 10 s (README), and the next run takes
     the whole snapshot cleanly."""
     a = name + "_a"
     _fill(cluster, a, KILL_ROWS)

@@ -1,5 +1,5 @@
 /*
- * test_config.c — SPEC.md's configuration table: defaults, the file format, the environment,
+ * test_config.c — the configuration keys: defaults, the file format, the environment,
  * -o, precedence, validation, and that no message ever shows a secret.
  */
 #include <ctype.h>
@@ -15,9 +15,9 @@
 #include "pgcdc/log.h"
 #include "unit.h"
 
-/* The keys of SPEC.md's table, plus our additions source.partitions_as_root,
- * source.slot_busy_timeout_ms and metrics.stall_ms. */
-static const char *const spec_keys[] = {
+/* Every documented key, written out here so that a key dropped from the table by mistake
+ * fails the test instead of vanishing from the example too. */
+static const char *const documented_keys[] = {
     "source.dsn",
     "source.slot",
     "source.create_slot",
@@ -503,19 +503,19 @@ static void test_env_mapping(void)
     pgcdc_config_free(&c);
 
     /* Every key of the table has its variable. */
-    for (size_t i = 0; spec_keys[i]; i++) {
+    for (size_t i = 0; documented_keys[i]; i++) {
         char var[128];
         size_t j;
         snprintf(var, sizeof var, "PGCDC_");
-        for (j = 0; spec_keys[i][j]; j++)
-            var[6 + j] = spec_keys[i][j] == '.' ? '_' : (char)toupper(spec_keys[i][j]);
+        for (j = 0; documented_keys[i][j]; j++)
+            var[6 + j] = documented_keys[i][j] == '.' ? '_' : (char)toupper(documented_keys[i][j]);
         var[6 + j] = '\0';
         /* A bad value proves the variable was read and mapped to this key. */
         char entry[160];
         const char *badval = "???";
-        if (strcmp(spec_keys[i], "source.dsn") == 0)
+        if (strcmp(documented_keys[i], "source.dsn") == 0)
             badval = "${PGCDC_TEST_UNSET}";
-        else if (strstr(spec_keys[i], ".dir"))
+        else if (strstr(documented_keys[i], ".dir"))
             badval = "";
         snprintf(entry, sizeof entry, "%s=%s", var, badval);
         char *one[] = {entry, NULL};
@@ -523,7 +523,7 @@ static void test_env_mapping(void)
         int rc = pgcdc_config_load_env(&c, one, err, sizeof err);
         CHECK_INT_EQ(rc, PGCDC_ERR_CONFIG);
         CHECK_CONTAINS(err, var);
-        CHECK_CONTAINS(err, spec_keys[i]);
+        CHECK_CONTAINS(err, documented_keys[i]);
         if (rc != PGCDC_ERR_CONFIG)
             fprintf(stderr, "    %s not read\n", var);
         pgcdc_config_free(&c);
@@ -828,16 +828,17 @@ static void test_example_config(void)
             (klen = strspn(l + 2, "abcdefghijklmnopqrstuvwxyz_.")) > 0 &&
             strncmp(l + 2 + klen, " = ", 3) == 0 && memchr(l + 2, '.', klen)) {
             strcat(on, l + 2);
-            for (size_t i = 0; spec_keys[i]; i++)
-                if (strlen(spec_keys[i]) == klen && strncmp(spec_keys[i], l + 2, klen) == 0)
+            for (size_t i = 0; documented_keys[i]; i++)
+                if (strlen(documented_keys[i]) == klen &&
+                    strncmp(documented_keys[i], l + 2, klen) == 0)
                     seen[i] = true;
         }
     }
     fclose(f);
-    for (size_t i = 0; spec_keys[i]; i++) {
+    for (size_t i = 0; documented_keys[i]; i++) {
         CHECK(seen[i]);
         if (!seen[i])
-            fprintf(stderr, "    %s is missing from %s\n", spec_keys[i], example);
+            fprintf(stderr, "    %s is missing from %s\n", documented_keys[i], example);
     }
     CHECK_CONTAINS(on, "kafka.bootstrap.servers = ");
     CHECK_CONTAINS(on, "kafka.security.protocol = SASL_SSL");
