@@ -12,6 +12,7 @@
 #include <sys/select.h>
 
 #include "pgcdc/common.h"
+#include "pgcdc/errors.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 
@@ -60,12 +61,7 @@ int pgcdc_repl_connect(struct pgcdc_repl **out, const char *dsn, char *err, size
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         const char *m = c ? PQerrorMessage(c) : "";
-        int fatal = strstr(m, "password authentication failed") ||
-                    strstr(m, "no password supplied") || strstr(m, "does not exist") ||
-                    strstr(m, "no pg_hba.conf entry") || strstr(m, "replication role") ||
-                    strstr(m, "permission denied") || strstr(m, "invalid connection option") ||
-                    strstr(m, "invalid URI") || strstr(m, "missing \"=\"") ||
-                    strstr(m, "SSL is not enabled") || (c == NULL);
+        int rc = pgcdc_errors_connect(c);
         conn_error(c, "cannot connect to the source", err, errlen);
         if (strstr(m, "password authentication failed") || strstr(m, "no password supplied"))
             strncat(err, " (fix the password in source.dsn; pgcdc does not retry this)",
@@ -77,7 +73,7 @@ int pgcdc_repl_connect(struct pgcdc_repl **out, const char *dsn, char *err, size
             strncat(err, fix, errlen - strlen(err) - 1);
         }
         PQfinish(c);
-        return fatal ? PGCDC_ERR : PGCDC_ERR_RETRY;
+        return rc;
     }
     struct pgcdc_repl *r = calloc(1, sizeof(*r));
     if (!r) {
@@ -100,27 +96,22 @@ struct pg_conn *pgcdc_repl_conn(struct pgcdc_repl *r)
     return r->conn;
 }
 
-/* Classify a failed command by SQLSTATE: what a retry can fix, what it cannot. */
+/*
+ * A failed command: its message in err, its class from errors.c (a slot active elsewhere
+ * is busy, a lost connection or a restarting server is retried). The wording stays here.
+ */
 static int result_error(PGresult *res, PGconn *c, const char *what, char *err, size_t errlen)
 {
     const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
     const char *msg = res ? PQresultErrorMessage(res) : PQerrorMessage(c);
     snprintf(err, errlen, "%s: %s", what, msg && *msg ? msg : PQerrorMessage(c));
     pgcdc_log_one_line(err);
-    if (PQstatus(c) == CONNECTION_BAD || !state)
-        return PGCDC_ERR_RETRY;
-    if (strcmp(state, "55006") == 0) /* object_in_use: the slot is active elsewhere */
-        return PGCDC_ERR_BUSY;
-    if (strncmp(state, "08", 2) == 0 || strncmp(state, "57", 2) == 0 ||
-        strncmp(state, "53", 2) == 0 || strcmp(state, "58000") == 0 ||
-        strcmp(state, "58030") == 0 || strcmp(state, "40001") == 0)
-        return PGCDC_ERR_RETRY;
-    if (strcmp(state, "58P01") == 0 && strstr(msg, "wal2json"))
+    if (state && strcmp(state, "58P01") == 0 && msg && strstr(msg, "wal2json"))
         strncat(err,
                 " (the wal2json output plugin is not installed on the server: install "
                 "postgresql-<version>-wal2json, or use a server that ships it, as Neon does)",
                 errlen - strlen(err) - 1);
-    return PGCDC_ERR;
+    return pgcdc_errors_pg(c, res, PGCDC_ERRCTX_SOURCE);
 }
 
 /* Run a command that returns tuples (or nothing); caller PQclears the result. */
