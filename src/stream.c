@@ -20,15 +20,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <libpq-fe.h>
-
-#include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/decode.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/metrics.h"
+#include "pgcdc/relations.h"
 #include "pgcdc/repl.h"
 #include "pgcdc/sink.h"
 #include "pgcdc/sink_file.h"
@@ -43,29 +41,9 @@
 #define PROGRESS_INTERVAL_MS 60000
 #define PING_AFTER_MS 10000    /* silence after which we ask the server for a reply */
 #define DEAD_AFTER_MS 30000    /* no reply to that for this long: the connection is gone */
-#define NAME_MAX_BYTES 256
 
 
 enum loop_result { LOOP_STOP = 0, LOOP_END_REACHED = 1 };
-
-/* A table as wal2json names it, and what events call it. */
-struct rel {
-    char *key; /* raw JSON bytes: schema span, '.', table span */
-    size_t keylen;
-    char schema[NAME_MAX_BYTES], table[NAME_MAX_BYTES]; /* reported, unescaped */
-    struct pgcdc_buf schema_json, table_json;           /* reported, as JSON strings */
-    bool selected;
-    int64_t resolved_ms; /* when the partition root was last looked up */
-};
-
-/* Partitions can be attached and detached at any time: look the root up again this often. */
-#define PARTITION_RECHECK_MS 5000
-
-#define REL_CACHE_MAX 8192
-
-struct type_rule {
-    uint32_t oid, rule_oid;
-};
 
 struct stream {
     const struct pgcdc_config *cfg;
@@ -90,12 +68,7 @@ struct stream {
     struct pgcdc_txn_meta txn;
     struct pgcdc_event_ctx ectx;
 
-    /* What each table wal2json names becomes in events (see resolve) */
-    struct rel *rels;
-    size_t nrels, last_rel;
-    struct pg_conn *catalog; /* plain connection for catalog lookups, opened when needed */
-    struct type_rule *types;  /* user type OID -> the OID whose value rules apply */
-    size_t ntypes, captypes;
+    struct pgcdc_relations rels; /* what each table wal2json names becomes in events */
 
     int64_t last_sync_ms, last_status_ms, last_progress_ms;
     int64_t last_recv_ms, ping_sent_ms; /* silence detection; ping_sent_ms 0: none out */
@@ -223,170 +196,7 @@ static int sink_write(struct stream *s, const struct pgcdc_record *r, char *err,
     }
 }
 
-static void rels_clear(struct stream *s)
-{
-    for (size_t i = 0; i < s->nrels; i++) {
-        free(s->rels[i].key);
-        pgcdc_buf_free(&s->rels[i].schema_json);
-        pgcdc_buf_free(&s->rels[i].table_json);
-    }
-    s->nrels = s->last_rel = 0;
-}
-
-/* The partition root of schema.table, over a plain connection opened on first use. */
-static int open_catalog(struct stream *s, char *err, size_t errlen)
-{
-    if (!s->catalog) {
-        const char *keys[] = {"dbname", "fallback_application_name", NULL};
-        const char *vals[] = {s->cfg->source_dsn, "pgcdc-catalog", NULL};
-        s->catalog = PQconnectdbParams(keys, vals, 1);
-        if (PQstatus(s->catalog) != CONNECTION_OK) {
-            snprintf(err, errlen, "cannot open a catalog connection: %s",
-                     PQerrorMessage(s->catalog));
-            err[strcspn(err, "\n")] = '\0';
-            PQfinish(s->catalog);
-            s->catalog = NULL;
-            return PGCDC_ERR_RETRY;
-        }
-    }
-    return PGCDC_OK;
-}
-
-/*
- * wal2json sends a column's own type OID, and quotes a domain over an integer or boolean
- * type like text; the event rules follow the base type. Built-in OIDs need no lookup;
- * each user type is looked up once.
- */
-static int apply_type_rules(struct stream *s, struct pgcdc_col *cols, size_t n, char *err,
-                            size_t errlen)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t oid = cols[i].typeoid;
-        if (oid < PGCDC_FIRST_USER_OID)
-            continue;
-        size_t k = 0;
-        while (k < s->ntypes && s->types[k].oid != oid)
-            k++;
-        if (k == s->ntypes) {
-            uint32_t base = oid;
-            int rc = open_catalog(s, err, errlen);
-            if (rc == PGCDC_OK)
-                rc = pgcdc_catalog_base_type(s->catalog, oid, &base, err, errlen);
-            if (rc < 0)
-                return PGCDC_ERR_RETRY;
-            if (s->ntypes == s->captypes) {
-                size_t cap = s->captypes ? s->captypes * 2 : 16;
-                struct type_rule *t = realloc(s->types, cap * sizeof(*t));
-                if (!t) {
-                    snprintf(err, errlen, "out of memory");
-                    return PGCDC_ERR;
-                }
-                s->types = t;
-                s->captypes = cap;
-            }
-            s->types[s->ntypes++] = (struct type_rule){oid, pgcdc_event_rule_oid(oid, base)};
-        }
-        cols[i].typeoid = s->types[k].rule_oid;
-    }
-    return PGCDC_OK;
-}
-
-static int partition_root(struct stream *s, struct rel *r, char *err, size_t errlen)
-{
-    int rc = open_catalog(s, err, errlen);
-    if (rc < 0)
-        return rc;
-    char leaf_schema[NAME_MAX_BYTES], leaf_table[NAME_MAX_BYTES];
-    memcpy(leaf_schema, r->schema, sizeof(leaf_schema));
-    memcpy(leaf_table, r->table, sizeof(leaf_table));
-    rc = pgcdc_catalog_partition_root(s->catalog, leaf_schema, leaf_table, r->schema,
-                                          sizeof(r->schema), r->table, sizeof(r->table), err,
-                                          errlen);
-    if (rc < 0) {
-        PQfinish(s->catalog);
-        s->catalog = NULL;
-        return PGCDC_ERR_RETRY;
-    }
-    return PGCDC_OK;
-}
-
-/* Decide what events call r (the change's table) and whether it is selected. */
-static int name_rel(struct stream *s, struct rel *r, const struct pgcdc_change *ch, char *err,
-                    size_t errlen)
-{
-    int rc = PGCDC_OK;
-    if (pgcdc_json_unescape(ch->schema, r->schema, sizeof(r->schema)) < 0 ||
-        pgcdc_json_unescape(ch->table, r->table, sizeof(r->table)) < 0) {
-        snprintf(err, errlen, "wal2json sent an unreadable table name");
-        return PGCDC_ERR;
-    }
-    if (s->cfg->source_partitions_as_root) {
-        if ((rc = partition_root(s, r, err, errlen)) < 0)
-            return rc;
-        r->resolved_ms = pgcdc_mono_ms();
-    }
-    pgcdc_buf_reset(&r->schema_json);
-    pgcdc_buf_reset(&r->table_json);
-    if (pgcdc_buf_append_json_str(&r->schema_json, r->schema, strlen(r->schema)) < 0 ||
-        pgcdc_buf_append_json_str(&r->table_json, r->table, strlen(r->table)) < 0) {
-        snprintf(err, errlen, "out of memory");
-        return PGCDC_ERR;
-    }
-    r->selected = pgcdc_config_table_selected(s->cfg, r->schema, r->table);
-    return PGCDC_OK;
-}
-
-/*
- * Look up (or learn) how events name the change's table and whether it is selected.
- * With source.partitions_as_root a leaf partition is reported, and selected, under its
- * root's name. Consecutive changes mostly hit the same table: check that one first.
- */
-static int resolve(struct stream *s, const struct pgcdc_change *ch, struct rel **out, char *err,
-                   size_t errlen)
-{
-    size_t keylen = ch->schema.len + 1 + ch->table.len;
-    for (size_t k = 0; k < s->nrels; k++) {
-        size_t i = (s->last_rel + k) % s->nrels;
-        struct rel *r = &s->rels[i];
-        if (r->keylen == keylen && memcmp(r->key, ch->schema.p, ch->schema.len) == 0 &&
-            memcmp(r->key + ch->schema.len + 1, ch->table.p, ch->table.len) == 0) {
-            s->last_rel = i;
-            *out = r;
-            if (s->cfg->source_partitions_as_root &&
-                pgcdc_mono_ms() - r->resolved_ms >= PARTITION_RECHECK_MS)
-                return name_rel(s, r, ch, err, errlen);
-            return PGCDC_OK;
-        }
-    }
-    if (s->nrels == REL_CACHE_MAX)
-        rels_clear(s); /* a schema churning through this many tables: start over */
-    if (!s->rels && !(s->rels = calloc(REL_CACHE_MAX, sizeof(*s->rels)))) {
-        snprintf(err, errlen, "out of memory");
-        return PGCDC_ERR;
-    }
-    struct rel *r = &s->rels[s->nrels];
-    memset(r, 0, sizeof(*r));
-    if (!(r->key = malloc(keylen))) {
-        snprintf(err, errlen, "out of memory");
-        return PGCDC_ERR;
-    }
-    memcpy(r->key, ch->schema.p, ch->schema.len);
-    r->key[ch->schema.len] = '.';
-    memcpy(r->key + ch->schema.len + 1, ch->table.p, ch->table.len);
-    r->keylen = keylen;
-    int rc = name_rel(s, r, ch, err, errlen);
-    if (rc < 0) {
-        free(r->key);
-        pgcdc_buf_free(&r->schema_json);
-        pgcdc_buf_free(&r->table_json);
-        return rc;
-    }
-    s->last_rel = s->nrels++;
-    *out = r;
-    return PGCDC_OK;
-}
-
-static int emit(struct stream *s, const struct rel *rel, const struct pgcdc_change *ch, char op,
+static int emit(struct stream *s, const struct pgcdc_relation *rel, const struct pgcdc_change *ch, char op,
                 int use_old_key, char *err, size_t errlen)
 {
     pgcdc_buf_reset(&s->value);
@@ -476,14 +286,11 @@ static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *
         }
         if (s->skipping)
             return PGCDC_OK;
-        struct rel *rel;
-        if ((rc = resolve(s, ch, &rel, err, errlen)) < 0)
+        const struct pgcdc_relation *rel;
+        if ((rc = pgcdc_relations_resolve(&s->rels, ch, &rel, err, errlen)) < 0)
             return rc;
         if (!rel->selected)
             return PGCDC_OK;
-        if ((rc = apply_type_rules(s, ch->columns, ch->ncolumns, err, errlen)) < 0 ||
-            (rc = apply_type_rules(s, ch->identity, ch->nidentity, err, errlen)) < 0)
-            return rc;
         struct pgcdc_change named = *ch;
         named.schema = (struct pgcdc_span){rel->schema_json.data, rel->schema_json.len};
         named.table = (struct pgcdc_span){rel->table_json.data, rel->table_json.len};
@@ -570,39 +377,6 @@ static void strip_spaces(char *dst, size_t cap, const char *src)
     dst[o] = '\0';
 }
 
-/*
- * Once per process: a listed table that does not exist is a configuration error, and a
- * table whose updates and deletes cannot be captured is named in a warning.
- */
-static int check_tables(struct stream *s, char *err, size_t errlen)
-{
-    struct pg_conn *c = pgcdc_repl_conn(s->repl);
-    char missing[512];
-    int rc = pgcdc_catalog_missing_included(c, s->cfg, missing, sizeof(missing), err, errlen);
-    if (rc < 0)
-        return rc;
-    if (rc == 1) {
-        snprintf(err, errlen,
-                 "source.tables.include names %s, which does not exist (or is not a permanent "
-                 "table): create it, or fix the name (schema.table)",
-                 missing);
-        return PGCDC_ERR_CONFIG;
-    }
-    struct pgcdc_buf names = {0};
-    rc = pgcdc_catalog_keyless(c, s->cfg, &names, err, errlen);
-    if (rc > 0)
-        pgcdc_log(PGCDC_LOG_WARN,
-                  "tables without a primary key or replica identity: their updates and deletes "
-                  "cannot be captured (fix: ALTER TABLE ... REPLICA IDENTITY FULL, or add a "
-                  "primary key)",
-                  "tables", names.data, NULL);
-    pgcdc_buf_free(&names);
-    if (rc < 0)
-        return rc;
-    s->tables_checked = true;
-    return PGCDC_OK;
-}
-
 /* Connect, check, make sure the slot exists, start streaming. */
 static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
 {
@@ -612,8 +386,12 @@ static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
         return rc;
     if ((rc = pgcdc_repl_preflight(s->repl, err, errlen)) < 0)
         return rc;
-    if (!s->tables_checked && (rc = check_tables(s, err, errlen)) < 0)
-        return rc;
+    /* Once per process: the selection is checked against the source. */
+    if (!s->tables_checked) {
+        if ((rc = pgcdc_relations_check(pgcdc_repl_conn(s->repl), cfg, err, errlen)) < 0)
+            return rc;
+        s->tables_checked = true;
+    }
     struct pgcdc_slot_info info;
     if ((rc = pgcdc_repl_slot_info(s->repl, cfg->source_slot, &info, err, errlen)) < 0)
         return rc;
@@ -750,7 +528,7 @@ struct snap_state {
     struct stream *s;
     struct pgcdc_snapshot_stats *stats;
     struct pgcdc_buf value, key;
-    char schema[NAME_MAX_BYTES], table[NAME_MAX_BYTES];
+    char schema[PGCDC_RELATIONS_NAME_MAX], table[PGCDC_RELATIONS_NAME_MAX];
     bool pending, haskey;
     uint64_t lsn;
 };
@@ -1046,10 +824,7 @@ static void reset_after_disconnect(struct stream *s)
     s->dirty = true;
     s->streaming = false;
     s->idle_end = 0;
-    rels_clear(s); /* tables may have been renamed or repartitioned meanwhile */
-    s->ntypes = 0;
-    PQfinish(s->catalog);
-    s->catalog = NULL;
+    pgcdc_relations_reset(&s->rels); /* tables may have been renamed or repartitioned */
     atomic_store(&pgcdc_metrics.connected, 0);
     atomic_fetch_add(&pgcdc_metrics.reconnects, 1);
     pgcdc_repl_close(s->repl);
@@ -1109,6 +884,7 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
     struct stream *s = &st;
     s->cfg = cfg;
     s->end_lsn = end_lsn;
+    pgcdc_relations_init(&s->rels, cfg);
     int lockfd = -1, rc;
     srandom((unsigned)(getpid() ^ pgcdc_now_us()));
 
@@ -1247,10 +1023,7 @@ out:
     pgcdc_buf_free(&s->key);
     pgcdc_buf_free(&s->name_json);
     pgcdc_buf_free(&s->db_json);
-    rels_clear(s);
-    free(s->rels);
-    free(s->types);
-    PQfinish(s->catalog);
+    pgcdc_relations_free(&s->rels);
     if (lockfd >= 0)
         close(lockfd);
     return rc;
