@@ -31,6 +31,7 @@
 #include "pgcdc/sink.h"
 #include "pgcdc/sink_file.h"
 #include "pgcdc/sink_kafka.h"
+#include "pgcdc/slot.h"
 #include "pgcdc/snapshot.h"
 #include "pgcdc/txn_track.h"
 
@@ -53,7 +54,6 @@ struct stream {
     struct pgcdc_repl *repl;
     struct pgcdc_decoder dec;
     struct pgcdc_buf value, key, name_json, db_json;
-    char statefile[4096];
 
     uint64_t skip_upto;   /* transactions ending at or before this are already in the sink */
     uint64_t received;    /* highest position received (status "write") */
@@ -61,13 +61,11 @@ struct stream {
     uint64_t idle_end;    /* walEnd of the last keepalive received outside a transaction */
     bool in_txn, skipping;
     bool tables_checked;
-    /* wal2json >= 2.6 keeps NaN/Infinity with numeric-data-types-as-string: -1 unknown
-     * yet, 0 the plugin is older, 1 in use. Snapshot and stream must agree on it. */
-    int numeric_strings;
     bool streaming; /* inside START_REPLICATION's CopyBoth: status updates may be sent */
     struct pgcdc_txn_meta txn;
     struct pgcdc_event_ctx ectx;
 
+    struct pgcdc_slot slot;      /* the slot and its state.dir record */
     struct pgcdc_relations rels; /* what each table wal2json names becomes in events */
 
     int64_t last_sync_ms, last_status_ms, last_progress_ms;
@@ -309,74 +307,6 @@ static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *
     }
 }
 
-/*
- * Record in state.dir that this slot's stream is ours (and any snapshot is complete), so a
- * later start can tell a dropped slot from a new installation.
- */
-static int mark_streamed(struct stream *s, char *err, size_t errlen)
-{
-    if (access(s->statefile, F_OK) == 0)
-        return PGCDC_OK;
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", s->statefile);
-    FILE *fp = fopen(tmp, "w");
-    if (!fp || fprintf(fp, "slot=%s\n", s->cfg->source_slot) < 0 || fflush(fp) != 0 ||
-        fsync(fileno(fp)) != 0 || fclose(fp) != 0 || rename(tmp, s->statefile) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", s->statefile, strerror(errno));
-        return PGCDC_ERR;
-    }
-    return PGCDC_OK;
-}
-
-/* Options for wal2json; add-tables/filter-tables only when every pattern fits its syntax. */
-static int plugin_options(const struct pgcdc_config *cfg, const char **opts, size_t max)
-{
-    size_t n = 0;
-    const char *fixed[] = {"format-version", "2",     "include-xids",      "1",
-                           "include-timestamp", "1",  "include-lsn",       "1",
-                           "include-pk",     "1",     "include-type-oids", "1",
-                           "include-types",  "0",     "include-transaction", "1"};
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]) && n + 2 < max; i++)
-        opts[n++] = fixed[i];
-    opts[n] = NULL;
-    (void)cfg;
-    return (int)n;
-}
-
-/*
- * wal2json's own table filter only knows "schema.table" with '*' for a whole part;
- * we pass it when the patterns fit (less decoding traffic), and always filter here too.
- */
-static bool wal2json_pattern_ok(const char *list)
-{
-    char buf[4096];
-    if (!list || snprintf(buf, sizeof(buf), "%s", list) >= (int)sizeof(buf))
-        return false;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ')
-            tok++;
-        char *dot = strchr(tok, '.');
-        if (!dot || strchr(dot + 1, '.') || strpbrk(tok, "\\\"' "))
-            return false;
-        *dot = '\0';
-        const char *parts[2] = {tok, dot + 1};
-        for (int i = 0; i < 2; i++)
-            if (strchr(parts[i], '*') && strcmp(parts[i], "*") != 0)
-                return false;
-    }
-    return true;
-}
-
-static void strip_spaces(char *dst, size_t cap, const char *src)
-{
-    size_t o = 0;
-    for (; *src && o + 1 < cap; src++)
-        if (*src != ' ')
-            dst[o++] = *src;
-    dst[o] = '\0';
-}
-
 /* Connect, check, make sure the slot exists, start streaming. */
 static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
 {
@@ -392,116 +322,21 @@ static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
             return rc;
         s->tables_checked = true;
     }
-    struct pgcdc_slot_info info;
-    if ((rc = pgcdc_repl_slot_info(s->repl, cfg->source_slot, &info, err, errlen)) < 0)
-        return rc;
-    bool streamed_before = access(s->statefile, F_OK) == 0;
-    *fresh_slot = false;
-    if (!info.exists) {
-        if (streamed_before) {
-            snprintf(err, errlen,
-                     "replication slot \"%s\" no longer exists (dropped while pgcdc was "
-                     "stopped or running?): the changes since the last confirmed LSN are gone. "
-                     "To start over with a fresh snapshot, remove %s and the sink's data, "
-                     "then run again",
-                     cfg->source_slot, cfg->state_dir);
-            return PGCDC_ERR;
-        }
-        if (!cfg->source_create_slot) {
-            snprintf(err, errlen,
-                     "replication slot \"%s\" does not exist: create it with `pgcdc slot "
-                     "create`, or set source.create_slot = true",
-                     cfg->source_slot);
-            return PGCDC_ERR;
-        }
-        *fresh_slot = true;
-        return PGCDC_OK; /* the caller creates it (with or without a snapshot) */
-    }
-    if (strcmp(info.plugin, "wal2json") != 0) {
-        snprintf(err, errlen,
-                 "replication slot \"%s\" uses the plugin \"%s\", pgcdc needs wal2json: pick "
-                 "another source.slot, or drop that slot if it is unused",
-                 cfg->source_slot, info.plugin);
-        return PGCDC_ERR;
-    }
-    if (!streamed_before && cfg->snapshot_mode != PGCDC_SNAPSHOT_NEVER) {
-        if (s->sink->ops->resume_lsn(s->sink) > 0)
-            return PGCDC_OK; /* the snapshot became durable just before a crash */
-        /* No completed snapshot is recorded: a crash cut it short, or the slot was made
-         * by hand. Only a new slot exports a snapshot that meets its stream exactly. */
-        if (info.active) {
-            snprintf(err, errlen,
-                     "replication slot \"%s\" exists, is in use by pid %d, and no completed "
-                     "snapshot is recorded in %s: stop that process, or set snapshot.mode = never",
-                     cfg->source_slot, info.active_pid, cfg->state_dir);
-            return PGCDC_ERR;
-        }
-        pgcdc_log(PGCDC_LOG_WARN, "no completed snapshot recorded; recreating the slot to take one",
-                  "slot", cfg->source_slot, NULL);
-        if ((rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen)) < 0)
-            return rc;
-        *fresh_slot = true;
-        return PGCDC_OK;
-    }
-    return PGCDC_OK;
-}
-
-#define NUMERIC_AS_STRING "numeric-data-types-as-string"
-
-static void note_numeric_strings(struct stream *s, bool supported)
-{
-    if (s->numeric_strings == (supported ? 1 : 0))
-        return;
-    s->numeric_strings = supported ? 1 : 0;
-    if (!supported)
-        pgcdc_log(PGCDC_LOG_WARN,
-                  "the source's wal2json is older than 2.6: numeric and float NaN and "
-                  "Infinity values arrive as null (upgrade wal2json to keep them)",
-                  NULL);
+    return pgcdc_slot_find(&s->slot, s->repl, s->sink->ops->resume_lsn(s->sink), fresh_slot,
+                           err, errlen);
 }
 
 static int start_streaming(struct stream *s, char *err, size_t errlen)
 {
     const struct pgcdc_config *cfg = s->cfg;
-    const char *opts[40];
-    int n = plugin_options(cfg, opts, sizeof(opts) / sizeof(opts[0]) - 4);
-    char inc[4096], exc[4096];
-    /* wal2json filters by leaf name; with partitions_as_root selection is by root name. */
-    bool server_filter = !cfg->source_partitions_as_root;
-    if (server_filter && cfg->source_tables_include &&
-        wal2json_pattern_ok(cfg->source_tables_include)) {
-        strip_spaces(inc, sizeof(inc), cfg->source_tables_include);
-        opts[n++] = "add-tables";
-        opts[n++] = inc;
-    }
-    if (server_filter && cfg->source_tables_exclude &&
-        wal2json_pattern_ok(cfg->source_tables_exclude)) {
-        strip_spaces(exc, sizeof(exc), cfg->source_tables_exclude);
-        opts[n++] = "filter-tables";
-        opts[n++] = exc;
-    }
-    if (s->numeric_strings != 0) {
-        opts[n++] = NUMERIC_AS_STRING;
-        opts[n++] = "1";
-    }
-    opts[n] = NULL;
     uint64_t startpos = s->skip_upto;
-    int rc = pgcdc_repl_start(s->repl, cfg->source_slot, startpos, opts, err, errlen);
-    if (rc < 0 && s->numeric_strings != 0 && strstr(err, NUMERIC_AS_STRING)) {
-        /* wal2json before 2.6 refuses the option; the connection is still usable. */
-        note_numeric_strings(s, false);
-        opts[n - 2] = NULL;
-        *err = '\0';
-        rc = pgcdc_repl_start(s->repl, cfg->source_slot, startpos, opts, err, errlen);
-    } else if (rc == PGCDC_OK && s->numeric_strings < 0) {
-        note_numeric_strings(s, true);
-    }
+    int rc = pgcdc_slot_start(&s->slot, s->repl, startpos, err, errlen);
     if (rc < 0)
         return rc;
     s->streaming = true;
     atomic_store(&pgcdc_metrics.connected, 1);
     pgcdc_metrics_progress();
-    if ((rc = mark_streamed(s, err, errlen)) < 0)
+    if ((rc = pgcdc_slot_mark_streamed(&s->slot, err, errlen)) < 0)
         return rc;
     char l[PGCDC_LSN_BUFLEN];
     pgcdc_log(PGCDC_LOG_INFO, "streaming", "slot", cfg->source_slot, "db",
@@ -634,12 +469,12 @@ static int take_snapshot(struct stream *s, char *err, size_t errlen)
         .snapshot_name = snapname,
         .slot = cfg->source_slot,
         .consistent_lsn = consistent,
-        .numeric_strings = s->numeric_strings,
+        .numeric_strings = s->slot.numeric_strings,
         .stop = &pgcdc_stop_requested,
     };
     rc = pgcdc_snapshot_run(&req, cfg, snap_row, &ss, &stats, err, errlen);
     if (req.numeric_strings >= 0)
-        note_numeric_strings(s, req.numeric_strings == 1);
+        pgcdc_slot_note_numeric_strings(&s->slot, req.numeric_strings == 1);
     if (rc == PGCDC_OK)
         rc = snap_flush_pending(&ss, true, err, errlen);
     if (rc == PGCDC_OK)
@@ -666,7 +501,7 @@ static int take_snapshot(struct stream *s, char *err, size_t errlen)
     snprintf(tables, sizeof(tables), "%" PRIu64, stats.tables);
     snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
     pgcdc_log(PGCDC_LOG_INFO, "snapshot complete", "tables", tables, "rows", rows, "ms", ms, NULL);
-    rc = mark_streamed(s, err, errlen);
+    rc = pgcdc_slot_mark_streamed(&s->slot, err, errlen);
 out:
     s->ectx.snapshot = "false";
     pgcdc_buf_free(&ss.value);
@@ -885,12 +720,12 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
     s->cfg = cfg;
     s->end_lsn = end_lsn;
     pgcdc_relations_init(&s->rels, cfg);
+    pgcdc_slot_init(&s->slot, cfg);
     int lockfd = -1, rc;
     srandom((unsigned)(getpid() ^ pgcdc_now_us()));
 
     if ((rc = lock_state_dir(cfg->state_dir, &lockfd, err, errlen)) < 0)
         return rc;
-    snprintf(s->statefile, sizeof(s->statefile), "%s/slot", cfg->state_dir);
     if ((rc = open_sink(cfg, &s->sink, err, errlen)) < 0)
         goto out;
     s->skip_upto = s->sink->ops->resume_lsn(s->sink);
@@ -911,7 +746,6 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
     s->ectx.name_json = s->name_json.data;
     s->ectx.snapshot = "false";
     s->last_progress_ms = pgcdc_mono_ms();
-    s->numeric_strings = -1;
 
     if (cfg->metrics_listen &&
         (rc = pgcdc_metrics_start(cfg->metrics_listen, cfg->metrics_stall_ms, err, errlen)) < 0)
@@ -947,14 +781,7 @@ int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err
                 break;
             }
         } else if (rc == PGCDC_OK && fresh) {
-            uint64_t consistent = 0;
-            rc = pgcdc_repl_create_slot(s->repl, cfg->source_slot, NULL, 0, &consistent, err,
-                                        errlen);
-            if (rc == PGCDC_OK) {
-                char l[PGCDC_LSN_BUFLEN];
-                pgcdc_log(PGCDC_LOG_INFO, "created replication slot", "slot", cfg->source_slot,
-                          "consistent_point", pgcdc_lsn_format(consistent, l), NULL);
-            }
+            rc = pgcdc_slot_create(&s->slot, s->repl, err, errlen);
         }
         if (rc == PGCDC_OK)
             rc = start_streaming(s, err, errlen);
