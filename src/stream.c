@@ -358,154 +358,28 @@ static void progress(struct stream *s, int64_t now)
               "inflight", inflight, NULL);
 }
 
-/* Snapshot rows are held back by one, so the final one can say "last". */
-struct snap_state {
-    struct stream *s;
-    struct pgcdc_snapshot_stats *stats;
-    struct pgcdc_buf value, key;
-    char schema[PGCDC_RELATIONS_NAME_MAX], table[PGCDC_RELATIONS_NAME_MAX];
-    bool pending, haskey;
-    uint64_t lsn;
-};
-
-static int snap_flush_pending(struct snap_state *ss, bool last, char *err, size_t errlen)
+/* The snapshot's way to the sink: the stream's own back-pressure handling. */
+static int snapshot_write(void *ctx, const struct pgcdc_record *r, char *err, size_t errlen)
 {
-    if (!ss->pending)
-        return PGCDC_OK;
-    if (last) {
-        /* The source block ends the event: its "snapshot":"true" is the last one. */
-        static const char pat[] = "\"snapshot\":\"true\"";
-        char *p = memmem(ss->value.data, ss->value.len, pat, sizeof(pat) - 1), *q = p;
-        while (q && (q = memmem(q + 1, ss->value.len - (size_t)(q + 1 - ss->value.data), pat,
-                                sizeof(pat) - 1)))
-            p = q;
-        if (p)
-            memcpy(p + sizeof(pat) - 1 - 5, "last", 4);
-    }
-    struct pgcdc_record r = {
-        .schema = ss->schema,
-        .table = ss->table,
-        .op = 'r',
-        .key = ss->haskey ? ss->key.data : NULL,
-        .key_len = ss->haskey ? ss->key.len : 0,
-        .value = ss->value.data,
-        .value_len = ss->value.len,
-        .lsn = ss->lsn,
-        .commit_lsn = ss->lsn,
-        .xid = ss->s->txn.xid,
-    };
-    ss->pending = false;
-    ss->s->n_events++;
-    atomic_fetch_add(&pgcdc_metrics.snapshot_rows, 1);
-    pgcdc_metrics_progress();
-    return sink_write(ss->s, &r, err, errlen);
+    struct stream *s = ctx;
+    s->n_events++;
+    return sink_write(s, r, err, errlen);
 }
 
-static int snap_row(void *ctx, const struct pgcdc_change *ch0, const char *schema,
-                    const char *table, char *err, size_t errlen)
-{
-    struct snap_state *ss = ctx;
-    struct stream *s = ss->s;
-    if (pgcdc_stop_requested) {
-        snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
-        return PGCDC_ERR_RETRY;
-    }
-    int rc = snap_flush_pending(ss, false, err, errlen);
-    if (rc < 0)
-        return rc;
-    struct pgcdc_change ch = *ch0;
-    ch.lsn = ss->lsn;
-    s->ectx.xid = s->txn.xid = ss->stats->xmin;
-    pgcdc_buf_reset(&ss->value);
-    pgcdc_buf_reset(&ss->key);
-    int haskey;
-    if (pgcdc_event_encode(&ss->value, &s->ectx, &ch, 'r', pgcdc_now_ms()) < 0 ||
-        (haskey = pgcdc_event_key(&ss->key, &ch, 0)) < 0) {
-        snprintf(err, errlen, "out of memory encoding a snapshot row");
-        return PGCDC_ERR;
-    }
-    ss->haskey = haskey > 0;
-    snprintf(ss->schema, sizeof(ss->schema), "%s", schema);
-    snprintf(ss->table, sizeof(ss->table), "%s", table);
-    ss->pending = true;
-    return PGCDC_OK;
-}
-
-/*
- * Create the slot exporting its snapshot, read every included table in it as one sink
- * transaction ending at the slot's consistent point, make it durable, record it.
- * Streaming then starts at the consistent point: no gap, no overlap.
- */
 static int take_snapshot(struct stream *s, char *err, size_t errlen)
 {
-    const struct pgcdc_config *cfg = s->cfg;
-    char snapname[128];
-    uint64_t consistent = 0;
-    int rc = pgcdc_repl_create_slot(s->repl, cfg->source_slot, snapname, sizeof(snapname),
-                                    &consistent, err, errlen);
-    if (rc < 0)
-        return rc;
-    char l[PGCDC_LSN_BUFLEN];
-    pgcdc_log(PGCDC_LOG_INFO, "created replication slot; taking the initial snapshot", "slot",
-              cfg->source_slot, "consistent_point", pgcdc_lsn_format(consistent, l), "snapshot",
-              snapname, NULL);
-    atomic_store(&pgcdc_metrics.connected, 1);
-    pgcdc_metrics_progress();
-    struct pgcdc_snapshot_stats stats;
-    struct snap_state ss = {.s = s, .stats = &stats, .lsn = consistent};
-    s->txn = (struct pgcdc_txn_meta){.commit_lsn = consistent, .end_lsn = consistent,
-                                     .commit_ts_ms = pgcdc_now_ms()};
-    s->ectx.commit_lsn = consistent;
-    s->ectx.commit_ts_ms = s->txn.commit_ts_ms;
-    s->ectx.snapshot = "true";
-    int64_t started = pgcdc_mono_ms();
-    while ((rc = pgcdc_txn_track_begin(s->track, consistent)) == PGCDC_AGAIN)
-        if (pgcdc_stop_requested || (rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0)
-            goto out;
-    if ((rc = s->sink->ops->begin(s->sink, &s->txn, err, errlen)) < 0)
-        goto out;
-    struct pgcdc_snapshot_req req = {
-        .dsn = cfg->source_dsn,
-        .snapshot_name = snapname,
-        .slot = cfg->source_slot,
-        .consistent_lsn = consistent,
-        .numeric_strings = s->slot.numeric_strings,
-        .stop = &pgcdc_stop_requested,
+    struct pgcdc_snapshot_out out = {
+        .sink = s->sink,
+        .track = s->track,
+        .name_json = s->ectx.name_json,
+        .db_json = s->ectx.db_json,
+        .write = snapshot_write,
+        .ctx = s,
     };
-    rc = pgcdc_snapshot_run(&req, cfg, snap_row, &ss, &stats, err, errlen);
-    if (req.numeric_strings >= 0)
-        pgcdc_slot_note_numeric_strings(&s->slot, req.numeric_strings == 1);
-    if (rc == PGCDC_OK)
-        rc = snap_flush_pending(&ss, true, err, errlen);
-    if (rc == PGCDC_OK)
-        rc = s->sink->ops->commit(s->sink, &s->txn, err, errlen);
-    if (rc < 0)
-        goto out;
-    pgcdc_txn_track_commit(s->track);
-    /* Under a broker outage the snapshot waits, like the stream, until it is delivered. */
-    while ((rc = s->sink->ops->flush(s->sink, 1000, err, errlen)) == PGCDC_AGAIN &&
-           !pgcdc_stop_requested)
-        ;
-    if (rc == PGCDC_AGAIN)
-        rc = PGCDC_ERR_RETRY; /* stopped: the next run takes the snapshot again */
-    if (rc < 0)
-        goto out;
-    if (pgcdc_txn_track_confirmed(s->track) < consistent) {
-        snprintf(err, errlen, "the sink did not acknowledge every snapshot row; not streaming");
-        rc = PGCDC_ERR;
-        goto out;
-    }
-    s->skip_upto = consistent;
-    char rows[24], tables[24], ms[24];
-    snprintf(rows, sizeof(rows), "%" PRIu64, stats.rows);
-    snprintf(tables, sizeof(tables), "%" PRIu64, stats.tables);
-    snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
-    pgcdc_log(PGCDC_LOG_INFO, "snapshot complete", "tables", tables, "rows", rows, "ms", ms, NULL);
-    rc = pgcdc_slot_mark_streamed(&s->slot, err, errlen);
-out:
-    s->ectx.snapshot = "false";
-    pgcdc_buf_free(&ss.value);
-    pgcdc_buf_free(&ss.key);
+    uint64_t durable = 0;
+    int rc = pgcdc_snapshot_take(&s->slot, s->repl, &out, &durable, err, errlen);
+    if (durable)
+        s->skip_upto = durable;
     return rc;
 }
 
