@@ -85,25 +85,34 @@ static int learn_type(struct pgcdc_relations *rs, uint32_t oid, size_t *at, char
     return PGCDC_OK;
 }
 
+/* The OID whose rules apply to user type oid, looked up once per type. */
+static int user_type_rule(struct pgcdc_relations *rs, uint32_t oid, uint32_t *rule, char *err,
+                          size_t errlen)
+{
+    size_t k = 0;
+    while (k < rs->ntypes && rs->types[k].oid != oid)
+        k++;
+    int rc;
+    if (k == rs->ntypes && (rc = learn_type(rs, oid, &k, err, errlen)) < 0)
+        return rc;
+    *rule = rs->types[k].rule_oid;
+    return PGCDC_OK;
+}
+
 /*
  * wal2json sends a column's own type OID, and quotes a domain over an integer or boolean
- * type like text; the event rules follow the base type. Built-in OIDs need no lookup;
- * each user type is looked up once.
+ * type like text; the event rules follow the base type. Built-in OIDs need no lookup (the
+ * common case, kept inline on the per-change path).
  */
-static int apply_type_rules(struct pgcdc_relations *rs, struct pgcdc_col *cols, size_t n, char *err,
-                            size_t errlen)
+static inline int apply_type_rules(struct pgcdc_relations *rs, struct pgcdc_col *cols, size_t n,
+                                   char *err, size_t errlen)
 {
     for (size_t i = 0; i < n; i++) {
         uint32_t oid = cols[i].typeoid;
-        if (oid < PGCDC_FIRST_USER_OID)
-            continue;
-        size_t k = 0;
-        while (k < rs->ntypes && rs->types[k].oid != oid)
-            k++;
         int rc;
-        if (k == rs->ntypes && (rc = learn_type(rs, oid, &k, err, errlen)) < 0)
+        if (oid >= PGCDC_FIRST_USER_OID &&
+            (rc = user_type_rule(rs, oid, &cols[i].typeoid, err, errlen)) < 0)
             return rc;
-        cols[i].typeoid = rs->types[k].rule_oid;
     }
     return PGCDC_OK;
 }
