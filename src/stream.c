@@ -43,8 +43,14 @@
 #define PING_AFTER_MS 10000    /* silence after which we ask the server for a reply */
 #define DEAD_AFTER_MS 30000    /* no reply to that for this long: the connection is gone */
 
-
-enum loop_result { LOOP_STOP = 0, LOOP_END_REACHED = 1 };
+/*
+ * How the stream loop ends when no error ends it. Errors are returned apart from it, as
+ * the negative PGCDC_ERR* codes.
+ */
+enum loop_outcome {
+    LOOP_STOPPED,     /* a stop was requested */
+    LOOP_END_REACHED, /* --end-lsn: everything up to it is durable, or what follows is not ours */
+};
 
 struct stream {
     const struct pgcdc_config *cfg;
@@ -72,6 +78,12 @@ struct stream {
     int64_t last_recv_ms, ping_sent_ms; /* silence detection; ping_sent_ms 0: none out */
     bool dirty; /* written since the last sync */
     uint64_t n_events, n_txns;
+
+    int lockfd; /* state.dir/lock, held until the run ends */
+    /* Reconnecting: the backoff grows until something is confirmed again. */
+    int attempt;
+    uint64_t confirmed_at_failure;
+    int64_t busy_since; /* when the slot was first found busy; 0: it is not */
 };
 
 /* Sleep up to ms, waking early when a stop is requested. */
@@ -226,82 +238,106 @@ static bool end_reached_at(struct stream *s, uint64_t pos)
     return s->end_lsn && pos >= s->end_lsn;
 }
 
-/* Handle one wal2json message. Returns 0, LOOP_END_REACHED (as 1), or an error. */
-static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *err, size_t errlen)
+/* BEGIN: open the transaction in the tracker and the sink, unless the sink holds it. */
+static int begin_txn(struct stream *s, const struct pgcdc_change *ch, bool *end, char *err,
+                     size_t errlen)
 {
     int rc;
+    if (s->end_lsn && ch->nextlsn > s->end_lsn) {
+        *end = true; /* commits after --end-lsn: not ours */
+        return PGCDC_OK;
+    }
+    s->in_txn = true;
+    s->txn = (struct pgcdc_txn_meta){
+        .xid = ch->xid, .commit_lsn = ch->lsn, .end_lsn = ch->nextlsn, .commit_ts_ms = ch->ts_ms};
+    s->skipping = ch->nextlsn <= s->skip_upto;
+    if (s->skipping)
+        return PGCDC_OK;
+    s->ectx.xid = ch->xid;
+    s->ectx.commit_lsn = ch->lsn;
+    s->ectx.commit_ts_ms = ch->ts_ms;
+    while ((rc = pgcdc_txn_track_begin(s->track, ch->nextlsn)) == PGCDC_AGAIN) {
+        if (pgcdc_stop_requested)
+            return PGCDC_STOP;
+        /* The ring is full: make what was written durable (the file sink acknowledges
+         * only when it syncs), then wait for acknowledgements (Kafka). */
+        if ((rc = sink_sync(s, err, errlen)) < 0 ||
+            (pgcdc_txn_track_inflight(s->track) >= TRACK_CAPACITY &&
+             (rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0) ||
+            (rc = send_status(s, false, err, errlen)) < 0)
+            return rc;
+    }
+    pgcdc_txn_track_set_commit_ts(s->track, ch->ts_ms);
+    return s->sink->ops->begin(s->sink, &s->txn, err, errlen);
+}
+
+static int commit_txn(struct stream *s, const struct pgcdc_change *ch, bool *end, char *err,
+                      size_t errlen)
+{
+    int rc;
+    if (!s->in_txn) {
+        snprintf(err, errlen, "wal2json sent a commit without a begin");
+        return PGCDC_ERR_RETRY;
+    }
+    s->in_txn = false;
+    if (ch->nextlsn > s->received)
+        s->received = ch->nextlsn;
+    if (!s->skipping) {
+        if ((rc = s->sink->ops->commit(s->sink, &s->txn, err, errlen)) < 0)
+            return rc;
+        pgcdc_txn_track_commit(s->track);
+        s->n_txns++;
+    }
+    s->skipping = false;
+    *end = end_reached_at(s, ch->nextlsn);
+    return PGCDC_OK;
+}
+
+/* A row change (or truncate): name its table, and emit it when the table is selected. */
+static int handle_row(struct stream *s, const struct pgcdc_change *ch, char *err, size_t errlen)
+{
+    int rc;
+    if (!s->in_txn) {
+        snprintf(err, errlen, "wal2json sent a change outside a transaction");
+        return PGCDC_ERR_RETRY;
+    }
+    if (s->skipping)
+        return PGCDC_OK;
+    const struct pgcdc_relation *rel;
+    if ((rc = pgcdc_relations_resolve(&s->rels, ch, &rel, err, errlen)) < 0)
+        return rc;
+    if (!rel->selected)
+        return PGCDC_OK;
+    struct pgcdc_change named = *ch;
+    named.schema = (struct pgcdc_span){rel->schema_json.data, rel->schema_json.len};
+    named.table = (struct pgcdc_span){rel->table_json.data, rel->table_json.len};
+    if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
+        pgcdc_event_key_changed(ch)) {
+        /* Compacted topics: the old key is deleted, the new key created. */
+        if ((rc = emit(s, rel, &named, 'd', 1, err, errlen)) < 0)
+            return rc;
+        return emit(s, rel, &named, 'c', 0, err, errlen);
+    }
+    return emit(s, rel, &named, pgcdc_event_op(ch), ch->action == PGCDC_ACT_DELETE, err, errlen);
+}
+
+/*
+ * Handle one wal2json message. Returns 0 or a negative code (PGCDC_STOP: a stop was
+ * requested under back-pressure); *end is set once --end-lsn is reached.
+ */
+static int handle_change(struct stream *s, const struct pgcdc_change *ch, bool *end, char *err,
+                         size_t errlen)
+{
     switch (ch->action) {
     case PGCDC_ACT_BEGIN:
-        if (s->end_lsn && ch->nextlsn > s->end_lsn)
-            return LOOP_END_REACHED; /* commits after --end-lsn: not ours */
-        s->in_txn = true;
-        s->txn = (struct pgcdc_txn_meta){.xid = ch->xid, .commit_lsn = ch->lsn,
-                                         .end_lsn = ch->nextlsn, .commit_ts_ms = ch->ts_ms};
-        s->skipping = ch->nextlsn <= s->skip_upto;
-        if (s->skipping)
-            return PGCDC_OK;
-        s->ectx.xid = ch->xid;
-        s->ectx.commit_lsn = ch->lsn;
-        s->ectx.commit_ts_ms = ch->ts_ms;
-        while ((rc = pgcdc_txn_track_begin(s->track, ch->nextlsn)) == PGCDC_AGAIN) {
-            if (pgcdc_stop_requested)
-                return PGCDC_STOP;
-            /* The ring is full: make what was written durable (the file sink acknowledges
-             * only when it syncs), then wait for acknowledgements (Kafka). */
-            if ((rc = sink_sync(s, err, errlen)) < 0 ||
-                (pgcdc_txn_track_inflight(s->track) >= TRACK_CAPACITY &&
-                 (rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0) ||
-                (rc = send_status(s, false, err, errlen)) < 0)
-                return rc;
-        }
-        pgcdc_txn_track_set_commit_ts(s->track, ch->ts_ms);
-        return s->sink->ops->begin(s->sink, &s->txn, err, errlen);
-
+        return begin_txn(s, ch, end, err, errlen);
     case PGCDC_ACT_COMMIT:
-        if (!s->in_txn) {
-            snprintf(err, errlen, "wal2json sent a commit without a begin");
-            return PGCDC_ERR_RETRY;
-        }
-        s->in_txn = false;
-        if (ch->nextlsn > s->received)
-            s->received = ch->nextlsn;
-        if (!s->skipping) {
-            if ((rc = s->sink->ops->commit(s->sink, &s->txn, err, errlen)) < 0)
-                return rc;
-            pgcdc_txn_track_commit(s->track);
-            s->n_txns++;
-        }
-        s->skipping = false;
-        return end_reached_at(s, ch->nextlsn) ? LOOP_END_REACHED : PGCDC_OK;
-
+        return commit_txn(s, ch, end, err, errlen);
     case PGCDC_ACT_INSERT:
     case PGCDC_ACT_UPDATE:
     case PGCDC_ACT_DELETE:
     case PGCDC_ACT_TRUNCATE:
-        if (!s->in_txn) {
-            snprintf(err, errlen, "wal2json sent a change outside a transaction");
-            return PGCDC_ERR_RETRY;
-        }
-        if (s->skipping)
-            return PGCDC_OK;
-        const struct pgcdc_relation *rel;
-        if ((rc = pgcdc_relations_resolve(&s->rels, ch, &rel, err, errlen)) < 0)
-            return rc;
-        if (!rel->selected)
-            return PGCDC_OK;
-        struct pgcdc_change named = *ch;
-        named.schema = (struct pgcdc_span){rel->schema_json.data, rel->schema_json.len};
-        named.table = (struct pgcdc_span){rel->table_json.data, rel->table_json.len};
-        if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
-            pgcdc_event_key_changed(ch)) {
-            /* Compacted topics: the old key is deleted, the new key created. */
-            if ((rc = emit(s, rel, &named, 'd', 1, err, errlen)) < 0)
-                return rc;
-            return emit(s, rel, &named, 'c', 0, err, errlen);
-        }
-        return emit(s, rel, &named, pgcdc_event_op(ch), ch->action == PGCDC_ACT_DELETE, err,
-                    errlen);
-
+        return handle_row(s, ch, err, errlen);
     default:
         return PGCDC_OK; /* logical messages ('M') are not row changes */
     }
@@ -397,92 +433,128 @@ static bool caught_up(struct stream *s)
     return end_reached_at(s, s->idle_end);
 }
 
-/* Stream until stopped, the end LSN, or an error. */
-static int loop(struct stream *s, char *err, size_t errlen)
+/* Note the server's position from a message: the metrics' server_wal_end. */
+static void note_server_pos(uint64_t pos)
+{
+    if (pos > atomic_load(&pgcdc_metrics.server_wal_end))
+        atomic_store(&pgcdc_metrics.server_wal_end, pos);
+}
+
+/* One message from the server: a change to handle, or a keepalive to note. */
+static int on_message(struct stream *s, const struct pgcdc_repl_msg *msg, bool *end, char *err,
+                      size_t errlen)
+{
+    int rc;
+    if (msg->type == PGCDC_REPL_DATA) {
+        struct pgcdc_change ch;
+        if ((rc = pgcdc_decode(&s->dec, msg->data, msg->len, &ch, err, errlen)) < 0)
+            return rc;
+        note_server_pos(msg->data_start);
+        return handle_change(s, &ch, end, err, errlen);
+    }
+    /* Keepalive: walEnd is the sender's position. With nothing open or unsynced,
+     * everything before it is either durable or not ours: confirm it (idle tables
+     * must not pin WAL). */
+    note_server_pos(msg->wal_end);
+    if (!s->in_txn && msg->wal_end > s->idle_end) {
+        /* Applied once everything before it is durable (see caught_up): the server
+         * sends no further keepalive once we report having written up to here. */
+        s->idle_end = msg->wal_end;
+        if (msg->wal_end > s->received)
+            s->received = msg->wal_end;
+    }
+    if (msg->reply_requested)
+        return send_status(s, true, err, errlen);
+    return PGCDC_OK;
+}
+
+/* Nothing to read: wait on the socket until the next thing is due. */
+static int wait_input(struct stream *s, bool inflight, char *err, size_t errlen)
+{
+    int64_t wait = s->cfg->status_interval_ms - (pgcdc_mono_ms() - s->last_status_ms);
+    if (inflight || s->dirty)
+        wait = 5; /* acknowledgements are due soon */
+    if (wait > 100)
+        wait = 100; /* re-check the stop flag often */
+    if (wait < 1)
+        wait = 1;
+    int rc = pgcdc_repl_wait(s->repl, (int)wait);
+    if (rc < 0)
+        snprintf(err, errlen, "replication connection lost while waiting");
+    return rc;
+}
+
+/*
+ * The timers after each read (got: 1 a message, 0 none): group commit, the idle
+ * confirmation (*end once it reaches --end-lsn), liveness, status, progress, and the wait
+ * when the input is drained.
+ */
+static int tick(struct stream *s, int got, bool *end, char *err, size_t errlen)
+{
+    int rc;
+    bool drained = got == 0;
+    size_t n_inflight = pgcdc_txn_track_inflight(s->track);
+    bool inflight = n_inflight > 0;
+    /* Committed transactions waiting to become durable (the open one cannot be). */
+    bool waiting = n_inflight > (pgcdc_txn_track_open(s->track) ? 1u : 0u);
+    int64_t now = pgcdc_mono_ms(); /* once per message: the timers below share it */
+    if (got == 1) {
+        s->last_recv_ms = now;
+        s->ping_sent_ms = 0;
+    }
+    /* Group commit: sync when the input is drained and a commit waits, and at least
+     * every SYNC_INTERVAL_MS while anything is unsynced or unacknowledged. */
+    if ((waiting && drained) ||
+        ((s->dirty || inflight) && now - s->last_sync_ms >= SYNC_INTERVAL_MS) ||
+        now - s->last_sync_ms >= s->cfg->status_interval_ms) {
+        if ((rc = sink_sync(s, err, errlen)) < 0)
+            return rc;
+        /* Tell the server soon after something became durable: less retained WAL,
+         * lower latency for --end-lsn, and a keepalive back when it is idle. */
+        if (pgcdc_txn_track_confirmed(s->track) != s->sent_flush &&
+            now - s->last_status_ms >= SYNC_INTERVAL_MS &&
+            (rc = send_status(s, true, err, errlen)) < 0)
+            return rc;
+    }
+    if (caught_up(s)) {
+        *end = true;
+        return PGCDC_OK;
+    }
+    if ((rc = check_alive(s, now, err, errlen)) < 0)
+        return rc;
+    if (now - s->last_status_ms >= s->cfg->status_interval_ms &&
+        (rc = send_status(s, false, err, errlen)) < 0)
+        return rc;
+    progress(s, now);
+    return drained ? wait_input(s, inflight, err, errlen) : PGCDC_OK;
+}
+
+/* Stream until stopped, the end LSN, or an error (returned, negative). */
+static int loop(struct stream *s, enum loop_outcome *how, char *err, size_t errlen)
 {
     for (;;) {
         if (pgcdc_stop_requested)
-            return LOOP_STOP;
+            break;
         struct pgcdc_repl_msg msg;
-        int got = pgcdc_repl_read(s->repl, &msg, err, errlen), rc;
+        bool end = false;
+        int got = pgcdc_repl_read(s->repl, &msg, err, errlen), rc = PGCDC_OK;
         if (got < 0)
             return got;
-        if (got == 1 && msg.type == PGCDC_REPL_DATA) {
-            struct pgcdc_change ch;
-            if ((rc = pgcdc_decode(&s->dec, msg.data, msg.len, &ch, err, errlen)) < 0)
-                return rc;
-            if (msg.data_start > atomic_load(&pgcdc_metrics.server_wal_end))
-                atomic_store(&pgcdc_metrics.server_wal_end, msg.data_start);
-            rc = handle_change(s, &ch, err, errlen);
-            if (rc == PGCDC_STOP)
-                return LOOP_STOP;
-            if (rc < 0)
-                return rc;
-            if (rc == LOOP_END_REACHED)
-                return LOOP_END_REACHED;
-        } else if (got == 1) {
-            /* Keepalive: walEnd is the sender's position. With nothing open or unsynced,
-             * everything before it is either durable or not ours: confirm it (idle tables
-             * must not pin WAL). */
-            if (msg.wal_end > atomic_load(&pgcdc_metrics.server_wal_end))
-                atomic_store(&pgcdc_metrics.server_wal_end, msg.wal_end);
-            if (!s->in_txn && msg.wal_end > s->idle_end) {
-                /* Applied once everything before it is durable (see caught_up): the server
-                 * sends no further keepalive once we report having written up to here. */
-                s->idle_end = msg.wal_end;
-                if (msg.wal_end > s->received)
-                    s->received = msg.wal_end;
-            }
-            if (msg.reply_requested && (rc = send_status(s, true, err, errlen)) < 0)
-                return rc;
-        }
-
-        bool drained = got == 0;
-        size_t n_inflight = pgcdc_txn_track_inflight(s->track);
-        bool inflight = n_inflight > 0;
-        /* Committed transactions waiting to become durable (the open one cannot be). */
-        bool waiting = n_inflight > (pgcdc_txn_track_open(s->track) ? 1u : 0u);
-        int64_t now = pgcdc_mono_ms(); /* once per message: the timers below share it */
-        if (got == 1) {
-            s->last_recv_ms = now;
-            s->ping_sent_ms = 0;
-        }
-        /* Group commit: sync when the input is drained and a commit waits, and at least
-         * every SYNC_INTERVAL_MS while anything is unsynced or unacknowledged. */
-        if ((waiting && drained) ||
-            ((s->dirty || inflight) && now - s->last_sync_ms >= SYNC_INTERVAL_MS) ||
-            now - s->last_sync_ms >= s->cfg->status_interval_ms) {
-            if ((rc = sink_sync(s, err, errlen)) < 0)
-                return rc;
-            /* Tell the server soon after something became durable: less retained WAL,
-             * lower latency for --end-lsn, and a keepalive back when it is idle. */
-            if (pgcdc_txn_track_confirmed(s->track) != s->sent_flush &&
-                now - s->last_status_ms >= SYNC_INTERVAL_MS &&
-                (rc = send_status(s, true, err, errlen)) < 0)
-                return rc;
-        }
-        if (caught_up(s))
-            return LOOP_END_REACHED;
-        if ((rc = check_alive(s, now, err, errlen)) < 0)
+        if (got == 1)
+            rc = on_message(s, &msg, &end, err, errlen);
+        if (rc == PGCDC_STOP)
+            break;
+        if (rc < 0)
             return rc;
-        if (now - s->last_status_ms >= s->cfg->status_interval_ms &&
-            (rc = send_status(s, false, err, errlen)) < 0)
+        if (!end && (rc = tick(s, got, &end, err, errlen)) < 0)
             return rc;
-        progress(s, now);
-        if (drained) {
-            int64_t wait = s->cfg->status_interval_ms - (pgcdc_mono_ms() - s->last_status_ms);
-            if (inflight || s->dirty)
-                wait = 5; /* acknowledgements are due soon */
-            if (wait > 100)
-                wait = 100; /* re-check the stop flag often */
-            if (wait < 1)
-                wait = 1;
-            if ((rc = pgcdc_repl_wait(s->repl, (int)wait)) < 0) {
-                snprintf(err, errlen, "replication connection lost while waiting");
-                return rc;
-            }
+        if (end) {
+            *how = LOOP_END_REACHED;
+            return PGCDC_OK;
         }
     }
+    *how = LOOP_STOPPED;
+    return PGCDC_OK;
 }
 
 /* Make what was received durable, then say so to the server and end the stream. */
@@ -586,132 +658,45 @@ static int open_sink(const struct pgcdc_config *cfg, struct pgcdc_sink **out, ch
     return pgcdc_sink_file_open(out, cfg, err, errlen);
 }
 
-int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err, size_t errlen)
+/* Everything the run needs before its first connection. */
+static int stream_open(struct stream *s, const struct pgcdc_config *cfg, uint64_t end_lsn,
+                       char *err, size_t errlen)
 {
-    struct stream st;
-    memset(&st, 0, sizeof(st));
-    struct stream *s = &st;
+    memset(s, 0, sizeof(*s));
     s->cfg = cfg;
     s->end_lsn = end_lsn;
+    s->lockfd = -1;
     pgcdc_relations_init(&s->rels, cfg);
     pgcdc_slot_init(&s->slot, cfg);
-    int lockfd = -1, rc;
     srandom((unsigned)(getpid() ^ pgcdc_now_us()));
-
-    if ((rc = lock_state_dir(cfg->state_dir, &lockfd, err, errlen)) < 0)
+    int rc = lock_state_dir(cfg->state_dir, &s->lockfd, err, errlen);
+    if (rc < 0 || (rc = open_sink(cfg, &s->sink, err, errlen)) < 0)
         return rc;
-    if ((rc = open_sink(cfg, &s->sink, err, errlen)) < 0)
-        goto out;
     s->skip_upto = s->sink->ops->resume_lsn(s->sink);
+    s->confirmed_at_failure = s->skip_upto;
     s->track = pgcdc_txn_track_new(TRACK_CAPACITY, s->skip_upto);
     if (!s->track) {
         snprintf(err, errlen, "out of memory");
-        rc = PGCDC_ERR;
-        goto out;
+        return PGCDC_ERR;
     }
     s->sink->track = s->track;
     pgcdc_decoder_init(&s->dec);
     if (pgcdc_buf_append_json_str(&s->name_json, cfg->sink_kafka_topic_prefix,
                                   strlen(cfg->sink_kafka_topic_prefix)) < 0) {
         snprintf(err, errlen, "out of memory");
-        rc = PGCDC_ERR;
-        goto out;
+        return PGCDC_ERR;
     }
     s->ectx.name_json = s->name_json.data;
     s->ectx.snapshot = "false";
     s->last_progress_ms = pgcdc_mono_ms();
+    if (cfg->metrics_listen)
+        return pgcdc_metrics_start(cfg->metrics_listen, cfg->metrics_stall_ms, err, errlen);
+    return PGCDC_OK;
+}
 
-    if (cfg->metrics_listen &&
-        (rc = pgcdc_metrics_start(cfg->metrics_listen, cfg->metrics_stall_ms, err, errlen)) < 0)
-        goto out;
-    int attempt = 0;
-    uint64_t confirmed_at_failure = s->skip_upto;
-    int64_t busy_since = 0;
-    for (;;) {
-        if (pgcdc_stop_requested) {
-            rc = PGCDC_OK;
-            break;
-        }
-        bool fresh = false;
-        rc = start(s, &fresh, err, errlen);
-        if (rc == PGCDC_OK) {
-            pgcdc_buf_reset(&s->db_json);
-            const char *db = pgcdc_repl_dbname(s->repl);
-            if (pgcdc_buf_append_json_str(&s->db_json, db, strlen(db)) < 0) {
-                snprintf(err, errlen, "out of memory");
-                rc = PGCDC_ERR;
-                break;
-            }
-            s->ectx.db_json = s->db_json.data;
-        }
-        if (rc == PGCDC_OK && fresh && cfg->snapshot_mode != PGCDC_SNAPSHOT_NEVER) {
-            rc = take_snapshot(s, err, errlen);
-            if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
-                /* A one-off export: leave no slot behind to pin WAL. */
-                rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen);
-                if (rc == PGCDC_OK)
-                    pgcdc_log(PGCDC_LOG_INFO, "snapshot.mode is initial_only: dropped the slot, "
-                              "exiting", "slot", cfg->source_slot, NULL);
-                break;
-            }
-        } else if (rc == PGCDC_OK && fresh) {
-            rc = pgcdc_slot_create(&s->slot, s->repl, err, errlen);
-        }
-        if (rc == PGCDC_OK)
-            rc = start_streaming(s, err, errlen);
-        if (rc == PGCDC_OK) {
-            busy_since = 0;
-            s->last_status_ms = s->last_sync_ms = s->last_recv_ms = pgcdc_mono_ms();
-            s->ping_sent_ms = 0;
-            rc = loop(s, err, errlen);
-            if (rc == LOOP_STOP || rc == LOOP_END_REACHED) {
-                rc = finish(s, err, errlen);
-                break;
-            }
-        }
-        if (rc == PGCDC_ERR_BUSY) {
-            if (!busy_since)
-                busy_since = pgcdc_mono_ms();
-            if (pgcdc_mono_ms() - busy_since > cfg->source_slot_busy_timeout_ms) {
-                strncat(err, "; another process keeps the slot busy: stop it, or use another "
-                        "source.slot", errlen - strlen(err) - 1);
-                rc = PGCDC_ERR;
-            } else {
-                rc = PGCDC_ERR_RETRY;
-            }
-        }
-        if ((rc == PGCDC_ERR_RETRY || rc == PGCDC_STOP || rc == PGCDC_AGAIN) &&
-            pgcdc_stop_requested) {
-            pgcdc_log(PGCDC_LOG_INFO, "stopped", "detail", err, NULL);
-            rc = PGCDC_OK;
-            break;
-        }
-        if (rc != PGCDC_ERR_RETRY) {
-            /* Fatal: keep what is durable confirmed, nothing more. */
-            if (s->repl && s->streaming) {
-                char e2[256] = "";
-                s->sink->ops->flush(s->sink, 5000, e2, sizeof(e2));
-                pgcdc_repl_finish(s->repl, pgcdc_txn_track_confirmed(s->track), e2, sizeof(e2));
-            }
-            break;
-        }
-        /* Back off further each time until something gets confirmed again: a stream that
-         * starts but fails at once (a full disk, a rejected message) must not make the
-         * server decode the same transactions twice a second. */
-        uint64_t confirmed_now = pgcdc_txn_track_confirmed(s->track);
-        if (confirmed_now > confirmed_at_failure)
-            attempt = 0;
-        confirmed_at_failure = confirmed_now;
-        int ms = backoff_ms(attempt++);
-        char delay[16];
-        snprintf(delay, sizeof(delay), "%dms", ms);
-        pgcdc_log(PGCDC_LOG_WARN, "stream interrupted; retrying", "error", err, "backoff", delay,
-                  NULL);
-        reset_after_disconnect(s);
-        *err = '\0';
-        nap(ms);
-    }
-out:
+/* Free what stream_open and the sessions built; the lock goes last. */
+static void stream_close(struct stream *s)
+{
     atomic_store(&pgcdc_metrics.connected, 0);
     pgcdc_metrics_stop();
     if (s->repl)
@@ -725,7 +710,143 @@ out:
     pgcdc_buf_free(&s->name_json);
     pgcdc_buf_free(&s->db_json);
     pgcdc_relations_free(&s->rels);
-    if (lockfd >= 0)
-        close(lockfd);
+    if (s->lockfd >= 0)
+        close(s->lockfd);
+}
+
+/* The connection's database, as the events' source.db. */
+static int note_db(struct stream *s, char *err, size_t errlen)
+{
+    pgcdc_buf_reset(&s->db_json);
+    const char *db = pgcdc_repl_dbname(s->repl);
+    if (pgcdc_buf_append_json_str(&s->db_json, db, strlen(db)) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    s->ectx.db_json = s->db_json.data;
+    return PGCDC_OK;
+}
+
+/*
+ * The slot is ready to stream from: created when it is new (with the initial snapshot, or
+ * without one under snapshot.mode = never). *done when the run ends here instead
+ * (initial_only: the snapshot is the whole job).
+ */
+static int prepare_slot(struct stream *s, bool fresh, bool *done, char *err, size_t errlen)
+{
+    const struct pgcdc_config *cfg = s->cfg;
+    if (!fresh)
+        return PGCDC_OK;
+    if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER)
+        return pgcdc_slot_create(&s->slot, s->repl, err, errlen);
+    int rc = take_snapshot(s, err, errlen);
+    if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
+        /* A one-off export: leave no slot behind to pin WAL. */
+        *done = true;
+        rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen);
+        if (rc == PGCDC_OK)
+            pgcdc_log(PGCDC_LOG_INFO, "snapshot.mode is initial_only: dropped the slot, exiting",
+                      "slot", cfg->source_slot, NULL);
+    }
+    return rc;
+}
+
+/*
+ * One connection's life: connect, the slot (and snapshot), stream until it ends. *done
+ * when the run ends with the result returned; otherwise the result is a failure for
+ * after_failure to judge.
+ */
+static int session(struct stream *s, bool *done, char *err, size_t errlen)
+{
+    bool fresh = false;
+    int rc = start(s, &fresh, err, errlen);
+    if (rc == PGCDC_OK && (rc = note_db(s, err, errlen)) < 0) {
+        *done = true;
+        return rc;
+    }
+    if (rc == PGCDC_OK && ((rc = prepare_slot(s, fresh, done, err, errlen)) < 0 || *done))
+        return rc;
+    if (rc == PGCDC_OK)
+        rc = start_streaming(s, err, errlen);
+    if (rc < 0)
+        return rc;
+    s->busy_since = 0;
+    s->last_status_ms = s->last_sync_ms = s->last_recv_ms = pgcdc_mono_ms();
+    s->ping_sent_ms = 0;
+    enum loop_outcome how;
+    if ((rc = loop(s, &how, err, errlen)) < 0)
+        return rc;
+    *done = true;
+    return finish(s, err, errlen); /* stopped or --end-lsn reached: either way, cleanly */
+}
+
+/* The slot is held by another process: retry for source.slot_busy_timeout_ms, then fail. */
+static int slot_busy(struct stream *s, char *err, size_t errlen)
+{
+    if (!s->busy_since)
+        s->busy_since = pgcdc_mono_ms();
+    if (pgcdc_mono_ms() - s->busy_since > s->cfg->source_slot_busy_timeout_ms) {
+        strncat(err,
+                "; another process keeps the slot busy: stop it, or use another "
+                "source.slot",
+                errlen - strlen(err) - 1);
+        return PGCDC_ERR;
+    }
+    return PGCDC_ERR_RETRY;
+}
+
+/*
+ * A session failed with rc. Returns PGCDC_ERR_RETRY once the stream is reset and the
+ * backoff slept, to go again; otherwise the run's result (0 when a stop interrupted it).
+ */
+static int after_failure(struct stream *s, int rc, char *err, size_t errlen)
+{
+    if (rc == PGCDC_ERR_BUSY)
+        rc = slot_busy(s, err, errlen);
+    if ((rc == PGCDC_ERR_RETRY || rc == PGCDC_STOP || rc == PGCDC_AGAIN) && pgcdc_stop_requested) {
+        pgcdc_log(PGCDC_LOG_INFO, "stopped", "detail", err, NULL);
+        return PGCDC_OK;
+    }
+    if (rc != PGCDC_ERR_RETRY) {
+        /* Fatal: keep what is durable confirmed, nothing more. */
+        if (s->repl && s->streaming) {
+            char e2[256] = "";
+            s->sink->ops->flush(s->sink, 5000, e2, sizeof(e2));
+            pgcdc_repl_finish(s->repl, pgcdc_txn_track_confirmed(s->track), e2, sizeof(e2));
+        }
+        return rc;
+    }
+    /* Back off further each time until something gets confirmed again: a stream that
+     * starts but fails at once (a full disk, a rejected message) must not make the
+     * server decode the same transactions twice a second. */
+    uint64_t confirmed_now = pgcdc_txn_track_confirmed(s->track);
+    if (confirmed_now > s->confirmed_at_failure)
+        s->attempt = 0;
+    s->confirmed_at_failure = confirmed_now;
+    int ms = backoff_ms(s->attempt++);
+    char delay[16];
+    snprintf(delay, sizeof(delay), "%dms", ms);
+    pgcdc_log(PGCDC_LOG_WARN, "stream interrupted; retrying", "error", err, "backoff", delay, NULL);
+    reset_after_disconnect(s);
+    *err = '\0';
+    nap(ms);
+    return PGCDC_ERR_RETRY;
+}
+
+int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err, size_t errlen)
+{
+    struct stream st;
+    int rc = stream_open(&st, cfg, end_lsn, err, errlen);
+    while (rc == PGCDC_OK && !pgcdc_stop_requested) {
+        bool done = false;
+        rc = session(&st, &done, err, errlen);
+        if (done)
+            break;
+        if ((rc = after_failure(&st, rc, err, errlen)) == PGCDC_ERR_RETRY)
+            rc = PGCDC_OK; /* go again */
+        else
+            break;
+    }
+    stream_close(&st);
     return rc;
 }
