@@ -1,10 +1,12 @@
 /*
  * stream.c — `pgcdc run`: the replication loop that ties the modules together.
  *
- * Data path: repl (messages) -> decode (wal2json v2) -> event (JSON) -> sink -> txn_track
- * -> repl (standby status with flush = the confirmed LSN). Connection failures back off
- * with jitter and resume from the durable position; the sink is rewound to what is
- * durable, and transactions the sink already holds are skipped when sent again.
+ * Data path: repl (messages) -> decode (wal2json v2) -> relations (names, selection) ->
+ * event (JSON) -> sink -> txn_track -> repl (standby status with flush = the confirmed
+ * LSN). The slot is found and started by slot.c, a new one's snapshot taken by
+ * snapshot.c. Connection failures back off with jitter and resume from the durable
+ * position; the sink is rewound to what is durable, and transactions the sink already
+ * holds are skipped when sent again.
  */
 #include "pgcdc/stream.h"
 
@@ -760,15 +762,14 @@ static int session(struct stream *s, bool *done, char *err, size_t errlen)
 {
     bool fresh = false;
     int rc = start(s, &fresh, err, errlen);
-    if (rc == PGCDC_OK && (rc = note_db(s, err, errlen)) < 0) {
-        *done = true;
+    if (rc < 0)
+        return rc;
+    if ((rc = note_db(s, err, errlen)) < 0) {
+        *done = true; /* out of memory: no retry */
         return rc;
     }
-    if (rc == PGCDC_OK && ((rc = prepare_slot(s, fresh, done, err, errlen)) < 0 || *done))
-        return rc;
-    if (rc == PGCDC_OK)
-        rc = start_streaming(s, err, errlen);
-    if (rc < 0)
+    if ((rc = prepare_slot(s, fresh, done, err, errlen)) < 0 || *done ||
+        (rc = start_streaming(s, err, errlen)) < 0)
         return rc;
     s->busy_since = 0;
     s->last_status_ms = s->last_sync_ms = s->last_recv_ms = pgcdc_mono_ms();
