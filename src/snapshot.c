@@ -1,6 +1,7 @@
 /*
  * snapshot.c — the initial snapshot: every included table read in the slot's exported
- * snapshot, each row turned into the tokens wal2json would have sent for it.
+ * snapshot, each row turned into the tokens wal2json would have sent for it, encoded as an
+ * 'r' event and written to the sink as one transaction at the slot's consistent point.
  */
 #include "pgcdc/snapshot.h"
 
@@ -17,8 +18,15 @@
 #include "pgcdc/common.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
+#include "pgcdc/lsn.h"
+#include "pgcdc/metrics.h"
+#include "pgcdc/repl.h"
+#include "pgcdc/sink.h"
+#include "pgcdc/slot.h"
+#include "pgcdc/txn_track.h"
 
 #define PROGRESS_EVERY_MS 10000
+#define SNAP_NAME_MAX 256
 
 struct table {
     char *oid, *schema, *name;
@@ -465,5 +473,245 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
 out:
     PQclear(tables);
     PQfinish(c);
+    return rc;
+}
+
+/*
+ * The initial snapshot as one sink transaction. Rows are held back by one, so the final
+ * one is encoded saying "last"; the reader's spans last only for its call, so the held
+ * row is copied into storage reused from row to row.
+ */
+struct held_row {
+    struct pgcdc_change ch;
+    struct pgcdc_buf bytes; /* every span of ch points in here */
+    struct pgcdc_col *cols; /* ch.columns, ch.identity, ch.pk, one after another */
+    size_t capcols;
+    char schema[SNAP_NAME_MAX], table[SNAP_NAME_MAX]; /* reported, unescaped */
+    bool pending;
+};
+
+struct take {
+    const struct pgcdc_snapshot_out *out;
+    struct pgcdc_snapshot_stats stats;
+    struct pgcdc_txn_meta txn;
+    struct pgcdc_event_ctx ectx;
+    struct held_row held;
+    struct pgcdc_buf value, key;
+    uint64_t lsn; /* the slot's consistent point: every row's lsn and commit_lsn */
+};
+
+static size_t span_bytes(const struct pgcdc_col *cols, size_t n)
+{
+    size_t b = 0;
+    for (size_t i = 0; i < n; i++)
+        b += cols[i].name.len + cols[i].value.len;
+    return b;
+}
+
+/* Copy s's bytes into b, which has room for them. */
+static struct pgcdc_span keep_span(struct pgcdc_buf *b, struct pgcdc_span s)
+{
+    if (!s.len)
+        return (struct pgcdc_span){NULL, 0};
+    struct pgcdc_span kept = {b->data + b->len, s.len};
+    memcpy(b->data + b->len, s.p, s.len);
+    b->len += s.len;
+    return kept;
+}
+
+static struct pgcdc_col *keep_cols(struct pgcdc_buf *b, struct pgcdc_col *dst,
+                                   const struct pgcdc_col *src, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        dst[i] = (struct pgcdc_col){keep_span(b, src[i].name), src[i].typeoid,
+                                    keep_span(b, src[i].value)};
+    return dst;
+}
+
+static int hold(struct held_row *h, const struct pgcdc_change *ch, uint64_t lsn, const char *schema,
+                const char *table)
+{
+    size_t ncols = ch->ncolumns + ch->nidentity + ch->npk;
+    if (ncols + 1 > h->capcols) {
+        struct pgcdc_col *c = realloc(h->cols, (ncols + 1) * sizeof(*c));
+        if (!c)
+            return PGCDC_ERR;
+        h->cols = c;
+        h->capcols = ncols + 1;
+    }
+    pgcdc_buf_reset(&h->bytes);
+    if (pgcdc_buf_reserve(&h->bytes, ch->schema.len + ch->table.len +
+                                         span_bytes(ch->columns, ch->ncolumns) +
+                                         span_bytes(ch->identity, ch->nidentity) +
+                                         span_bytes(ch->pk, ch->npk)) < 0)
+        return PGCDC_ERR;
+    h->ch = *ch;
+    h->ch.lsn = lsn;
+    h->ch.schema = keep_span(&h->bytes, ch->schema);
+    h->ch.table = keep_span(&h->bytes, ch->table);
+    h->ch.columns = keep_cols(&h->bytes, h->cols, ch->columns, ch->ncolumns);
+    h->ch.identity =
+        keep_cols(&h->bytes, h->ch.columns + ch->ncolumns, ch->identity, ch->nidentity);
+    h->ch.pk = keep_cols(&h->bytes, h->ch.identity + ch->nidentity, ch->pk, ch->npk);
+    snprintf(h->schema, sizeof(h->schema), "%s", schema);
+    snprintf(h->table, sizeof(h->table), "%s", table);
+    h->pending = true;
+    return PGCDC_OK;
+}
+
+/* Encode the held row, saying "last" when it is the snapshot's final one, and write it. */
+static int flush_held(struct take *t, bool last, char *err, size_t errlen)
+{
+    struct held_row *h = &t->held;
+    if (!h->pending)
+        return PGCDC_OK;
+    t->ectx.snapshot = last ? "last" : "true";
+    pgcdc_buf_reset(&t->value);
+    pgcdc_buf_reset(&t->key);
+    int haskey;
+    if (pgcdc_event_encode(&t->value, &t->ectx, &h->ch, 'r', pgcdc_now_ms()) < 0 ||
+        (haskey = pgcdc_event_key(&t->key, &h->ch, 0)) < 0) {
+        snprintf(err, errlen, "out of memory encoding a snapshot row");
+        return PGCDC_ERR;
+    }
+    struct pgcdc_record r = {
+        .schema = h->schema,
+        .table = h->table,
+        .op = 'r',
+        .key = haskey ? t->key.data : NULL,
+        .key_len = haskey ? t->key.len : 0,
+        .value = t->value.data,
+        .value_len = t->value.len,
+        .lsn = t->lsn,
+        .commit_lsn = t->lsn,
+        .xid = t->txn.xid,
+    };
+    h->pending = false;
+    atomic_fetch_add(&pgcdc_metrics.snapshot_rows, 1);
+    pgcdc_metrics_progress();
+    return t->out->write(t->out->ctx, &r, err, errlen);
+}
+
+static int snap_row(void *ctx, const struct pgcdc_change *ch, const char *schema, const char *table,
+                    char *err, size_t errlen)
+{
+    struct take *t = ctx;
+    if (pgcdc_stop_requested) {
+        snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
+        return PGCDC_ERR_RETRY;
+    }
+    int rc = flush_held(t, false, err, errlen);
+    if (rc < 0)
+        return rc;
+    t->ectx.xid = t->txn.xid = t->stats.xmin;
+    if (hold(&t->held, ch, t->lsn, schema, table) < 0) {
+        snprintf(err, errlen, "out of memory encoding a snapshot row");
+        return PGCDC_ERR;
+    }
+    return PGCDC_OK;
+}
+
+/* Open the snapshot's transaction in the tracker (waiting for room) and in the sink. */
+static int take_begin(struct take *t, char *err, size_t errlen)
+{
+    struct pgcdc_sink *sink = t->out->sink;
+    int rc;
+    while ((rc = pgcdc_txn_track_begin(t->out->track, t->lsn)) == PGCDC_AGAIN)
+        if (pgcdc_stop_requested || (rc = sink->ops->poll(sink, 100, err, errlen)) < 0)
+            return rc;
+    return sink->ops->begin(sink, &t->txn, err, errlen);
+}
+
+/* Read every selected table through snap_row, then commit the snapshot's transaction. */
+static int take_rows(struct take *t, struct pgcdc_slot *slot, const char *snapname, char *err,
+                     size_t errlen)
+{
+    const struct pgcdc_config *cfg = slot->cfg;
+    struct pgcdc_sink *sink = t->out->sink;
+    struct pgcdc_snapshot_req req = {
+        .dsn = cfg->source_dsn,
+        .snapshot_name = snapname,
+        .slot = cfg->source_slot,
+        .consistent_lsn = t->lsn,
+        .numeric_strings = slot->numeric_strings,
+        .stop = &pgcdc_stop_requested,
+    };
+    int rc = pgcdc_snapshot_run(&req, cfg, snap_row, t, &t->stats, err, errlen);
+    if (req.numeric_strings >= 0)
+        pgcdc_slot_note_numeric_strings(slot, req.numeric_strings == 1);
+    if (rc == PGCDC_OK)
+        rc = flush_held(t, true, err, errlen);
+    if (rc == PGCDC_OK)
+        rc = sink->ops->commit(sink, &t->txn, err, errlen);
+    if (rc == PGCDC_OK)
+        pgcdc_txn_track_commit(t->out->track);
+    return rc;
+}
+
+/* Wait until the sink holds the snapshot durably: under a broker outage, like the stream. */
+static int take_durable(struct take *t, char *err, size_t errlen)
+{
+    struct pgcdc_sink *sink = t->out->sink;
+    int rc;
+    while ((rc = sink->ops->flush(sink, 1000, err, errlen)) == PGCDC_AGAIN && !pgcdc_stop_requested)
+        ;
+    if (rc == PGCDC_AGAIN)
+        rc = PGCDC_ERR_RETRY; /* stopped: the next run takes the snapshot again */
+    if (rc < 0)
+        return rc;
+    if (pgcdc_txn_track_confirmed(t->out->track) < t->lsn) {
+        snprintf(err, errlen, "the sink did not acknowledge every snapshot row; not streaming");
+        return PGCDC_ERR;
+    }
+    return PGCDC_OK;
+}
+
+static void log_done(const struct take *t, int64_t started)
+{
+    char rows[24], tables[24], ms[24];
+    snprintf(rows, sizeof(rows), "%" PRIu64, t->stats.rows);
+    snprintf(tables, sizeof(tables), "%" PRIu64, t->stats.tables);
+    snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
+    pgcdc_log(PGCDC_LOG_INFO, "snapshot complete", "tables", tables, "rows", rows, "ms", ms, NULL);
+}
+
+int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
+                        const struct pgcdc_snapshot_out *out, uint64_t *durable_lsn, char *err,
+                        size_t errlen)
+{
+    const struct pgcdc_config *cfg = slot->cfg;
+    char snapname[128];
+    uint64_t consistent = 0;
+    int rc = pgcdc_repl_create_slot(repl, cfg->source_slot, snapname, sizeof(snapname), &consistent,
+                                    err, errlen);
+    if (rc < 0)
+        return rc;
+    char l[PGCDC_LSN_BUFLEN];
+    pgcdc_log(PGCDC_LOG_INFO, "created replication slot; taking the initial snapshot", "slot",
+              cfg->source_slot, "consistent_point", pgcdc_lsn_format(consistent, l), "snapshot",
+              snapname, NULL);
+    atomic_store(&pgcdc_metrics.connected, 1);
+    pgcdc_metrics_progress();
+    struct take t = {.out = out, .lsn = consistent};
+    t.txn = (struct pgcdc_txn_meta){
+        .commit_lsn = consistent, .end_lsn = consistent, .commit_ts_ms = pgcdc_now_ms()};
+    t.ectx = (struct pgcdc_event_ctx){.name_json = out->name_json,
+                                      .db_json = out->db_json,
+                                      .commit_lsn = consistent,
+                                      .commit_ts_ms = t.txn.commit_ts_ms,
+                                      .snapshot = "true"};
+    int64_t started = pgcdc_mono_ms();
+    if ((rc = take_begin(&t, err, errlen)) < 0 ||
+        (rc = take_rows(&t, slot, snapname, err, errlen)) < 0 ||
+        (rc = take_durable(&t, err, errlen)) < 0)
+        goto out;
+    *durable_lsn = consistent;
+    log_done(&t, started);
+    rc = pgcdc_slot_mark_streamed(slot, err, errlen);
+out:
+    pgcdc_buf_free(&t.held.bytes);
+    free(t.held.cols);
+    pgcdc_buf_free(&t.value);
+    pgcdc_buf_free(&t.key);
     return rc;
 }

@@ -1,10 +1,12 @@
 /*
  * stream.c — `pgcdc run`: the replication loop that ties the modules together.
  *
- * Data path: repl (messages) -> decode (wal2json v2) -> event (JSON) -> sink -> txn_track
- * -> repl (standby status with flush = the confirmed LSN). Connection failures back off
- * with jitter and resume from the durable position; the sink is rewound to what is
- * durable, and transactions the sink already holds are skipped when sent again.
+ * Data path: repl (messages) -> decode (wal2json v2) -> relations (names, selection) ->
+ * event (JSON) -> sink -> txn_track -> repl (standby status with flush = the confirmed
+ * LSN). The slot is found and started by slot.c, a new one's snapshot taken by
+ * snapshot.c. Connection failures back off with jitter and resume from the durable
+ * position; the sink is rewound to what is durable, and transactions the sink already
+ * holds are skipped when sent again.
  */
 #include "pgcdc/stream.h"
 
@@ -20,19 +22,18 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <libpq-fe.h>
-
-#include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/decode.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/metrics.h"
+#include "pgcdc/relations.h"
 #include "pgcdc/repl.h"
 #include "pgcdc/sink.h"
 #include "pgcdc/sink_file.h"
 #include "pgcdc/sink_kafka.h"
+#include "pgcdc/slot.h"
 #include "pgcdc/snapshot.h"
 #include "pgcdc/txn_track.h"
 
@@ -43,28 +44,14 @@
 #define PROGRESS_INTERVAL_MS 60000
 #define PING_AFTER_MS 10000    /* silence after which we ask the server for a reply */
 #define DEAD_AFTER_MS 30000    /* no reply to that for this long: the connection is gone */
-#define NAME_MAX_BYTES 256
 
-
-enum loop_result { LOOP_STOP = 0, LOOP_END_REACHED = 1 };
-
-/* A table as wal2json names it, and what events call it. */
-struct rel {
-    char *key; /* raw JSON bytes: schema span, '.', table span */
-    size_t keylen;
-    char schema[NAME_MAX_BYTES], table[NAME_MAX_BYTES]; /* reported, unescaped */
-    struct pgcdc_buf schema_json, table_json;           /* reported, as JSON strings */
-    bool selected;
-    int64_t resolved_ms; /* when the partition root was last looked up */
-};
-
-/* Partitions can be attached and detached at any time: look the root up again this often. */
-#define PARTITION_RECHECK_MS 5000
-
-#define REL_CACHE_MAX 8192
-
-struct type_rule {
-    uint32_t oid, rule_oid;
+/*
+ * How the stream loop ends when no error ends it. Errors are returned apart from it, as
+ * the negative PGCDC_ERR* codes.
+ */
+enum loop_outcome {
+    LOOP_STOPPED,     /* a stop was requested */
+    LOOP_END_REACHED, /* --end-lsn: everything up to it is durable, or what follows is not ours */
 };
 
 struct stream {
@@ -75,7 +62,6 @@ struct stream {
     struct pgcdc_repl *repl;
     struct pgcdc_decoder dec;
     struct pgcdc_buf value, key, name_json, db_json;
-    char statefile[4096];
 
     uint64_t skip_upto;   /* transactions ending at or before this are already in the sink */
     uint64_t received;    /* highest position received (status "write") */
@@ -83,24 +69,23 @@ struct stream {
     uint64_t idle_end;    /* walEnd of the last keepalive received outside a transaction */
     bool in_txn, skipping;
     bool tables_checked;
-    /* wal2json >= 2.6 keeps NaN/Infinity with numeric-data-types-as-string: -1 unknown
-     * yet, 0 the plugin is older, 1 in use. Snapshot and stream must agree on it. */
-    int numeric_strings;
     bool streaming; /* inside START_REPLICATION's CopyBoth: status updates may be sent */
     struct pgcdc_txn_meta txn;
     struct pgcdc_event_ctx ectx;
 
-    /* What each table wal2json names becomes in events (see resolve) */
-    struct rel *rels;
-    size_t nrels, last_rel;
-    struct pg_conn *catalog; /* plain connection for catalog lookups, opened when needed */
-    struct type_rule *types;  /* user type OID -> the OID whose value rules apply */
-    size_t ntypes, captypes;
+    struct pgcdc_slot slot;      /* the slot and its state.dir record */
+    struct pgcdc_relations rels; /* what each table wal2json names becomes in events */
 
     int64_t last_sync_ms, last_status_ms, last_progress_ms;
     int64_t last_recv_ms, ping_sent_ms; /* silence detection; ping_sent_ms 0: none out */
     bool dirty; /* written since the last sync */
     uint64_t n_events, n_txns;
+
+    int lockfd; /* state.dir/lock, held until the run ends */
+    /* Reconnecting: the backoff grows until something is confirmed again. */
+    int attempt;
+    uint64_t confirmed_at_failure;
+    int64_t busy_since; /* when the slot was first found busy; 0: it is not */
 };
 
 /* Sleep up to ms, waking early when a stop is requested. */
@@ -223,170 +208,7 @@ static int sink_write(struct stream *s, const struct pgcdc_record *r, char *err,
     }
 }
 
-static void rels_clear(struct stream *s)
-{
-    for (size_t i = 0; i < s->nrels; i++) {
-        free(s->rels[i].key);
-        pgcdc_buf_free(&s->rels[i].schema_json);
-        pgcdc_buf_free(&s->rels[i].table_json);
-    }
-    s->nrels = s->last_rel = 0;
-}
-
-/* The partition root of schema.table, over a plain connection opened on first use. */
-static int open_catalog(struct stream *s, char *err, size_t errlen)
-{
-    if (!s->catalog) {
-        const char *keys[] = {"dbname", "fallback_application_name", NULL};
-        const char *vals[] = {s->cfg->source_dsn, "pgcdc-catalog", NULL};
-        s->catalog = PQconnectdbParams(keys, vals, 1);
-        if (PQstatus(s->catalog) != CONNECTION_OK) {
-            snprintf(err, errlen, "cannot open a catalog connection: %s",
-                     PQerrorMessage(s->catalog));
-            err[strcspn(err, "\n")] = '\0';
-            PQfinish(s->catalog);
-            s->catalog = NULL;
-            return PGCDC_ERR_RETRY;
-        }
-    }
-    return PGCDC_OK;
-}
-
-/*
- * wal2json sends a column's own type OID, and quotes a domain over an integer or boolean
- * type like text; the event rules follow the base type. Built-in OIDs need no lookup;
- * each user type is looked up once.
- */
-static int apply_type_rules(struct stream *s, struct pgcdc_col *cols, size_t n, char *err,
-                            size_t errlen)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t oid = cols[i].typeoid;
-        if (oid < PGCDC_FIRST_USER_OID)
-            continue;
-        size_t k = 0;
-        while (k < s->ntypes && s->types[k].oid != oid)
-            k++;
-        if (k == s->ntypes) {
-            uint32_t base = oid;
-            int rc = open_catalog(s, err, errlen);
-            if (rc == PGCDC_OK)
-                rc = pgcdc_catalog_base_type(s->catalog, oid, &base, err, errlen);
-            if (rc < 0)
-                return PGCDC_ERR_RETRY;
-            if (s->ntypes == s->captypes) {
-                size_t cap = s->captypes ? s->captypes * 2 : 16;
-                struct type_rule *t = realloc(s->types, cap * sizeof(*t));
-                if (!t) {
-                    snprintf(err, errlen, "out of memory");
-                    return PGCDC_ERR;
-                }
-                s->types = t;
-                s->captypes = cap;
-            }
-            s->types[s->ntypes++] = (struct type_rule){oid, pgcdc_event_rule_oid(oid, base)};
-        }
-        cols[i].typeoid = s->types[k].rule_oid;
-    }
-    return PGCDC_OK;
-}
-
-static int partition_root(struct stream *s, struct rel *r, char *err, size_t errlen)
-{
-    int rc = open_catalog(s, err, errlen);
-    if (rc < 0)
-        return rc;
-    char leaf_schema[NAME_MAX_BYTES], leaf_table[NAME_MAX_BYTES];
-    memcpy(leaf_schema, r->schema, sizeof(leaf_schema));
-    memcpy(leaf_table, r->table, sizeof(leaf_table));
-    rc = pgcdc_catalog_partition_root(s->catalog, leaf_schema, leaf_table, r->schema,
-                                          sizeof(r->schema), r->table, sizeof(r->table), err,
-                                          errlen);
-    if (rc < 0) {
-        PQfinish(s->catalog);
-        s->catalog = NULL;
-        return PGCDC_ERR_RETRY;
-    }
-    return PGCDC_OK;
-}
-
-/* Decide what events call r (the change's table) and whether it is selected. */
-static int name_rel(struct stream *s, struct rel *r, const struct pgcdc_change *ch, char *err,
-                    size_t errlen)
-{
-    int rc = PGCDC_OK;
-    if (pgcdc_json_unescape(ch->schema, r->schema, sizeof(r->schema)) < 0 ||
-        pgcdc_json_unescape(ch->table, r->table, sizeof(r->table)) < 0) {
-        snprintf(err, errlen, "wal2json sent an unreadable table name");
-        return PGCDC_ERR;
-    }
-    if (s->cfg->source_partitions_as_root) {
-        if ((rc = partition_root(s, r, err, errlen)) < 0)
-            return rc;
-        r->resolved_ms = pgcdc_mono_ms();
-    }
-    pgcdc_buf_reset(&r->schema_json);
-    pgcdc_buf_reset(&r->table_json);
-    if (pgcdc_buf_append_json_str(&r->schema_json, r->schema, strlen(r->schema)) < 0 ||
-        pgcdc_buf_append_json_str(&r->table_json, r->table, strlen(r->table)) < 0) {
-        snprintf(err, errlen, "out of memory");
-        return PGCDC_ERR;
-    }
-    r->selected = pgcdc_config_table_selected(s->cfg, r->schema, r->table);
-    return PGCDC_OK;
-}
-
-/*
- * Look up (or learn) how events name the change's table and whether it is selected.
- * With source.partitions_as_root a leaf partition is reported, and selected, under its
- * root's name. Consecutive changes mostly hit the same table: check that one first.
- */
-static int resolve(struct stream *s, const struct pgcdc_change *ch, struct rel **out, char *err,
-                   size_t errlen)
-{
-    size_t keylen = ch->schema.len + 1 + ch->table.len;
-    for (size_t k = 0; k < s->nrels; k++) {
-        size_t i = (s->last_rel + k) % s->nrels;
-        struct rel *r = &s->rels[i];
-        if (r->keylen == keylen && memcmp(r->key, ch->schema.p, ch->schema.len) == 0 &&
-            memcmp(r->key + ch->schema.len + 1, ch->table.p, ch->table.len) == 0) {
-            s->last_rel = i;
-            *out = r;
-            if (s->cfg->source_partitions_as_root &&
-                pgcdc_mono_ms() - r->resolved_ms >= PARTITION_RECHECK_MS)
-                return name_rel(s, r, ch, err, errlen);
-            return PGCDC_OK;
-        }
-    }
-    if (s->nrels == REL_CACHE_MAX)
-        rels_clear(s); /* a schema churning through this many tables: start over */
-    if (!s->rels && !(s->rels = calloc(REL_CACHE_MAX, sizeof(*s->rels)))) {
-        snprintf(err, errlen, "out of memory");
-        return PGCDC_ERR;
-    }
-    struct rel *r = &s->rels[s->nrels];
-    memset(r, 0, sizeof(*r));
-    if (!(r->key = malloc(keylen))) {
-        snprintf(err, errlen, "out of memory");
-        return PGCDC_ERR;
-    }
-    memcpy(r->key, ch->schema.p, ch->schema.len);
-    r->key[ch->schema.len] = '.';
-    memcpy(r->key + ch->schema.len + 1, ch->table.p, ch->table.len);
-    r->keylen = keylen;
-    int rc = name_rel(s, r, ch, err, errlen);
-    if (rc < 0) {
-        free(r->key);
-        pgcdc_buf_free(&r->schema_json);
-        pgcdc_buf_free(&r->table_json);
-        return rc;
-    }
-    s->last_rel = s->nrels++;
-    *out = r;
-    return PGCDC_OK;
-}
-
-static int emit(struct stream *s, const struct rel *rel, const struct pgcdc_change *ch, char op,
+static int emit(struct stream *s, const struct pgcdc_relation *rel, const struct pgcdc_change *ch, char op,
                 int use_old_key, char *err, size_t errlen)
 {
     pgcdc_buf_reset(&s->value);
@@ -418,189 +240,109 @@ static bool end_reached_at(struct stream *s, uint64_t pos)
     return s->end_lsn && pos >= s->end_lsn;
 }
 
-/* Handle one wal2json message. Returns 0, LOOP_END_REACHED (as 1), or an error. */
-static int handle_change(struct stream *s, const struct pgcdc_change *ch, char *err, size_t errlen)
+/* BEGIN: open the transaction in the tracker and the sink, unless the sink holds it. */
+static int begin_txn(struct stream *s, const struct pgcdc_change *ch, bool *end, char *err,
+                     size_t errlen)
 {
     int rc;
+    if (s->end_lsn && ch->nextlsn > s->end_lsn) {
+        *end = true; /* commits after --end-lsn: not ours */
+        return PGCDC_OK;
+    }
+    s->in_txn = true;
+    s->txn = (struct pgcdc_txn_meta){
+        .xid = ch->xid, .commit_lsn = ch->lsn, .end_lsn = ch->nextlsn, .commit_ts_ms = ch->ts_ms};
+    s->skipping = ch->nextlsn <= s->skip_upto;
+    if (s->skipping)
+        return PGCDC_OK;
+    s->ectx.xid = ch->xid;
+    s->ectx.commit_lsn = ch->lsn;
+    s->ectx.commit_ts_ms = ch->ts_ms;
+    while ((rc = pgcdc_txn_track_begin(s->track, ch->nextlsn)) == PGCDC_AGAIN) {
+        if (pgcdc_stop_requested)
+            return PGCDC_STOP;
+        /* The ring is full: make what was written durable (the file sink acknowledges
+         * only when it syncs), then wait for acknowledgements (Kafka). */
+        if ((rc = sink_sync(s, err, errlen)) < 0 ||
+            (pgcdc_txn_track_inflight(s->track) >= TRACK_CAPACITY &&
+             (rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0) ||
+            (rc = send_status(s, false, err, errlen)) < 0)
+            return rc;
+    }
+    pgcdc_txn_track_set_commit_ts(s->track, ch->ts_ms);
+    return s->sink->ops->begin(s->sink, &s->txn, err, errlen);
+}
+
+static int commit_txn(struct stream *s, const struct pgcdc_change *ch, bool *end, char *err,
+                      size_t errlen)
+{
+    int rc;
+    if (!s->in_txn) {
+        snprintf(err, errlen, "wal2json sent a commit without a begin");
+        return PGCDC_ERR_RETRY;
+    }
+    s->in_txn = false;
+    if (ch->nextlsn > s->received)
+        s->received = ch->nextlsn;
+    if (!s->skipping) {
+        if ((rc = s->sink->ops->commit(s->sink, &s->txn, err, errlen)) < 0)
+            return rc;
+        pgcdc_txn_track_commit(s->track);
+        s->n_txns++;
+    }
+    s->skipping = false;
+    *end = end_reached_at(s, ch->nextlsn);
+    return PGCDC_OK;
+}
+
+/* A row change (or truncate): name its table, and emit it when the table is selected. */
+static int handle_row(struct stream *s, const struct pgcdc_change *ch, char *err, size_t errlen)
+{
+    int rc;
+    if (!s->in_txn) {
+        snprintf(err, errlen, "wal2json sent a change outside a transaction");
+        return PGCDC_ERR_RETRY;
+    }
+    if (s->skipping)
+        return PGCDC_OK;
+    const struct pgcdc_relation *rel;
+    if ((rc = pgcdc_relations_resolve(&s->rels, ch, &rel, err, errlen)) < 0)
+        return rc;
+    if (!rel->selected)
+        return PGCDC_OK;
+    struct pgcdc_change named = *ch;
+    named.schema = (struct pgcdc_span){rel->schema_json.data, rel->schema_json.len};
+    named.table = (struct pgcdc_span){rel->table_json.data, rel->table_json.len};
+    if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
+        pgcdc_event_key_changed(ch)) {
+        /* Compacted topics: the old key is deleted, the new key created. */
+        if ((rc = emit(s, rel, &named, 'd', 1, err, errlen)) < 0)
+            return rc;
+        return emit(s, rel, &named, 'c', 0, err, errlen);
+    }
+    return emit(s, rel, &named, pgcdc_event_op(ch), ch->action == PGCDC_ACT_DELETE, err, errlen);
+}
+
+/*
+ * Handle one wal2json message. Returns 0 or a negative code (PGCDC_STOP: a stop was
+ * requested under back-pressure); *end is set once --end-lsn is reached.
+ */
+static int handle_change(struct stream *s, const struct pgcdc_change *ch, bool *end, char *err,
+                         size_t errlen)
+{
     switch (ch->action) {
     case PGCDC_ACT_BEGIN:
-        if (s->end_lsn && ch->nextlsn > s->end_lsn)
-            return LOOP_END_REACHED; /* commits after --end-lsn: not ours */
-        s->in_txn = true;
-        s->txn = (struct pgcdc_txn_meta){.xid = ch->xid, .commit_lsn = ch->lsn,
-                                         .end_lsn = ch->nextlsn, .commit_ts_ms = ch->ts_ms};
-        s->skipping = ch->nextlsn <= s->skip_upto;
-        if (s->skipping)
-            return PGCDC_OK;
-        s->ectx.xid = ch->xid;
-        s->ectx.commit_lsn = ch->lsn;
-        s->ectx.commit_ts_ms = ch->ts_ms;
-        while ((rc = pgcdc_txn_track_begin(s->track, ch->nextlsn)) == PGCDC_AGAIN) {
-            if (pgcdc_stop_requested)
-                return PGCDC_STOP;
-            /* The ring is full: make what was written durable (the file sink acknowledges
-             * only when it syncs), then wait for acknowledgements (Kafka). */
-            if ((rc = sink_sync(s, err, errlen)) < 0 ||
-                (pgcdc_txn_track_inflight(s->track) >= TRACK_CAPACITY &&
-                 (rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0) ||
-                (rc = send_status(s, false, err, errlen)) < 0)
-                return rc;
-        }
-        pgcdc_txn_track_set_commit_ts(s->track, ch->ts_ms);
-        return s->sink->ops->begin(s->sink, &s->txn, err, errlen);
-
+        return begin_txn(s, ch, end, err, errlen);
     case PGCDC_ACT_COMMIT:
-        if (!s->in_txn) {
-            snprintf(err, errlen, "wal2json sent a commit without a begin");
-            return PGCDC_ERR_RETRY;
-        }
-        s->in_txn = false;
-        if (ch->nextlsn > s->received)
-            s->received = ch->nextlsn;
-        if (!s->skipping) {
-            if ((rc = s->sink->ops->commit(s->sink, &s->txn, err, errlen)) < 0)
-                return rc;
-            pgcdc_txn_track_commit(s->track);
-            s->n_txns++;
-        }
-        s->skipping = false;
-        return end_reached_at(s, ch->nextlsn) ? LOOP_END_REACHED : PGCDC_OK;
-
+        return commit_txn(s, ch, end, err, errlen);
     case PGCDC_ACT_INSERT:
     case PGCDC_ACT_UPDATE:
     case PGCDC_ACT_DELETE:
     case PGCDC_ACT_TRUNCATE:
-        if (!s->in_txn) {
-            snprintf(err, errlen, "wal2json sent a change outside a transaction");
-            return PGCDC_ERR_RETRY;
-        }
-        if (s->skipping)
-            return PGCDC_OK;
-        struct rel *rel;
-        if ((rc = resolve(s, ch, &rel, err, errlen)) < 0)
-            return rc;
-        if (!rel->selected)
-            return PGCDC_OK;
-        if ((rc = apply_type_rules(s, ch->columns, ch->ncolumns, err, errlen)) < 0 ||
-            (rc = apply_type_rules(s, ch->identity, ch->nidentity, err, errlen)) < 0)
-            return rc;
-        struct pgcdc_change named = *ch;
-        named.schema = (struct pgcdc_span){rel->schema_json.data, rel->schema_json.len};
-        named.table = (struct pgcdc_span){rel->table_json.data, rel->table_json.len};
-        if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
-            pgcdc_event_key_changed(ch)) {
-            /* Compacted topics: the old key is deleted, the new key created. */
-            if ((rc = emit(s, rel, &named, 'd', 1, err, errlen)) < 0)
-                return rc;
-            return emit(s, rel, &named, 'c', 0, err, errlen);
-        }
-        return emit(s, rel, &named, pgcdc_event_op(ch), ch->action == PGCDC_ACT_DELETE, err,
-                    errlen);
-
+        return handle_row(s, ch, err, errlen);
     default:
         return PGCDC_OK; /* logical messages ('M') are not row changes */
     }
-}
-
-/*
- * Record in state.dir that this slot's stream is ours (and any snapshot is complete), so a
- * later start can tell a dropped slot from a new installation.
- */
-static int mark_streamed(struct stream *s, char *err, size_t errlen)
-{
-    if (access(s->statefile, F_OK) == 0)
-        return PGCDC_OK;
-    char tmp[4200];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", s->statefile);
-    FILE *fp = fopen(tmp, "w");
-    if (!fp || fprintf(fp, "slot=%s\n", s->cfg->source_slot) < 0 || fflush(fp) != 0 ||
-        fsync(fileno(fp)) != 0 || fclose(fp) != 0 || rename(tmp, s->statefile) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", s->statefile, strerror(errno));
-        return PGCDC_ERR;
-    }
-    return PGCDC_OK;
-}
-
-/* Options for wal2json; add-tables/filter-tables only when every pattern fits its syntax. */
-static int plugin_options(const struct pgcdc_config *cfg, const char **opts, size_t max)
-{
-    size_t n = 0;
-    const char *fixed[] = {"format-version", "2",     "include-xids",      "1",
-                           "include-timestamp", "1",  "include-lsn",       "1",
-                           "include-pk",     "1",     "include-type-oids", "1",
-                           "include-types",  "0",     "include-transaction", "1"};
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]) && n + 2 < max; i++)
-        opts[n++] = fixed[i];
-    opts[n] = NULL;
-    (void)cfg;
-    return (int)n;
-}
-
-/*
- * wal2json's own table filter only knows "schema.table" with '*' for a whole part;
- * we pass it when the patterns fit (less decoding traffic), and always filter here too.
- */
-static bool wal2json_pattern_ok(const char *list)
-{
-    char buf[4096];
-    if (!list || snprintf(buf, sizeof(buf), "%s", list) >= (int)sizeof(buf))
-        return false;
-    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok;
-         tok = strtok_r(NULL, ",", &save)) {
-        while (*tok == ' ')
-            tok++;
-        char *dot = strchr(tok, '.');
-        if (!dot || strchr(dot + 1, '.') || strpbrk(tok, "\\\"' "))
-            return false;
-        *dot = '\0';
-        const char *parts[2] = {tok, dot + 1};
-        for (int i = 0; i < 2; i++)
-            if (strchr(parts[i], '*') && strcmp(parts[i], "*") != 0)
-                return false;
-    }
-    return true;
-}
-
-static void strip_spaces(char *dst, size_t cap, const char *src)
-{
-    size_t o = 0;
-    for (; *src && o + 1 < cap; src++)
-        if (*src != ' ')
-            dst[o++] = *src;
-    dst[o] = '\0';
-}
-
-/*
- * Once per process: a listed table that does not exist is a configuration error, and a
- * table whose updates and deletes cannot be captured is named in a warning.
- */
-static int check_tables(struct stream *s, char *err, size_t errlen)
-{
-    struct pg_conn *c = pgcdc_repl_conn(s->repl);
-    char missing[512];
-    int rc = pgcdc_catalog_missing_included(c, s->cfg, missing, sizeof(missing), err, errlen);
-    if (rc < 0)
-        return rc;
-    if (rc == 1) {
-        snprintf(err, errlen,
-                 "source.tables.include names %s, which does not exist (or is not a permanent "
-                 "table): create it, or fix the name (schema.table)",
-                 missing);
-        return PGCDC_ERR_CONFIG;
-    }
-    struct pgcdc_buf names = {0};
-    rc = pgcdc_catalog_keyless(c, s->cfg, &names, err, errlen);
-    if (rc > 0)
-        pgcdc_log(PGCDC_LOG_WARN,
-                  "tables without a primary key or replica identity: their updates and deletes "
-                  "cannot be captured (fix: ALTER TABLE ... REPLICA IDENTITY FULL, or add a "
-                  "primary key)",
-                  "tables", names.data, NULL);
-    pgcdc_buf_free(&names);
-    if (rc < 0)
-        return rc;
-    s->tables_checked = true;
-    return PGCDC_OK;
 }
 
 /* Connect, check, make sure the slot exists, start streaming. */
@@ -612,118 +354,27 @@ static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
         return rc;
     if ((rc = pgcdc_repl_preflight(s->repl, err, errlen)) < 0)
         return rc;
-    if (!s->tables_checked && (rc = check_tables(s, err, errlen)) < 0)
-        return rc;
-    struct pgcdc_slot_info info;
-    if ((rc = pgcdc_repl_slot_info(s->repl, cfg->source_slot, &info, err, errlen)) < 0)
-        return rc;
-    bool streamed_before = access(s->statefile, F_OK) == 0;
-    *fresh_slot = false;
-    if (!info.exists) {
-        if (streamed_before) {
-            snprintf(err, errlen,
-                     "replication slot \"%s\" no longer exists (dropped while pgcdc was "
-                     "stopped or running?): the changes since the last confirmed LSN are gone. "
-                     "To start over with a fresh snapshot, remove %s and the sink's data, "
-                     "then run again",
-                     cfg->source_slot, cfg->state_dir);
-            return PGCDC_ERR;
-        }
-        if (!cfg->source_create_slot) {
-            snprintf(err, errlen,
-                     "replication slot \"%s\" does not exist: create it with `pgcdc slot "
-                     "create`, or set source.create_slot = true",
-                     cfg->source_slot);
-            return PGCDC_ERR;
-        }
-        *fresh_slot = true;
-        return PGCDC_OK; /* the caller creates it (with or without a snapshot) */
-    }
-    if (strcmp(info.plugin, "wal2json") != 0) {
-        snprintf(err, errlen,
-                 "replication slot \"%s\" uses the plugin \"%s\", pgcdc needs wal2json: pick "
-                 "another source.slot, or drop that slot if it is unused",
-                 cfg->source_slot, info.plugin);
-        return PGCDC_ERR;
-    }
-    if (!streamed_before && cfg->snapshot_mode != PGCDC_SNAPSHOT_NEVER) {
-        if (s->sink->ops->resume_lsn(s->sink) > 0)
-            return PGCDC_OK; /* the snapshot became durable just before a crash */
-        /* No completed snapshot is recorded: a crash cut it short, or the slot was made
-         * by hand. Only a new slot exports a snapshot that meets its stream exactly. */
-        if (info.active) {
-            snprintf(err, errlen,
-                     "replication slot \"%s\" exists, is in use by pid %d, and no completed "
-                     "snapshot is recorded in %s: stop that process, or set snapshot.mode = never",
-                     cfg->source_slot, info.active_pid, cfg->state_dir);
-            return PGCDC_ERR;
-        }
-        pgcdc_log(PGCDC_LOG_WARN, "no completed snapshot recorded; recreating the slot to take one",
-                  "slot", cfg->source_slot, NULL);
-        if ((rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen)) < 0)
+    /* Once per process: the selection is checked against the source. */
+    if (!s->tables_checked) {
+        if ((rc = pgcdc_relations_check(pgcdc_repl_conn(s->repl), cfg, err, errlen)) < 0)
             return rc;
-        *fresh_slot = true;
-        return PGCDC_OK;
+        s->tables_checked = true;
     }
-    return PGCDC_OK;
-}
-
-#define NUMERIC_AS_STRING "numeric-data-types-as-string"
-
-static void note_numeric_strings(struct stream *s, bool supported)
-{
-    if (s->numeric_strings == (supported ? 1 : 0))
-        return;
-    s->numeric_strings = supported ? 1 : 0;
-    if (!supported)
-        pgcdc_log(PGCDC_LOG_WARN,
-                  "the source's wal2json is older than 2.6: numeric and float NaN and "
-                  "Infinity values arrive as null (upgrade wal2json to keep them)",
-                  NULL);
+    return pgcdc_slot_find(&s->slot, s->repl, s->sink->ops->resume_lsn(s->sink), fresh_slot,
+                           err, errlen);
 }
 
 static int start_streaming(struct stream *s, char *err, size_t errlen)
 {
     const struct pgcdc_config *cfg = s->cfg;
-    const char *opts[40];
-    int n = plugin_options(cfg, opts, sizeof(opts) / sizeof(opts[0]) - 4);
-    char inc[4096], exc[4096];
-    /* wal2json filters by leaf name; with partitions_as_root selection is by root name. */
-    bool server_filter = !cfg->source_partitions_as_root;
-    if (server_filter && cfg->source_tables_include &&
-        wal2json_pattern_ok(cfg->source_tables_include)) {
-        strip_spaces(inc, sizeof(inc), cfg->source_tables_include);
-        opts[n++] = "add-tables";
-        opts[n++] = inc;
-    }
-    if (server_filter && cfg->source_tables_exclude &&
-        wal2json_pattern_ok(cfg->source_tables_exclude)) {
-        strip_spaces(exc, sizeof(exc), cfg->source_tables_exclude);
-        opts[n++] = "filter-tables";
-        opts[n++] = exc;
-    }
-    if (s->numeric_strings != 0) {
-        opts[n++] = NUMERIC_AS_STRING;
-        opts[n++] = "1";
-    }
-    opts[n] = NULL;
     uint64_t startpos = s->skip_upto;
-    int rc = pgcdc_repl_start(s->repl, cfg->source_slot, startpos, opts, err, errlen);
-    if (rc < 0 && s->numeric_strings != 0 && strstr(err, NUMERIC_AS_STRING)) {
-        /* wal2json before 2.6 refuses the option; the connection is still usable. */
-        note_numeric_strings(s, false);
-        opts[n - 2] = NULL;
-        *err = '\0';
-        rc = pgcdc_repl_start(s->repl, cfg->source_slot, startpos, opts, err, errlen);
-    } else if (rc == PGCDC_OK && s->numeric_strings < 0) {
-        note_numeric_strings(s, true);
-    }
+    int rc = pgcdc_slot_start(&s->slot, s->repl, startpos, err, errlen);
     if (rc < 0)
         return rc;
     s->streaming = true;
     atomic_store(&pgcdc_metrics.connected, 1);
     pgcdc_metrics_progress();
-    if ((rc = mark_streamed(s, err, errlen)) < 0)
+    if ((rc = pgcdc_slot_mark_streamed(&s->slot, err, errlen)) < 0)
         return rc;
     char l[PGCDC_LSN_BUFLEN];
     pgcdc_log(PGCDC_LOG_INFO, "streaming", "slot", cfg->source_slot, "db",
@@ -745,154 +396,28 @@ static void progress(struct stream *s, int64_t now)
               "inflight", inflight, NULL);
 }
 
-/* Snapshot rows are held back by one, so the final one can say "last". */
-struct snap_state {
-    struct stream *s;
-    struct pgcdc_snapshot_stats *stats;
-    struct pgcdc_buf value, key;
-    char schema[NAME_MAX_BYTES], table[NAME_MAX_BYTES];
-    bool pending, haskey;
-    uint64_t lsn;
-};
-
-static int snap_flush_pending(struct snap_state *ss, bool last, char *err, size_t errlen)
+/* The snapshot's way to the sink: the stream's own back-pressure handling. */
+static int snapshot_write(void *ctx, const struct pgcdc_record *r, char *err, size_t errlen)
 {
-    if (!ss->pending)
-        return PGCDC_OK;
-    if (last) {
-        /* The source block ends the event: its "snapshot":"true" is the last one. */
-        static const char pat[] = "\"snapshot\":\"true\"";
-        char *p = memmem(ss->value.data, ss->value.len, pat, sizeof(pat) - 1), *q = p;
-        while (q && (q = memmem(q + 1, ss->value.len - (size_t)(q + 1 - ss->value.data), pat,
-                                sizeof(pat) - 1)))
-            p = q;
-        if (p)
-            memcpy(p + sizeof(pat) - 1 - 5, "last", 4);
-    }
-    struct pgcdc_record r = {
-        .schema = ss->schema,
-        .table = ss->table,
-        .op = 'r',
-        .key = ss->haskey ? ss->key.data : NULL,
-        .key_len = ss->haskey ? ss->key.len : 0,
-        .value = ss->value.data,
-        .value_len = ss->value.len,
-        .lsn = ss->lsn,
-        .commit_lsn = ss->lsn,
-        .xid = ss->s->txn.xid,
-    };
-    ss->pending = false;
-    ss->s->n_events++;
-    atomic_fetch_add(&pgcdc_metrics.snapshot_rows, 1);
-    pgcdc_metrics_progress();
-    return sink_write(ss->s, &r, err, errlen);
+    struct stream *s = ctx;
+    s->n_events++;
+    return sink_write(s, r, err, errlen);
 }
 
-static int snap_row(void *ctx, const struct pgcdc_change *ch0, const char *schema,
-                    const char *table, char *err, size_t errlen)
-{
-    struct snap_state *ss = ctx;
-    struct stream *s = ss->s;
-    if (pgcdc_stop_requested) {
-        snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
-        return PGCDC_ERR_RETRY;
-    }
-    int rc = snap_flush_pending(ss, false, err, errlen);
-    if (rc < 0)
-        return rc;
-    struct pgcdc_change ch = *ch0;
-    ch.lsn = ss->lsn;
-    s->ectx.xid = s->txn.xid = ss->stats->xmin;
-    pgcdc_buf_reset(&ss->value);
-    pgcdc_buf_reset(&ss->key);
-    int haskey;
-    if (pgcdc_event_encode(&ss->value, &s->ectx, &ch, 'r', pgcdc_now_ms()) < 0 ||
-        (haskey = pgcdc_event_key(&ss->key, &ch, 0)) < 0) {
-        snprintf(err, errlen, "out of memory encoding a snapshot row");
-        return PGCDC_ERR;
-    }
-    ss->haskey = haskey > 0;
-    snprintf(ss->schema, sizeof(ss->schema), "%s", schema);
-    snprintf(ss->table, sizeof(ss->table), "%s", table);
-    ss->pending = true;
-    return PGCDC_OK;
-}
-
-/*
- * Create the slot exporting its snapshot, read every included table in it as one sink
- * transaction ending at the slot's consistent point, make it durable, record it.
- * Streaming then starts at the consistent point: no gap, no overlap.
- */
 static int take_snapshot(struct stream *s, char *err, size_t errlen)
 {
-    const struct pgcdc_config *cfg = s->cfg;
-    char snapname[128];
-    uint64_t consistent = 0;
-    int rc = pgcdc_repl_create_slot(s->repl, cfg->source_slot, snapname, sizeof(snapname),
-                                    &consistent, err, errlen);
-    if (rc < 0)
-        return rc;
-    char l[PGCDC_LSN_BUFLEN];
-    pgcdc_log(PGCDC_LOG_INFO, "created replication slot; taking the initial snapshot", "slot",
-              cfg->source_slot, "consistent_point", pgcdc_lsn_format(consistent, l), "snapshot",
-              snapname, NULL);
-    atomic_store(&pgcdc_metrics.connected, 1);
-    pgcdc_metrics_progress();
-    struct pgcdc_snapshot_stats stats;
-    struct snap_state ss = {.s = s, .stats = &stats, .lsn = consistent};
-    s->txn = (struct pgcdc_txn_meta){.commit_lsn = consistent, .end_lsn = consistent,
-                                     .commit_ts_ms = pgcdc_now_ms()};
-    s->ectx.commit_lsn = consistent;
-    s->ectx.commit_ts_ms = s->txn.commit_ts_ms;
-    s->ectx.snapshot = "true";
-    int64_t started = pgcdc_mono_ms();
-    while ((rc = pgcdc_txn_track_begin(s->track, consistent)) == PGCDC_AGAIN)
-        if (pgcdc_stop_requested || (rc = s->sink->ops->poll(s->sink, 100, err, errlen)) < 0)
-            goto out;
-    if ((rc = s->sink->ops->begin(s->sink, &s->txn, err, errlen)) < 0)
-        goto out;
-    struct pgcdc_snapshot_req req = {
-        .dsn = cfg->source_dsn,
-        .snapshot_name = snapname,
-        .slot = cfg->source_slot,
-        .consistent_lsn = consistent,
-        .numeric_strings = s->numeric_strings,
-        .stop = &pgcdc_stop_requested,
+    struct pgcdc_snapshot_out out = {
+        .sink = s->sink,
+        .track = s->track,
+        .name_json = s->ectx.name_json,
+        .db_json = s->ectx.db_json,
+        .write = snapshot_write,
+        .ctx = s,
     };
-    rc = pgcdc_snapshot_run(&req, cfg, snap_row, &ss, &stats, err, errlen);
-    if (req.numeric_strings >= 0)
-        note_numeric_strings(s, req.numeric_strings == 1);
-    if (rc == PGCDC_OK)
-        rc = snap_flush_pending(&ss, true, err, errlen);
-    if (rc == PGCDC_OK)
-        rc = s->sink->ops->commit(s->sink, &s->txn, err, errlen);
-    if (rc < 0)
-        goto out;
-    pgcdc_txn_track_commit(s->track);
-    /* Under a broker outage the snapshot waits, like the stream, until it is delivered. */
-    while ((rc = s->sink->ops->flush(s->sink, 1000, err, errlen)) == PGCDC_AGAIN &&
-           !pgcdc_stop_requested)
-        ;
-    if (rc == PGCDC_AGAIN)
-        rc = PGCDC_ERR_RETRY; /* stopped: the next run takes the snapshot again */
-    if (rc < 0)
-        goto out;
-    if (pgcdc_txn_track_confirmed(s->track) < consistent) {
-        snprintf(err, errlen, "the sink did not acknowledge every snapshot row; not streaming");
-        rc = PGCDC_ERR;
-        goto out;
-    }
-    s->skip_upto = consistent;
-    char rows[24], tables[24], ms[24];
-    snprintf(rows, sizeof(rows), "%" PRIu64, stats.rows);
-    snprintf(tables, sizeof(tables), "%" PRIu64, stats.tables);
-    snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
-    pgcdc_log(PGCDC_LOG_INFO, "snapshot complete", "tables", tables, "rows", rows, "ms", ms, NULL);
-    rc = mark_streamed(s, err, errlen);
-out:
-    s->ectx.snapshot = "false";
-    pgcdc_buf_free(&ss.value);
-    pgcdc_buf_free(&ss.key);
+    uint64_t durable = 0;
+    int rc = pgcdc_snapshot_take(&s->slot, s->repl, &out, &durable, err, errlen);
+    if (durable)
+        s->skip_upto = durable;
     return rc;
 }
 
@@ -910,92 +435,128 @@ static bool caught_up(struct stream *s)
     return end_reached_at(s, s->idle_end);
 }
 
-/* Stream until stopped, the end LSN, or an error. */
-static int loop(struct stream *s, char *err, size_t errlen)
+/* Note the server's position from a message: the metrics' server_wal_end. */
+static void note_server_pos(uint64_t pos)
+{
+    if (pos > atomic_load(&pgcdc_metrics.server_wal_end))
+        atomic_store(&pgcdc_metrics.server_wal_end, pos);
+}
+
+/* One message from the server: a change to handle, or a keepalive to note. */
+static int on_message(struct stream *s, const struct pgcdc_repl_msg *msg, bool *end, char *err,
+                      size_t errlen)
+{
+    int rc;
+    if (msg->type == PGCDC_REPL_DATA) {
+        struct pgcdc_change ch;
+        if ((rc = pgcdc_decode(&s->dec, msg->data, msg->len, &ch, err, errlen)) < 0)
+            return rc;
+        note_server_pos(msg->data_start);
+        return handle_change(s, &ch, end, err, errlen);
+    }
+    /* Keepalive: walEnd is the sender's position. With nothing open or unsynced,
+     * everything before it is either durable or not ours: confirm it (idle tables
+     * must not pin WAL). */
+    note_server_pos(msg->wal_end);
+    if (!s->in_txn && msg->wal_end > s->idle_end) {
+        /* Applied once everything before it is durable (see caught_up): the server
+         * sends no further keepalive once we report having written up to here. */
+        s->idle_end = msg->wal_end;
+        if (msg->wal_end > s->received)
+            s->received = msg->wal_end;
+    }
+    if (msg->reply_requested)
+        return send_status(s, true, err, errlen);
+    return PGCDC_OK;
+}
+
+/* Nothing to read: wait on the socket until the next thing is due. */
+static int wait_input(struct stream *s, bool inflight, char *err, size_t errlen)
+{
+    int64_t wait = s->cfg->status_interval_ms - (pgcdc_mono_ms() - s->last_status_ms);
+    if (inflight || s->dirty)
+        wait = 5; /* acknowledgements are due soon */
+    if (wait > 100)
+        wait = 100; /* re-check the stop flag often */
+    if (wait < 1)
+        wait = 1;
+    int rc = pgcdc_repl_wait(s->repl, (int)wait);
+    if (rc < 0)
+        snprintf(err, errlen, "replication connection lost while waiting");
+    return rc;
+}
+
+/*
+ * The timers after each read (got: 1 a message, 0 none): group commit, the idle
+ * confirmation (*end once it reaches --end-lsn), liveness, status, progress, and the wait
+ * when the input is drained.
+ */
+static int tick(struct stream *s, int got, bool *end, char *err, size_t errlen)
+{
+    int rc;
+    bool drained = got == 0;
+    size_t n_inflight = pgcdc_txn_track_inflight(s->track);
+    bool inflight = n_inflight > 0;
+    /* Committed transactions waiting to become durable (the open one cannot be). */
+    bool waiting = n_inflight > (pgcdc_txn_track_open(s->track) ? 1u : 0u);
+    int64_t now = pgcdc_mono_ms(); /* once per message: the timers below share it */
+    if (got == 1) {
+        s->last_recv_ms = now;
+        s->ping_sent_ms = 0;
+    }
+    /* Group commit: sync when the input is drained and a commit waits, and at least
+     * every SYNC_INTERVAL_MS while anything is unsynced or unacknowledged. */
+    if ((waiting && drained) ||
+        ((s->dirty || inflight) && now - s->last_sync_ms >= SYNC_INTERVAL_MS) ||
+        now - s->last_sync_ms >= s->cfg->status_interval_ms) {
+        if ((rc = sink_sync(s, err, errlen)) < 0)
+            return rc;
+        /* Tell the server soon after something became durable: less retained WAL,
+         * lower latency for --end-lsn, and a keepalive back when it is idle. */
+        if (pgcdc_txn_track_confirmed(s->track) != s->sent_flush &&
+            now - s->last_status_ms >= SYNC_INTERVAL_MS &&
+            (rc = send_status(s, true, err, errlen)) < 0)
+            return rc;
+    }
+    if (caught_up(s)) {
+        *end = true;
+        return PGCDC_OK;
+    }
+    if ((rc = check_alive(s, now, err, errlen)) < 0)
+        return rc;
+    if (now - s->last_status_ms >= s->cfg->status_interval_ms &&
+        (rc = send_status(s, false, err, errlen)) < 0)
+        return rc;
+    progress(s, now);
+    return drained ? wait_input(s, inflight, err, errlen) : PGCDC_OK;
+}
+
+/* Stream until stopped, the end LSN, or an error (returned, negative). */
+static int loop(struct stream *s, enum loop_outcome *how, char *err, size_t errlen)
 {
     for (;;) {
         if (pgcdc_stop_requested)
-            return LOOP_STOP;
+            break;
         struct pgcdc_repl_msg msg;
-        int got = pgcdc_repl_read(s->repl, &msg, err, errlen), rc;
+        bool end = false;
+        int got = pgcdc_repl_read(s->repl, &msg, err, errlen), rc = PGCDC_OK;
         if (got < 0)
             return got;
-        if (got == 1 && msg.type == PGCDC_REPL_DATA) {
-            struct pgcdc_change ch;
-            if ((rc = pgcdc_decode(&s->dec, msg.data, msg.len, &ch, err, errlen)) < 0)
-                return rc;
-            if (msg.data_start > atomic_load(&pgcdc_metrics.server_wal_end))
-                atomic_store(&pgcdc_metrics.server_wal_end, msg.data_start);
-            rc = handle_change(s, &ch, err, errlen);
-            if (rc == PGCDC_STOP)
-                return LOOP_STOP;
-            if (rc < 0)
-                return rc;
-            if (rc == LOOP_END_REACHED)
-                return LOOP_END_REACHED;
-        } else if (got == 1) {
-            /* Keepalive: walEnd is the sender's position. With nothing open or unsynced,
-             * everything before it is either durable or not ours: confirm it (idle tables
-             * must not pin WAL). */
-            if (msg.wal_end > atomic_load(&pgcdc_metrics.server_wal_end))
-                atomic_store(&pgcdc_metrics.server_wal_end, msg.wal_end);
-            if (!s->in_txn && msg.wal_end > s->idle_end) {
-                /* Applied once everything before it is durable (see caught_up): the server
-                 * sends no further keepalive once we report having written up to here. */
-                s->idle_end = msg.wal_end;
-                if (msg.wal_end > s->received)
-                    s->received = msg.wal_end;
-            }
-            if (msg.reply_requested && (rc = send_status(s, true, err, errlen)) < 0)
-                return rc;
-        }
-
-        bool drained = got == 0;
-        size_t n_inflight = pgcdc_txn_track_inflight(s->track);
-        bool inflight = n_inflight > 0;
-        /* Committed transactions waiting to become durable (the open one cannot be). */
-        bool waiting = n_inflight > (pgcdc_txn_track_open(s->track) ? 1u : 0u);
-        int64_t now = pgcdc_mono_ms(); /* once per message: the timers below share it */
-        if (got == 1) {
-            s->last_recv_ms = now;
-            s->ping_sent_ms = 0;
-        }
-        /* Group commit: sync when the input is drained and a commit waits, and at least
-         * every SYNC_INTERVAL_MS while anything is unsynced or unacknowledged. */
-        if ((waiting && drained) ||
-            ((s->dirty || inflight) && now - s->last_sync_ms >= SYNC_INTERVAL_MS) ||
-            now - s->last_sync_ms >= s->cfg->status_interval_ms) {
-            if ((rc = sink_sync(s, err, errlen)) < 0)
-                return rc;
-            /* Tell the server soon after something became durable: less retained WAL,
-             * lower latency for --end-lsn, and a keepalive back when it is idle. */
-            if (pgcdc_txn_track_confirmed(s->track) != s->sent_flush &&
-                now - s->last_status_ms >= SYNC_INTERVAL_MS &&
-                (rc = send_status(s, true, err, errlen)) < 0)
-                return rc;
-        }
-        if (caught_up(s))
-            return LOOP_END_REACHED;
-        if ((rc = check_alive(s, now, err, errlen)) < 0)
+        if (got == 1)
+            rc = on_message(s, &msg, &end, err, errlen);
+        if (rc == PGCDC_STOP)
+            break;
+        if (rc < 0)
             return rc;
-        if (now - s->last_status_ms >= s->cfg->status_interval_ms &&
-            (rc = send_status(s, false, err, errlen)) < 0)
+        if (!end && (rc = tick(s, got, &end, err, errlen)) < 0)
             return rc;
-        progress(s, now);
-        if (drained) {
-            int64_t wait = s->cfg->status_interval_ms - (pgcdc_mono_ms() - s->last_status_ms);
-            if (inflight || s->dirty)
-                wait = 5; /* acknowledgements are due soon */
-            if (wait > 100)
-                wait = 100; /* re-check the stop flag often */
-            if (wait < 1)
-                wait = 1;
-            if ((rc = pgcdc_repl_wait(s->repl, (int)wait)) < 0) {
-                snprintf(err, errlen, "replication connection lost while waiting");
-                return rc;
-            }
+        if (end) {
+            *how = LOOP_END_REACHED;
+            return PGCDC_OK;
         }
     }
+    *how = LOOP_STOPPED;
+    return PGCDC_OK;
 }
 
 /* Make what was received durable, then say so to the server and end the stream. */
@@ -1046,10 +607,7 @@ static void reset_after_disconnect(struct stream *s)
     s->dirty = true;
     s->streaming = false;
     s->idle_end = 0;
-    rels_clear(s); /* tables may have been renamed or repartitioned meanwhile */
-    s->ntypes = 0;
-    PQfinish(s->catalog);
-    s->catalog = NULL;
+    pgcdc_relations_reset(&s->rels); /* tables may have been renamed or repartitioned */
     atomic_store(&pgcdc_metrics.connected, 0);
     atomic_fetch_add(&pgcdc_metrics.reconnects, 1);
     pgcdc_repl_close(s->repl);
@@ -1102,139 +660,45 @@ static int open_sink(const struct pgcdc_config *cfg, struct pgcdc_sink **out, ch
     return pgcdc_sink_file_open(out, cfg, err, errlen);
 }
 
-int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err, size_t errlen)
+/* Everything the run needs before its first connection. */
+static int stream_open(struct stream *s, const struct pgcdc_config *cfg, uint64_t end_lsn,
+                       char *err, size_t errlen)
 {
-    struct stream st;
-    memset(&st, 0, sizeof(st));
-    struct stream *s = &st;
+    memset(s, 0, sizeof(*s));
     s->cfg = cfg;
     s->end_lsn = end_lsn;
-    int lockfd = -1, rc;
+    s->lockfd = -1;
+    pgcdc_relations_init(&s->rels, cfg);
+    pgcdc_slot_init(&s->slot, cfg);
     srandom((unsigned)(getpid() ^ pgcdc_now_us()));
-
-    if ((rc = lock_state_dir(cfg->state_dir, &lockfd, err, errlen)) < 0)
+    int rc = lock_state_dir(cfg->state_dir, &s->lockfd, err, errlen);
+    if (rc < 0 || (rc = open_sink(cfg, &s->sink, err, errlen)) < 0)
         return rc;
-    snprintf(s->statefile, sizeof(s->statefile), "%s/slot", cfg->state_dir);
-    if ((rc = open_sink(cfg, &s->sink, err, errlen)) < 0)
-        goto out;
     s->skip_upto = s->sink->ops->resume_lsn(s->sink);
+    s->confirmed_at_failure = s->skip_upto;
     s->track = pgcdc_txn_track_new(TRACK_CAPACITY, s->skip_upto);
     if (!s->track) {
         snprintf(err, errlen, "out of memory");
-        rc = PGCDC_ERR;
-        goto out;
+        return PGCDC_ERR;
     }
     s->sink->track = s->track;
     pgcdc_decoder_init(&s->dec);
     if (pgcdc_buf_append_json_str(&s->name_json, cfg->sink_kafka_topic_prefix,
                                   strlen(cfg->sink_kafka_topic_prefix)) < 0) {
         snprintf(err, errlen, "out of memory");
-        rc = PGCDC_ERR;
-        goto out;
+        return PGCDC_ERR;
     }
     s->ectx.name_json = s->name_json.data;
     s->ectx.snapshot = "false";
     s->last_progress_ms = pgcdc_mono_ms();
-    s->numeric_strings = -1;
+    if (cfg->metrics_listen)
+        return pgcdc_metrics_start(cfg->metrics_listen, cfg->metrics_stall_ms, err, errlen);
+    return PGCDC_OK;
+}
 
-    if (cfg->metrics_listen &&
-        (rc = pgcdc_metrics_start(cfg->metrics_listen, cfg->metrics_stall_ms, err, errlen)) < 0)
-        goto out;
-    int attempt = 0;
-    uint64_t confirmed_at_failure = s->skip_upto;
-    int64_t busy_since = 0;
-    for (;;) {
-        if (pgcdc_stop_requested) {
-            rc = PGCDC_OK;
-            break;
-        }
-        bool fresh = false;
-        rc = start(s, &fresh, err, errlen);
-        if (rc == PGCDC_OK) {
-            pgcdc_buf_reset(&s->db_json);
-            const char *db = pgcdc_repl_dbname(s->repl);
-            if (pgcdc_buf_append_json_str(&s->db_json, db, strlen(db)) < 0) {
-                snprintf(err, errlen, "out of memory");
-                rc = PGCDC_ERR;
-                break;
-            }
-            s->ectx.db_json = s->db_json.data;
-        }
-        if (rc == PGCDC_OK && fresh && cfg->snapshot_mode != PGCDC_SNAPSHOT_NEVER) {
-            rc = take_snapshot(s, err, errlen);
-            if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
-                /* A one-off export: leave no slot behind to pin WAL. */
-                rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen);
-                if (rc == PGCDC_OK)
-                    pgcdc_log(PGCDC_LOG_INFO, "snapshot.mode is initial_only: dropped the slot, "
-                              "exiting", "slot", cfg->source_slot, NULL);
-                break;
-            }
-        } else if (rc == PGCDC_OK && fresh) {
-            uint64_t consistent = 0;
-            rc = pgcdc_repl_create_slot(s->repl, cfg->source_slot, NULL, 0, &consistent, err,
-                                        errlen);
-            if (rc == PGCDC_OK) {
-                char l[PGCDC_LSN_BUFLEN];
-                pgcdc_log(PGCDC_LOG_INFO, "created replication slot", "slot", cfg->source_slot,
-                          "consistent_point", pgcdc_lsn_format(consistent, l), NULL);
-            }
-        }
-        if (rc == PGCDC_OK)
-            rc = start_streaming(s, err, errlen);
-        if (rc == PGCDC_OK) {
-            busy_since = 0;
-            s->last_status_ms = s->last_sync_ms = s->last_recv_ms = pgcdc_mono_ms();
-            s->ping_sent_ms = 0;
-            rc = loop(s, err, errlen);
-            if (rc == LOOP_STOP || rc == LOOP_END_REACHED) {
-                rc = finish(s, err, errlen);
-                break;
-            }
-        }
-        if (rc == PGCDC_ERR_BUSY) {
-            if (!busy_since)
-                busy_since = pgcdc_mono_ms();
-            if (pgcdc_mono_ms() - busy_since > cfg->source_slot_busy_timeout_ms) {
-                strncat(err, "; another process keeps the slot busy: stop it, or use another "
-                        "source.slot", errlen - strlen(err) - 1);
-                rc = PGCDC_ERR;
-            } else {
-                rc = PGCDC_ERR_RETRY;
-            }
-        }
-        if ((rc == PGCDC_ERR_RETRY || rc == PGCDC_STOP || rc == PGCDC_AGAIN) &&
-            pgcdc_stop_requested) {
-            pgcdc_log(PGCDC_LOG_INFO, "stopped", "detail", err, NULL);
-            rc = PGCDC_OK;
-            break;
-        }
-        if (rc != PGCDC_ERR_RETRY) {
-            /* Fatal: keep what is durable confirmed, nothing more. */
-            if (s->repl && s->streaming) {
-                char e2[256] = "";
-                s->sink->ops->flush(s->sink, 5000, e2, sizeof(e2));
-                pgcdc_repl_finish(s->repl, pgcdc_txn_track_confirmed(s->track), e2, sizeof(e2));
-            }
-            break;
-        }
-        /* Back off further each time until something gets confirmed again: a stream that
-         * starts but fails at once (a full disk, a rejected message) must not make the
-         * server decode the same transactions twice a second. */
-        uint64_t confirmed_now = pgcdc_txn_track_confirmed(s->track);
-        if (confirmed_now > confirmed_at_failure)
-            attempt = 0;
-        confirmed_at_failure = confirmed_now;
-        int ms = backoff_ms(attempt++);
-        char delay[16];
-        snprintf(delay, sizeof(delay), "%dms", ms);
-        pgcdc_log(PGCDC_LOG_WARN, "stream interrupted; retrying", "error", err, "backoff", delay,
-                  NULL);
-        reset_after_disconnect(s);
-        *err = '\0';
-        nap(ms);
-    }
-out:
+/* Free what stream_open and the sessions built; the lock goes last. */
+static void stream_close(struct stream *s)
+{
     atomic_store(&pgcdc_metrics.connected, 0);
     pgcdc_metrics_stop();
     if (s->repl)
@@ -1247,11 +711,143 @@ out:
     pgcdc_buf_free(&s->key);
     pgcdc_buf_free(&s->name_json);
     pgcdc_buf_free(&s->db_json);
-    rels_clear(s);
-    free(s->rels);
-    free(s->types);
-    PQfinish(s->catalog);
-    if (lockfd >= 0)
-        close(lockfd);
+    pgcdc_relations_free(&s->rels);
+    if (s->lockfd >= 0)
+        close(s->lockfd);
+}
+
+/* The connection's database, as the events' source.db. */
+static int note_db(struct stream *s, char *err, size_t errlen)
+{
+    pgcdc_buf_reset(&s->db_json);
+    const char *db = pgcdc_repl_dbname(s->repl);
+    if (pgcdc_buf_append_json_str(&s->db_json, db, strlen(db)) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    s->ectx.db_json = s->db_json.data;
+    return PGCDC_OK;
+}
+
+/*
+ * The slot is ready to stream from: created when it is new (with the initial snapshot, or
+ * without one under snapshot.mode = never). *done when the run ends here instead
+ * (initial_only: the snapshot is the whole job).
+ */
+static int prepare_slot(struct stream *s, bool fresh, bool *done, char *err, size_t errlen)
+{
+    const struct pgcdc_config *cfg = s->cfg;
+    if (!fresh)
+        return PGCDC_OK;
+    if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER)
+        return pgcdc_slot_create(&s->slot, s->repl, err, errlen);
+    int rc = take_snapshot(s, err, errlen);
+    if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
+        /* A one-off export: leave no slot behind to pin WAL. */
+        *done = true;
+        rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen);
+        if (rc == PGCDC_OK)
+            pgcdc_log(PGCDC_LOG_INFO, "snapshot.mode is initial_only: dropped the slot, exiting",
+                      "slot", cfg->source_slot, NULL);
+    }
+    return rc;
+}
+
+/*
+ * One connection's life: connect, the slot (and snapshot), stream until it ends. *done
+ * when the run ends with the result returned; otherwise the result is a failure for
+ * after_failure to judge.
+ */
+static int session(struct stream *s, bool *done, char *err, size_t errlen)
+{
+    bool fresh = false;
+    int rc = start(s, &fresh, err, errlen);
+    if (rc < 0)
+        return rc;
+    if ((rc = note_db(s, err, errlen)) < 0) {
+        *done = true; /* out of memory: no retry */
+        return rc;
+    }
+    if ((rc = prepare_slot(s, fresh, done, err, errlen)) < 0 || *done ||
+        (rc = start_streaming(s, err, errlen)) < 0)
+        return rc;
+    s->busy_since = 0;
+    s->last_status_ms = s->last_sync_ms = s->last_recv_ms = pgcdc_mono_ms();
+    s->ping_sent_ms = 0;
+    enum loop_outcome how;
+    if ((rc = loop(s, &how, err, errlen)) < 0)
+        return rc;
+    *done = true;
+    return finish(s, err, errlen); /* stopped or --end-lsn reached: either way, cleanly */
+}
+
+/* The slot is held by another process: retry for source.slot_busy_timeout_ms, then fail. */
+static int slot_busy(struct stream *s, char *err, size_t errlen)
+{
+    if (!s->busy_since)
+        s->busy_since = pgcdc_mono_ms();
+    if (pgcdc_mono_ms() - s->busy_since > s->cfg->source_slot_busy_timeout_ms) {
+        strncat(err,
+                "; another process keeps the slot busy: stop it, or use another "
+                "source.slot",
+                errlen - strlen(err) - 1);
+        return PGCDC_ERR;
+    }
+    return PGCDC_ERR_RETRY;
+}
+
+/*
+ * A session failed with rc. Returns PGCDC_ERR_RETRY once the stream is reset and the
+ * backoff slept, to go again; otherwise the run's result (0 when a stop interrupted it).
+ */
+static int after_failure(struct stream *s, int rc, char *err, size_t errlen)
+{
+    if (rc == PGCDC_ERR_BUSY)
+        rc = slot_busy(s, err, errlen);
+    if ((rc == PGCDC_ERR_RETRY || rc == PGCDC_STOP || rc == PGCDC_AGAIN) && pgcdc_stop_requested) {
+        pgcdc_log(PGCDC_LOG_INFO, "stopped", "detail", err, NULL);
+        return PGCDC_OK;
+    }
+    if (rc != PGCDC_ERR_RETRY) {
+        /* Fatal: keep what is durable confirmed, nothing more. */
+        if (s->repl && s->streaming) {
+            char e2[256] = "";
+            s->sink->ops->flush(s->sink, 5000, e2, sizeof(e2));
+            pgcdc_repl_finish(s->repl, pgcdc_txn_track_confirmed(s->track), e2, sizeof(e2));
+        }
+        return rc;
+    }
+    /* Back off further each time until something gets confirmed again: a stream that
+     * starts but fails at once (a full disk, a rejected message) must not make the
+     * server decode the same transactions twice a second. */
+    uint64_t confirmed_now = pgcdc_txn_track_confirmed(s->track);
+    if (confirmed_now > s->confirmed_at_failure)
+        s->attempt = 0;
+    s->confirmed_at_failure = confirmed_now;
+    int ms = backoff_ms(s->attempt++);
+    char delay[16];
+    snprintf(delay, sizeof(delay), "%dms", ms);
+    pgcdc_log(PGCDC_LOG_WARN, "stream interrupted; retrying", "error", err, "backoff", delay, NULL);
+    reset_after_disconnect(s);
+    *err = '\0';
+    nap(ms);
+    return PGCDC_ERR_RETRY;
+}
+
+int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err, size_t errlen)
+{
+    struct stream st;
+    int rc = stream_open(&st, cfg, end_lsn, err, errlen);
+    while (rc == PGCDC_OK && !pgcdc_stop_requested) {
+        bool done = false;
+        rc = session(&st, &done, err, errlen);
+        if (done)
+            break;
+        if ((rc = after_failure(&st, rc, err, errlen)) == PGCDC_ERR_RETRY)
+            rc = PGCDC_OK; /* go again */
+        else
+            break;
+    }
+    stream_close(&st);
     return rc;
 }
