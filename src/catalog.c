@@ -2,6 +2,7 @@
  * catalog.c — table questions answered from pg_catalog.
  */
 #include "pgcdc/catalog.h"
+#include "pgcdc/errors.h"
 #include "pgcdc/log.h"
 
 #include <libpq-fe.h>
@@ -52,11 +53,12 @@ int pgcdc_catalog_partition_root(struct pg_conn *c, const char *schema, const ch
 
 static int query_fail(PGconn *c, PGresult *res, const char *what, char *err, size_t errlen)
 {
+    int rc = pgcdc_errors_pg(c, res, PGCDC_ERRCTX_SOURCE);
     snprintf(err, errlen, "%s: %s", what,
              res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(c));
     err[strcspn(err, "\n")] = '\0';
     PQclear(res);
-    return PQstatus(c) == CONNECTION_BAD ? PGCDC_ERR_RETRY : PGCDC_ERR;
+    return rc;
 }
 
 int pgcdc_catalog_keyless(struct pg_conn *c, const struct pgcdc_config *cfg,

@@ -16,6 +16,7 @@
 
 #include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
+#include "pgcdc/errors.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
@@ -35,11 +36,12 @@ struct table {
 
 static int sql_fail(PGconn *c, PGresult *res, const char *what, char *err, size_t errlen)
 {
+    int rc = pgcdc_errors_pg(c, res, PGCDC_ERRCTX_SOURCE);
     snprintf(err, errlen, "snapshot: %s: %s", what,
              res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(c));
     pgcdc_log_one_line(err);
     PQclear(res);
-    return PQstatus(c) == CONNECTION_BAD ? PGCDC_ERR_RETRY : PGCDC_ERR;
+    return rc;
 }
 
 static bool numeric_strings; /* set per run: wal2json 2.6's numeric-data-types-as-string */
@@ -402,8 +404,9 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
     if (!c || PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "snapshot: cannot connect: %s", c ? PQerrorMessage(c) : "");
         pgcdc_log_one_line(err);
+        int crc = pgcdc_errors_connect(c);
         PQfinish(c);
-        return PGCDC_ERR_RETRY;
+        return crc;
     }
     int rc;
     PGresult *tables = NULL;
