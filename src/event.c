@@ -1,5 +1,5 @@
 /*
- * event.c — struct pgcdc_change -> the SPEC.md event JSON and the Kafka key.
+ * event.c — struct pgcdc_change -> the event JSON of docs/events.md and the Kafka key.
  *
  * The output is assembled by appending raw spans of the wal2json message to one reused
  * buffer; no value is parsed or re-printed, so no digit can be lost.

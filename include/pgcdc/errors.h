@@ -14,7 +14,7 @@
  *
  * A server's refusal is never PGCDC_ERR_CONFIG, even when the fix is in the
  * configuration (a wrong password, an unknown database): exit 2 is for what pgcdc can
- * tell from its settings alone, and SPEC.md pins a wrong password to exit 1.
+ * tell from its settings alone, and a wrong password is exit 1 (README, Commands).
  *
  * The tables are in errors.c, one row per SQLSTATE class or code and per errno, each
  * with its reason; tests/unit/test_errors.c pins every row.

@@ -1,6 +1,7 @@
 /*
- * event.h — a decoded change -> the SPEC.md event JSON (Debuzium's PostgreSQL change event
- * with schemas disabled) and the Kafka key, written into a caller's reusable buffer.
+ * event.h — a decoded change -> the event JSON of docs/events.md (Debezium's PostgreSQL
+ * change event with schemas disabled) and the Kafka key, written into a caller's reusable
+ * buffer.
  *
  * Value rules: integers (int2/int4/int8/oid) keep wal2json's bare digits; numeric and
  * floats become a JSON string holding the same digits; bytea gains its "\x" prefix

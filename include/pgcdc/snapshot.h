@@ -52,8 +52,8 @@ struct pgcdc_snapshot_req {
 /*
  * Open a second (normal) connection to req->dsn, import the snapshot in a REPEATABLE READ READ
  * ONLY transaction and stream every selected table through row(). Memory stays bounded
- * (single-row mode). Listed include patterns without wildcards that match no table are an
- * error naming the table. Returns 0 or a negative code with err set.
+ * (single-row mode). A listed table that does not exist was already refused by the
+ * caller (pgcdc_relations_check). Returns 0 or a negative code with err set.
  */
 int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config *cfg,
                        pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *stats,

@@ -1,5 +1,5 @@
 /*
- * test_event.c — recorded wal2json changes -> the SPEC.md event JSON and the Kafka key,
+ * test_event.c — recorded wal2json changes -> the event JSON of docs/events.md and the Kafka key,
  * checked as text: exact digits, quoting per type, absent TOAST columns, op letters, the
  * source block, key JSON and key-change detection.
  */
