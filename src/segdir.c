@@ -70,14 +70,21 @@ void pgcdc_segdir_closed_name(const char *name, char *out, size_t outlen)
     snprintf(out, outlen, "%.*s", (int)n, name);
 }
 
+/* What the open suffix adds to the closed one. */
+static const char open_extra[] = ".open";
+_Static_assert(sizeof(PGCDC_SEGDIR_OPEN_SUFFIX) ==
+                   sizeof(PGCDC_SEGDIR_CLOSED_SUFFIX) + sizeof(open_extra) - 1,
+               "the open name is the closed name and \".open\"");
+
 bool pgcdc_segdir_is_open_of(const char *open_name, const char *closed_name)
 {
-    static const char extra[] = ".open"; /* what the open suffix adds to the closed one */
-    _Static_assert(sizeof(PGCDC_SEGDIR_OPEN_SUFFIX) ==
-                       sizeof(PGCDC_SEGDIR_CLOSED_SUFFIX) + sizeof(extra) - 1,
-                   "the open name is the closed name and \".open\"");
     size_t n = strlen(closed_name);
-    return strncmp(open_name, closed_name, n) == 0 && strcmp(open_name + n, extra) == 0;
+    return strncmp(open_name, closed_name, n) == 0 && strcmp(open_name + n, open_extra) == 0;
+}
+
+int pgcdc_segdir_open_name(const char *closed_name, char *out, size_t outlen)
+{
+    return snprintf(out, outlen, "%s%s", closed_name, open_extra);
 }
 
 static int cmp_closed(const void *a, const void *b)

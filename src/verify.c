@@ -18,7 +18,7 @@
 #include "pgcdc/common.h"
 #include "pgcdc/config.h"
 #include "pgcdc/log.h"
-#include "pgcdc/replay.h"
+#include "pgcdc/replay_sql.h"
 
 /* Text forms must not depend on either server's defaults. */
 static const char pin_settings[] =

@@ -75,6 +75,9 @@ int pgcdc_segdir_name(char *out, size_t outlen, uint32_t seq, uint64_t first_lsn
 /* The closed name of a segment given by either name. */
 void pgcdc_segdir_closed_name(const char *name, char *out, size_t outlen);
 
+/* The open name of the segment whose closed name is closed_name. Returns as snprintf. */
+int pgcdc_segdir_open_name(const char *closed_name, char *out, size_t outlen);
+
 /* Whether open_name is the open name of the segment whose closed name is closed_name. */
 bool pgcdc_segdir_is_open_of(const char *open_name, const char *closed_name);
 
