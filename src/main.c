@@ -245,7 +245,7 @@ static int command(enum command cmd, int argc, char **argv)
     return PGCDC_EXIT_OK;
 }
 
-/* ---- replay: its own options, then one entry point */
+/* ---- replay and verify: their own options, then one entry point each */
 
 static int replay_setting(struct pgcdc_replay_opts *o, const char *arg, char *err, size_t errlen)
 {
@@ -415,6 +415,87 @@ out:
     return rc;
 }
 
+/*
+ * verify's options: dsn[0] source, dsn[1] target (malloc'd copies, the caller frees;
+ * argv's are scrubbed), only[] the --table names (borrowed from argv).
+ */
+static int verify_options(int argc, char **argv, char *dsn[2], const char **only, int *nonly,
+                          char *err, size_t errlen)
+{
+    static const struct option longopts[] = {
+        {"source", required_argument, NULL, 's'},
+        {"target", required_argument, NULL, 't'},
+        {"table", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "s:t:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+        case 't':
+            if (take_dsn(&dsn[c == 't'], optarg) < 0)
+                return PGCDC_ERR;
+            break;
+        case 'T':
+            only[(*nonly)++] = optarg;
+            break;
+        default:
+            return bad_arg("unknown or incomplete option \"%s\": see pgcdc verify --help",
+                           argv[optind - 1], err, errlen);
+        }
+    }
+    if (optind < argc)
+        return bad_arg("unexpected argument \"%s\": see pgcdc verify --help", argv[optind], err,
+                       errlen);
+    return PGCDC_OK;
+}
+
+/* verify's arguments, whole and well-formed. */
+static int verify_check(char *dsn[2], const char **only, int nonly, char *err, size_t errlen)
+{
+    if (!dsn[0] || !dsn[1]) {
+        snprintf(err, errlen, "pgcdc verify needs --source DSN and --target DSN");
+        return PGCDC_ERR_CONFIG;
+    }
+    for (int i = 0; i < nonly; i++) {
+        char *s, *t;
+        if (pgcdc_verify_split_name(only[i], &s, &t) < 0) {
+            snprintf(err, errlen, "--table \"%s\" is not SCHEMA.TABLE", only[i]);
+            return PGCDC_ERR_CONFIG;
+        }
+        free(s);
+        free(t);
+    }
+    if (pgcdc_config_check_dsn("--source", dsn[0], err, errlen) < 0 ||
+        pgcdc_config_check_dsn("--target", dsn[1], err, errlen) < 0)
+        return PGCDC_ERR_CONFIG;
+    return PGCDC_OK;
+}
+
+/* `pgcdc verify` (argv[0] is "verify"). DSNs in argv are overwritten with their redacted form. */
+static int verify_command(int argc, char **argv, char *err, size_t errlen)
+{
+    char *dsn[2] = {NULL, NULL};
+    const char **only = calloc((size_t)argc + 1, sizeof(char *));
+    int nonly = 0, rc;
+    if (!only) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    if ((rc = verify_options(argc, argv, dsn, only, &nonly, err, errlen)) == PGCDC_OK &&
+        (rc = verify_check(dsn, only, nonly, err, errlen)) == PGCDC_OK) {
+        struct pgcdc_verify_opts o = {
+            .source = dsn[0], .target = dsn[1], .tables = only, .ntables = nonly};
+        rc = pgcdc_verify_run(&o, err, errlen);
+    }
+    free(dsn[0]);
+    free(dsn[1]);
+    free(only);
+    return rc;
+}
+
 /* replay and verify parse their own options; --help is answered here. */
 static int tool(int (*fn)(int, char **, char *, size_t), const char *help, int argc,
                 char **argv)
@@ -457,7 +538,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "replay") == 0)
         return tool(replay_command, replay_help, argc - 1, argv + 1);
     if (strcmp(cmd, "verify") == 0)
-        return tool(pgcdc_verify_command, verify_help, argc - 1, argv + 1);
+        return tool(verify_command, verify_help, argc - 1, argv + 1);
     char err[256];
     snprintf(err, sizeof(err), "unknown command \"%s\": see pgcdc --help", cmd);
     return fail(PGCDC_ERR_CONFIG, err);
