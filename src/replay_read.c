@@ -111,6 +111,58 @@ static int open_current(struct pgcdc_replay_reader *r, bool *closed)
     errno = ENOENT;
     return -1;
 }
+
+/*
+ * How far cur (open as fd) may be read: a closed segment to its size, the open one only
+ * to the prefix the position vouches for (whole, durable transactions).
+ */
+static int read_limit(struct pgcdc_replay_reader *r, int fd, bool closed, uint64_t *limit,
+                      char *err, size_t errlen)
+{
+    *limit = r->off;
+    if (closed) {
+        struct stat stt;
+        if (fstat(fd, &stt) < 0) {
+            snprintf(err, errlen, "cannot stat %s/%s: %s", r->dir, r->cur, strerror(errno));
+            return PGCDC_ERR;
+        }
+        r->cur_closed = true;
+        r->cur_size = *limit = (uint64_t)stt.st_size;
+    } else if (r->have_pos && pgcdc_segdir_is_open_of(r->pos_seg, r->cur)) {
+        *limit = r->pos_off > r->off ? r->pos_off : r->off;
+    }
+    return PGCDC_OK;
+}
+
+/* Up to want bytes of cur (fd) from r->off onto buf. Returns the bytes read, or <0. */
+static ssize_t read_chunk(struct pgcdc_replay_reader *r, int fd, size_t want, char *err,
+                          size_t errlen)
+{
+    /* Drop the lines already handed out before growing the buffer. */
+    if (r->bpos > 0) {
+        memmove(r->buf.data, r->buf.data + r->bpos, r->buf.len - r->bpos);
+        r->buf.len -= r->bpos;
+        r->bpos = 0;
+    }
+    if (pgcdc_buf_reserve(&r->buf, want) < 0) {
+        snprintf(err, errlen, "out of memory reading %s/%s", r->dir, r->cur);
+        return PGCDC_ERR;
+    }
+    ssize_t got = pread(fd, r->buf.data + r->buf.len, want, (off_t)r->off);
+    if (got < 0) {
+        snprintf(err, errlen, "cannot read %s/%s: %s", r->dir, r->cur, strerror(errno));
+        return PGCDC_ERR;
+    }
+    r->buf.len += (size_t)got;
+    r->buf.data[r->buf.len] = '\0';
+    r->off += (uint64_t)got;
+    return got;
+}
+
+/*
+ * Read more complete data into buf. Returns 1 when bytes were added, 0 when no more
+ * complete data is available now, <0 on error.
+ */
 static int reader_fill(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {
     read_position(r);
@@ -138,56 +190,22 @@ static int reader_fill(struct pgcdc_replay_reader *r, char *err, size_t errlen)
             snprintf(err, errlen, "cannot open segment %s/%s: %s", r->dir, r->cur, strerror(errno));
             return PGCDC_ERR;
         }
-        uint64_t limit = r->off;
-        if (closed) {
-            struct stat stt;
-            if (fstat(fd, &stt) < 0) {
-                close(fd);
-                snprintf(err, errlen, "cannot stat %s/%s: %s", r->dir, r->cur, strerror(errno));
-                return PGCDC_ERR;
-            }
-            r->cur_closed = true;
-            r->cur_size = limit = (uint64_t)stt.st_size;
-        } else if (r->have_pos && pgcdc_segdir_is_open_of(r->pos_seg, r->cur)) {
-            /* Only the prefix the position vouches for: whole, durable transactions. */
-            limit = r->pos_off > r->off ? r->pos_off : r->off;
+        uint64_t limit;
+        ssize_t got = read_limit(r, fd, closed, &limit, err, errlen);
+        if (got == PGCDC_OK && r->off < limit) {
+            size_t want = limit - r->off > READ_CHUNK ? READ_CHUNK : (size_t)(limit - r->off);
+            got = read_chunk(r, fd, want, err, errlen);
         }
-        if (r->off >= limit) {
-            close(fd);
-            if (closed)
-                continue; /* read to its end: on to the next segment */
-            return 0;
-        }
-        size_t want = limit - r->off > READ_CHUNK ? READ_CHUNK : (size_t)(limit - r->off);
-        /* Drop the lines already handed out before growing the buffer. */
-        if (r->bpos > 0) {
-            memmove(r->buf.data, r->buf.data + r->bpos, r->buf.len - r->bpos);
-            r->buf.len -= r->bpos;
-            r->bpos = 0;
-        }
-        if (pgcdc_buf_reserve(&r->buf, want) < 0) {
-            close(fd);
-            snprintf(err, errlen, "out of memory reading %s/%s", r->dir, r->cur);
-            return PGCDC_ERR;
-        }
-        ssize_t got = pread(fd, r->buf.data + r->buf.len, want, (off_t)r->off);
-        int e = errno;
         close(fd);
-        if (got < 0) {
-            snprintf(err, errlen, "cannot read %s/%s: %s", r->dir, r->cur, strerror(e));
+        if (got < 0)
             return PGCDC_ERR;
-        }
-        if (got == 0) {
-            if (closed) {
-                r->cur_size = r->off; /* shorter than it was: treat what we read as all */
-                continue;
-            }
+        if (got > 0)
+            return 1;
+        if (!closed)
             return 0;
-        }
-        r->buf.len += (size_t)got;
-        r->buf.data[r->buf.len] = '\0';
-        r->off += (uint64_t)got;
-        return 1;
+        if (r->off < limit)
+            r->cur_size = r->off; /* shorter than it was: treat what we read as all */
+        /* read to its end: on to the next segment */
     }
 }
 
