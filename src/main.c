@@ -3,11 +3,13 @@
  * result to an exit code. Only this file decides to exit.
  */
 #include <ctype.h>
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "pgcdc/admin.h"
 #include "pgcdc/common.h"
@@ -243,6 +245,257 @@ static int command(enum command cmd, int argc, char **argv)
     return PGCDC_EXIT_OK;
 }
 
+/* ---- replay and verify: their own options, then one entry point each */
+
+static int replay_setting(struct pgcdc_replay_opts *o, const char *arg, char *err, size_t errlen)
+{
+    const char *eq = strchr(arg, '=');
+    if (!eq)
+        goto bad;
+    char *end;
+    long v = strtol(eq + 1, &end, 10);
+    if (strncmp(arg, "replay.batch_rows=", 18) == 0) {
+        if (*end || end == eq + 1 || v < 1 || v > 10000000)
+            goto badval;
+        o->batch_rows = (int)v;
+        return PGCDC_OK;
+    }
+    if (strncmp(arg, "replay.group_rows=", 18) == 0) {
+        if (*end || end == eq + 1 || v < 1 || v > 1024)
+            goto badval;
+        o->group_rows = (int)v;
+        return PGCDC_OK;
+    }
+    if (strncmp(arg, "replay.poll_ms=", 15) == 0) {
+        if (*end || end == eq + 1 || v < 10 || v > 60000)
+            goto badval;
+        o->poll_ms = (int)v;
+        return PGCDC_OK;
+    }
+bad:
+    snprintf(err, errlen,
+             "unknown replay setting \"%.*s\": replay takes replay.batch_rows, "
+             "replay.group_rows, replay.poll_ms, log.level and log.format",
+             (int)(eq ? eq - arg : (ptrdiff_t)strlen(arg)), arg);
+    return PGCDC_ERR_CONFIG;
+badval:
+    snprintf(err, errlen,
+             "bad value \"%s\" for %.*s: replay.batch_rows takes 1..10000000, "
+             "replay.group_rows 1..1024, replay.poll_ms 10..60000",
+             eq + 1, (int)(eq - arg), arg);
+    return PGCDC_ERR_CONFIG;
+}
+
+/* An option getopt refused, or a stray argument, in err: DSNs in it redacted. */
+static int bad_arg(const char *fmt, const char *arg, char *err, size_t errlen)
+{
+    char shown[512]; /* --targt=postgres://u:secret@... or a misplaced DSN: never echoed */
+    pgcdc_log_redact_dsn(arg, shown, sizeof(shown));
+    snprintf(err, errlen, fmt, shown);
+    return PGCDC_ERR_CONFIG;
+}
+
+/*
+ * Keep a copy of the DSN in arg in *slot (malloc'd, replacing the one there), then hide
+ * its password in argv from ps and /proc/PID/cmdline.
+ */
+static int take_dsn(char **slot, char *arg)
+{
+    free(*slot);
+    if (!(*slot = strdup(arg)))
+        return PGCDC_ERR;
+    pgcdc_log_scrub_dsn_arg(arg);
+    return PGCDC_OK;
+}
+
+/*
+ * replay's options into o, cfg (-o for log.*), *target (a malloc'd copy, the caller
+ * frees; argv's is scrubbed) and *end (borrowed from argv).
+ */
+static int replay_options(int argc, char **argv, struct pgcdc_replay_opts *o,
+                          struct pgcdc_config *cfg, char **target, const char **end, char *err,
+                          size_t errlen)
+{
+    static const struct option longopts[] = {
+        {"input", required_argument, NULL, 'i'},
+        {"target", required_argument, NULL, 't'},
+        {"follow", no_argument, NULL, 'f'},
+        {"end-lsn", required_argument, NULL, 'e'},
+        {NULL, 0, NULL, 0},
+    };
+    int c, rc;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "i:t:fo:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'i':
+            o->input = optarg;
+            break;
+        case 't':
+            if (take_dsn(target, optarg) < 0)
+                return PGCDC_ERR;
+            break;
+        case 'f':
+            o->follow = true;
+            break;
+        case 'e':
+            *end = optarg;
+            break;
+        case 'o':
+            rc = strncmp(optarg, "replay.", 7) == 0
+                     ? replay_setting(o, optarg, err, errlen)
+                     : pgcdc_config_set_arg(cfg, optarg, err, errlen);
+            if (rc < 0)
+                return rc;
+            break;
+        default:
+            return bad_arg("unknown or incomplete option \"%s\": see pgcdc replay --help",
+                           argv[optind - 1], err, errlen);
+        }
+    }
+    return PGCDC_OK;
+}
+
+/* What replay needs before it starts: its arguments whole and its input a directory. */
+static int replay_check(int argc, char **argv, struct pgcdc_replay_opts *o, const char *target,
+                        const char *end, char *err, size_t errlen)
+{
+    if (optind < argc)
+        return bad_arg("unexpected argument \"%s\": see pgcdc replay --help", argv[optind], err,
+                       errlen);
+    if (!o->input || !target) {
+        snprintf(err, errlen,
+                 "pgcdc replay needs --input DIR (the file sink's sink.file.dir) and "
+                 "--target DSN (the database to apply to)");
+        return PGCDC_ERR_CONFIG;
+    }
+    if (end && pgcdc_lsn_parse_str(end, &o->end_lsn) < 0) {
+        snprintf(err, errlen,
+                 "--end-lsn \"%s\" is not an LSN: give it as pg_current_wal_lsn() prints it, "
+                 "e.g. 0/16B3748",
+                 end);
+        return PGCDC_ERR_CONFIG;
+    }
+    struct stat stt;
+    errno = 0;
+    if (stat(o->input, &stt) < 0 || !S_ISDIR(stt.st_mode)) {
+        snprintf(err, errlen, "--input %s is not a readable directory%s%s", o->input,
+                 errno ? ": " : "", errno ? strerror(errno) : "");
+        return PGCDC_ERR_CONFIG;
+    }
+    return pgcdc_config_check_dsn("--target", target, err, errlen);
+}
+
+/*
+ * `pgcdc replay` (argv[0] is "replay"). The target DSN in argv is overwritten with its
+ * redacted form (ps shows no password).
+ */
+static int replay_command(int argc, char **argv, char *err, size_t errlen)
+{
+    struct pgcdc_replay_opts o = {.batch_rows = 5000, .group_rows = 64, .poll_ms = 150};
+    struct pgcdc_config cfg;
+    const char *end = NULL;
+    char *target = NULL;
+    int rc;
+    if (pgcdc_config_init(&cfg) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    if ((rc = pgcdc_config_load_env(&cfg, environ, err, errlen)) < 0 ||
+        (rc = replay_options(argc, argv, &o, &cfg, &target, &end, err, errlen)) < 0)
+        goto out;
+    pgcdc_log_setup(cfg.log_level, cfg.log_format);
+    if ((rc = replay_check(argc, argv, &o, target, end, err, errlen)) < 0)
+        goto out;
+    o.target = target;
+    rc = pgcdc_replay_run(&o, err, errlen);
+out:
+    pgcdc_config_free(&cfg);
+    free(target);
+    return rc;
+}
+
+/*
+ * verify's options: dsn[0] source, dsn[1] target (malloc'd copies, the caller frees;
+ * argv's are scrubbed), only[] the --table names (borrowed from argv).
+ */
+static int verify_options(int argc, char **argv, char *dsn[2], const char **only, int *nonly,
+                          char *err, size_t errlen)
+{
+    static const struct option longopts[] = {
+        {"source", required_argument, NULL, 's'},
+        {"target", required_argument, NULL, 't'},
+        {"table", required_argument, NULL, 'T'},
+        {NULL, 0, NULL, 0},
+    };
+    int c;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "s:t:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 's':
+        case 't':
+            if (take_dsn(&dsn[c == 't'], optarg) < 0)
+                return PGCDC_ERR;
+            break;
+        case 'T':
+            only[(*nonly)++] = optarg;
+            break;
+        default:
+            return bad_arg("unknown or incomplete option \"%s\": see pgcdc verify --help",
+                           argv[optind - 1], err, errlen);
+        }
+    }
+    if (optind < argc)
+        return bad_arg("unexpected argument \"%s\": see pgcdc verify --help", argv[optind], err,
+                       errlen);
+    return PGCDC_OK;
+}
+
+/* verify's arguments, whole and well-formed. */
+static int verify_check(char *dsn[2], const char **only, int nonly, char *err, size_t errlen)
+{
+    if (!dsn[0] || !dsn[1]) {
+        snprintf(err, errlen, "pgcdc verify needs --source DSN and --target DSN");
+        return PGCDC_ERR_CONFIG;
+    }
+    for (int i = 0; i < nonly; i++) {
+        char *s, *t;
+        if (pgcdc_verify_split_name(only[i], &s, &t) < 0) {
+            snprintf(err, errlen, "--table \"%s\" is not SCHEMA.TABLE", only[i]);
+            return PGCDC_ERR_CONFIG;
+        }
+        free(s);
+        free(t);
+    }
+    if (pgcdc_config_check_dsn("--source", dsn[0], err, errlen) < 0 ||
+        pgcdc_config_check_dsn("--target", dsn[1], err, errlen) < 0)
+        return PGCDC_ERR_CONFIG;
+    return PGCDC_OK;
+}
+
+/* `pgcdc verify` (argv[0] is "verify"). DSNs in argv are overwritten with their redacted form. */
+static int verify_command(int argc, char **argv, char *err, size_t errlen)
+{
+    char *dsn[2] = {NULL, NULL};
+    const char **only = calloc((size_t)argc + 1, sizeof(char *));
+    int nonly = 0, rc;
+    if (!only) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    if ((rc = verify_options(argc, argv, dsn, only, &nonly, err, errlen)) == PGCDC_OK &&
+        (rc = verify_check(dsn, only, nonly, err, errlen)) == PGCDC_OK) {
+        struct pgcdc_verify_opts o = {
+            .source = dsn[0], .target = dsn[1], .tables = only, .ntables = nonly};
+        rc = pgcdc_verify_run(&o, err, errlen);
+    }
+    free(dsn[0]);
+    free(dsn[1]);
+    free(only);
+    return rc;
+}
+
 /* replay and verify parse their own options; --help is answered here. */
 static int tool(int (*fn)(int, char **, char *, size_t), const char *help, int argc,
                 char **argv)
@@ -283,9 +536,9 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "slot") == 0)
         return command(CMD_SLOT, argc - 1, argv + 1);
     if (strcmp(cmd, "replay") == 0)
-        return tool(pgcdc_replay_command, replay_help, argc - 1, argv + 1);
+        return tool(replay_command, replay_help, argc - 1, argv + 1);
     if (strcmp(cmd, "verify") == 0)
-        return tool(pgcdc_verify_command, verify_help, argc - 1, argv + 1);
+        return tool(verify_command, verify_help, argc - 1, argv + 1);
     char err[256];
     snprintf(err, sizeof(err), "unknown command \"%s\": see pgcdc --help", cmd);
     return fail(PGCDC_ERR_CONFIG, err);

@@ -33,7 +33,6 @@
  */
 #include "pgcdc/sink_file.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -46,16 +45,12 @@
 #include "pgcdc/common.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
+#include "pgcdc/segdir.h"
 #include "pgcdc/txn_track.h"
 
 #define WRITE_CHUNK (1u << 20) /* write(2) once this much is buffered */
-#define SEG_NAME_MAX 64
-#define OPEN_SUFFIX ".jsonl.open"
-#define POSITION_FILE ".pgcdc-position"
-#define POSITION_TMP ".pgcdc-position.tmp"
-#define CKPT_SLOT 512
-#define CKPT_MAGIC \
-    "# pgcdc file sink checkpoint (two slots, the higher intact gen= counts); do not edit\n"
+#define SEG_NAME_MAX PGCDC_SEGDIR_NAME_MAX
+#define CKPT_SLOT PGCDC_SEGDIR_CKPT_SLOT
 
 struct file_sink {
     struct pgcdc_sink base;
@@ -68,7 +63,7 @@ struct file_sink {
     uint64_t segment_bytes;
 
     int fd;                      /* open segment, -1 when none */
-    char seg[SEG_NAME_MAX];      /* its name (with OPEN_SUFFIX) */
+    char seg[SEG_NAME_MAX];      /* its name (the open one) */
     uint32_t seq;                /* sequence number of the last segment created */
     bool seg_new;                /* created since the last directory fsync */
     uint64_t written;            /* bytes of the segment on disk (write(2) done) */
@@ -135,53 +130,21 @@ static int drain_buffer(struct file_sink *f, char *err, size_t errlen)
 /* Publish the checkpoint (and the confirmed LSN) for followers; a failure loses nothing. */
 static void publish_position(struct file_sink *f)
 {
-    char lsn[PGCDC_LSN_BUFLEN], conf[PGCDC_LSN_BUFLEN], body[320];
+    char body[PGCDC_SEGDIR_NAME_MAX + 256];
     uint64_t confirmed = pgcdc_txn_track_confirmed(f->base.track);
     if (confirmed < f->ck_lsn)
         confirmed = f->ck_lsn;
-    int n = snprintf(body, sizeof(body),
-                     "# pgcdc file sink position, for readers; do not edit\nlsn=%s\nsegment=%s\n"
-                     "offset=%" PRIu64 "\nconfirmed=%s\n",
-                     pgcdc_lsn_format(f->ck_lsn, lsn), f->ck_seg, f->ck_off,
-                     pgcdc_lsn_format(confirmed, conf));
-    int pfd = openat(f->dirfd, POSITION_TMP, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int n = pgcdc_segdir_format_position(body, sizeof(body), f->ck_lsn, f->ck_seg, f->ck_off,
+                                         confirmed);
+    int pfd = openat(f->dirfd, PGCDC_SEGDIR_POSITION_TMP,
+                     O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (pfd >= 0) {
         bool ok = write_all(pfd, body, (size_t)n) == 0;
         close(pfd);
-        if (ok && renameat(f->dirfd, POSITION_TMP, f->dirfd, POSITION_FILE) == 0)
+        if (ok && renameat(f->dirfd, PGCDC_SEGDIR_POSITION_TMP, f->dirfd,
+                           PGCDC_SEGDIR_POSITION_FILE) == 0)
             f->pub_confirmed = confirmed;
     }
-}
-
-/* CRC-32 (IEEE 802.3, as zlib's crc32), four bits at a time. */
-static uint32_t crc32_ieee(const char *p, size_t n)
-{
-    static const uint32_t t[16] = {
-        0x00000000, 0x1db71064, 0x3b6e20c8, 0x26d930ac, 0x76dc4190, 0x6b6b51f4,
-        0x4db26158, 0x5005713c, 0xedb88320, 0xf00f9344, 0xd6d6a3e8, 0xcb61b38c,
-        0x9b64c2b0, 0x86d3d2d4, 0xa00ae278, 0xbdbdf21c,
-    };
-    uint32_t c = 0xffffffffu;
-    for (size_t i = 0; i < n; i++) {
-        c ^= (unsigned char)p[i];
-        c = (c >> 4) ^ t[c & 15];
-        c = (c >> 4) ^ t[c & 15];
-    }
-    return c ^ 0xffffffffu;
-}
-
-/* One slot: the checkpoint as text, "crc=" over everything before it, space-padded. */
-static void format_slot(char slot[CKPT_SLOT], uint64_t gen, uint64_t lsn, const char *seg,
-                        uint64_t off)
-{
-    char l[PGCDC_LSN_BUFLEN];
-    int n = snprintf(slot, CKPT_SLOT,
-                     CKPT_MAGIC "gen=%" PRIu64 "\nlsn=%s\nsegment=%s\noffset=%" PRIu64 "\n", gen,
-                     pgcdc_lsn_format(lsn, l), seg, off);
-    n += snprintf(slot + n, CKPT_SLOT - (size_t)n, "crc=%08" PRIx32 "\n",
-                  crc32_ieee(slot, (size_t)n));
-    memset(slot + n, ' ', CKPT_SLOT - (size_t)n - 1);
-    slot[CKPT_SLOT - 1] = '\n';
 }
 
 /* Write the whole two-slot file anew (tmp, fsync, rename, fsync dir) and keep it open. */
@@ -226,7 +189,7 @@ static int write_checkpoint(struct file_sink *f, bool publish, char *err, size_t
     uint64_t off = f->fd >= 0 ? f->commit_off : 0;
     uint64_t gen = f->ck_gen + 1;
     char slot[CKPT_SLOT];
-    format_slot(slot, gen, f->commit_end, seg, off);
+    pgcdc_segdir_format_slot(slot, gen, f->commit_end, seg, off);
     f->ck_durable = false;
     f->ck_gen = gen;
     f->ck_lsn = f->commit_end;
@@ -294,8 +257,7 @@ static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
 static int open_segment(struct file_sink *f, char *err, size_t errlen)
 {
     f->seq++;
-    snprintf(f->seg, sizeof(f->seg), "%010" PRIu32 "-%016" PRIX64 OPEN_SUFFIX, f->seq,
-             f->txn.commit_lsn);
+    pgcdc_segdir_name(f->seg, sizeof(f->seg), f->seq, f->txn.commit_lsn, true);
     /* O_APPEND: after a rewind truncates, the next write lands at the new end. */
     f->fd = openat(f->dirfd, f->seg, O_WRONLY | O_APPEND | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (f->fd < 0)
@@ -314,9 +276,7 @@ static int rotate(struct file_sink *f, char *err, size_t errlen)
     if (rc < 0)
         return rc;
     char closed[SEG_NAME_MAX];
-    size_t n = strlen(f->seg) - strlen(".open");
-    memcpy(closed, f->seg, n);
-    closed[n] = '\0';
+    pgcdc_segdir_closed_name(f->seg, closed, sizeof(closed));
     if (close(f->fd) < 0) {
         f->fd = -1;
         return sys_fail(err, errlen, "cannot close segment", f->seg);
@@ -473,52 +433,6 @@ static int mkdir_p(const char *path)
     return 0;
 }
 
-/* What one checkpoint record says. */
-struct ckpt {
-    uint64_t gen; /* 0 in the plain format */
-    uint64_t lsn;
-    char seg[SEG_NAME_MAX];
-    uint64_t off;
-};
-
-/* The lsn=/segment=/offset=/gen= lines of one checkpoint text; false without lsn=. */
-static bool parse_checkpoint_text(char *text, struct ckpt *c)
-{
-    bool have_lsn = false;
-    memset(c, 0, sizeof(*c));
-    for (char *line = strtok(text, "\r\n"); line; line = strtok(NULL, "\r\n")) {
-        if (strncmp(line, "lsn=", 4) == 0)
-            have_lsn = pgcdc_lsn_parse_str(line + 4, &c->lsn) == 0;
-        else if (strncmp(line, "segment=", 8) == 0 && strlen(line + 8) < sizeof(c->seg))
-            memcpy(c->seg, line + 8, strlen(line + 8) + 1);
-        else if (strncmp(line, "offset=", 7) == 0)
-            c->off = strtoull(line + 7, NULL, 10);
-        else if (strncmp(line, "gen=", 4) == 0)
-            c->gen = strtoull(line + 4, NULL, 10);
-    }
-    return have_lsn;
-}
-
-/* Whether a slot is intact (magic, CRC, lsn= and gen=); if so, what it says. */
-static bool check_slot(const char *slot, size_t len, struct ckpt *c)
-{
-    const char *crc_at = len > 0 ? memmem(slot, len, "\ncrc=", 5) : NULL;
-    if (!crc_at || len < strlen(CKPT_MAGIC) ||
-        memcmp(slot, CKPT_MAGIC, strlen(CKPT_MAGIC)) != 0 ||
-        (size_t)(crc_at - slot) + 14 > len)
-        return false;
-    size_t body = (size_t)(crc_at - slot) + 1;
-    char text[CKPT_SLOT + 1], hex[9], *end;
-    memcpy(hex, crc_at + 5, 8);
-    hex[8] = '\0';
-    unsigned long crc = strtoul(hex, &end, 16);
-    if (end != hex + 8 || (uint32_t)crc != crc32_ieee(slot, body))
-        return false;
-    memcpy(text, slot, body);
-    text[body] = '\0';
-    return parse_checkpoint_text(text, c) && c->gen > 0;
-}
-
 /* Read "<state>/checkpoint". Returns 1 when found, 0 when absent, <0 on error. */
 static int read_checkpoint(struct file_sink *f, char *err, size_t errlen)
 {
@@ -535,27 +449,13 @@ static int read_checkpoint(struct file_sink *f, char *err, size_t errlen)
         close(fd);
         return rc;
     }
-    buf[n] = '\0';
-    bool ok;
-    struct ckpt c;
-    if ((size_t)n >= strlen(CKPT_MAGIC) && memcmp(buf, CKPT_MAGIC, strlen(CKPT_MAGIC)) == 0) {
-        /* Slot format: the intact slot with the higher generation. */
-        struct ckpt c1;
-        size_t len1 = n > CKPT_SLOT ? (size_t)n - CKPT_SLOT : 0;
-        bool ok0 = check_slot(buf, n < CKPT_SLOT ? (size_t)n : CKPT_SLOT, &c);
-        bool ok1 = check_slot(buf + CKPT_SLOT, len1 < CKPT_SLOT ? len1 : CKPT_SLOT, &c1);
-        if (ok1 && (!ok0 || c1.gen > c.gen))
-            c = c1;
-        ok = ok0 || ok1;
-        if (ok && n == 2 * CKPT_SLOT)
-            f->ckfd = fd; /* written in place from now on */
-        else
-            close(fd);
-    } else {
-        ok = parse_checkpoint_text(buf, &c); /* the plain format */
-        c.gen = 0;
+    struct pgcdc_segdir_record c;
+    bool two_slots;
+    bool ok = pgcdc_segdir_parse_checkpoint(buf, (size_t)n, &c, &two_slots);
+    if (two_slots)
+        f->ckfd = fd; /* written in place from now on */
+    else
         close(fd);
-    }
     if (!ok) {
         snprintf(err, errlen,
                  "checkpoint %s is damaged (no intact lsn= record): restore it, or start over "
@@ -571,62 +471,55 @@ static int read_checkpoint(struct file_sink *f, char *err, size_t errlen)
     return 1;
 }
 
+/* Reopen the checkpointed open segment n and cut it back to the checkpoint's offset. */
+static int reopen_checkpointed(struct file_sink *f, const char *n, char *err, size_t errlen)
+{
+    f->fd = openat(f->dirfd, n, O_WRONLY | O_APPEND | O_CLOEXEC);
+    struct stat st;
+    if (f->fd >= 0 && fstat(f->fd, &st) == 0 && (uint64_t)st.st_size < f->ck_off) {
+        /* ftruncate would pad with zeros and call it data. */
+        snprintf(err, errlen,
+                 "segment %s is %lld bytes, shorter than the %" PRIu64 " its checkpoint "
+                 "records: the disk lost data pgcdc had fsync'd; restore the segment, "
+                 "or start over with a new slot",
+                 n, (long long)st.st_size, f->ck_off);
+        return PGCDC_ERR;
+    }
+    if (f->fd < 0 || ftruncate(f->fd, (off_t)f->ck_off) < 0 || fsync(f->fd) < 0)
+        return sys_fail(err, errlen, "cannot recover segment", n);
+    memcpy(f->seg, f->ck_seg, sizeof(f->seg)); /* n equals ck_seg, which fits */
+    f->written = f->commit_off = f->ck_off;
+    return PGCDC_OK;
+}
+
 /* Bring sink.file.dir back to what the checkpoint says (see the file comment). */
 static int recover(struct file_sink *f, bool have_ckpt, char *err, size_t errlen)
 {
-    DIR *d = fdopendir(dup(f->dirfd));
-    if (!d)
+    struct pgcdc_segdir_list segs;
+    if (pgcdc_segdir_list(f->dirfd, &segs) < 0)
         return sys_fail(err, errlen, "cannot list", f->dir);
-    struct dirent *de;
-    int nsegs = 0, rc = PGCDC_OK;
-    while ((de = readdir(d))) {
-        const char *n = de->d_name;
-        size_t len = strlen(n);
-        bool is_open = len > strlen(OPEN_SUFFIX) &&
-                       strcmp(n + len - strlen(OPEN_SUFFIX), OPEN_SUFFIX) == 0;
-        bool is_closed = len > 6 && strcmp(n + len - 6, ".jsonl") == 0;
-        if (!is_open && !is_closed)
-            continue;
-        nsegs++;
-        uint32_t seq = (uint32_t)strtoul(n, NULL, 10);
-        if (!is_open || !have_ckpt) {
-            if (seq > f->seq)
-                f->seq = seq;
+    size_t nsegs = segs.n;
+    int rc = PGCDC_OK;
+    for (size_t i = 0; i < segs.n && rc == PGCDC_OK; i++) {
+        const struct pgcdc_segdir_entry *e = &segs.e[i];
+        if (!e->open || !have_ckpt) {
+            if (e->seq > f->seq)
+                f->seq = e->seq;
             continue;
         }
-        if (strcmp(n, f->ck_seg) == 0) {
-            f->fd = openat(f->dirfd, n, O_WRONLY | O_APPEND | O_CLOEXEC);
-            struct stat st;
-            if (f->fd >= 0 && fstat(f->fd, &st) == 0 && (uint64_t)st.st_size < f->ck_off) {
-                /* ftruncate would pad with zeros and call it data. */
-                snprintf(err, errlen,
-                         "segment %s is %lld bytes, shorter than the %" PRIu64 " its checkpoint "
-                         "records: the disk lost data pgcdc had fsync'd; restore the segment, "
-                         "or start over with a new slot",
-                         n, (long long)st.st_size, f->ck_off);
-                rc = PGCDC_ERR;
-                break;
-            }
-            if (f->fd < 0 || ftruncate(f->fd, (off_t)f->ck_off) < 0 || fsync(f->fd) < 0) {
-                rc = sys_fail(err, errlen, "cannot recover segment", n);
-                break;
-            }
-            memcpy(f->seg, f->ck_seg, sizeof(f->seg)); /* n equals ck_seg, which fits */
-            f->written = f->commit_off = f->ck_off;
-            if (seq > f->seq)
-                f->seq = seq;
+        if (strcmp(e->name, f->ck_seg) == 0) {
+            if ((rc = reopen_checkpointed(f, e->name, err, errlen)) == PGCDC_OK && e->seq > f->seq)
+                f->seq = e->seq;
+        } else if (unlinkat(f->dirfd, e->name, 0) < 0) {
+            rc = sys_fail(err, errlen, "cannot remove unconfirmed segment", e->name);
         } else {
             /* Begun after the last checkpoint: every byte of it will be sent again, and
              * its number is free again (segment numbers stay consecutive). */
-            if (unlinkat(f->dirfd, n, 0) < 0) {
-                rc = sys_fail(err, errlen, "cannot remove unconfirmed segment", n);
-                break;
-            }
             pgcdc_log(PGCDC_LOG_INFO, "removed segment written after the checkpoint", "segment",
-                      n, NULL);
+                      e->name, NULL);
         }
     }
-    closedir(d);
+    pgcdc_segdir_list_free(&segs);
     if (rc < 0)
         return rc;
     if (!have_ckpt && nsegs > 0) {

@@ -8,7 +8,6 @@
  */
 #include "pgcdc/verify.h"
 
-#include <getopt.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -16,9 +15,8 @@
 #include <string.h>
 
 #include "pgcdc/common.h"
-#include "pgcdc/config.h"
 #include "pgcdc/log.h"
-#include "pgcdc/replay.h"
+#include "pgcdc/replay_sql.h"
 
 /* Text forms must not depend on either server's defaults. */
 static const char pin_settings[] =
@@ -247,77 +245,15 @@ out:
     return rc;
 }
 
-int pgcdc_verify_command(int argc, char **argv, char *err, size_t errlen)
+int pgcdc_verify_run(const struct pgcdc_verify_opts *o, char *err, size_t errlen)
 {
-    static const struct option longopts[] = {
-        {"source", required_argument, NULL, 's'},
-        {"target", required_argument, NULL, 't'},
-        {"table", required_argument, NULL, 'T'},
-        {NULL, 0, NULL, 0},
-    };
-    char *dsn[2] = {NULL, NULL};
-    const char **only = calloc((size_t)argc + 1, sizeof(char *));
-    int nonly = 0, c, rc = PGCDC_ERR_CONFIG;
+    int rc = PGCDC_ERR;
     struct side src = {.label = "source"}, tgt = {.label = "target"};
     PGresult *list = NULL;
-    if (!only) {
-        snprintf(err, errlen, "out of memory");
-        return PGCDC_ERR;
-    }
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "s:t:", longopts, NULL)) != -1) {
-        switch (c) {
-        case 's':
-        case 't': {
-            char **d = &dsn[c == 't'];
-            free(*d);
-            if (!(*d = strdup(optarg))) {
-                rc = PGCDC_ERR;
-                goto out;
-            }
-            pgcdc_log_scrub_dsn_arg(optarg);
-            break;
-        }
-        case 'T':
-            only[nonly++] = optarg;
-            break;
-        default: {
-            char shown[512]; /* --targt=postgres://u:secret@... must not be echoed */
-            pgcdc_log_redact_dsn(argv[optind - 1], shown, sizeof(shown));
-            snprintf(err, errlen, "unknown or incomplete option \"%s\": see pgcdc verify --help",
-                     shown);
-            goto out;
-        }
-        }
-    }
-    if (optind < argc) {
-        char shown[512]; /* it may be a misplaced DSN */
-        pgcdc_log_redact_dsn(argv[optind], shown, sizeof(shown));
-        snprintf(err, errlen, "unexpected argument \"%s\": see pgcdc verify --help", shown);
+    if (side_open(&src, o->source, err, errlen) < 0 || side_open(&tgt, o->target, err, errlen) < 0)
         goto out;
-    }
-    if (!dsn[0] || !dsn[1]) {
-        snprintf(err, errlen, "pgcdc verify needs --source DSN and --target DSN");
-        goto out;
-    }
-    for (int i = 0; i < nonly; i++) {
-        char *s, *t;
-        if (pgcdc_verify_split_name(only[i], &s, &t) < 0) {
-            snprintf(err, errlen, "--table \"%s\" is not SCHEMA.TABLE", only[i]);
-            goto out;
-        }
-        free(s);
-        free(t);
-    }
-    if (pgcdc_config_check_dsn("--source", dsn[0], err, errlen) < 0 ||
-        pgcdc_config_check_dsn("--target", dsn[1], err, errlen) < 0)
-        goto out;
-    rc = PGCDC_ERR;
-    if (side_open(&src, dsn[0], err, errlen) < 0 || side_open(&tgt, dsn[1], err, errlen) < 0)
-        goto out;
-    int ntables = nonly, matched = 0;
-    if (nonly == 0) {
+    int ntables = o->ntables, matched = 0;
+    if (o->ntables == 0) {
         list = PQexec(src.c, tables_sql);
         if (PQresultStatus(list) != PGRES_TUPLES_OK) {
             side_fail(&src, list, "cannot list tables", err, errlen);
@@ -328,8 +264,8 @@ int pgcdc_verify_command(int argc, char **argv, char *err, size_t errlen)
     }
     for (int i = 0; i < ntables; i++) {
         char *s = NULL, *t = NULL;
-        if (nonly) {
-            pgcdc_verify_split_name(only[i], &s, &t);
+        if (o->ntables) {
+            pgcdc_verify_split_name(o->tables[i], &s, &t);
         } else {
             s = strdup(PQgetvalue(list, i, 0));
             t = strdup(PQgetvalue(list, i, 1));
@@ -358,8 +294,5 @@ out:
     PQclear(list);
     PQfinish(src.c);
     PQfinish(tgt.c);
-    free(dsn[0]);
-    free(dsn[1]);
-    free(only);
     return rc;
 }

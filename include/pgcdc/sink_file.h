@@ -1,8 +1,9 @@
 /*
  * sink_file.h — segment files in sink.file.dir, exactly once across crashes.
  *
- * Layout: "<seq:10 digits>-<first commit LSN:16 hex>.jsonl" for closed segments; the one
- * being written ends in ".jsonl.open". One event per line. Rotation happens at transaction
+ * Layout (names, checkpoint and .pgcdc-position formats: segdir.h): "<seq:10 digits>-<first
+ * commit LSN:16 hex>.jsonl" for closed segments; the one being written ends in ".jsonl.open".
+ * One event per line. Rotation happens at transaction
  * boundaries once a segment reaches sink.file.segment_bytes.
  *
  * Durability: events are buffered and written; sync writes, fdatasyncs, then records in

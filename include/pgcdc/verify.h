@@ -23,12 +23,17 @@ int pgcdc_verify_split_name(const char *arg, char **schema, char **table);
  */
 int pgcdc_verify_query(const char *schema, const char *table, const char *const *cols, char **out);
 
+struct pgcdc_verify_opts {
+    const char *source, *target; /* libpq DSNs; never logged as is */
+    const char *const *tables;   /* "schema.table" names to compare; none: every table */
+    int ntables;
+};
+
 /*
- * Parse `pgcdc verify` arguments (argv[0] is "verify") and run it: one line per table on
- * stdout (MATCH, DIFF, MISSING). Returns PGCDC_OK when every table matches, PGCDC_ERR
- * otherwise or on a failure (err says which), PGCDC_ERR_CONFIG for bad usage.
- * DSNs in argv are overwritten with their redacted form.
+ * Run `pgcdc verify` (arguments parsed in main.c): one line per table on stdout (MATCH,
+ * DIFF, MISSING). Returns PGCDC_OK when every table matches, PGCDC_ERR otherwise or on a
+ * failure (err says which). o and its strings are borrowed.
  */
-int pgcdc_verify_command(int argc, char **argv, char *err, size_t errlen);
+int pgcdc_verify_run(const struct pgcdc_verify_opts *o, char *err, size_t errlen);
 
 #endif

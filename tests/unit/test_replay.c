@@ -12,7 +12,8 @@
 #include "pgcdc/common.h"
 #include "pgcdc/decode.h"
 #include "pgcdc/event.h"
-#include "pgcdc/replay.h"
+#include "pgcdc/replay_event.h"
+#include "pgcdc/replay_sql.h"
 #include "fixture.h"
 #include "unit.h"
 
