@@ -437,9 +437,15 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
         if (end == SESSION_CAREFUL) {
             if (++careful_runs < CAREFUL_RUNS_MAX)
                 continue;
-            /* As before the outcomes had their own enum: giving up after this many careful
-             * runs ends replay with status 0 and the last batch error unreported. */
-            rc = PGCDC_OK;
+            /* Batches keep failing although each of their transactions applies on its own:
+             * that is no state to report success from. Stop, and say what the batch said. */
+            char last[1024];
+            snprintf(last, sizeof(last), "%s", err);
+            snprintf(err, errlen,
+                     "replay stopped after %d batches failed that applied one transaction at "
+                     "a time; the last batch said: %s",
+                     careful_runs, last);
+            rc = PGCDC_ERR;
             break;
         }
         if (rc != PGCDC_ERR_RETRY || pgcdc_stop_requested || !r.tg.ever_connected)

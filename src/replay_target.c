@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "pgcdc/errors.h"
 #include "pgcdc/json.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
@@ -22,20 +23,6 @@ struct pgcdc_replay_stmt_entry {
     uint64_t hash;
     int id;
 };
-
-static bool conn_lost(PGconn *c)
-{
-    return !c || PQstatus(c) == CONNECTION_BAD;
-}
-
-/* SQLSTATEs worth retrying after a reconnect: connection, rollbacks, shutdown, resources. */
-static bool transient_state(const char *st)
-{
-    if (!st)
-        return false;
-    return strncmp(st, "08", 2) == 0 || strncmp(st, "40", 2) == 0 || strncmp(st, "57P", 3) == 0 ||
-           strncmp(st, "53", 2) == 0;
-}
 
 /* The server's message for res (primary; detail when there is one), on one line. */
 static void result_message(PGconn *c, PGresult *res, char *out, size_t outlen)
@@ -55,11 +42,11 @@ static int fail_conn(struct pgcdc_replay_target *tg, PGconn *c, PGresult *res, c
                      char *err, size_t errlen)
 {
     char m[768];
-    const char *st = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    int rc = pgcdc_errors_pg(c, res, PGCDC_ERRCTX_TARGET);
     result_message(c, res, m, sizeof(m));
     snprintf(err, errlen, "%s on the target (%s): %s", what, tg->dsn_red, m);
     PQclear(res);
-    return conn_lost(c) || transient_state(st) ? PGCDC_ERR_RETRY : PGCDC_ERR;
+    return rc;
 }
 
 static int exec_ok(struct pgcdc_replay_target *tg, PGconn *c, const char *sql, char *err,
@@ -323,7 +310,6 @@ static int pipeline_failed(struct pgcdc_replay_target *tg, const struct pgcdc_re
                            PGresult *res, char *err, size_t errlen)
 {
     char m[512], what[1024];
-    const char *st = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     result_message(tg->conn, res, m, sizeof(m));
     describe_cmd(tg, c, what, sizeof(what));
     snprintf(tg->fail_msg, sizeof(tg->fail_msg), "%s: %s", what, m);
@@ -331,7 +317,7 @@ static int pipeline_failed(struct pgcdc_replay_target *tg, const struct pgcdc_re
     tg->fail_commit = c->kind == PGCDC_REPLAY_COMMIT || c->kind == PGCDC_REPLAY_POSITION
                           ? c->pos_commit
                           : c->commit_lsn;
-    bool transient = conn_lost(tg->conn) || transient_state(st);
+    bool transient = pgcdc_errors_pg(tg->conn, res, PGCDC_ERRCTX_TARGET) == PGCDC_ERR_RETRY;
     PQclear(res);
     if (transient) {
         snprintf(err, errlen, "lost the connection to the target (%s): %s", tg->dsn_red, m);
@@ -462,8 +448,7 @@ static int careful_failed(struct pgcdc_replay_target *tg, const struct pgcdc_rep
                           PGresult *res, const struct pgcdc_replay_stmt *st,
                           const struct pgcdc_replay_table *t, char *err, size_t errlen)
 {
-    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    if (conn_lost(tg->conn) || transient_state(state))
+    if (pgcdc_errors_pg(tg->conn, res, PGCDC_ERRCTX_TARGET) == PGCDC_ERR_RETRY)
         return fail_conn(tg, tg->conn, res, "lost the connection", err, errlen);
     char m[512], what[1024];
     result_message(tg->conn, res, m, sizeof(m));

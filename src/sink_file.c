@@ -43,6 +43,7 @@
 #include <unistd.h>
 
 #include "pgcdc/common.h"
+#include "pgcdc/errors.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/segdir.h"
@@ -95,7 +96,7 @@ static int sys_fail(char *err, size_t errlen, const char *what, const char *path
     int e = errno;
     snprintf(err, errlen, "%s %s: %s%s", what, path, strerror(e),
              (e == ENOSPC || e == EDQUOT) ? "; free space on that disk (pgcdc retries)" : "");
-    return (e == ENOSPC || e == EDQUOT || e == EIO) ? PGCDC_ERR_RETRY : PGCDC_ERR;
+    return pgcdc_errors_errno(e, PGCDC_ERRFILE_IO);
 }
 
 static int write_all(int fd, const char *p, size_t n)
