@@ -306,6 +306,10 @@ def _metrics_and_healthz(c, make_pgcdc, name):
                                          "source.tables.include": "public.%s" % t})
     w.start()
     ep.wait_health(200, 30, proc=w)
+    # /healthz turns 200 once the slot exists, before the snapshot's rows are read: on a
+    # loaded machine the counters below may still be on their way.
+    h.wait_until(lambda: ep.scrape().get("pgcdc_snapshot_rows_total") == 5, 30,
+                 what="the snapshot's 5 rows counted")
     status, body, headers = ep.raw()
     assert status == 200 and headers.get("Content-Type", "").startswith("text/plain"), headers
     m = oh.Metrics(body)
