@@ -151,8 +151,8 @@ static int side_relkind(struct side *s, const char *schema, const char *table, c
 }
 
 /* The columns of schema.table on one side (NULL-terminated, malloc'd). */
-static int side_columns(struct side *s, const char *schema, const char *table, char ***cols,
-                        int *n, char *err, size_t errlen)
+static int side_columns(struct side *s, const char *schema, const char *table, char ***cols, int *n,
+                        char *err, size_t errlen)
 {
     const char *p[2] = {schema, table};
     PGresult *res = PQexecParams(s->c, cols_sql, 2, NULL, p, NULL, NULL, 0);
