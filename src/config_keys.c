@@ -19,6 +19,8 @@ static const char *const sink_names[] = {"file", "kafka", NULL};
 /* In the order of enum pgcdc_log_level and enum pgcdc_log_format. */
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const format_names[] = {"text", "json", NULL};
+/* In the order of enum pgcdc_missing_rows. */
+static const char *const missing_rows_names[] = {"error", "warn", NULL};
 
 #define HELP_BOOL "true or false (also on/off, yes/no, 1/0)"
 #define HELP_PATH "a non-empty path"
@@ -58,6 +60,8 @@ const struct pgcdc_config_key pgcdc_config_keys[] = {
      "or empty for off"},
     {"metrics.stall_ms", PGCDC_KEY_INT, OFF(metrics_stall_ms), 1000, 86400000, NULL, "120000",
      NULL},
+    {"replay.missing_rows", PGCDC_KEY_ENUM, OFF(replay_missing_rows), 0, 0, missing_rows_names,
+     "error", NULL},
     {"log.level", PGCDC_KEY_ENUM, OFF(log_level), 0, 0, level_names, "info", NULL},
     {"log.format", PGCDC_KEY_ENUM, OFF(log_format), 0, 0, format_names, "text", NULL},
 };

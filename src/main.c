@@ -86,24 +86,33 @@ static const char replay_help[] =
     "                       then exit 0\n"
     "  -o KEY=VALUE         replay.batch_rows (5000 rows per target transaction),\n"
     "                       replay.group_rows (64 rows per multi-row statement; 1: one\n"
-    "                       statement per row), replay.poll_ms (150), log.level, log.format\n"
+    "                       statement per row), replay.poll_ms (150),\n"
+    "                       replay.missing_rows (error, or warn), log.level, log.format\n"
     "  -h, --help           this text\n"
     "\n"
     "Without --follow or --end-lsn: apply what is there and exit 0. A missing table or\n"
-    "column, or a value the target's type rejects, stops replay (exit 1) naming table,\n"
-    "column and LSN; nothing of that source transaction is applied.\n";
+    "column, a value the target's type rejects, or an update or delete that matches no\n"
+    "row (unless replay.missing_rows = warn) stops replay (exit 1) naming table, column\n"
+    "and LSN; nothing of that source transaction is applied. The target session pins\n"
+    "DateStyle ISO, IntervalStyle postgres, TimeZone UTC, extra_float_digits 3 and\n"
+    "client_encoding UTF8, so a row of a table without a key is found by the text form\n"
+    "the source printed, whatever the target's defaults.\n";
 
 static const char verify_help[] =
     "Usage: pgcdc verify --source DSN --target DSN [--table SCHEMA.TABLE]...\n"
     "\n"
     "Compare tables of two databases: per table, the row count and an order-independent\n"
     "hash of every row's text form, computed by each database. One line per table:\n"
-    "MATCH, DIFF or MISSING. Exit 0 only when every table matches.\n"
+    "MATCH, DIFF, MISSING (on one side only), or EXTRA (a table only the target has).\n"
+    "A partitioned table is compared through all its partitions. Exit 0 only when every\n"
+    "table matches and the target has no extra table; exit 2 when a --table exists on\n"
+    "neither side.\n"
     "\n"
     "  -s, --source DSN     the database replayed from\n"
     "  -t, --target DSN     the database replayed into\n"
-    "      --table S.T      compare only these tables (repeatable); default: every\n"
-    "                       table of the source outside the pgcdc schema\n"
+    "      --table S.T      compare only these tables (repeatable); default: every table\n"
+    "                       and partitioned root (not its partitions) of either database\n"
+    "                       outside the pgcdc schema\n"
     "  -h, --help           this text\n";
 
 /*
@@ -275,7 +284,7 @@ static int replay_setting(struct pgcdc_replay_opts *o, const char *arg, char *er
 bad:
     snprintf(err, errlen,
              "unknown replay setting \"%.*s\": replay takes replay.batch_rows, "
-             "replay.group_rows, replay.poll_ms, log.level and log.format",
+             "replay.group_rows, replay.poll_ms, replay.missing_rows, log.level and log.format",
              (int)(eq ? eq - arg : (ptrdiff_t)strlen(arg)), arg);
     return PGCDC_ERR_CONFIG;
 badval:
@@ -342,7 +351,10 @@ static int replay_options(int argc, char **argv, struct pgcdc_replay_opts *o,
             *end = optarg;
             break;
         case 'o':
-            rc = strncmp(optarg, "replay.", 7) == 0
+            /* replay.missing_rows is a key of the table (config_keys.c); the other
+             * replay.* settings are replay's own. */
+            rc = strncmp(optarg, "replay.", 7) == 0 &&
+                         strncmp(optarg, "replay.missing_rows=", 20) != 0
                      ? replay_setting(o, optarg, err, errlen)
                      : pgcdc_config_set_arg(cfg, optarg, err, errlen);
             if (rc < 0)
@@ -408,6 +420,7 @@ static int replay_command(int argc, char **argv, char *err, size_t errlen)
     if ((rc = replay_check(argc, argv, &o, target, end, err, errlen)) < 0)
         goto out;
     o.target = target;
+    o.missing_rows_warn = cfg.replay_missing_rows == PGCDC_MISSING_ROWS_WARN;
     rc = pgcdc_replay_run(&o, err, errlen);
 out:
     pgcdc_config_free(&cfg);

@@ -21,8 +21,13 @@
  * dropped: the server rolls back). Replay then reconnects and re-applies from the recorded
  * position one source transaction per target transaction, without pipelining, up to the
  * failing transaction, which fails again, now with its event in hand: the message names
- * table, column and LSN, and nothing of that transaction is left applied. A lost
- * connection is retried with capped exponential backoff.
+ * table, column and LSN, and nothing of that transaction is left applied. An update or
+ * delete that matches no row is such an error too (unless replay.missing_rows = warn): a
+ * batch waits for the row counts of its updates and deletes before its COMMIT is sent. A
+ * lost connection is retried with capped exponential backoff.
+ *
+ * Truncates. A TRUNCATE of several tables is one wal2json message per table, all at one
+ * LSN: they are gathered and sent as one statement (foreign keys allow no other way).
  */
 #include "pgcdc/replay.h"
 
@@ -71,6 +76,15 @@ struct replay {
     bool txn_skip;
     int64_t txn_skip_n;
 
+    /* A source TRUNCATE: the target tables of its events (consecutive, one lsn), sent as
+     * one statement once the next event is another (tables linked by foreign keys can
+     * only be truncated together). */
+    int *trunc;
+    const struct pgcdc_replay_table **trunc_tabs;
+    size_t ntrunc, trunc_cap;
+    uint64_t trunc_lsn;
+    struct pgcdc_buf trunc_sql;
+
     /* The target transaction being built. */
     bool batch_open;
     int64_t batch_rows, batch_txns;
@@ -112,6 +126,9 @@ static int commit_batch(struct replay *r, uint64_t commit, int64_t partial, char
     int rc;
     if (r->bq.pending && (rc = pgcdc_replay_batch_flush(&r->bq, &r->tg, err, errlen)) < 0)
         return rc;
+    /* An update or delete that matched no row must stop the batch before its COMMIT. */
+    if ((rc = pgcdc_replay_target_settle(&r->tg, err, errlen)) < 0)
+        return rc;
     snprintf(part, sizeof(part), "%" PRId64, partial);
     pst.params = pv;
     pst.param_col = pc;
@@ -129,9 +146,67 @@ static int commit_batch(struct replay *r, uint64_t commit, int64_t partial, char
     return pgcdc_replay_target_send_sql(&r->tg, &c, "COMMIT", err, errlen);
 }
 
+/* Send the pending TRUNCATE, if any, as one statement for all its tables. */
+static int truncate_flush(struct replay *r, char *err, size_t errlen)
+{
+    int rc;
+    if (r->ntrunc == 0)
+        return PGCDC_OK;
+    /* Indexes, not pointers, were kept: loading a table may move tg->tables. */
+    for (size_t i = 0; i < r->ntrunc; i++)
+        r->trunc_tabs[i] = &r->tg.tables[r->trunc[i]].t;
+    if (pgcdc_replay_build_truncate(&r->trunc_sql, r->trunc_tabs, r->ntrunc) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    if (!r->batch_open && (rc = begin_batch(r, err, errlen)) < 0)
+        return rc;
+    r->batch_rows += (int64_t)r->ntrunc;
+    /* It empties several tables at once: every change queued before it goes first. */
+    if (r->bq.pending && (rc = pgcdc_replay_batch_flush(&r->bq, &r->tg, err, errlen)) < 0)
+        return rc;
+    struct pgcdc_replay_stmt none = {.op = 't'};
+    struct pgcdc_replay_cmd c = {.kind = PGCDC_REPLAY_STMT,
+                                 .op = 't',
+                                 .table = r->trunc[0],
+                                 .lsn = r->trunc_lsn,
+                                 .commit_lsn = r->txn_commit};
+    r->ntrunc = 0;
+    return pgcdc_replay_target_send_stmt(&r->tg, &c, r->trunc_sql.data, &none, NULL, err, errlen);
+}
+
+/* A truncate event of table ti: joins the pending TRUNCATE of the same source statement. */
+static int truncate_add(struct replay *r, int ti, const struct pgcdc_replay_event *ev, char *err,
+                        size_t errlen)
+{
+    int rc;
+    if (r->ntrunc && ev->lsn != r->trunc_lsn && (rc = truncate_flush(r, err, errlen)) < 0)
+        return rc;
+    if (r->ntrunc == r->trunc_cap) {
+        size_t cap = r->trunc_cap ? r->trunc_cap * 2 : 8;
+        int *t = realloc(r->trunc, cap * sizeof(*t));
+        if (t)
+            r->trunc = t;
+        const struct pgcdc_replay_table **p = realloc(r->trunc_tabs, cap * sizeof(*p));
+        if (p)
+            r->trunc_tabs = p;
+        if (!t || !p) {
+            snprintf(err, errlen, "out of memory");
+            return PGCDC_ERR;
+        }
+        r->trunc_cap = cap;
+    }
+    r->trunc[r->ntrunc++] = ti;
+    r->trunc_lsn = ev->lsn;
+    return PGCDC_OK;
+}
+
 /* The current source transaction is complete. */
 static int txn_end(struct replay *r, char *err, size_t errlen)
 {
+    int rc;
+    if ((rc = truncate_flush(r, err, errlen)) < 0)
+        return rc;
     r->in_txn = false;
     if (!r->batch_open)
         return PGCDC_OK;
@@ -180,6 +255,8 @@ static int apply_event(struct replay *r, const struct pgcdc_replay_event *ev, ch
                  pgcdc_lsn_format(ev->commit_lsn, l2));
         return PGCDC_ERR;
     }
+    if (ev->op == 't')
+        return truncate_add(r, ti, ev, err, errlen);
     char berr[512];
     if (pgcdc_replay_build(&r->st, t, ev, berr, sizeof(berr)) < 0) {
         snprintf(err, errlen, "replay stopped: %s (event at LSN %s, transaction %s)", berr,
@@ -215,6 +292,10 @@ static int on_line(struct replay *r, const char *line, size_t len, char *err, si
         return PGCDC_ERR;
     }
     int rc;
+    /* A TRUNCATE's events end where an event of another statement begins. */
+    if (r->ntrunc && (ev.op != 't' || ev.lsn != r->trunc_lsn || ev.commit_lsn != r->txn_commit) &&
+        (rc = truncate_flush(r, err, errlen)) < 0)
+        return rc;
     if (!r->in_txn || ev.commit_lsn != r->txn_commit) {
         if (r->in_txn && (rc = txn_end(r, err, errlen)) < 0)
             return rc;
@@ -285,6 +366,7 @@ static int session_start(struct replay *r, char *err, size_t errlen)
     pgcdc_replay_reader_restart(&r->rd, r->pos.commit);
     r->in_txn = r->batch_open = r->beyond_end = false;
     r->batch_rows = r->batch_txns = 0;
+    r->ntrunc = 0; /* a TRUNCATE pending when the last session ended is read again */
     char lsn[PGCDC_LSN_BUFLEN], part[32];
     snprintf(part, sizeof(part), "%" PRId64, r->pos.partial);
     pgcdc_log(PGCDC_LOG_INFO,
@@ -408,6 +490,9 @@ static void replay_free(struct replay *r)
     pgcdc_replay_parser_free(&r->parser);
     pgcdc_replay_stmt_free(&r->st);
     pgcdc_replay_reader_free(&r->rd);
+    free(r->trunc);
+    free(r->trunc_tabs);
+    pgcdc_buf_free(&r->trunc_sql);
 }
 
 int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen)
@@ -418,7 +503,7 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
     pgcdc_replay_reader_init(&r.rd, o->input);
     pgcdc_replay_parser_init(&r.parser);
     pgcdc_replay_batch_init(&r.bq, o->group_rows);
-    if (pgcdc_replay_target_init(&r.tg, o->target, err, errlen) < 0) {
+    if (pgcdc_replay_target_init(&r.tg, o->target, o->missing_rows_warn, err, errlen) < 0) {
         replay_free(&r);
         return PGCDC_ERR;
     }
@@ -459,10 +544,11 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
     }
     if (rc == PGCDC_ERR_RETRY)
         rc = PGCDC_ERR;
-    if (r.tg.update_misses > 10) {
+    if (r.tg.row_misses > 10) {
         char n[32];
-        snprintf(n, sizeof(n), "%" PRIu64, r.tg.update_misses);
-        pgcdc_log(PGCDC_LOG_WARN, "updates that matched no row on the target", "count", n, NULL);
+        snprintf(n, sizeof(n), "%" PRIu64, r.tg.row_misses);
+        pgcdc_log(PGCDC_LOG_WARN, "updates and deletes that matched no row on the target", "count",
+                  n, NULL);
     }
     replay_free(&r);
     return rc;

@@ -203,7 +203,7 @@ static int send_group(struct pgcdc_replay_batch *b, struct pgcdc_replay_target *
                                  .table = ti,
                                  .lsn = rq->q[members[0]].lsn,
                                  .commit_lsn = max_commit,
-                                 .expect = sh->op == 'u' ? nrows : 0};
+                                 .expect = sh->op == 'u' || sh->op == 'd' ? nrows : 0};
     return pgcdc_replay_target_send_stmt(tg, &c, sql, &view, NULL, err, errlen);
 }
 

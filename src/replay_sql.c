@@ -200,7 +200,9 @@ static int build_insert(struct pgcdc_replay_stmt *st, const struct pgcdc_replay_
 /*
  * WHERE for updates and deletes. With a primary key: each key column equal to its value
  * in "before", else in "after". Without: one row whose every "before" column has the same
- * text form (IS NOT DISTINCT FROM, so NULLs match), addressed by ctid.
+ * text form (IS NOT DISTINCT FROM, so NULLs match; the session pins the settings text forms
+ * depend on), addressed by (tableoid, ctid): a ctid is unique only within one relation,
+ * and a partitioned table's rows live in several (its partitions, hence no ONLY there).
  */
 static int build_where(struct pgcdc_replay_stmt *st, const struct pgcdc_replay_table *t,
                        const struct pgcdc_replay_event *ev, const int *bmap,
@@ -226,7 +228,8 @@ static int build_where(struct pgcdc_replay_stmt *st, const struct pgcdc_replay_t
                  t->schema, t->name, ev->op == 'u' ? "update" : "delete");
         return PGCDC_ERR;
     }
-    if (SQL(" WHERE ctid = (SELECT ctid FROM ONLY ") < 0 || append_table(&st->sql, t) < 0)
+    if (SQL(" WHERE (tableoid, ctid) = (SELECT tableoid, ctid FROM ") < 0 ||
+        (!t->partitioned && SQL("ONLY ") < 0) || append_table(&st->sql, t) < 0)
         return PGCDC_ERR;
     for (size_t i = 0; i < ev->nbefore; i++) {
         if (pgcdc_buf_append_str(&st->sql, i ? " AND " : " WHERE ") < 0 ||
@@ -347,8 +350,26 @@ static int build_op(struct pgcdc_replay_stmt *st, const struct pgcdc_replay_tabl
         st->groupable = t->npk > 0;
         return PGCDC_OK;
     default: /* 't': pgcdc_replay_build let no other op through */
-        return SQL("TRUNCATE ") < 0 || append_table(&st->sql, t) < 0 ? PGCDC_ERR : PGCDC_OK;
+        return pgcdc_replay_build_truncate(&st->sql, &t, 1);
     }
+}
+
+int pgcdc_replay_build_truncate(struct pgcdc_buf *sql, const struct pgcdc_replay_table *const *t,
+                                size_t n)
+{
+    pgcdc_buf_reset(sql);
+    if (pgcdc_buf_append_str(sql, "TRUNCATE ") < 0)
+        return PGCDC_ERR;
+    for (size_t i = 0; i < n; i++) {
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = strcmp(t[j]->schema, t[i]->schema) == 0 && strcmp(t[j]->name, t[i]->name) == 0;
+        if (seen)
+            continue;
+        if ((i && pgcdc_buf_append_str(sql, ", ") < 0) || append_table(sql, t[i]) < 0)
+            return PGCDC_ERR;
+    }
+    return PGCDC_OK;
 }
 
 static void stmt_reset(struct pgcdc_replay_stmt *st, char op)

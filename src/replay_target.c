@@ -83,6 +83,7 @@ void pgcdc_replay_target_close(struct pgcdc_replay_target *tg)
     tg->conn = tg->meta = NULL;
     tg->ring_head = tg->ring_count = 0;
     tg->unflushed = false;
+    tg->checks_pending = false;
     /* Prepared statements and table definitions are per connection / may have changed. */
     for (size_t i = 0; i < tg->sc_cap; i++) {
         free(tg->sc[i].sql);
@@ -171,7 +172,7 @@ static int load_table(struct pgcdc_replay_target *tg, struct pgcdc_replay_rtable
         "pg_catalog.quote_ident(tn.nspname) || '.' || pg_catalog.quote_ident(ty.typname), "
         "coalesce(a.attnum = ANY (i.indkey), false), a.attgenerated <> '', "
         "EXISTS (SELECT 1 FROM pg_catalog.pg_index x WHERE x.indrelid = c.oid AND NOT "
-        "x.indisprimary AND (x.indisunique OR x.indisexclusion)) "
+        "x.indisprimary AND (x.indisunique OR x.indisexclusion)), c.relkind = 'p' "
         "FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
         "JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT "
         "a.attisdropped "
@@ -200,6 +201,7 @@ static int load_table(struct pgcdc_replay_target *tg, struct pgcdc_replay_rtable
         c->pk = PQgetvalue(res, i, 3)[0] == 't';
         c->generated = PQgetvalue(res, i, 4)[0] == 't';
         rt->t.other_unique = PQgetvalue(res, i, 5)[0] == 't';
+        rt->t.partitioned = PQgetvalue(res, i, 6)[0] == 't';
         rt->t.ncols++;
         if (c->pk)
             rt->t.npk++;
@@ -327,6 +329,42 @@ static int pipeline_failed(struct pgcdc_replay_target *tg, const struct pgcdc_re
     return PGCDC_ERR;
 }
 
+/*
+ * Change c (an update or delete) matched no row on the target. With replay.missing_rows =
+ * warn, log it (the first ten; replay counts them all) and go on. Otherwise it is an error
+ * naming table and LSN: the target lacks a row the source had, and applying the rest would
+ * only hide that. tg is marked failed for the transaction, as for a failed statement.
+ */
+static int row_missing(struct pgcdc_replay_target *tg, const struct pgcdc_replay_cmd *c, char *err,
+                       size_t errlen)
+{
+    char what[1024];
+    describe_cmd(tg, c, what, sizeof(what));
+    if (tg->missing_rows_warn) {
+        if (tg->row_misses++ < 10)
+            pgcdc_log(PGCDC_LOG_WARN, "an update or delete matched no row on the target", "change",
+                      what, NULL);
+        return PGCDC_OK;
+    }
+    snprintf(tg->fail_msg, sizeof(tg->fail_msg),
+             "replay stopped: the %s matched no row on the target, which lacks a row the "
+             "source had; nothing of that transaction was applied: find out why (writes to "
+             "the target outside replay, or a target not loaded from this directory's "
+             "snapshot), or apply the rest anyway with -o replay.missing_rows=warn",
+             what);
+    snprintf(err, errlen, "%s", tg->fail_msg);
+    tg->failed = true;
+    tg->fail_commit = c->commit_lsn;
+    return PGCDC_ERR;
+}
+
+/* Whether c is a change that must find its row(s), and found fewer (res is its result). */
+static bool missed_rows(const struct pgcdc_replay_cmd *c, PGresult *res)
+{
+    return PQresultStatus(res) == PGRES_COMMAND_OK && c->kind == PGCDC_REPLAY_STMT &&
+           (c->op == 'u' || c->op == 'd') && atoi(PQcmdTuples(res)) < (c->expect ? c->expect : 1);
+}
+
 /* The result res of command c, other than a pipeline sync. Consumes res. */
 static int take_result(struct pgcdc_replay_target *tg, const struct pgcdc_replay_cmd *c,
                        PGresult *res, char *err, size_t errlen)
@@ -334,12 +372,9 @@ static int take_result(struct pgcdc_replay_target *tg, const struct pgcdc_replay
     ExecStatusType s = PQresultStatus(res);
     if (s == PGRES_FATAL_ERROR && !tg->failed)
         return pipeline_failed(tg, c, res, err, errlen);
-    if (s == PGRES_COMMAND_OK && c->kind == PGCDC_REPLAY_STMT && c->op == 'u' &&
-        atoi(PQcmdTuples(res)) < (c->expect ? c->expect : 1)) {
-        char what[1024];
-        describe_cmd(tg, c, what, sizeof(what));
-        if (tg->update_misses++ < 10)
-            pgcdc_log(PGCDC_LOG_WARN, "update matched no row on the target", "change", what, NULL);
+    if (missed_rows(c, res) && row_missing(tg, c, err, errlen) < 0) {
+        PQclear(res);
+        return PGCDC_ERR;
     }
     if (s == PGRES_COMMAND_OK && c->kind == PGCDC_REPLAY_COMMIT)
         applied(tg, c);
@@ -350,6 +385,13 @@ static int take_result(struct pgcdc_replay_target *tg, const struct pgcdc_replay
         return PGCDC_ERR_RETRY;
     }
     return PGCDC_OK;
+}
+
+int pgcdc_replay_target_settle(struct pgcdc_replay_target *tg, char *err, size_t errlen)
+{
+    if (!tg->pipelined || !tg->checks_pending)
+        return PGCDC_OK;
+    return pgcdc_replay_target_drain(tg, 0, err, errlen);
 }
 
 int pgcdc_replay_target_drain(struct pgcdc_replay_target *tg, size_t keep, char *err, size_t errlen)
@@ -380,6 +422,8 @@ int pgcdc_replay_target_drain(struct pgcdc_replay_target *tg, size_t keep, char 
         tg->ring_head = (tg->ring_head + 1) % (WINDOW + 8);
         tg->ring_count--;
     }
+    if (tg->ring_count == 0)
+        tg->checks_pending = false;
     return PGCDC_OK;
 }
 
@@ -428,6 +472,8 @@ static int send_pipelined(struct pgcdc_replay_target *tg, const struct pgcdc_rep
     struct pgcdc_replay_cmd *c = ring_push(tg);
     *c = *proto;
     tg->unflushed = true;
+    if (proto->kind == PGCDC_REPLAY_STMT && (proto->op == 'u' || proto->op == 'd'))
+        tg->checks_pending = !tg->missing_rows_warn;
     if (proto->kind == PGCDC_REPLAY_COMMIT) {
         if (PQpipelineSync(tg->conn) != 1)
             return fail_conn(tg, tg->conn, NULL, "cannot send", err, errlen);
@@ -496,6 +542,11 @@ static int send_cmd(struct pgcdc_replay_target *tg, const struct pgcdc_replay_cm
                       : PQexecParams(tg->conn, sql, np, NULL, pv, NULL, NULL, 0);
     if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
         return careful_failed(tg, proto, res, st, t, err, errlen);
+    if (missed_rows(proto, res) && row_missing(tg, proto, err, errlen) < 0) {
+        PQclear(res);
+        PQclear(PQexec(tg->conn, "ROLLBACK"));
+        return PGCDC_ERR;
+    }
     if (proto->kind == PGCDC_REPLAY_COMMIT)
         applied(tg, proto);
     PQclear(res);
@@ -521,6 +572,17 @@ int pgcdc_replay_target_send_stmt(struct pgcdc_replay_target *tg,
 
 /* ---- the session */
 
+/*
+ * The settings text forms depend on, as every source session pgcdc opens pins them
+ * (docs/events.md): a keyless table's row is found by comparing each column's text form
+ * with the one in the event, so the target must print values as the source did, whatever
+ * its own defaults (a TimeZone other than UTC would match no timestamptz). Events are
+ * UTF-8, whatever the DSN or PGCLIENTENCODING say.
+ */
+static const char pin_settings[] =
+    "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; "
+    "SET extra_float_digits = 3; SET client_encoding = 'UTF8'";
+
 /* Session settings, and whether session_replication_role = replica could be set. */
 static int set_session(struct pgcdc_replay_target *tg, bool warn_replica, bool *replica, char *err,
                        size_t errlen)
@@ -529,7 +591,8 @@ static int set_session(struct pgcdc_replay_target *tg, bool warn_replica, bool *
                      "SET synchronous_commit = off; SET statement_timeout = 0; "
                      "SET lock_timeout = 0; SET idle_in_transaction_session_timeout = 0",
                      err, errlen);
-    if (rc < 0)
+    if (rc < 0 || (rc = exec_ok(tg, tg->conn, pin_settings, err, errlen)) < 0 ||
+        (rc = exec_ok(tg, tg->meta, pin_settings, err, errlen)) < 0)
         return rc;
     /* As native apply does: no triggers, no foreign-key checks (the snapshot loads tables
      * in any order). Needs superuser or GRANT SET; without it, say what that means. */
@@ -653,11 +716,12 @@ int pgcdc_replay_target_finish(struct pgcdc_replay_target *tg, char *err, size_t
                    err, errlen);
 }
 
-int pgcdc_replay_target_init(struct pgcdc_replay_target *tg, const char *dsn, char *err,
-                             size_t errlen)
+int pgcdc_replay_target_init(struct pgcdc_replay_target *tg, const char *dsn,
+                             bool missing_rows_warn, char *err, size_t errlen)
 {
     memset(tg, 0, sizeof(*tg));
     tg->dsn = dsn;
+    tg->missing_rows_warn = missing_rows_warn;
     pgcdc_log_redact_dsn(dsn, tg->dsn_red, sizeof(tg->dsn_red));
     tg->ring = calloc(WINDOW + 8, sizeof(*tg->ring));
     if (!tg->ring) {

@@ -18,17 +18,26 @@
 #include "pgcdc/log.h"
 #include "pgcdc/replay_sql.h"
 
-/* Text forms must not depend on either server's defaults. */
+/*
+ * Text forms must not depend on either server's defaults. search_path is empty so that
+ * reg* values (regclass, regtype, ...) print schema-qualified alike on both sides.
+ */
 static const char pin_settings[] =
     "SET DateStyle = 'ISO, YMD'; SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; "
-    "SET extra_float_digits = 1; SET bytea_output = 'hex'; SET lc_monetary = 'C'; "
-    "SET statement_timeout = 0; "
+    "SET extra_float_digits = 3; SET bytea_output = 'hex'; SET lc_monetary = 'C'; "
+    "SET client_encoding = 'UTF8'; SET search_path = ''; SET statement_timeout = 0; "
     "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 
+/*
+ * Every table to compare when none is named: plain tables and partitioned roots, never a
+ * partition (its rows are read through its root, so a leaf layout that differs between the
+ * two databases does not matter, and no row is counted twice).
+ */
 static const char tables_sql[] =
     "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c "
     "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-    "WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgcdc') "
+    "WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition "
+    "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgcdc') "
     "AND n.nspname !~ '^pg_(toast|temp_)' "
     "AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d WHERE d.classid = "
     "'pg_catalog.pg_class'::pg_catalog.regclass AND d.objid = c.oid AND d.deptype = 'e') "
@@ -39,6 +48,11 @@ static const char cols_sql[] =
     "a.attrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 "
     "AND c.relname = $2 AND c.relkind IN ('r', 'p') AND a.attnum > 0 AND NOT a.attisdropped "
     "ORDER BY a.attnum";
+
+static const char relkind_sql[] =
+    "SELECT c.relkind FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+    "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 "
+    "AND c.relkind IN ('r', 'p')";
 
 int pgcdc_verify_split_name(const char *arg, char **schema, char **table)
 {
@@ -64,7 +78,8 @@ int pgcdc_verify_split_name(const char *arg, char **schema, char **table)
     return 0;
 }
 
-int pgcdc_verify_query(const char *schema, const char *table, const char *const *cols, char **out)
+int pgcdc_verify_query(const char *schema, const char *table, const char *const *cols,
+                       bool partitioned, char **out)
 {
     struct pgcdc_buf b = {0};
     *out = NULL;
@@ -76,8 +91,10 @@ int pgcdc_verify_query(const char *schema, const char *table, const char *const 
             pgcdc_replay_quote_ident(&b, cols[i]) < 0)
             goto oom;
     }
-    if (pgcdc_buf_append_str(&b, ")::text), 1, 15))::bit(60)::bigint::numeric), 0) FROM ONLY ") <
-            0 ||
+    /* ONLY: an inheritance child is a table of its own; but a partitioned table holds its
+     * rows in its partitions, so ONLY would read nothing there. */
+    if (pgcdc_buf_append_str(&b, ")::text), 1, 15))::bit(60)::bigint::numeric), 0) FROM ") < 0 ||
+        (!partitioned && pgcdc_buf_append_str(&b, "ONLY ") < 0) ||
         pgcdc_replay_quote_ident(&b, schema) < 0 || pgcdc_buf_append_char(&b, '.') < 0 ||
         pgcdc_replay_quote_ident(&b, table) < 0 || pgcdc_buf_append_str(&b, " t") < 0)
         goto oom;
@@ -120,7 +137,20 @@ static int side_open(struct side *s, const char *dsn, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
-/* The columns of schema.table on one side (NULL-terminated, malloc'd); *n = -1: no table. */
+/* schema.table's relkind on one side: 'r', 'p', or 0 when there is no such table. */
+static int side_relkind(struct side *s, const char *schema, const char *table, char *kind,
+                        char *err, size_t errlen)
+{
+    const char *p[2] = {schema, table};
+    PGresult *res = PQexecParams(s->c, relkind_sql, 2, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return side_fail(s, res, "cannot read the catalog", err, errlen);
+    *kind = PQntuples(res) == 1 ? PQgetvalue(res, 0, 0)[0] : 0;
+    PQclear(res);
+    return PGCDC_OK;
+}
+
+/* The columns of schema.table on one side (NULL-terminated, malloc'd). */
 static int side_columns(struct side *s, const char *schema, const char *table, char ***cols, int *n,
                         char *err, size_t errlen)
 {
@@ -143,19 +173,6 @@ static int side_columns(struct side *s, const char *schema, const char *table, c
         }
     PQclear(res);
     *n = k;
-    if (k == 0) {
-        /* No columns, or no table: tell them apart. */
-        res = PQexecParams(s->c,
-                           "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
-                           "ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 "
-                           "AND c.relkind IN ('r', 'p')",
-                           2, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK)
-            return side_fail(s, res, "cannot read the catalog", err, errlen);
-        if (PQntuples(res) == 0)
-            *n = -1;
-        PQclear(res);
-    }
     return PGCDC_OK;
 }
 
@@ -192,16 +209,20 @@ static int side_collect(struct side *s, char *count, size_t clen, char *hash, si
 static int verify_table(struct side *src, struct side *tgt, const char *schema, const char *table,
                         char *err, size_t errlen)
 {
-    char **scols = NULL, **tcols = NULL, *q = NULL;
+    char **scols = NULL, **tcols = NULL, *qs = NULL, *qt = NULL, sk, tk;
     int ns, nt, rc;
+    if ((rc = side_relkind(src, schema, table, &sk, err, errlen)) < 0 ||
+        (rc = side_relkind(tgt, schema, table, &tk, err, errlen)) < 0)
+        goto out;
+    rc = 0;
+    if (!sk || !tk) {
+        printf("MISSING %s.%s on %s\n", schema, table, !sk ? "source" : "target");
+        goto out;
+    }
     if ((rc = side_columns(src, schema, table, &scols, &ns, err, errlen)) < 0 ||
         (rc = side_columns(tgt, schema, table, &tcols, &nt, err, errlen)) < 0)
         goto out;
     rc = 0;
-    if (ns < 0 || nt < 0) {
-        printf("MISSING %s.%s on %s\n", schema, table, ns < 0 ? "source" : "target");
-        goto out;
-    }
     for (int i = 0; i < ns; i++) {
         bool found = false;
         for (int j = 0; j < nt && !found; j++)
@@ -211,17 +232,19 @@ static int verify_table(struct side *src, struct side *tgt, const char *schema, 
             goto out;
         }
     }
-    if (pgcdc_verify_query(schema, table, (const char *const *)scols, &q) < 0) {
+    /* Each side reads the table as its own kind requires (partitioned or not). */
+    if (pgcdc_verify_query(schema, table, (const char *const *)scols, sk == 'p', &qs) < 0 ||
+        pgcdc_verify_query(schema, table, (const char *const *)scols, tk == 'p', &qt) < 0) {
         snprintf(err, errlen, "out of memory");
         rc = PGCDC_ERR;
         goto out;
     }
     /* Both databases work at once. */
-    if (!PQsendQuery(src->c, q)) {
+    if (!PQsendQuery(src->c, qs)) {
         rc = side_fail(src, NULL, "cannot send", err, errlen);
         goto out;
     }
-    if (!PQsendQuery(tgt->c, q)) {
+    if (!PQsendQuery(tgt->c, qt)) {
         rc = side_fail(tgt, NULL, "cannot send", err, errlen);
         goto out;
     }
@@ -241,25 +264,78 @@ out:
     fflush(stdout);
     free_list(scols);
     free_list(tcols);
-    free(q);
+    free(qs);
+    free(qt);
     return rc;
+}
+
+/* Every --table must exist on at least one side: a name on neither is a typo (exit 2). */
+static int check_named(struct side *src, struct side *tgt, const struct pgcdc_verify_opts *o,
+                       char *err, size_t errlen)
+{
+    for (int i = 0; i < o->ntables; i++) {
+        char *s = NULL, *t = NULL, sk = 0, tk = 0;
+        int rc = pgcdc_verify_split_name(o->tables[i], &s, &t) < 0 ? PGCDC_ERR_CONFIG : PGCDC_OK;
+        if (rc == PGCDC_OK && (rc = side_relkind(src, s, t, &sk, err, errlen)) == PGCDC_OK &&
+            (rc = side_relkind(tgt, s, t, &tk, err, errlen)) == PGCDC_OK && !sk && !tk) {
+            snprintf(err, errlen,
+                     "--table %s: no table %s.%s on the source or the target: check the name "
+                     "(SCHEMA.TABLE; without a schema it is public)",
+                     o->tables[i], s, t);
+            rc = PGCDC_ERR_CONFIG;
+        } else if (rc == PGCDC_ERR_CONFIG) {
+            snprintf(err, errlen, "--table \"%s\" is not SCHEMA.TABLE", o->tables[i]);
+        }
+        free(s);
+        free(t);
+        if (rc < 0)
+            return rc;
+    }
+    return PGCDC_OK;
+}
+
+static PGresult *list_tables(struct side *s, char *err, size_t errlen)
+{
+    PGresult *list = PQexec(s->c, tables_sql);
+    if (PQresultStatus(list) == PGRES_TUPLES_OK)
+        return list;
+    side_fail(s, list, "cannot list tables", err, errlen);
+    return NULL;
+}
+
+/* Tables the target has and the source lacks: one EXTRA line each. Returns their number. */
+static int report_extra(PGresult *slist, PGresult *tlist)
+{
+    int extra = 0;
+    for (int i = 0; i < PQntuples(tlist); i++) {
+        const char *ts = PQgetvalue(tlist, i, 0), *tt = PQgetvalue(tlist, i, 1);
+        bool found = false;
+        for (int j = 0; j < PQntuples(slist) && !found; j++)
+            found = strcmp(ts, PQgetvalue(slist, j, 0)) == 0 &&
+                    strcmp(tt, PQgetvalue(slist, j, 1)) == 0;
+        if (!found) {
+            printf("EXTRA %s.%s on target\n", ts, tt);
+            extra++;
+        }
+    }
+    fflush(stdout);
+    return extra;
 }
 
 int pgcdc_verify_run(const struct pgcdc_verify_opts *o, char *err, size_t errlen)
 {
     int rc = PGCDC_ERR;
     struct side src = {.label = "source"}, tgt = {.label = "target"};
-    PGresult *list = NULL;
+    PGresult *list = NULL, *tlist = NULL;
     if (side_open(&src, o->source, err, errlen) < 0 || side_open(&tgt, o->target, err, errlen) < 0)
         goto out;
-    int ntables = o->ntables, matched = 0;
+    int ntables = o->ntables, matched = 0, extra = 0;
+    if (o->ntables && (rc = check_named(&src, &tgt, o, err, errlen)) < 0)
+        goto out;
+    rc = PGCDC_ERR;
     if (o->ntables == 0) {
-        list = PQexec(src.c, tables_sql);
-        if (PQresultStatus(list) != PGRES_TUPLES_OK) {
-            side_fail(&src, list, "cannot list tables", err, errlen);
-            list = NULL;
+        if (!(list = list_tables(&src, err, errlen)) || !(tlist = list_tables(&tgt, err, errlen)))
             goto out;
-        }
         ntables = PQntuples(list);
     }
     for (int i = 0; i < ntables; i++) {
@@ -279,19 +355,26 @@ int pgcdc_verify_run(const struct pgcdc_verify_opts *o, char *err, size_t errlen
             goto out;
         matched += m;
     }
+    if (tlist)
+        extra = report_extra(list, tlist);
     char nt[16], nm[16];
     snprintf(nt, sizeof(nt), "%d", ntables);
     snprintf(nm, sizeof(nm), "%d", matched);
-    if (matched == ntables) {
+    if (matched == ntables && extra == 0) {
         pgcdc_log(PGCDC_LOG_INFO, "verify: every table matches", "tables", nt, NULL);
         rc = PGCDC_OK;
+    } else if (extra) {
+        snprintf(err, errlen,
+                 "verify: %d of %d tables differ and %d are only on the target (see the "
+                 "DIFF/MISSING/EXTRA lines)",
+                 ntables - matched, ntables, extra);
     } else {
         snprintf(err, errlen, "verify: %d of %d tables differ (see the DIFF/MISSING lines)",
                  ntables - matched, ntables);
-        rc = PGCDC_ERR;
     }
 out:
     PQclear(list);
+    PQclear(tlist);
     PQfinish(src.c);
     PQfinish(tgt.c);
     return rc;

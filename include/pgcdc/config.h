@@ -17,6 +17,8 @@
 
 enum pgcdc_snapshot_mode { PGCDC_SNAPSHOT_INITIAL = 0, PGCDC_SNAPSHOT_NEVER, PGCDC_SNAPSHOT_INITIAL_ONLY };
 enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA };
+/* replay.missing_rows: what an update or delete that matches no row in replay is. */
+enum pgcdc_missing_rows { PGCDC_MISSING_ROWS_ERROR = 0, PGCDC_MISSING_ROWS_WARN };
 
 struct pgcdc_kv {
     char *key;   /* without the "kafka." prefix, e.g. "bootstrap.servers" */
@@ -43,6 +45,7 @@ struct pgcdc_config {
     int source_slot_busy_timeout_ms; /* how long a slot held by another process is waited for */
     char *metrics_listen; /* NULL: off */
     int metrics_stall_ms; /* /healthz is 503 after this long without progress */
+    int replay_missing_rows; /* enum pgcdc_missing_rows */
     int log_level;        /* enum pgcdc_log_level */
     int log_format;       /* enum pgcdc_log_format */
 };

@@ -21,6 +21,8 @@ struct pgcdc_replay_opts {
     int batch_rows;   /* end a target transaction after this many rows (at a txn boundary) */
     int group_rows;   /* rows per multi-row statement, at most (1: one statement per row) */
     int poll_ms;      /* how often --follow looks for new data */
+    bool missing_rows_warn; /* replay.missing_rows = warn: an update or delete that matches
+                               no row is a warning, not an error */
 };
 
 /*

@@ -14,6 +14,9 @@
  *   't'       TRUNCATE
  * A target table without a primary key matches updates and deletes on every column of
  * "before" (the whole old row, REPLICA IDENTITY FULL on the source), one row at a time.
+ * The TRUNCATE events of one source statement (several tables, one LSN) go out as one
+ * statement (pgcdc_replay_build_truncate): tables linked by foreign keys can only be
+ * truncated together.
  */
 #ifndef PGCDC_REPLAY_SQL_H
 #define PGCDC_REPLAY_SQL_H
@@ -41,6 +44,7 @@ struct pgcdc_replay_table {
     size_t ncols;
     size_t npk;
     bool other_unique; /* a unique or exclusion index besides the primary key */
+    bool partitioned;  /* a partitioned table: its rows are in its partitions */
 };
 
 /*
@@ -84,6 +88,13 @@ int pgcdc_replay_build(struct pgcdc_replay_stmt *st, const struct pgcdc_replay_t
  */
 int pgcdc_replay_build_group(struct pgcdc_buf *sql, const struct pgcdc_replay_table *t,
                              const struct pgcdc_replay_stmt *single, int nrows);
+
+/*
+ * TRUNCATE of the n tables (n >= 1; a table named twice is named once) into *sql (reset
+ * first). Returns 0 or PGCDC_ERR (ENOMEM).
+ */
+int pgcdc_replay_build_truncate(struct pgcdc_buf *sql, const struct pgcdc_replay_table *const *t,
+                                size_t n);
 
 /* Append name as a quoted SQL identifier ("a""b"). */
 int pgcdc_replay_quote_ident(struct pgcdc_buf *b, const char *name);

@@ -80,12 +80,20 @@ struct pgcdc_replay_target {
 
     struct pgcdc_replay_position done; /* what the target holds, committed */
     uint64_t rows_total, txns_total;
-    uint64_t update_misses;
+
+    /* An update or delete that matches no row: an error, or (missing_rows_warn, the
+     * setting replay.missing_rows = warn) a warning counted in row_misses. */
+    bool missing_rows_warn;
+    bool checks_pending; /* updates/deletes in flight whose row counts are not yet read */
+    uint64_t row_misses;
 };
 
-/* Set up tg for dsn (borrowed). Returns 0 or PGCDC_ERR (out of memory, in err). */
-int pgcdc_replay_target_init(struct pgcdc_replay_target *tg, const char *dsn, char *err,
-                             size_t errlen);
+/*
+ * Set up tg for dsn (borrowed); missing_rows_warn: replay.missing_rows = warn. Returns 0
+ * or PGCDC_ERR (out of memory, in err).
+ */
+int pgcdc_replay_target_init(struct pgcdc_replay_target *tg, const char *dsn,
+                             bool missing_rows_warn, char *err, size_t errlen);
 /* Close the connections and release everything tg holds. */
 void pgcdc_replay_target_free(struct pgcdc_replay_target *tg);
 
@@ -125,12 +133,20 @@ int pgcdc_replay_target_send_stmt(struct pgcdc_replay_target *tg,
                                   const struct pgcdc_replay_table *t, char *err, size_t errlen);
 
 /*
- * Read results until at most keep commands are in flight. A failed statement marks tg
- * failed (with the message) and returns PGCDC_ERR: the caller drops the connection (the
+ * Read results until at most keep commands are in flight. A failed statement, or an
+ * update or delete that matched no row (unless missing_rows_warn), marks tg failed (with
+ * the message) and returns PGCDC_ERR: the caller drops the connection (the
  * server rolls the batch back) and starts careful mode. PGCDC_ERR_RETRY: the connection.
  */
 int pgcdc_replay_target_drain(struct pgcdc_replay_target *tg, size_t keep, char *err,
                               size_t errlen);
+
+/*
+ * Before a COMMIT goes into the pipeline: read the results of the updates and deletes in
+ * flight (only when an update or delete that matches no row is an error), so that one
+ * which matched nothing fails (PGCDC_ERR, tg failed) before its transaction can commit.
+ */
+int pgcdc_replay_target_settle(struct pgcdc_replay_target *tg, char *err, size_t errlen);
 
 /* Everything sent is committed: wait for it all, leave the pipeline, and make it durable. */
 int pgcdc_replay_target_finish(struct pgcdc_replay_target *tg, char *err, size_t errlen);

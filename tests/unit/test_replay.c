@@ -124,19 +124,23 @@ static struct pgcdc_replay_column cols_acc[] = {
     {"big", "text", "\"pg_catalog\".\"text\"", false, false},
     {"len", "integer", "\"pg_catalog\".\"int4\"", false, true},
 };
-static struct pgcdc_replay_table acc = {"public", "acc", true, cols_acc, 5, 1, false};
+static struct pgcdc_replay_table acc = {"public", "acc", true, cols_acc, 5, 1, false, false};
 
 static struct pgcdc_replay_column cols_log[] = {
     {"k", "integer", "\"pg_catalog\".\"int4\"", false, false},
     {"v", "text", "\"pg_catalog\".\"text\"", false, false},
 };
-static struct pgcdc_replay_table nopk = {"public", "log", true, cols_log, 2, 0, false};
+static struct pgcdc_replay_table nopk = {"public", "log", true, cols_log, 2, 0, false, false};
+/* The same columns in a partitioned table. */
+static struct pgcdc_replay_table nopk_parted = {"public", "plog", true,  cols_log,
+                                                2,        0,      false, true};
 
 static struct pgcdc_replay_column cols_pair[] = {
     {"a", "integer", "\"pg_catalog\".\"int4\"", true, false},
     {"b", "text", "\"pg_catalog\".\"text\"", true, false},
 };
-static struct pgcdc_replay_table pair = {"odd \"schema\"", "pair", true, cols_pair, 2, 2, false};
+static struct pgcdc_replay_table pair = {
+    "odd \"schema\"", "pair", true, cols_pair, 2, 2, false, false};
 
 static struct pgcdc_replay_parser parser;
 static struct pgcdc_replay_stmt st;
@@ -233,18 +237,27 @@ static void test_build(void)
     /* No primary key: one row matching the whole old row (REPLICA IDENTITY FULL). */
     CHECK_INT_EQ(
         build(&nopk, "{\"before\":{\"k\":1,\"v\":null},\"after\":null," SRC ",\"op\":\"d\"}"), 0);
-    CHECK_STR_EQ(st.sql.data, "DELETE FROM \"public\".\"log\" WHERE ctid = (SELECT ctid FROM ONLY "
-                              "\"public\".\"log\" WHERE \"k\"::text IS NOT DISTINCT FROM $1 AND "
-                              "\"v\"::text IS NOT DISTINCT FROM $2 LIMIT 1)");
+    CHECK_STR_EQ(st.sql.data,
+                 "DELETE FROM \"public\".\"log\" WHERE (tableoid, ctid) = (SELECT "
+                 "tableoid, ctid FROM ONLY \"public\".\"log\" WHERE \"k\"::text IS "
+                 "NOT DISTINCT FROM $1 AND \"v\"::text IS NOT DISTINCT FROM $2 LIMIT 1)");
     CHECK_STR_EQ(P(1), "(null)");
     CHECK_INT_EQ(build(&nopk,
                        "{\"before\":{\"k\":1,\"v\":\"a\"},\"after\":{\"k\":1,\"v\":\"b\"}," SRC
                        ",\"op\":\"u\"}"),
                  0);
     CHECK_STR_EQ(st.sql.data,
-                 "UPDATE \"public\".\"log\" SET \"k\" = $1, \"v\" = $2 WHERE ctid = (SELECT ctid "
-                 "FROM ONLY \"public\".\"log\" WHERE \"k\"::text IS NOT DISTINCT FROM $3 AND "
-                 "\"v\"::text IS NOT DISTINCT FROM $4 LIMIT 1)");
+                 "UPDATE \"public\".\"log\" SET \"k\" = $1, \"v\" = $2 WHERE (tableoid, ctid) = "
+                 "(SELECT tableoid, ctid FROM ONLY \"public\".\"log\" WHERE \"k\"::text IS NOT "
+                 "DISTINCT FROM $3 AND \"v\"::text IS NOT DISTINCT FROM $4 LIMIT 1)");
+    /* A partitioned table: the row is looked for in every partition, and told apart from a
+     * row at the same ctid in another partition by its tableoid. */
+    CHECK_INT_EQ(build(&nopk_parted,
+                       "{\"before\":{\"k\":1,\"v\":\"a\"},\"after\":null," SRC ",\"op\":\"d\"}"),
+                 0);
+    CHECK_STR_EQ(st.sql.data, "DELETE FROM \"public\".\"plog\" WHERE (tableoid, ctid) = (SELECT "
+                              "tableoid, ctid FROM \"public\".\"plog\" WHERE \"k\"::text IS NOT "
+                              "DISTINCT FROM $1 AND \"v\"::text IS NOT DISTINCT FROM $2 LIMIT 1)");
 
     /* ... and without the old row there is no way to find it: a clear error. */
     CHECK_INT_EQ(
@@ -269,6 +282,14 @@ static void test_build(void)
     CHECK_INT_EQ(build(&pair, "{\"before\":null,\"after\":null," SRC ",\"op\":\"t\"}"), 0);
     CHECK_STR_EQ(st.sql.data, "TRUNCATE \"odd \"\"schema\"\"\".\"pair\"");
     CHECK_INT_EQ(st.nparams, 0);
+
+    /* One source TRUNCATE of several tables: one statement, each table named once. */
+    struct pgcdc_buf b = {0};
+    const struct pgcdc_replay_table *tabs[] = {&acc, &pair, &acc, &nopk};
+    CHECK_INT_EQ(pgcdc_replay_build_truncate(&b, tabs, 4), 0);
+    CHECK_STR_EQ(b.data, "TRUNCATE \"public\".\"acc\", \"odd \"\"schema\"\"\".\"pair\", "
+                         "\"public\".\"log\"");
+    pgcdc_buf_free(&b);
 }
 
 static void test_group(void)
@@ -340,7 +361,7 @@ static void test_group(void)
 static struct pgcdc_replay_table table_like(const struct pgcdc_change *ch,
                                             struct pgcdc_replay_column *cols, char names[][64])
 {
-    struct pgcdc_replay_table t = {"public", "x", true, cols, ch->ncolumns, 1, false};
+    struct pgcdc_replay_table t = {"public", "x", true, cols, ch->ncolumns, 1, false, false};
     for (size_t i = 0; i < ch->ncolumns; i++) {
         struct pgcdc_span n = ch->columns[i].name;
         snprintf(names[i], 64, "%.*s", (int)(n.len - 2), n.p + 1);
