@@ -496,9 +496,9 @@ static void test_unescape(void)
         "\"\\udbff\\ue000\"",  /* high + just past the low range */
         "\"\\ud800\\udbff\"",  /* high + just before it */
         "\"\\ud83dx\\ude00\"", /* not the very next escape */
-        "\"\\ud83d\"",          /* high alone, at the end */
+        "\"\\ud83d\"",         /* high alone, at the end */
         "\"\\ud83d\\n\"",      /* high + another escape */
-        "\"\\ude00\"",          /* low alone */
+        "\"\\ude00\"",         /* low alone */
         "\"a\\udfff\\ud83d\"", /* low, then high */
         "\"\\ud83d\\ude0g\"",  /* a low that is not hex */
     };
