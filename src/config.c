@@ -523,23 +523,23 @@ static int split_line(char *line, const char *origin, char **key, char **value, 
     v = eq + 1;
     trim(&v);
     if (*v == '"') {
-        /* "quoted": taken literally, so a value may keep '#' after a space or edge spaces. */
-        char *close = strrchr(v + 1, '"');
-        char *rest;
+        /* "quoted": literal ('#', edge spaces, '"'). It closes at the first '"' followed only
+         * by blanks and perhaps a comment, quotes and all: `"abc" # it's "mine"` is abc. */
+        char *close = strchr(v + 1, '"'), *rest = close;
+        while (close != NULL) {
+            for (rest = close + 1; isspace((unsigned char)*rest); rest++)
+                ;
+            if (*rest == '\0' || *rest == '#')
+                break;
+            close = strchr(close + 1, '"');
+        }
         if (close == NULL) {
-            seterr(err, errlen, "%s (at %s): value opens a '\"' quote but does not close it",
-                   key_is_printable(*key) ? *key : "value", origin);
+            seterr(err, errlen, "%s (at %s): %s", key_is_printable(*key) ? *key : "value", origin,
+                   rest == NULL ? "value opens a '\"' quote but does not close it"
+                                : "text after the closing '\"' of a quoted value");
             return -1;
         }
         *close = '\0';
-        rest = close + 1;
-        while (isspace((unsigned char)*rest))
-            rest++;
-        if (*rest != '\0' && *rest != '#') {
-            seterr(err, errlen, "%s (at %s): text after the closing '\"' of a quoted value",
-                   key_is_printable(*key) ? *key : "value", origin);
-            return -1;
-        }
         *value = v + 1;
         return 1;
     }

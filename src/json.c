@@ -66,6 +66,20 @@ int pgcdc_json_value(struct pgcdc_json_scan *s, struct pgcdc_span *out)
     return PGCDC_OK;
 }
 
+/* Four hex digits at p into *out. Returns 0, or -1 when one is not a hex digit. */
+static int hex4(const char *p, unsigned *out)
+{
+    unsigned v = 0;
+    for (int i = 0; i < 4; i++) {
+        int h = pgcdc_hex_digit(p[i]);
+        if (h < 0)
+            return -1;
+        v = v * 16 + (unsigned)h;
+    }
+    *out = v;
+    return 0;
+}
+
 int pgcdc_json_unescape(struct pgcdc_span sp, char *dst, size_t dstlen)
 {
     if (sp.len < 2 || sp.p[0] != '"' || sp.p[sp.len - 1] != '"' || dstlen == 0)
@@ -85,25 +99,19 @@ int pgcdc_json_unescape(struct pgcdc_span sp, char *dst, size_t dstlen)
             case 'b': c = '\b'; break;
             case 'f': c = '\f'; break;
             case 'u': {
-                if (e - p < 4)
+                unsigned cp, lo;
+                if (e - p < 4 || hex4(p, &cp) < 0)
                     return -1;
-                unsigned cp = 0;
-                for (int i = 0; i < 4; i++) {
-                    int h = pgcdc_hex_digit(p[i]);
-                    if (h < 0)
-                        return -1;
-                    cp = cp * 16 + (unsigned)h;
-                }
                 p += 4;
-                /* Surrogate pair: wal2json only escapes control characters, but be exact. */
-                if (cp >= 0xD800 && cp <= 0xDBFF && e - p >= 6 && p[0] == '\\' && p[1] == 'u') {
-                    unsigned lo = 0;
-                    for (int i = 0; i < 4; i++) {
-                        int h = pgcdc_hex_digit(p[2 + i]);
-                        if (h < 0)
-                            return -1;
-                        lo = lo * 16 + (unsigned)h;
-                    }
+                /* UTF-16 surrogates (RFC 8259 section 7): a high one, D800-DBFF, stands only
+                 * with a low one, DC00-DFFF, as the very next escape; either alone is no
+                 * character, and UTF-8 has no encoding for it (RFC 3629). */
+                if (cp >= 0xDC00 && cp <= 0xDFFF)
+                    return -1;
+                if (cp >= 0xD800 && cp <= 0xDBFF) {
+                    if (e - p < 6 || p[0] != '\\' || p[1] != 'u' || hex4(p + 2, &lo) < 0 ||
+                        lo < 0xDC00 || lo > 0xDFFF)
+                        return -1;
                     p += 6;
                     cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
                 }

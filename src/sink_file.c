@@ -8,8 +8,13 @@
  *      transaction, segment, offset = the segment's length at that transaction's end
  *      (see "The checkpoint file" below)
  *   3. only now are the transactions acknowledged to the tracker (and so confirmable)
- *   4. rotation, at a transaction boundary: sync, rename .jsonl.open -> .jsonl, fsync dir,
- *      checkpoint with no open segment
+ *   4. rotation, at a transaction boundary: sync (the checkpoint names the segment at its
+ *      full length), close, rename .jsonl.open -> .jsonl, fsync dir, and only then a
+ *      checkpoint with no open segment. Until that last step the checkpoint keeps naming
+ *      the segment, so recovery finds it under either name (reopened, or already closed)
+ *      and never removes it. A failed close, rename or directory fsync is retried like a
+ *      failed write (finish_rotation, from the step that failed; the rename may already
+ *      have happened), and no new segment is opened before it succeeds.
  * After each checkpoint the same three facts are also published as
  * <sink.file.dir>/.pgcdc-position (replaced atomically, not fsync'd: it is a hint for
  * readers such as `pgcdc replay --follow`, which may apply the open segment up to that
@@ -67,6 +72,9 @@ struct file_sink {
     char seg[SEG_NAME_MAX];      /* its name (the open one) */
     uint32_t seq;                /* sequence number of the last segment created */
     bool seg_new;                /* created since the last directory fsync */
+    /* seg is complete and synced (fd may be closed): its close, rename or directory fsync
+     * has yet to succeed. The checkpoint keeps naming it meanwhile. */
+    bool closing;
     uint64_t written;            /* bytes of the segment on disk (write(2) done) */
     struct pgcdc_buf wbuf;       /* bytes not yet written */
     bool unsynced;               /* written since the last fdatasync */
@@ -178,16 +186,20 @@ static int create_checkpoint(struct file_sink *f, const char *slot, uint64_t gen
     return PGCDC_OK;
 }
 
+/* Whether the checkpoint names seg: it is open, or its rotation is unfinished. */
+static bool seg_in_checkpoint(const struct file_sink *f)
+{
+    return f->fd >= 0 || f->closing;
+}
+
 /*
  * Record the checkpoint durably: overwrite the older slot in place, or create the file
- * when there is none yet (or the last write failed, leaving that slot unknown). With
- * publish, also the position file (file_sync publishes after acknowledging instead, so
- * confirmed is current).
+ * when there is none yet (or the last write failed, leaving that slot unknown).
  */
-static int write_checkpoint(struct file_sink *f, bool publish, char *err, size_t errlen)
+static int write_checkpoint(struct file_sink *f, char *err, size_t errlen)
 {
-    const char *seg = f->fd >= 0 ? f->seg : "";
-    uint64_t off = f->fd >= 0 ? f->commit_off : 0;
+    const char *seg = seg_in_checkpoint(f) ? f->seg : "";
+    uint64_t off = seg_in_checkpoint(f) ? f->commit_off : 0;
     uint64_t gen = f->ck_gen + 1;
     char slot[CKPT_SLOT];
     pgcdc_segdir_format_slot(slot, gen, f->commit_end, seg, off);
@@ -212,8 +224,35 @@ static int write_checkpoint(struct file_sink *f, bool publish, char *err, size_t
         return rc;
     }
     f->ck_durable = true;
-    if (publish)
-        publish_position(f);
+    return PGCDC_OK;
+}
+
+/*
+ * Finish closing seg (f->closing): close it, rename it to its closed name, fsync the
+ * directory. A retry starts at the step that failed; a rename that happened although it
+ * reported an error (now ENOENT, with the closed name there) counts as done. The
+ * caller's next checkpoint then names no segment.
+ */
+static int finish_rotation(struct file_sink *f, char *err, size_t errlen)
+{
+    char closed[SEG_NAME_MAX];
+    pgcdc_segdir_closed_name(f->seg, closed, sizeof(closed));
+    if (f->fd >= 0) {
+        /* Linux frees the descriptor even when close fails, and the bytes were fdatasync'd
+         * before: what is left to do is the rename. */
+        int fd = f->fd;
+        f->fd = -1;
+        if (close(fd) < 0)
+            return sys_fail(err, errlen, "cannot close segment", f->seg);
+    }
+    struct stat st;
+    if (renameat(f->dirfd, f->seg, f->dirfd, closed) < 0 &&
+        !(errno == ENOENT && fstatat(f->dirfd, closed, &st, 0) == 0)) /* renamed already */
+        return sys_fail(err, errlen, "cannot rename segment", f->seg);
+    if (fsync(f->dirfd) < 0)
+        return sys_fail(err, errlen, "cannot fsync", f->dir);
+    f->closing = false;
+    pgcdc_log(PGCDC_LOG_DEBUG, "segment closed", "segment", closed, NULL);
     return PGCDC_OK;
 }
 
@@ -226,6 +265,8 @@ static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
                  "checkpoint before going on", f->seg);
         return PGCDC_ERR_RETRY;
     }
+    if (f->closing && (rc = finish_rotation(f, err, errlen)) < 0)
+        return rc;
     if (f->fd >= 0) {
         if ((rc = drain_buffer(f, err, errlen)) < 0)
             return rc;
@@ -242,11 +283,11 @@ static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
             f->seg_new = false;
         }
     }
-    const char *seg = f->fd >= 0 ? f->seg : "";
-    uint64_t off = f->fd >= 0 ? f->commit_off : 0;
+    const char *seg = seg_in_checkpoint(f) ? f->seg : "";
+    uint64_t off = seg_in_checkpoint(f) ? f->commit_off : 0;
     bool changed = f->commit_end != f->ck_lsn || off != f->ck_off ||
                    strcmp(seg, f->ck_seg) != 0 || !f->ck_durable;
-    if (changed && (rc = write_checkpoint(f, false, err, errlen)) < 0)
+    if (changed && (rc = write_checkpoint(f, err, errlen)) < 0)
         return rc;
     pgcdc_txn_track_ack_all(s->track);
     /* After the acknowledgement: confirmed may now pass what was just checkpointed. */
@@ -257,6 +298,9 @@ static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
 
 static int open_segment(struct file_sink *f, char *err, size_t errlen)
 {
+    int rc;
+    if (f->closing && (rc = finish_rotation(f, err, errlen)) < 0)
+        return rc; /* one open segment at a time, in stream order */
     f->seq++;
     pgcdc_segdir_name(f->seg, sizeof(f->seg), f->seq, f->txn.commit_lsn, true);
     /* O_APPEND: after a rewind truncates, the next write lands at the new end. */
@@ -270,25 +314,17 @@ static int open_segment(struct file_sink *f, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
-/* Close the open segment: sync it, give it its final name, record that. */
+/*
+ * Close the open segment: a sync checkpoints it at its full length; the second one
+ * finishes the rotation and records that no segment is open (see the file comment).
+ */
 static int rotate(struct file_sink *f, char *err, size_t errlen)
 {
     int rc = file_sync(&f->base, err, errlen);
     if (rc < 0)
         return rc;
-    char closed[SEG_NAME_MAX];
-    pgcdc_segdir_closed_name(f->seg, closed, sizeof(closed));
-    if (close(f->fd) < 0) {
-        f->fd = -1;
-        return sys_fail(err, errlen, "cannot close segment", f->seg);
-    }
-    f->fd = -1;
-    if (renameat(f->dirfd, f->seg, f->dirfd, closed) < 0)
-        return sys_fail(err, errlen, "cannot rename segment", f->seg);
-    if (fsync(f->dirfd) < 0)
-        return sys_fail(err, errlen, "cannot fsync", f->dir);
-    pgcdc_log(PGCDC_LOG_DEBUG, "segment closed", "segment", closed, NULL);
-    return write_checkpoint(f, true, err, errlen);
+    f->closing = true;
+    return file_sync(&f->base, err, errlen);
 }
 
 static int file_begin(struct pgcdc_sink *s, const struct pgcdc_txn_meta *txn, char *err,
@@ -600,7 +636,7 @@ int pgcdc_sink_file_open(struct pgcdc_sink **out, const struct pgcdc_config *cfg
      * the checkpoint does not name, which recovery removes; while segments with no
      * checkpoint at all still mean a lost state.dir, which recover() refuses.
      */
-    if (have == 0 && (rc = write_checkpoint(f, false, err, errlen)) < 0)
+    if (have == 0 && (rc = write_checkpoint(f, err, errlen)) < 0)
         goto fail;
     *out = &f->base;
     return PGCDC_OK;

@@ -36,7 +36,9 @@ int pgcdc_json_value(struct pgcdc_json_scan *s, struct pgcdc_span *out);
 
 /*
  * Unescape a raw JSON string span (quotes included) into dst as a C string.
- * Returns the length, or -1 when it does not fit in dstlen or is not a JSON string.
+ * Returns the length, or -1 when it does not fit in dstlen or is not a JSON string (a \u
+ * surrogate not in a high D800-DBFF + low DC00-DFFF pair is not one). The one unescape:
+ * decoder, relations and replay all use it.
  */
 int pgcdc_json_unescape(struct pgcdc_span s, char *dst, size_t dstlen);
 

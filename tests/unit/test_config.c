@@ -370,6 +370,26 @@ static void test_file(void)
     CHECK_INT_EQ(pgcdc_config_load_file(&c, path, err, sizeof err), PGCDC_ERR_CONFIG);
     pgcdc_config_free(&c);
 
+    /* A quote in a trailing comment is the comment's, not the quoted value's end. */
+    path = write_file("source.slot = \"abc\"  # it's \"mine\"\n"
+                      "source.dsn = \"host=h password=a\"b\" # the \"b\" is the password's\n"
+                      "sink.file.dir = \"/d\"#\"x\"\n"
+                      "state.dir = /s  # it's \"mine\"\n");
+    pgcdc_config_init(&c);
+    CHECK_INT_EQ(pgcdc_config_load_file(&c, path, err, sizeof err), 0);
+    CHECK_STR_EQ(c.source_slot, "abc");
+    CHECK_STR_EQ(c.source_dsn, "host=h password=a\"b"); /* a '"' inside stays */
+    CHECK_STR_EQ(c.sink_file_dir, "/d");
+    CHECK_STR_EQ(c.state_dir, "/s");
+    pgcdc_config_free(&c);
+
+    /* Text after the closing quote, with a quote further on: still an error. */
+    path = write_file("sink.file.dir = \"a\" b \"c\" d\n");
+    pgcdc_config_init(&c);
+    CHECK_INT_EQ(pgcdc_config_load_file(&c, path, err, sizeof err), PGCDC_ERR_CONFIG);
+    CHECK_CONTAINS(err, "text after the closing");
+    pgcdc_config_free(&c);
+
     /* A missing file is a configuration error naming the file. */
     pgcdc_config_init(&c);
     CHECK_INT_EQ(pgcdc_config_load_file(&c, "/nonexistent/pgcdc.conf", err, sizeof err),

@@ -487,6 +487,31 @@ static void test_unescape(void)
     CHECK_INT_EQ(pgcdc_json_unescape(sp, buf, sizeof buf), -1);
     sp = (struct pgcdc_span){"\"\\u12\"", 6};
     CHECK_INT_EQ(pgcdc_json_unescape(sp, buf, sizeof buf), -1);
+
+    /* Surrogates: only a high (D800-DBFF) directly followed by a low (DC00-DFFF) is a
+     * character; anything else was encoded as 3 bytes UTF-8 cannot hold, or as garbage. */
+    static const char *const bad_surrogates[] = {
+        "\"\\ud83d\\u0041\"",  /* high + a non-surrogate */
+        "\"\\ud83d\\ud83d\"",  /* high + high */
+        "\"\\udbff\\ue000\"",  /* high + just past the low range */
+        "\"\\ud800\\udbff\"",  /* high + just before it */
+        "\"\\ud83dx\\ude00\"", /* not the very next escape */
+        "\"\\ud83d\"",         /* high alone, at the end */
+        "\"\\ud83d\\n\"",      /* high + another escape */
+        "\"\\ude00\"",         /* low alone */
+        "\"a\\udfff\\ud83d\"", /* low, then high */
+        "\"\\ud83d\\ude0g\"",  /* a low that is not hex */
+    };
+    for (size_t i = 0; i < sizeof(bad_surrogates) / sizeof(bad_surrogates[0]); i++) {
+        sp = (struct pgcdc_span){bad_surrogates[i], strlen(bad_surrogates[i])};
+        CHECK_INT_EQ(pgcdc_json_unescape(sp, buf, sizeof buf), -1);
+    }
+    sp = (struct pgcdc_span){"\"\\ud800\\udc00\\udbff\\udfff\"", 26}; /* the range's ends */
+    CHECK_INT_EQ(pgcdc_json_unescape(sp, buf, sizeof buf), 8);
+    CHECK_STR_EQ(buf, "\xf0\x90\x80\x80\xf4\x8f\xbf\xbf");
+    sp = (struct pgcdc_span){"\"\\ud7ff\\ue000\"", 14}; /* either side of the surrogates */
+    CHECK_INT_EQ(pgcdc_json_unescape(sp, buf, sizeof buf), 6);
+    CHECK_STR_EQ(buf, "\xed\x9f\xbf\xee\x80\x80");
     sp = (struct pgcdc_span){"\"", 1};
     CHECK_INT_EQ(pgcdc_json_unescape(sp, buf, sizeof buf), -1);
 }

@@ -3,8 +3,11 @@
  * survive a reopen; a sync rewrites the checkpoint in place (same inode, two slots); a
  * torn newest slot falls back to the previous checkpoint and cuts the segment back to it;
  * two torn slots are refused; a failed checkpoint write acknowledges nothing and is
- * written again; the older plain format is read and then replaced.
+ * written again; the older plain format is read and then replaced; a rotation whose close,
+ * rename or directory fsync fails (faultfs.c, linked in) keeps its segment in the checkpoint
+ * until it is retried, so a restart neither removes nor repeats a confirmed event.
  */
+#include <dirent.h>
 #include <fcntl.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -15,7 +18,9 @@
 #include <unistd.h>
 
 #include "pgcdc/common.h"
+#include "faultfs.h"
 #include "pgcdc/config.h"
+#include "pgcdc/segdir.h"
 #include "pgcdc/sink_file.h"
 #include "pgcdc/txn_track.h"
 #include "unit.h"
@@ -70,8 +75,9 @@ static void sink_close(struct pgcdc_sink *s, struct pgcdc_txn_track *t)
     pgcdc_txn_track_free(t);
 }
 
-/* One transaction of `rows` events ending at end_lsn, written and committed (not synced). */
-static void txn(struct pgcdc_sink *s, struct pgcdc_txn_track *t, uint64_t end_lsn, int rows)
+/* One transaction of `rows` events ending at end_lsn, written and committed (not synced).
+ * Returns what commit returned (a rotation may fail there). */
+static int txn_rc(struct pgcdc_sink *s, struct pgcdc_txn_track *t, uint64_t end_lsn, int rows)
 {
     char err[256], value[64];
     struct pgcdc_txn_meta m = {.xid = (uint32_t)end_lsn, .commit_lsn = end_lsn - 8,
@@ -85,8 +91,15 @@ static void txn(struct pgcdc_sink *s, struct pgcdc_txn_track *t, uint64_t end_ls
                                  .commit_lsn = m.commit_lsn, .xid = m.xid};
         CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), PGCDC_OK);
     }
-    CHECK_INT_EQ(s->ops->commit(s, &m, err, sizeof(err)), PGCDC_OK);
-    pgcdc_txn_track_commit(t);
+    int rc = s->ops->commit(s, &m, err, sizeof(err));
+    if (rc == PGCDC_OK)
+        pgcdc_txn_track_commit(t);
+    return rc;
+}
+
+static void txn(struct pgcdc_sink *s, struct pgcdc_txn_track *t, uint64_t end_lsn, int rows)
+{
+    CHECK_INT_EQ(txn_rc(s, t, end_lsn, rows), PGCDC_OK);
 }
 
 static void sync_ok(struct pgcdc_sink *s)
@@ -306,10 +319,115 @@ static void test_plain_format(void)
     env_free(&e);
 }
 
+/* What the checkpoint file says now. */
+static struct pgcdc_segdir_record ckpt_now(struct env *e)
+{
+    struct pgcdc_segdir_record rec;
+    char buf[2 * SLOT + 1];
+    bool two;
+    int fd = open(e->ckpt, O_RDONLY);
+    ssize_t n = fd >= 0 ? read(fd, buf, sizeof(buf) - 1) : -1;
+    if (fd >= 0)
+        close(fd);
+    memset(&rec, 0, sizeof(rec));
+    CHECK(n > 0 && pgcdc_segdir_parse_checkpoint(buf, (size_t)n, &rec, &two));
+    return rec;
+}
+
+/* Lines of every segment in the data directory whose event has "end":end; *opens counts
+ * the open segments. */
+static int count_end(struct env *e, uint64_t end, int *opens)
+{
+    char path[512], line[128], want[40];
+    int n = 0;
+    snprintf(want, sizeof(want), "{\"end\":%" PRIu64 ",", end);
+    *opens = 0;
+    DIR *d = opendir(e->data);
+    CHECK(d != NULL);
+    for (struct dirent *de; d && (de = readdir(d));) {
+        if (!strstr(de->d_name, ".jsonl"))
+            continue;
+        *opens += strstr(de->d_name, ".open") != NULL;
+        snprintf(path, sizeof(path), "%s/%s", e->data, de->d_name);
+        FILE *fp = fopen(path, "r");
+        while (fp && fgets(line, sizeof(line), fp))
+            n += strncmp(line, want, strlen(want)) == 0;
+        if (fp)
+            fclose(fp);
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/*
+ * A rotation fails at one step (ops as PGCDC_FAULT_OPS, on paths ending in suffix; the
+ * first `skip` such calls pass, the next two fail, so the first retry fails too). The
+ * events of the rotated segment were acknowledged, so the checkpoint must go on naming
+ * it; then either the process dies (crash) and a restart finds it, or the failure passes
+ * and the retry closes it. Either way each event is in the files once.
+ */
+static void rotation_fault(const char *ops, const char *suffix, int skip, bool after, bool crash)
+{
+    struct env e;
+    struct pgcdc_txn_track *t;
+    char err[256];
+    env_init(&e);
+    CHECK_INT_EQ(
+        pgcdc_config_set(&e.cfg, "sink.file.segment_bytes", "4096", "test", err, sizeof(err)), 0);
+    struct pgcdc_sink *s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    txn(s, t, 1000, 3);
+    sync_ok(s);
+
+    char skips[16];
+    snprintf(skips, sizeof(skips), "%d", skip);
+    setenv("PGCDC_FAULT_SUFFIX", strcmp(suffix, "DATA") == 0 ? e.data : suffix, 1);
+    setenv("PGCDC_FAULT_SKIP", skips, 1);
+    setenv("PGCDC_FAULT_COUNT", "2", 1);
+    setenv("PGCDC_FAULT_AFTER", after ? "1" : "0", 1);
+    faultfs_reset();
+    setenv("PGCDC_FAULT_OPS", ops, 1);
+    CHECK(txn_rc(s, t, 2000, 200) < 0);           /* 200 events: past 4096 bytes, rotates */
+    CHECK(s->ops->sync(s, err, sizeof(err)) < 0); /* the retry fails too */
+    unsetenv("PGCDC_FAULT_OPS");
+
+    char seg1[128];
+    pgcdc_segdir_name(seg1, sizeof(seg1), 1, 1000 - 8, true);
+    struct pgcdc_segdir_record ck = ckpt_now(&e);
+    CHECK_STR_EQ(ck.seg, seg1); /* still named, at its full length: a restart skips txn 2000 */
+    CHECK_U64_EQ(ck.lsn, 2000);
+    CHECK(ck.off > 4096);
+    if (crash) {
+        sink_close(s, t);
+        s = sink_open(&e, &t, err, sizeof(err));
+        CHECK(s != NULL);
+        CHECK_U64_EQ(s->ops->resume_lsn(s), 2000);
+    } else {
+        CHECK_INT_EQ(s->ops->rewind(s, err, sizeof(err)), PGCDC_OK);
+        sync_ok(s); /* the retry that succeeds: closed, and the checkpoint says so */
+        CHECK_STR_EQ(ckpt_now(&e).seg, "");
+    }
+    txn(s, t, 3000, 1);
+    sync_ok(s);
+    sink_close(s, t);
+    int opens;
+    CHECK_INT_EQ(count_end(&e, 1000, &opens), 3);
+    CHECK_INT_EQ(count_end(&e, 2000, &opens), 200);
+    CHECK_INT_EQ(count_end(&e, 3000, &opens), 1);
+    CHECK(opens <= 1); /* none left behind */
+    env_free(&e);
+}
+
 int main(void)
 {
     test_reopen_and_in_place();
     test_checkpoint_write_fails();
     test_plain_format();
+    rotation_fault("rename", ".jsonl.open", 0, false, true);
+    rotation_fault("rename", ".jsonl.open", 0, true, true); /* it happened, yet failed */
+    rotation_fault("close,rename", ".jsonl.open", 0, false, false);
+    rotation_fault("fsync", "DATA", 0, false, true); /* the directory, after the rename */
+    rotation_fault("fsync", "DATA", 0, false, false);
     return UNIT_DONE();
 }
