@@ -17,6 +17,8 @@
 
 enum pgcdc_snapshot_mode { PGCDC_SNAPSHOT_INITIAL = 0, PGCDC_SNAPSHOT_NEVER, PGCDC_SNAPSHOT_INITIAL_ONLY };
 enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA };
+/* What a sink does with an event its destination refuses for good. */
+enum pgcdc_on_permanent_error { PGCDC_ON_ERROR_STOP = 0, PGCDC_ON_ERROR_DEAD_LETTER };
 
 struct pgcdc_kv {
     char *key;   /* without the "kafka." prefix, e.g. "bootstrap.servers" */
@@ -36,6 +38,9 @@ struct pgcdc_config {
     uint64_t sink_file_segment_bytes;
     char *sink_kafka_topic_prefix;
     bool sink_kafka_tombstones;
+    int sink_kafka_on_permanent_error;      /* enum pgcdc_on_permanent_error */
+    bool sink_kafka_allow_weaker_delivery;  /* accept kafka.* settings that weaken delivery */
+    uint64_t sink_kafka_max_message_bytes;  /* 0: the topic's max.message.bytes from the brokers */
     struct pgcdc_kv *kafka;
     size_t nkafka;
     char *state_dir;
