@@ -83,6 +83,32 @@ static const char *conf_get(const rd_kafka_conf_t *conf, const rd_kafka_topic_co
     return buf;
 }
 
+/* A value of `key` that weakens delivery: equal to `value` (eq), or anything but it. */
+struct weak_rule {
+    const char *key;
+    const char *value;
+    bool eq;
+    const char *why; /* %s: the value set */
+};
+
+static const struct weak_rule weak_rules[] = {
+    /* librdkafka reports "all" as -1. */
+    {"acks", "-1", false,
+     "kafka.acks=%s lets a broker acknowledge a message before every in-sync replica has it, "
+     "so losing that broker loses changes pgcdc confirmed (use all)"},
+    {"message.timeout.ms", "0", false,
+     "kafka.message.timeout.ms=%s fails the messages of a broker outage longer than that, and "
+     "their resend lands behind later changes of the same key (use 0: never, pgcdc's default)"},
+    {"retries", "0", true,
+     "kafka.retries=%s fails a message on the first transient broker error, and its resend "
+     "lands behind later changes of the same key"},
+    {"queuing.strategy", "lifo", true,
+     "kafka.queuing.strategy=%s sends newer messages first, reordering each key's changes"},
+    {"partitioner", "random", true,
+     "kafka.partitioner=%s spreads one key's changes over partitions, so their order is lost "
+     "(use consistent_random, murmur2_random or fnv1a_random)"},
+};
+
 static void add_reason(char *why, size_t whylen, int *n, const char *fmt, const char *value)
 {
     size_t used = strlen(why);
@@ -100,45 +126,25 @@ static void add_reason(char *why, size_t whylen, int *n, const char *fmt, const 
 int pgcdc_kafka_conf_weaker(const rd_kafka_conf_t *conf, const rd_kafka_topic_conf_t *tconf,
                             char *why, size_t whylen)
 {
-    char acks[32], idem[16], inflight[32], timeout[32], retries[32], queuing[16], part[64];
+    char val[64], inflight[32];
     int n = 0;
 
     why[0] = '\0';
-    /* librdkafka reports "all" as -1. */
-    if (strcmp(conf_get(conf, tconf, "acks", acks, sizeof(acks)), "-1") != 0)
-        add_reason(why, whylen, &n,
-                   "kafka.acks=%s lets a broker acknowledge a message before every in-sync "
-                   "replica has it, so losing that broker loses changes pgcdc confirmed (use all)",
-                   acks);
+    for (size_t i = 0; i < sizeof(weak_rules) / sizeof(weak_rules[0]); i++) {
+        const struct weak_rule *r = &weak_rules[i];
+
+        if ((strcmp(conf_get(conf, tconf, r->key, val, sizeof(val)), r->value) == 0) == r->eq)
+            add_reason(why, whylen, &n, r->why, val);
+    }
+    /* librdkafka lowers the in-flight default to 5 only with idempotence on. */
     conf_get(conf, tconf, "max.in.flight.requests.per.connection", inflight, sizeof(inflight));
-    if (strcmp(conf_get(conf, tconf, "enable.idempotence", idem, sizeof(idem)), "false") == 0 &&
+    if (strcmp(conf_get(conf, tconf, "enable.idempotence", val, sizeof(val)), "false") == 0 &&
         strtol(inflight, NULL, 10) > 1)
         add_reason(why, whylen, &n,
                    "kafka.enable.idempotence=false with %s requests in flight lets a retried "
                    "request land after a later one, reordering a key's changes (keep idempotence "
                    "on, or set kafka.max.in.flight.requests.per.connection=1)",
                    inflight);
-    if (strcmp(conf_get(conf, tconf, "message.timeout.ms", timeout, sizeof(timeout)), "0") != 0)
-        add_reason(why, whylen, &n,
-                   "kafka.message.timeout.ms=%s fails the messages of a broker outage longer than "
-                   "that, and their resend lands behind later changes of the same key (use 0: "
-                   "never, pgcdc's default)",
-                   timeout);
-    if (strcmp(conf_get(conf, tconf, "retries", retries, sizeof(retries)), "0") == 0)
-        add_reason(why, whylen, &n,
-                   "kafka.retries=%s fails a message on the first transient broker error, and its "
-                   "resend lands behind later changes of the same key",
-                   retries);
-    if (strcmp(conf_get(conf, tconf, "queuing.strategy", queuing, sizeof(queuing)), "lifo") == 0)
-        add_reason(why, whylen, &n,
-                   "kafka.queuing.strategy=%s sends newer messages first, reordering each key's "
-                   "changes",
-                   queuing);
-    if (strcmp(conf_get(conf, tconf, "partitioner", part, sizeof(part)), "random") == 0)
-        add_reason(why, whylen, &n,
-                   "kafka.partitioner=%s spreads one key's changes over partitions, so their "
-                   "order is lost (use consistent_random, murmur2_random or fnv1a_random)",
-                   part);
     return n;
 }
 
@@ -168,8 +174,7 @@ static int cap_batch(const struct pgcdc_config *cfg, rd_kafka_conf_t *conf,
 }
 
 int pgcdc_kafka_conf_build(const struct pgcdc_config *cfg, rd_kafka_conf_t **confp,
-                           rd_kafka_topic_conf_t **tconfp, struct pgcdc_kafka_sizes *sizes,
-                           char *err, size_t errlen)
+                           struct pgcdc_kafka_sizes *sizes, char *err, size_t errlen)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_topic_conf_t *tconf = rd_kafka_topic_conf_new();
@@ -177,7 +182,6 @@ int pgcdc_kafka_conf_build(const struct pgcdc_config *cfg, rd_kafka_conf_t **con
     int rc = PGCDC_ERR;
 
     *confp = NULL;
-    *tconfp = NULL;
     if (!conf || !tconf) {
         snprintf(err, errlen, "kafka: out of memory");
         goto fail;
@@ -212,8 +216,9 @@ int pgcdc_kafka_conf_build(const struct pgcdc_config *cfg, rd_kafka_conf_t **con
     }
     if ((rc = cap_batch(cfg, conf, tconf, sizes, err, errlen)) < 0)
         goto fail;
+    /* Takes tconf: every topic handle created with a NULL conf gets a copy. */
+    rd_kafka_conf_set_default_topic_conf(conf, tconf);
     *confp = conf;
-    *tconfp = tconf;
     return PGCDC_OK;
 
 fail:

@@ -713,7 +713,6 @@ int pgcdc_sink_kafka_open(struct pgcdc_sink **out, const struct pgcdc_config *cf
 {
     struct pgcdc_sink_kafka *k;
     rd_kafka_conf_t *conf = NULL;
-    rd_kafka_topic_conf_t *tconf = NULL;
     char why[512];
     int rc = PGCDC_ERR;
 
@@ -737,7 +736,7 @@ int pgcdc_sink_kafka_open(struct pgcdc_sink **out, const struct pgcdc_config *cf
         (rc = pgcdc_deadletter_open(&k->dl, cfg->state_dir, err, errlen)) < 0)
         goto fail;
 
-    if ((rc = pgcdc_kafka_conf_build(cfg, &conf, &tconf, &k->sizes, err, errlen)) < 0)
+    if ((rc = pgcdc_kafka_conf_build(cfg, &conf, &k->sizes, err, errlen)) < 0)
         goto fail;
     rc = PGCDC_ERR;
 
@@ -752,9 +751,7 @@ int pgcdc_sink_kafka_open(struct pgcdc_sink **out, const struct pgcdc_config *cf
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_opaque(conf, k);
 
-    /* rd_kafka_conf_set_default_topic_conf takes tconf; rd_kafka_new takes conf on success. */
-    rd_kafka_conf_set_default_topic_conf(conf, tconf);
-    tconf = NULL;
+    /* rd_kafka_new takes conf on success. */
     k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
     if (!k->rk) {
         snprintf(err, errlen, "kafka: %s", why);
@@ -773,8 +770,6 @@ int pgcdc_sink_kafka_open(struct pgcdc_sink **out, const struct pgcdc_config *cf
     return PGCDC_OK;
 
 fail:
-    if (tconf)
-        rd_kafka_topic_conf_destroy(tconf);
     if (conf)
         rd_kafka_conf_destroy(conf);
     if (k)

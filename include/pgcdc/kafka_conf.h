@@ -20,16 +20,16 @@ struct pgcdc_kafka_sizes {
 };
 
 /*
- * Build *conf and *tconf (the default topic configuration) from cfg: pgcdc's defaults,
+ * Build *conf, with its default topic configuration attached, from cfg: pgcdc's defaults,
  * then each kafka.* key (a topic property if librdkafka knows it as one, else a global one,
  * as kcat -X does), then batch.size capped at sink.kafka.max_message_bytes when that is
  * set. A bad kafka.* key or value, or a setting that weakens delivery while
  * sink.kafka.allow_weaker_delivery is off, is PGCDC_ERR_CONFIG naming it; a secret's value
- * never appears. On success the caller owns *conf and *tconf; on failure nothing is left.
+ * never appears. On success the caller owns *conf (rd_kafka_new takes it); on failure
+ * nothing is left.
  */
 int pgcdc_kafka_conf_build(const struct pgcdc_config *cfg, rd_kafka_conf_t **conf,
-                           rd_kafka_topic_conf_t **tconf, struct pgcdc_kafka_sizes *sizes,
-                           char *err, size_t errlen);
+                           struct pgcdc_kafka_sizes *sizes, char *err, size_t errlen);
 
 /*
  * The settings of conf/tconf that weaken at-least-once delivery or per-key order, each

@@ -273,25 +273,22 @@ static void test_conf_sizes(void)
     struct pgcdc_config c;
     struct pgcdc_kafka_sizes sz;
     rd_kafka_conf_t *conf;
-    rd_kafka_topic_conf_t *tconf;
     char err[512], val[32];
     size_t n = sizeof(val);
 
     cfg_make(&c, "p", NULL);
-    CHECK_INT_EQ(pgcdc_kafka_conf_build(&c, &conf, &tconf, &sz, err, sizeof(err)), 0);
+    CHECK_INT_EQ(pgcdc_kafka_conf_build(&c, &conf, &sz, err, sizeof(err)), 0);
     CHECK_U64_EQ(sz.message_max_bytes, 1000000);
     CHECK_U64_EQ(sz.batch_max_bytes, 1000000);
     rd_kafka_conf_destroy(conf);
-    rd_kafka_topic_conf_destroy(tconf);
     pgcdc_config_free(&c);
 
     cfg_make(&c, "p", "sink.kafka.max_message_bytes", "5000", NULL);
-    CHECK_INT_EQ(pgcdc_kafka_conf_build(&c, &conf, &tconf, &sz, err, sizeof(err)), 0);
+    CHECK_INT_EQ(pgcdc_kafka_conf_build(&c, &conf, &sz, err, sizeof(err)), 0);
     CHECK_U64_EQ(sz.batch_max_bytes, 5000);
     CHECK_INT_EQ(rd_kafka_conf_get(conf, "batch.size", val, &n), RD_KAFKA_CONF_OK);
     CHECK_STR_EQ(val, "5000");
     rd_kafka_conf_destroy(conf);
-    rd_kafka_topic_conf_destroy(tconf);
     pgcdc_config_free(&c);
 }
 
