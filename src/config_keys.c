@@ -21,6 +21,8 @@ static const char *const level_names[] = {"error", "warn", "info", "debug", NULL
 static const char *const format_names[] = {"text", "json", NULL};
 /* In the order of enum pgcdc_missing_rows. */
 static const char *const missing_rows_names[] = {"error", "warn", NULL};
+/* In the order of enum pgcdc_on_permanent_error. */
+static const char *const on_error_names[] = {"stop", "dead_letter", NULL};
 
 #define HELP_BOOL "true or false (also on/off, yes/no, 1/0)"
 #define HELP_PATH "a non-empty path"
@@ -53,6 +55,14 @@ const struct pgcdc_config_key pgcdc_config_keys[] = {
      "1-120 characters of letters, digits, '.', '_' or '-' (a Kafka topic name prefix)"},
     {"sink.kafka.tombstones", PGCDC_KEY_BOOL, OFF(sink_kafka_tombstones), 0, 0, NULL, "true",
      HELP_BOOL},
+    {"sink.kafka.on_permanent_error", PGCDC_KEY_ENUM, OFF(sink_kafka_on_permanent_error), 0, 0,
+     on_error_names, "stop", NULL},
+    {"sink.kafka.allow_weaker_delivery", PGCDC_KEY_BOOL, OFF(sink_kafka_allow_weaker_delivery), 0,
+     0, NULL, "false", HELP_BOOL},
+    /* 0: the topic's max.message.bytes as the brokers report it. librdkafka's own ceiling for
+     * message.max.bytes is 1000000000. */
+    {"sink.kafka.max_message_bytes", PGCDC_KEY_U64, OFF(sink_kafka_max_message_bytes), 0,
+     1000000000, NULL, "0", NULL},
     {"state.dir", PGCDC_KEY_STR, OFF(state_dir), 0, 0, NULL, "./pgcdc-state", HELP_PATH},
     {"status.interval_ms", PGCDC_KEY_INT, OFF(status_interval_ms), 10, 600000, NULL, "1000", NULL},
     {"metrics.listen", PGCDC_KEY_HOSTPORT, OFF(metrics_listen), 0, 0, NULL, NULL,

@@ -94,6 +94,9 @@ int pgcdc_metrics_render(struct pgcdc_buf *b)
                NULL, (double)atomic_load(&m->reconnects)) < 0 ||
         metric(b, "pgcdc_sink_errors_total", "counter", "Sink write or delivery errors.", NULL,
                (double)atomic_load(&m->sink_errors)) < 0 ||
+        metric(b, "pgcdc_dead_letters_total", "counter",
+               "Events the destination refused for good, written to state.dir/dead-letter/.",
+               NULL, (double)atomic_load(&m->dead_letters)) < 0 ||
         metric(b, "pgcdc_inflight_transactions", "gauge",
                "Transactions received and not yet confirmed.", NULL,
                (double)atomic_load(&m->inflight)) < 0 ||

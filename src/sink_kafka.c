@@ -19,7 +19,20 @@
  * sends everything after the confirmed LSN again.
  *
  * Ordering: the default partitioner hashes the key, so one key stays on one partition;
- * the idempotent producer keeps per-partition order across retries.
+ * the idempotent producer keeps per-partition order across retries. Settings that would
+ * weaken either guarantee are refused by kafka_conf.c.
+ *
+ * Messages Kafka refuses for good (README, Guarantees; docs/kafka.md): each message is
+ * measured before it is produced against its topic's limit: sink.kafka.max_message_bytes
+ * when set, else the topic's max.message.bytes as DescribeConfigs reports it (asked once
+ * per topic, without waiting: until the answer comes, and on clusters that cannot answer,
+ * librdkafka's message.max.bytes alone). One over the limit is refused for good: with
+ * sink.kafka.on_permanent_error = stop the sink fails naming table, key, LSN and size;
+ * with dead_letter it goes to deadletter.c, durable before write returns, and is not
+ * produced. The brokers refuse whole batches, so a delivery report of MSG_SIZE_TOO_LARGE
+ * for a message that shared its batch is retried (the stream reconnects and sends again
+ * from the confirmed LSN), never dead-lettered; only a message that filled a batch alone
+ * is refused for good there.
  *
  * Back-pressure: when librdkafka's local queue is full (brokers slow or down), write
  * returns PGCDC_AGAIN and the caller polls and offers the same record again. With
@@ -38,19 +51,17 @@
 #include <librdkafka/rdkafka.h>
 
 #include "pgcdc/common.h"
+#include "pgcdc/deadletter.h"
+#include "pgcdc/kafka_conf.h"
+#include "pgcdc/kafka_topics.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
+#include "pgcdc/metrics.h"
 #include "pgcdc/txn_track.h"
 
 /* A tracker handle travels in the message's opaque pointer. */
 _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t),
                "the Kafka sink passes 64-bit tracker handles through a pointer");
-
-/* Kafka's legal topic length. */
-#define KAFKA_TOPIC_MAX 249
-
-/* Room for a PostgreSQL name (at most 63 bytes) in the last-table cache. */
-#define KAFKA_NAME_CACHE 128
 
 /* librdkafka warnings: the same error code is logged at most once per this interval. */
 #define KAFKA_WARN_INTERVAL_MS 10000
@@ -58,30 +69,10 @@ _Static_assert(sizeof(uintptr_t) >= sizeof(uint64_t),
 /* Bounded wait for outstanding deliveries when closing (the caller has flushed already). */
 #define KAFKA_CLOSE_FLUSH_MS 500
 
-/* The producer defaults we set before the user's kafka.* keys; see docs/kafka.md. */
-struct kafka_default {
-    const char *key;
-    const char *value;
-    bool topic; /* a topic-level property */
-};
-
-static const struct kafka_default kafka_defaults[] = {
-    {"client.id", "pgcdc", false},
-    /* No duplicates from retries, and per-partition order kept with 5 requests in flight. */
-    {"enable.idempotence", "true", false},
-    {"acks", "all", true},
-    /* Never fail a message for taking long: a broker outage becomes back-pressure. */
-    {"message.timeout.ms", "0", true},
-    /* Small batching delay: throughput without adding visible latency. */
-    {"linger.ms", "10", false},
-    /* Event JSON compresses well; lz4 is cheap and every broker version reads it. */
-    {"compression.codec", "lz4", false},
-    /* Bound memory under an outage or a burst: at most 20,000 messages or 32 MiB queued
-     * locally, then back-pressure. Peak RSS stays well under 64 MB (docs/benchmarks.md);
-     * fewer queued messages cost no measurable throughput. */
-    {"queue.buffering.max.messages", "20000", false},
-    {"queue.buffering.max.kbytes", "32768", false},
-};
+/* Room for Kafka's framing of one record: the record batch header (61 bytes), the record's
+ * varints and our four headers (under 200 bytes together), rounded up. A message is too
+ * large when key + value + this exceed the limit. */
+#define KAFKA_FRAMING_BYTES 256
 
 #define KAFKA_RATELIMIT_SLOTS 16
 
@@ -91,25 +82,20 @@ struct kafka_ratelimit {
     uint64_t suppressed;
 };
 
-/* One cached topic handle; the table is open-addressed on the topic name. */
-struct kafka_topic_slot {
-    char *name; /* owned; NULL: empty slot */
-    rd_kafka_topic_t *rkt;
-};
-
 struct pgcdc_sink_kafka {
     struct pgcdc_sink base; /* first, so a struct pgcdc_sink * converts back */
     rd_kafka_t *rk;
 
-    struct kafka_topic_slot *topics;
-    size_t ntopics, topics_cap; /* cap is a power of two */
-    struct pgcdc_buf topic;     /* reused: the topic name of the current record */
-    /* The last record's table and its handle: consecutive rows mostly share a table. */
-    char last_schema[KAFKA_NAME_CACHE], last_table[KAFKA_NAME_CACHE];
-    rd_kafka_topic_t *last_rkt;
-    char *prefix;
+    struct pgcdc_kafka_topics topics; /* owned; set up once rk exists */
     bool tombstones;
-    size_t max_bytes; /* the producer's message.max.bytes, for error messages */
+    struct pgcdc_kafka_sizes sizes;
+    size_t user_max; /* sink.kafka.max_message_bytes; 0: the topic's, from the brokers */
+    int on_error;    /* enum pgcdc_on_permanent_error */
+    struct pgcdc_deadletter *dl; /* owned; only with on_error dead_letter */
+
+    /* The brokers refused a batch that mixed messages: resend from the confirmed LSN. */
+    bool retry;
+    char retry_why[512];
 
     /* The record whose event was produced but whose tombstone met a full queue. */
     bool tombstone_pending;
@@ -117,7 +103,7 @@ struct pgcdc_sink_kafka {
 
     /* The first failure (fatal producer error or failed delivery); stops the worker. */
     bool failed;
-    char failure[512];
+    char failure[1024];
     uint64_t failed_deliveries;
 
     bool closing; /* the tracker may be gone: delivery reports no longer touch it */
@@ -168,7 +154,9 @@ static const char *kafka_delivery_hint(rd_kafka_resp_err_t e)
     case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
         return "; grant the producer's principal WRITE (and DESCRIBE) on the topic";
     case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
-        return "; grant IDEMPOTENT_WRITE on the cluster, or set kafka.enable.idempotence=false";
+        /* Without idempotence, one request in flight is what keeps each key's order. */
+        return "; grant IDEMPOTENT_WRITE on the cluster, or set kafka.enable.idempotence=false "
+               "together with kafka.max.in.flight.requests.per.connection=1";
     case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
     case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
         return "; create the topic (or enable auto.create.topics.enable on the brokers)";
@@ -195,47 +183,160 @@ static int kafka_check(struct pgcdc_sink_kafka *k, char *err, size_t errlen)
     /* A fatal error may be raised before its error_cb has been served. */
     if (!k->failed && rd_kafka_fatal_error(k->rk, NULL, 0))
         kafka_fail_fatal(k);
-    if (!k->failed)
-        return PGCDC_OK;
-    snprintf(err, errlen, "%s", k->failure);
-    return PGCDC_ERR;
+    if (k->failed) {
+        snprintf(err, errlen, "%s", k->failure);
+        return PGCDC_ERR;
+    }
+    if (k->retry) {
+        snprintf(err, errlen, "%s", k->retry_why);
+        return PGCDC_ERR_RETRY;
+    }
+    return PGCDC_OK;
+}
+
+/* ---- messages refused for good ---- */
+
+/* A message the brokers cannot take, as the error and the dead letter name it. */
+struct kafka_refused {
+    const char *table; /* schema.table, or NULL when only the topic is known */
+    const char *topic;
+    const char *key; /* JSON or NULL */
+    size_t key_len;
+    const char *value; /* the event JSON, or NULL for a tombstone */
+    size_t value_len;
+    uint64_t lsn, commit_lsn;
+    const char *why; /* "over the limit of N bytes (kafka.message.max.bytes)", ... */
+};
+
+/*
+ * Stop on a refused message (on_permanent_error = stop: the sink fails, PGCDC_ERR), or
+ * write it to the dead letters and go on (PGCDC_OK once it is durable; a failed write
+ * returns its class, and the message counts as not written).
+ */
+static int kafka_refuse(struct pgcdc_sink_kafka *k, const struct kafka_refused *x, char *err,
+                        size_t errlen)
+{
+    char text[PGCDC_LSN_BUFLEN], where[320], reason[512];
+    size_t size = x->value_len + (x->key ? x->key_len : 0);
+    int kl = x->key ? (int)(x->key_len > 200 ? 200 : x->key_len) : 4;
+    int rc;
+
+    pgcdc_lsn_format(x->lsn, text);
+    if (x->table)
+        snprintf(where, sizeof(where), "table %s (topic %s)", x->table, x->topic);
+    else
+        snprintf(where, sizeof(where), "topic %s", x->topic);
+    snprintf(reason, sizeof(reason), "%zu bytes (key + value), %s", size, x->why);
+    if (k->on_error == PGCDC_ON_ERROR_STOP) {
+        kafka_fail(k,
+                   "kafka: message for %s at LSN %s (%" PRIu64 "), key %.*s, is %s; raise the "
+                   "limit (the topic's max.message.bytes, kafka.message.max.bytes, "
+                   "sink.kafka.max_message_bytes), exclude the table with source.tables.exclude, "
+                   "or set sink.kafka.on_permanent_error = dead_letter",
+                   where, text, x->lsn, kl, x->key ? x->key : "null", reason);
+        snprintf(err, errlen, "%s", k->failure);
+        return PGCDC_ERR;
+    }
+    struct pgcdc_deadletter_entry e = {
+        .reason = reason,
+        .topic = x->topic,
+        .key = x->key,
+        .key_len = x->key_len,
+        .event = x->value,
+        .event_len = x->value_len,
+        .lsn = x->lsn,
+        .commit_lsn = x->commit_lsn,
+        .size = size,
+    };
+    if ((rc = pgcdc_deadletter_write(k->dl, &e, err, errlen)) < 0)
+        return rc;
+    atomic_fetch_add(&pgcdc_metrics.dead_letters, 1);
+    pgcdc_log(PGCDC_LOG_WARN, "kafka: message refused for good, written to the dead letters",
+              "topic", x->topic, "lsn", text, "reason", reason, "dir", pgcdc_deadletter_dir(k->dl),
+              NULL);
+    return PGCDC_OK;
+}
+
+/*
+ * The brokers refused a message as too large. They judge whole batches: a message that
+ * shared its batch is sent again (the stream reconnects and resends from the confirmed
+ * LSN), and stays unacknowledged meanwhile so nothing after it is confirmed. Only a
+ * message too large to share a batch (at least batch_max_bytes) was refused on its own,
+ * for good. Returns whether it was handled for good (true: acknowledge it as `*ok`).
+ */
+static bool kafka_dr_too_large(struct pgcdc_sink_kafka *k, const rd_kafka_message_t *m, bool *ok)
+{
+    char lsn[32], clsn[32], why[160], err[512], text[PGCDC_LSN_BUFLEN];
+    const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "?";
+    size_t size = m->len + m->key_len;
+    int rc;
+
+    kafka_header(m, "pgcdc.lsn", lsn, sizeof(lsn));
+    kafka_header(m, "pgcdc.commit_lsn", clsn, sizeof(clsn));
+    if (size < k->sizes.batch_max_bytes) {
+        if (!k->retry) {
+            pgcdc_lsn_format(strtoull(lsn, NULL, 10), text);
+            k->retry = true;
+            snprintf(k->retry_why, sizeof(k->retry_why),
+                     "kafka: the brokers refused a batch of topic %s as too large (it held the "
+                     "%zu-byte message at LSN %s); sending again from the confirmed LSN. If it "
+                     "repeats, set sink.kafka.max_message_bytes to the topic's max.message.bytes "
+                     "so that batches stay under it",
+                     topic, size, text);
+        }
+        return false;
+    }
+    snprintf(why, sizeof(why), "refused by the brokers as too large (%s)",
+             rd_kafka_err2str(m->err));
+    struct kafka_refused x = {
+        .topic = topic,
+        .key = m->key,
+        .key_len = m->key_len,
+        .value = m->payload,
+        .value_len = m->len,
+        .lsn = strtoull(lsn, NULL, 10),
+        .commit_lsn = strtoull(clsn, NULL, 10),
+        .why = why,
+    };
+    rc = kafka_refuse(k, &x, err, sizeof(err));
+    if (rc == PGCDC_ERR_RETRY && !k->retry) {
+        /* The dead letter could not be written (a full disk): later, from the start. */
+        k->retry = true;
+        snprintf(k->retry_why, sizeof(k->retry_why), "%s", err);
+        return false;
+    }
+    if (rc < 0)
+        kafka_fail(k, "%s", err);
+    *ok = rc == PGCDC_OK;
+    return true;
 }
 
 static void kafka_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     struct pgcdc_sink_kafka *k = opaque;
     uint64_t h = (uint64_t)(uintptr_t)m->_private;
-    char lsn[32], clsn[32];
+    char lsn[32], clsn[32], text[PGCDC_LSN_BUFLEN];
     bool ok = m->err == RD_KAFKA_RESP_ERR_NO_ERROR;
 
     (void)rk;
-    if (!k->closing && k->base.track)
-        pgcdc_txn_track_ack(k->base.track, h, ok);
-    if (ok || k->closing)
+    if (k->closing || !k->base.track)
+        return; /* the tracker may be gone; nothing after close is confirmed anyway */
+    if (!ok && m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE) {
+        if (kafka_dr_too_large(k, m, &ok))
+            pgcdc_txn_track_ack(k->base.track, h, ok);
+        return;
+    }
+    pgcdc_txn_track_ack(k->base.track, h, ok);
+    if (ok)
         return;
 
     k->failed_deliveries++;
     kafka_header(m, "pgcdc.lsn", lsn, sizeof(lsn));
     kafka_header(m, "pgcdc.commit_lsn", clsn, sizeof(clsn));
-    {
-        uint64_t v = strtoull(lsn, NULL, 10);
-        char text[PGCDC_LSN_BUFLEN];
-        const char *topic = m->rkt ? rd_kafka_topic_name(m->rkt) : "?";
-
-        pgcdc_lsn_format(v, text);
-        if (m->err == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE ||
-            m->err == RD_KAFKA_RESP_ERR_INVALID_RECORD) {
-            kafka_fail(k,
-                       "kafka: the brokers rejected a message of topic %s at LSN %s (%s) as too "
-                       "large: %zu bytes (%s); raise the topic's max.message.bytes, or exclude "
-                       "the table with source.tables.exclude",
-                       topic, text, lsn, m->len + m->key_len, rd_kafka_err2str(m->err));
-        } else {
-            kafka_fail(k, "kafka: delivery to topic %s failed at LSN %s (%s, commit_lsn %s): %s%s",
-                       topic, text, lsn, clsn, rd_kafka_err2str(m->err),
-                       kafka_delivery_hint(m->err));
-        }
-    }
+    pgcdc_lsn_format(strtoull(lsn, NULL, 10), text);
+    kafka_fail(k, "kafka: delivery to topic %s failed at LSN %s (%s, commit_lsn %s): %s%s",
+               m->rkt ? rd_kafka_topic_name(m->rkt) : "?", text, lsn, clsn,
+               rd_kafka_err2str(m->err), kafka_delivery_hint(m->err));
 }
 
 /*
@@ -331,130 +432,71 @@ static void kafka_log_cb(const rd_kafka_t *rk, int level, const char *fac, const
     pgcdc_log(PGCDC_LOG_WARN, "librdkafka", "fac", fac, "detail", buf, "suppressed", sup, NULL);
 }
 
-/* ---- topics ---- */
-
-static uint64_t kafka_hash(const char *s, size_t n)
-{
-    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
-
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)s[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
-}
-
-static int kafka_topics_grow(struct pgcdc_sink_kafka *k)
-{
-    size_t ncap = k->topics_cap ? k->topics_cap * 2 : 64;
-    struct kafka_topic_slot *nt = calloc(ncap, sizeof(*nt));
-
-    if (!nt)
-        return PGCDC_ERR;
-    for (size_t i = 0; i < k->topics_cap; i++) {
-        struct kafka_topic_slot *o = &k->topics[i];
-        size_t j;
-
-        if (!o->name)
-            continue;
-        j = kafka_hash(o->name, strlen(o->name)) & (ncap - 1);
-        while (nt[j].name)
-            j = (j + 1) & (ncap - 1);
-        nt[j] = *o;
-    }
-    free(k->topics);
-    k->topics = nt;
-    k->topics_cap = ncap;
-    return PGCDC_OK;
-}
-
-/*
- * Build <prefix>.<schema>.<table> into k->topic. Characters Kafka does not allow in a topic
- * name (anything but [A-Za-z0-9._-]) become '_', as Debezium does.
- */
-static int kafka_topic_name(struct pgcdc_sink_kafka *k, const char *schema, const char *table,
-                            char *err, size_t errlen)
-{
-    size_t start;
-
-    pgcdc_buf_reset(&k->topic);
-    if (pgcdc_buf_append_str(&k->topic, k->prefix) < 0 || pgcdc_buf_append_char(&k->topic, '.') < 0)
-        goto nomem;
-    start = k->topic.len;
-    if (pgcdc_buf_append_str(&k->topic, schema) < 0 || pgcdc_buf_append_char(&k->topic, '.') < 0 ||
-        pgcdc_buf_append_str(&k->topic, table) < 0)
-        goto nomem;
-    for (size_t i = start; i < k->topic.len; i++) {
-        char c = k->topic.data[i];
-
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            k->topic.data[i] = '_';
-    }
-    if (k->topic.len > KAFKA_TOPIC_MAX) {
-        snprintf(err, errlen,
-                 "kafka: topic name for table %s.%s is %zu characters, over Kafka's limit of %d; "
-                 "shorten sink.kafka.topic_prefix",
-                 schema, table, k->topic.len, KAFKA_TOPIC_MAX);
-        return PGCDC_ERR;
-    }
-    return PGCDC_OK;
-nomem:
-    snprintf(err, errlen, "kafka: out of memory building a topic name");
-    return PGCDC_ERR;
-}
-
-/* The cached handle for the topic named in k->topic, created on first use. */
-static rd_kafka_topic_t *kafka_topic(struct pgcdc_sink_kafka *k, char *err, size_t errlen)
-{
-    const char *name = k->topic.data;
-    size_t j;
-
-    if (k->topics_cap) {
-        j = kafka_hash(name, k->topic.len) & (k->topics_cap - 1);
-        for (; k->topics[j].name; j = (j + 1) & (k->topics_cap - 1))
-            if (strcmp(k->topics[j].name, name) == 0)
-                return k->topics[j].rkt;
-    }
-    if ((k->ntopics + 1) * 2 > k->topics_cap && kafka_topics_grow(k) < 0)
-        goto nomem;
-    j = kafka_hash(name, k->topic.len) & (k->topics_cap - 1);
-    while (k->topics[j].name)
-        j = (j + 1) & (k->topics_cap - 1);
-    /* NULL conf: the handle takes the default topic conf given at rd_kafka_new. */
-    k->topics[j].rkt = rd_kafka_topic_new(k->rk, name, NULL);
-    if (!k->topics[j].rkt) {
-        snprintf(err, errlen, "kafka: cannot create a handle for topic %s: %s", name,
-                 rd_kafka_err2str(rd_kafka_last_error()));
-        return NULL;
-    }
-    if (!(k->topics[j].name = strdup(name))) {
-        rd_kafka_topic_destroy(k->topics[j].rkt);
-        k->topics[j].rkt = NULL;
-        goto nomem;
-    }
-    k->ntopics++;
-    return k->topics[j].rkt;
-nomem:
-    snprintf(err, errlen, "kafka: out of memory caching topic %s", name);
-    return NULL;
-}
-
 /* ---- producing ---- */
 
 /*
- * Produce one message (value NULL: a tombstone). Returns 0, PGCDC_AGAIN when the local
- * queue is full (nothing was produced, nothing stays counted), PGCDC_ERR otherwise.
+ * Whether a message of `size` bytes (key + value) is over t's limit; if so, *why says
+ * which limit. The tightest known limit counts: sink.kafka.max_message_bytes when set, else
+ * the topic's max.message.bytes when the brokers told it, and librdkafka's
+ * message.max.bytes, which it enforces itself when the message is produced.
  */
-static int kafka_produce(struct pgcdc_sink_kafka *k, rd_kafka_topic_t *rkt,
+static bool kafka_too_large(struct pgcdc_sink_kafka *k, const struct pgcdc_kafka_topic *t,
+                            size_t size, char *why, size_t whylen)
+{
+    size_t limit = k->sizes.message_max_bytes;
+    const char *name = "kafka.message.max.bytes";
+
+    if (k->user_max && k->user_max <= limit) {
+        limit = k->user_max;
+        name = "sink.kafka.max_message_bytes";
+    } else if (!k->user_max && t->limit && t->limit <= limit) {
+        limit = t->limit;
+        name = "the topic's max.message.bytes";
+    }
+    if (size + KAFKA_FRAMING_BYTES <= limit)
+        return false;
+    snprintf(why, whylen, "over the limit of %zu bytes (%s) with Kafka's framing", limit, name);
+    return true;
+}
+
+/*
+ * Produce one message (value NULL: a tombstone). Returns 0, PGCDC_AGAIN when the local
+ * queue is full (nothing was produced, nothing stays counted), PGCDC_ERR otherwise. A
+ * message over its topic's limit is never produced: kafka_refuse decides (stop, or the
+ * dead letters and 0).
+ */
+static int kafka_produce(struct pgcdc_sink_kafka *k, struct pgcdc_kafka_topic *t,
                          const struct pgcdc_record *r, const char *value, size_t value_len,
                          char *err, size_t errlen)
 {
     char lsn[PGCDC_U64_BUFLEN], clsn[PGCDC_U64_BUFLEN], xid[PGCDC_U64_BUFLEN];
-    char op[2] = {r->op, '\0'};
+    char op[2] = {r->op, '\0'}, why[160], table[PGCDC_KAFKA_NAME_CACHE * 2 + 2];
+    size_t size = value_len + (r->key ? r->key_len : 0);
     rd_kafka_headers_t *hdrs;
     rd_kafka_resp_err_t e;
     uint64_t h;
+
+    if (kafka_too_large(k, t, size, why, sizeof(why))) {
+        snprintf(table, sizeof(table), "%s.%s", r->schema, r->table);
+        struct kafka_refused x = {
+            .table = table,
+            .topic = t->name,
+            .key = r->key,
+            .key_len = r->key_len,
+            .value = value,
+            .value_len = value_len,
+            .lsn = r->lsn,
+            .commit_lsn = r->commit_lsn,
+            .why = why,
+        };
+        int rc = kafka_refuse(k, &x, err, errlen);
+
+        /* Stopped on it: its transaction must never be confirmed, whatever comes next. A
+         * dead letter that could not be written yet is retried instead (a full disk). */
+        if (rc < 0 && rc != PGCDC_ERR_RETRY)
+            pgcdc_txn_track_ack(k->base.track, pgcdc_txn_track_add(k->base.track), false);
+        return rc;
+    }
 
     size_t lsn_len = pgcdc_u64_str(r->lsn, lsn);
     size_t clsn_len = pgcdc_u64_str(r->commit_lsn, clsn);
@@ -473,7 +515,7 @@ static int kafka_produce(struct pgcdc_sink_kafka *k, rd_kafka_topic_t *rkt,
     h = pgcdc_txn_track_add(k->base.track);
     /* F_COPY: our buffers are reused for the next row. On success librdkafka owns hdrs. */
     e = rd_kafka_producev(
-        k->rk, RD_KAFKA_V_RKT(rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+        k->rk, RD_KAFKA_V_RKT(t->rkt), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE((void *)value, value_len),
         RD_KAFKA_V_KEY((const void *)r->key, r->key ? r->key_len : 0), RD_KAFKA_V_HEADERS(hdrs),
         RD_KAFKA_V_OPAQUE((void *)(uintptr_t)h), RD_KAFKA_V_END);
@@ -495,17 +537,8 @@ static int kafka_produce(struct pgcdc_sink_kafka *k, rd_kafka_topic_t *rkt,
         char text[PGCDC_LSN_BUFLEN];
 
         pgcdc_lsn_format(r->lsn, text);
-        if (e == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE)
-            snprintf(err, errlen,
-                     "kafka: message for table %s.%s (topic %s) at LSN %s (%" PRIu64
-                     ") is %zu bytes, over kafka.message.max.bytes (%zu); raise "
-                     "kafka.message.max.bytes and the topic's max.message.bytes, or exclude the "
-                     "table with source.tables.exclude",
-                     r->schema, r->table, rd_kafka_topic_name(rkt), text, r->lsn,
-                     value_len + (r->key ? r->key_len : 0), k->max_bytes);
-        else
-            snprintf(err, errlen, "kafka: cannot produce to topic %s at LSN %s (%" PRIu64 "): %s",
-                     rd_kafka_topic_name(rkt), text, r->lsn, rd_kafka_err2str(e));
+        snprintf(err, errlen, "kafka: cannot produce to topic %s at LSN %s (%" PRIu64 "): %s",
+                 t->name, text, r->lsn, rd_kafka_err2str(e));
     }
     kafka_fail(k, "%s", err);
     return PGCDC_ERR;
@@ -521,37 +554,24 @@ static int kafka_begin(struct pgcdc_sink *s, const struct pgcdc_txn_meta *txn, c
 static int kafka_write(struct pgcdc_sink *s, const struct pgcdc_record *r, char *err, size_t errlen)
 {
     struct pgcdc_sink_kafka *k = kafka_of(s);
-    rd_kafka_topic_t *rkt;
+    struct pgcdc_kafka_topic *t;
     int rc;
 
     if ((rc = kafka_check(k, err, errlen)) < 0)
         return rc;
-    if (k->last_rkt && strcmp(r->schema, k->last_schema) == 0 &&
-        strcmp(r->table, k->last_table) == 0) {
-        rkt = k->last_rkt;
-    } else {
-        if (kafka_topic_name(k, r->schema, r->table, err, errlen) < 0)
-            return PGCDC_ERR;
-        if (!(rkt = kafka_topic(k, err, errlen)))
-            return PGCDC_ERR;
-        size_t ls = strlen(r->schema), lt = strlen(r->table);
-        k->last_rkt = NULL; /* cached only when both names fit */
-        if (ls < KAFKA_NAME_CACHE && lt < KAFKA_NAME_CACHE) {
-            memcpy(k->last_schema, r->schema, ls + 1);
-            memcpy(k->last_table, r->table, lt + 1);
-            k->last_rkt = rkt;
-        }
-    }
+    pgcdc_kafka_topics_poll(&k->topics);
+    if (!(t = pgcdc_kafka_topics_get(&k->topics, r->schema, r->table, err, errlen)))
+        return PGCDC_ERR;
 
     /* The same record offered again after its tombstone met a full queue: the event itself
      * is already produced; only the tombstone is left. */
     if (!(k->tombstone_pending && k->pending_lsn == r->lsn && r->op == 'd')) {
         k->tombstone_pending = false;
-        if ((rc = kafka_produce(k, rkt, r, r->value, r->value_len, err, errlen)) < 0)
+        if ((rc = kafka_produce(k, t, r, r->value, r->value_len, err, errlen)) < 0)
             return rc;
     }
     if (r->op == 'd' && k->tombstones && r->key) {
-        rc = kafka_produce(k, rkt, r, NULL, 0, err, errlen);
+        rc = kafka_produce(k, t, r, NULL, 0, err, errlen);
         if (rc == PGCDC_AGAIN) {
             k->tombstone_pending = true;
             k->pending_lsn = r->lsn;
@@ -576,6 +596,7 @@ static int kafka_sync(struct pgcdc_sink *s, char *err, size_t errlen)
     struct pgcdc_sink_kafka *k = kafka_of(s);
 
     rd_kafka_poll(k->rk, 0);
+    pgcdc_kafka_topics_poll(&k->topics);
     return kafka_check(k, err, errlen);
 }
 
@@ -584,6 +605,7 @@ static int kafka_poll(struct pgcdc_sink *s, int timeout_ms, char *err, size_t er
     struct pgcdc_sink_kafka *k = kafka_of(s);
 
     rd_kafka_poll(k->rk, timeout_ms);
+    pgcdc_kafka_topics_poll(&k->topics);
     return kafka_check(k, err, errlen);
 }
 
@@ -609,11 +631,15 @@ static int kafka_flush(struct pgcdc_sink *s, int timeout_ms, char *err, size_t e
 
 static int kafka_rewind(struct pgcdc_sink *s, char *err, size_t errlen)
 {
+    struct pgcdc_sink_kafka *k = kafka_of(s);
+
     (void)err;
     (void)errlen;
     /* Messages already produced stay produced: they may appear twice, with identical
-     * (commit_lsn, lsn), which at-least-once allows. */
-    kafka_of(s)->tombstone_pending = false;
+     * (commit_lsn, lsn), which at-least-once allows. A refused batch is sent again from
+     * the confirmed LSN, which is what the caller does next. */
+    k->tombstone_pending = false;
+    k->retry = false;
     return PGCDC_OK;
 }
 
@@ -625,17 +651,11 @@ static uint64_t kafka_resume_lsn(struct pgcdc_sink *s)
 
 static void kafka_free(struct pgcdc_sink_kafka *k)
 {
-    for (size_t i = 0; i < k->topics_cap; i++) {
-        if (!k->topics[i].name)
-            continue;
-        rd_kafka_topic_destroy(k->topics[i].rkt);
-        free(k->topics[i].name);
-    }
-    free(k->topics);
+    /* Topic handles go before the producer they belong to. */
+    pgcdc_kafka_topics_free(&k->topics);
     if (k->rk)
         rd_kafka_destroy(k->rk);
-    pgcdc_buf_free(&k->topic);
-    free(k->prefix);
+    pgcdc_deadletter_close(k->dl);
     free(k);
 }
 
@@ -680,39 +700,6 @@ static const struct pgcdc_sink_ops kafka_ops = {
     .close = kafka_close,
 };
 
-/* ---- configuration ---- */
-
-/*
- * Set key=value the way kcat's -X does: a topic property if librdkafka knows it as one,
- * otherwise a global one. librdkafka's message names the key; for a secret key it is
- * replaced so the value can never leak.
- */
-static int kafka_conf_set(rd_kafka_conf_t *conf, rd_kafka_topic_conf_t *tconf, const char *key,
-                          const char *value, char *err, size_t errlen)
-{
-    char why[512], full[256];
-    rd_kafka_conf_res_t res;
-
-    res = rd_kafka_topic_conf_set(tconf, key, value, why, sizeof(why));
-    if (res == RD_KAFKA_CONF_UNKNOWN)
-        res = rd_kafka_conf_set(conf, key, value, why, sizeof(why));
-    if (res == RD_KAFKA_CONF_OK)
-        return PGCDC_OK;
-
-    snprintf(full, sizeof(full), "kafka.%s", key);
-    if (res == RD_KAFKA_CONF_UNKNOWN)
-        snprintf(err, errlen,
-                 "kafka.%s: not a librdkafka configuration property; see librdkafka's "
-                 "CONFIGURATION.md for the names",
-                 key);
-    else if (pgcdc_config_key_is_secret(full))
-        /* librdkafka quotes the value in its message: never for a secret. */
-        snprintf(err, errlen, "kafka.%s: invalid value (not shown: the key holds a secret)", key);
-    else
-        snprintf(err, errlen, "kafka.%s: %s", key, why);
-    return PGCDC_ERR_CONFIG;
-}
-
 static bool kafka_user_set(const struct pgcdc_config *cfg, const char *key)
 {
     for (size_t i = 0; i < cfg->nkafka; i++)
@@ -726,9 +713,7 @@ int pgcdc_sink_kafka_open(struct pgcdc_sink **out, const struct pgcdc_config *cf
 {
     struct pgcdc_sink_kafka *k;
     rd_kafka_conf_t *conf = NULL;
-    rd_kafka_topic_conf_t *tconf = NULL;
-    char why[512], val[64];
-    size_t vlen;
+    char why[512];
     int rc = PGCDC_ERR;
 
     *out = NULL;
@@ -738,37 +723,21 @@ int pgcdc_sink_kafka_open(struct pgcdc_sink **out, const struct pgcdc_config *cf
                  "(e.g. -o kafka.bootstrap.servers=localhost:9092)");
         return PGCDC_ERR_CONFIG;
     }
-    if (!(k = calloc(1, sizeof(*k))) || !(k->prefix = strdup(cfg->sink_kafka_topic_prefix))) {
+    if (!(k = calloc(1, sizeof(*k)))) {
         snprintf(err, errlen, "kafka: out of memory");
         goto fail;
     }
     k->base.ops = &kafka_ops;
     k->base.split_key_changes = true;
     k->tombstones = cfg->sink_kafka_tombstones;
-
-    conf = rd_kafka_conf_new();
-    tconf = rd_kafka_topic_conf_new();
-    if (!conf || !tconf) {
-        snprintf(err, errlen, "kafka: out of memory");
+    k->user_max = (size_t)cfg->sink_kafka_max_message_bytes;
+    k->on_error = cfg->sink_kafka_on_permanent_error;
+    if (k->on_error == PGCDC_ON_ERROR_DEAD_LETTER &&
+        (rc = pgcdc_deadletter_open(&k->dl, cfg->state_dir, err, errlen)) < 0)
         goto fail;
-    }
-    for (size_t i = 0; i < sizeof(kafka_defaults) / sizeof(kafka_defaults[0]); i++) {
-        const struct kafka_default *d = &kafka_defaults[i];
-        rd_kafka_conf_res_t res =
-            d->topic ? rd_kafka_topic_conf_set(tconf, d->key, d->value, why, sizeof(why))
-                     : rd_kafka_conf_set(conf, d->key, d->value, why, sizeof(why));
 
-        if (res != RD_KAFKA_CONF_OK) {
-            snprintf(err, errlen, "kafka: built-in default %s=%s rejected: %s", d->key, d->value,
-                     why);
-            goto fail;
-        }
-    }
-    for (size_t i = 0; i < cfg->nkafka; i++) {
-        if ((rc = kafka_conf_set(conf, tconf, cfg->kafka[i].key, cfg->kafka[i].value, err,
-                                 errlen)) < 0)
-            goto fail;
-    }
+    if ((rc = pgcdc_kafka_conf_build(cfg, &conf, &k->sizes, err, errlen)) < 0)
+        goto fail;
     rc = PGCDC_ERR;
 
     /* Ours, whatever the user set: reports and logs are served on our thread by
@@ -782,13 +751,7 @@ int pgcdc_sink_kafka_open(struct pgcdc_sink **out, const struct pgcdc_config *cf
     rd_kafka_conf_set_log_cb(conf, kafka_log_cb);
     rd_kafka_conf_set_opaque(conf, k);
 
-    vlen = sizeof(val);
-    if (rd_kafka_conf_get(conf, "message.max.bytes", val, &vlen) == RD_KAFKA_CONF_OK)
-        k->max_bytes = (size_t)strtoull(val, NULL, 10);
-
-    /* rd_kafka_conf_set_default_topic_conf takes tconf; rd_kafka_new takes conf on success. */
-    rd_kafka_conf_set_default_topic_conf(conf, tconf);
-    tconf = NULL;
+    /* rd_kafka_new takes conf on success. */
     k->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, why, sizeof(why));
     if (!k->rk) {
         snprintf(err, errlen, "kafka: %s", why);
@@ -798,13 +761,15 @@ int pgcdc_sink_kafka_open(struct pgcdc_sink **out, const struct pgcdc_config *cf
     conf = NULL;
     /* Forward librdkafka's log lines to the main queue, served by rd_kafka_poll. */
     rd_kafka_set_log_queue(k->rk, NULL);
+    /* sink.kafka.max_message_bytes, when set, decides alone: the brokers are not asked. */
+    if (pgcdc_kafka_topics_init(&k->topics, k->rk, cfg->sink_kafka_topic_prefix, !k->user_max, err,
+                                errlen) < 0)
+        goto fail;
 
     *out = &k->base;
     return PGCDC_OK;
 
 fail:
-    if (tconf)
-        rd_kafka_topic_conf_destroy(tconf);
     if (conf)
         rd_kafka_conf_destroy(conf);
     if (k)

@@ -19,6 +19,8 @@ enum pgcdc_snapshot_mode { PGCDC_SNAPSHOT_INITIAL = 0, PGCDC_SNAPSHOT_NEVER, PGC
 enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA };
 /* replay.missing_rows: what an update or delete that matches no row in replay is. */
 enum pgcdc_missing_rows { PGCDC_MISSING_ROWS_ERROR = 0, PGCDC_MISSING_ROWS_WARN };
+/* What a sink does with an event its destination refuses for good. */
+enum pgcdc_on_permanent_error { PGCDC_ON_ERROR_STOP = 0, PGCDC_ON_ERROR_DEAD_LETTER };
 
 struct pgcdc_kv {
     char *key;   /* without the "kafka." prefix, e.g. "bootstrap.servers" */
@@ -38,6 +40,9 @@ struct pgcdc_config {
     uint64_t sink_file_segment_bytes;
     char *sink_kafka_topic_prefix;
     bool sink_kafka_tombstones;
+    int sink_kafka_on_permanent_error;      /* enum pgcdc_on_permanent_error */
+    bool sink_kafka_allow_weaker_delivery;  /* accept kafka.* settings that weaken delivery */
+    uint64_t sink_kafka_max_message_bytes;  /* 0: the topic's max.message.bytes from the brokers */
     struct pgcdc_kv *kafka;
     size_t nkafka;
     char *state_dir;

@@ -23,6 +23,7 @@ struct pgcdc_metrics {
     _Atomic int64_t confirmed_commit_ts_ms; /* commit time of the last confirmed transaction */
     _Atomic uint64_t reconnects;
     _Atomic uint64_t sink_errors;
+    _Atomic uint64_t dead_letters; /* events written to state.dir/dead-letter/ */
     _Atomic uint64_t inflight;
     _Atomic uint64_t snapshot_rows;
     _Atomic int connected;

@@ -150,6 +150,30 @@ def test_bad_kafka_key_is_a_config_error(cluster, make_pgcdc, kafka, name):
     assert "acks" in p.stderr()
 
 
+def test_weaker_delivery_is_refused(cluster, make_pgcdc, kafka, name):
+    """Settings that give up at-least-once or per-key order: exit 2 with the reason, even
+    where librdkafka alone accepts them, unless sink.kafka.allow_weaker_delivery."""
+    kh.slot_create(cluster, name)
+    settings = kh.kafka_settings(kafka, "kw")
+    settings["kafka.enable.idempotence"] = "false"
+    settings["kafka.acks"] = "1"
+    settings["kafka.message.timeout.ms"] = "30000"
+    p = make_pgcdc(settings=settings)
+    assert p.run(timeout=30) == 2, p.describe()
+    err = p.error_lines()
+    assert len(err) == 1, p.describe()
+    for needle in ("kafka.acks=1", "kafka.message.timeout.ms=30000",
+                   "kafka.enable.idempotence=false with 1000000 requests in flight",
+                   "sink.kafka.allow_weaker_delivery = true"):
+        assert needle in err[0], (needle, err[0])
+
+    settings["sink.kafka.allow_weaker_delivery"] = "true"
+    end = cluster.current_lsn()
+    p = make_pgcdc(settings=settings, sub="allowed")
+    assert p.run(["--end-lsn", harness.lsn_format(end)], timeout=30) == 0, p.describe()
+    assert any("weaker delivery accepted" in l for l in p.lines_at("warn")), p.describe()
+
+
 def test_missing_bootstrap_servers(cluster, make_pgcdc, name):
     p = make_pgcdc(settings={"sink.type": "kafka"})
     rc = p.run(timeout=30)

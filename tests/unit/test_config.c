@@ -31,6 +31,9 @@ static const char *const documented_keys[] = {
     "sink.file.segment_bytes",
     "sink.kafka.topic_prefix",
     "sink.kafka.tombstones",
+    "sink.kafka.on_permanent_error",
+    "sink.kafka.allow_weaker_delivery",
+    "sink.kafka.max_message_bytes",
     "state.dir",
     "status.interval_ms",
     "metrics.listen",
@@ -83,6 +86,9 @@ static void test_defaults(void)
     CHECK_U64_EQ(c.sink_file_segment_bytes, 67108864);
     CHECK_STR_EQ(c.sink_kafka_topic_prefix, "pgcdc");
     CHECK(c.sink_kafka_tombstones == true);
+    CHECK_INT_EQ(c.sink_kafka_on_permanent_error, PGCDC_ON_ERROR_STOP);
+    CHECK(c.sink_kafka_allow_weaker_delivery == false);
+    CHECK_U64_EQ(c.sink_kafka_max_message_bytes, 0);
     CHECK_INT_EQ(c.nkafka, 0);
     CHECK_STR_EQ(c.state_dir, "./pgcdc-state");
     CHECK_INT_EQ(c.status_interval_ms, 1000);
@@ -110,6 +116,9 @@ static void test_set_every_key(void)
         {"sink.file.segment_bytes", "4096"},
         {"sink.kafka.topic_prefix", "cdc.prod-1"},
         {"sink.kafka.tombstones", "0"},
+        {"sink.kafka.on_permanent_error", "dead_letter"},
+        {"sink.kafka.allow_weaker_delivery", "true"},
+        {"sink.kafka.max_message_bytes", "1048576"},
         {"state.dir", "/var/lib/pgcdc/state"},
         {"status.interval_ms", "600000"},
         {"metrics.listen", "0.0.0.0:9187"},
@@ -137,6 +146,9 @@ static void test_set_every_key(void)
     CHECK_U64_EQ(c.sink_file_segment_bytes, 4096);
     CHECK_STR_EQ(c.sink_kafka_topic_prefix, "cdc.prod-1");
     CHECK(c.sink_kafka_tombstones == false);
+    CHECK_INT_EQ(c.sink_kafka_on_permanent_error, PGCDC_ON_ERROR_DEAD_LETTER);
+    CHECK(c.sink_kafka_allow_weaker_delivery == true);
+    CHECK_U64_EQ(c.sink_kafka_max_message_bytes, 1048576);
     CHECK_STR_EQ(c.state_dir, "/var/lib/pgcdc/state");
     CHECK_INT_EQ(c.status_interval_ms, 600000);
     CHECK_STR_EQ(c.metrics_listen, "0.0.0.0:9187");
@@ -234,6 +246,9 @@ static void test_bad_values(void)
     expect_bad("status.interval_ms", "10ms", "\"10ms\"", NULL);
     expect_bad("metrics.stall_ms", "999", "whole number from 1000 to 86400000", NULL);
     expect_bad("metrics.stall_ms", "2min", "whole number from 1000 to 86400000", NULL);
+    expect_bad("sink.kafka.on_permanent_error", "skip", "\"skip\"", "stop or dead_letter", NULL);
+    expect_bad("sink.kafka.allow_weaker_delivery", "maybe", "true or false", NULL);
+    expect_bad("sink.kafka.max_message_bytes", "1MB", "whole number from 0 to 1000000000", NULL);
     static const char *const seg_bad[] = {
         "4095", "0", "-1", "64MB", "1e9", "", "1099511627777", "18446744073709551616", NULL};
     for (size_t i = 0; seg_bad[i]; i++)
@@ -885,6 +900,9 @@ static void test_example_config(void)
     CHECK_U64_EQ(c.sink_file_segment_bytes, 67108864);
     CHECK_STR_EQ(c.sink_kafka_topic_prefix, "pgcdc");
     CHECK(c.sink_kafka_tombstones == true);
+    CHECK_INT_EQ(c.sink_kafka_on_permanent_error, PGCDC_ON_ERROR_STOP);
+    CHECK(c.sink_kafka_allow_weaker_delivery == false);
+    CHECK_U64_EQ(c.sink_kafka_max_message_bytes, 0);
     CHECK_STR_EQ(c.state_dir, "./pgcdc-state");
     CHECK_INT_EQ(c.status_interval_ms, 1000);
     CHECK_INT_EQ(c.log_level, PGCDC_LOG_INFO);

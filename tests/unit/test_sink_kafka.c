@@ -2,8 +2,10 @@
  * test_sink_kafka.c — the Kafka sink against librdkafka's in-process mock cluster (real
  * protocol over loopback TCP): configuration errors, message shape (topic, key, headers,
  * tombstones), acknowledgement through the transaction tracker, broker outage,
- * back-pressure, oversized messages rejected locally and by the brokers.
+ * back-pressure, oversized messages rejected locally and by the brokers, settings that
+ * weaken delivery, and the dead letters.
  */
+#include <dirent.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +16,9 @@
 
 #include "pgcdc/common.h"
 #include "pgcdc/config.h"
+#include "pgcdc/kafka_conf.h"
 #include "pgcdc/log.h"
+#include "pgcdc/metrics.h"
 #include "pgcdc/sink.h"
 #include "pgcdc/sink_kafka.h"
 #include "pgcdc/txn_track.h"
@@ -187,16 +191,104 @@ static void test_config_errors(void)
     pgcdc_config_free(&c);
 
     /* Conflicts found when the producer is built are configuration errors too. */
-    cfg_make(&c, "p", "kafka.acks", "1", NULL);
+    cfg_make(&c, "p", "kafka.max.in.flight.requests.per.connection", "6", NULL);
     CHECK_INT_EQ(pgcdc_sink_kafka_open(&s, &c, err, sizeof(err)), PGCDC_ERR_CONFIG);
-    CHECK_CONTAINS(err, "acks");
+    CHECK_CONTAINS(err, "max.in.flight");
     pgcdc_config_free(&c);
+}
 
-    /* ... unless idempotence is turned off explicitly. */
-    cfg_make(&c, "p", "kafka.acks", "1", "kafka.enable.idempotence", "false", NULL);
+/* Open with the NULL-terminated key, value pairs and expect exit 2 naming `needle`, then
+ * the same with sink.kafka.allow_weaker_delivery = true and expect a producer. */
+static void expect_weaker(const char *needle, ...)
+{
+    struct pgcdc_config c;
+    struct pgcdc_sink *s = NULL;
+    char err[1024];
+    const char *k, *v;
+    va_list ap;
+
+    for (int allow = 0; allow <= 1; allow++) {
+        cfg_make(&c, "p", NULL);
+        va_start(ap, needle);
+        while ((k = va_arg(ap, const char *)) && (v = va_arg(ap, const char *)))
+            CHECK_INT_EQ(pgcdc_config_set(&c, k, v, "test", err, sizeof(err)), 0);
+        va_end(ap);
+        if (allow)
+            pgcdc_config_set(&c, "sink.kafka.allow_weaker_delivery", "true", "test", err,
+                             sizeof(err));
+        err[0] = '\0';
+        int rc = pgcdc_sink_kafka_open(&s, &c, err, sizeof(err));
+        CHECK_INT_EQ(rc, allow ? 0 : PGCDC_ERR_CONFIG);
+        if (!allow) {
+            CHECK_CONTAINS(err, needle);
+            CHECK_CONTAINS(err, "sink.kafka.allow_weaker_delivery = true");
+            if (!strstr(err, needle))
+                fprintf(stderr, "    %s\n", err);
+        }
+        if (rc == 0 && s)
+            s->ops->close(s);
+        s = NULL;
+        pgcdc_config_free(&c);
+    }
+}
+
+/* Settings that weaken at-least-once or per-key order are exit 2 unless allowed. */
+static void test_weaker_delivery(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_sink *s = NULL;
+    char err[1024];
+
+    /* With idempotence off, which librdkafka alone would accept. */
+    expect_weaker("kafka.acks=1", "kafka.acks", "1", "kafka.enable.idempotence", "false",
+                  "kafka.max.in.flight", "1", NULL);
+    expect_weaker("kafka.acks=0", "kafka.request.required.acks", "0", "kafka.enable.idempotence",
+                  "false", "kafka.max.in.flight", "1", NULL);
+    expect_weaker("kafka.enable.idempotence=false with 1000000 requests in flight",
+                  "kafka.enable.idempotence", "false", NULL);
+    expect_weaker("kafka.enable.idempotence=false with 2 requests in flight",
+                  "kafka.enable.idempotence", "false", "kafka.max.in.flight", "2", NULL);
+    expect_weaker("kafka.message.timeout.ms=60000", "kafka.message.timeout.ms", "60000", NULL);
+    expect_weaker("kafka.message.timeout.ms=300000", "kafka.delivery.timeout.ms", "300000", NULL);
+    expect_weaker("kafka.retries=0", "kafka.enable.idempotence", "false", "kafka.max.in.flight",
+                  "1", "kafka.retries", "0", NULL);
+    expect_weaker("kafka.queuing.strategy=lifo", "kafka.enable.idempotence", "false",
+                  "kafka.max.in.flight", "1", "kafka.queuing.strategy", "lifo", NULL);
+    expect_weaker("kafka.partitioner=random", "kafka.partitioner", "random", NULL);
+
+    /* What the hints suggest is safe: idempotence off with one request in flight, and
+     * other partitioners. Compression and batching are fine. */
+    cfg_make(&c, "p", "kafka.enable.idempotence", "false",
+             "kafka.max.in.flight.requests.per.connection", "1", "kafka.partitioner",
+             "murmur2_random", "kafka.compression.codec", "zstd", "kafka.linger.ms", "50", NULL);
     CHECK_INT_EQ(pgcdc_sink_kafka_open(&s, &c, err, sizeof(err)), 0);
     if (s)
         s->ops->close(s);
+    pgcdc_config_free(&c);
+}
+
+/* sink.kafka.max_message_bytes caps librdkafka's batch.size: a batch never exceeds it. */
+static void test_conf_sizes(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_kafka_sizes sz;
+    rd_kafka_conf_t *conf;
+    char err[512], val[32];
+    size_t n = sizeof(val);
+
+    cfg_make(&c, "p", NULL);
+    CHECK_INT_EQ(pgcdc_kafka_conf_build(&c, &conf, &sz, err, sizeof(err)), 0);
+    CHECK_U64_EQ(sz.message_max_bytes, 1000000);
+    CHECK_U64_EQ(sz.batch_max_bytes, 1000000);
+    rd_kafka_conf_destroy(conf);
+    pgcdc_config_free(&c);
+
+    cfg_make(&c, "p", "sink.kafka.max_message_bytes", "5000", NULL);
+    CHECK_INT_EQ(pgcdc_kafka_conf_build(&c, &conf, &sz, err, sizeof(err)), 0);
+    CHECK_U64_EQ(sz.batch_max_bytes, 5000);
+    CHECK_INT_EQ(rd_kafka_conf_get(conf, "batch.size", val, &n), RD_KAFKA_CONF_OK);
+    CHECK_STR_EQ(val, "5000");
+    rd_kafka_conf_destroy(conf);
     pgcdc_config_free(&c);
 }
 
@@ -379,6 +471,7 @@ static void test_oversized_local(void)
     CHECK_CONTAINS(err, "big.public.wide");
     CHECK_CONTAINS(err, "0/16B2F40");
     CHECK_CONTAINS(err, "5008 bytes");
+    CHECK_CONTAINS(err, "key {\"id\":7}");
     CHECK_CONTAINS(err, "kafka.message.max.bytes");
     pgcdc_txn_track_commit(t);
     CHECK(pgcdc_txn_track_failed(t));
@@ -430,12 +523,230 @@ static void check_delivery_fails(const char *prefix, rd_kafka_resp_err_t code,
     pgcdc_config_free(&c);
 }
 
-/* The brokers refuse a batch (their max.message.bytes): a failed delivery, never acked ok. */
-static void test_rejected_by_broker(void)
+/* A fresh directory for state.dir; the caller frees the path. */
+static char *tmpdir(void)
 {
-    static const char *const needles[] = {"0/16B2F40", "too large", NULL};
-    check_delivery_fails("rej", RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, "{\"a\":1}", 0x16B2F40,
-                         needles);
+    char *d = strdup("/tmp/pgcdc-unit-dl-XXXXXX");
+
+    if (!mkdtemp(d))
+        abort();
+    return d;
+}
+
+/* The lines of the one dead-letter file under state_dir, NUL-terminated into buf. */
+static int dead_letters(const char *state_dir, char *buf, size_t len)
+{
+    char path[512];
+    struct dirent *de;
+    DIR *d;
+    int files = 0;
+
+    buf[0] = '\0';
+    snprintf(path, sizeof(path), "%s/dead-letter", state_dir);
+    if (!(d = opendir(path)))
+        return -1;
+    while ((de = readdir(d))) {
+        FILE *f;
+        size_t n;
+
+        if (de->d_name[0] == '.')
+            continue;
+        files++;
+        snprintf(path, sizeof(path), "%s/dead-letter/%s", state_dir, de->d_name);
+        CHECK(strlen(de->d_name) == strlen("2026-01-01.jsonl"));
+        if ((f = fopen(path, "r"))) {
+            n = fread(buf, 1, len - 1, f);
+            buf[n] = '\0';
+            fclose(f);
+        }
+    }
+    closedir(d);
+    return files;
+}
+
+/*
+ * The brokers refuse a batch as too large (their max.message.bytes): the message shared
+ * its batch, so it is retried, never acknowledged ok and never dead-lettered. After the
+ * stream's reconnect (rewind, the tracker forgets, the record is offered again) it goes.
+ */
+static void test_refused_batch_is_retried(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_txn_track *t;
+    struct pgcdc_sink *s;
+    struct pgcdc_record r;
+    struct got g[8];
+    char err[512], dl[256], *state = tmpdir();
+    int rc = 0;
+
+    cfg_make(&c, "rej", "sink.kafka.on_permanent_error", "dead_letter", "state.dir", state, NULL);
+    rd_kafka_mock_topic_create(mock, "rej.public.t", 1, 3);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1,
+                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    pgcdc_txn_track_begin(t, 1100);
+    r = rec("t", 'c', "{\"id\":1}", "{\"a\":1}", 0x16B2F40);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    for (int i = 0; i < 100 && rc == 0; i++)
+        rc = s->ops->poll(s, 100, err, sizeof(err));
+    CHECK_INT_EQ(rc, PGCDC_ERR_RETRY);
+    CHECK_CONTAINS(err, "rej.public.t");
+    CHECK_CONTAINS(err, "0/16B2F40");
+    CHECK_CONTAINS(err, "refused a batch");
+    CHECK(!pgcdc_txn_track_failed(t));
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
+    CHECK_INT_EQ(dead_letters(state, dl, sizeof(dl)), 0);
+
+    /* What the stream does on PGCDC_ERR_RETRY: flush, rewind, forget, offer again. */
+    CHECK_INT_EQ(s->ops->flush(s, 1000, err, sizeof(err)), PGCDC_ERR_RETRY);
+    CHECK_INT_EQ(s->ops->rewind(s, err, sizeof(err)), 0);
+    pgcdc_txn_track_abort_all(t);
+    pgcdc_txn_track_begin(t, 1100);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    CHECK_INT_EQ(s->ops->flush(s, 10000, err, sizeof(err)), 0);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1100);
+    CHECK_INT_EQ(consume("rej.public.t", 1, g, 8), 1);
+    CHECK_INT_EQ(dead_letters(state, dl, sizeof(dl)), 0);
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+    free(state);
+}
+
+/*
+ * on_permanent_error = dead_letter: a message over sink.kafka.max_message_bytes is never
+ * produced; it is in the dead-letter file, durable, before write returns; the metric
+ * counts it; the rest of its transaction and the ones after it go to Kafka and are
+ * confirmed.
+ */
+static void test_dead_letter(void)
+{
+    struct pgcdc_config c;
+    struct pgcdc_txn_track *t;
+    struct pgcdc_sink *s;
+    struct pgcdc_record r;
+    struct got g[8];
+    char err[512], *big = malloc(5001), *dl = malloc(16384), *state = tmpdir();
+    uint64_t before = atomic_load(&pgcdc_metrics.dead_letters);
+    int n;
+
+    memset(big, 'x', 5000);
+    memcpy(big, "{\"v\":\"", 6);
+    memcpy(big + 4998, "\"}", 2);
+    big[5000] = '\0';
+    cfg_make(&c, "dl", "sink.kafka.on_permanent_error", "dead_letter", "state.dir", state,
+             "sink.kafka.max_message_bytes", "3000", NULL);
+    rd_kafka_mock_topic_create(mock, "dl.public.t", 1, 3);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+    pgcdc_txn_track_begin(t, 1100);
+    r = rec("t", 'c', "{\"id\":1}", "{\"a\":1}", 1010);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    r = rec("t", 'u', "{\"id\":2}", big, 0x16B2F40);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    /* Durable before write returned. */
+    CHECK_INT_EQ(dead_letters(state, dl, 16384), 1);
+    CHECK_CONTAINS(dl, "{\"reason\":\"5008 bytes (key + value), over the limit of 3000 bytes "
+                       "(sink.kafka.max_message_bytes) with Kafka's framing\",\"topic\":"
+                       "\"dl.public.t\",\"key\":{\"id\":2},\"lsn\":23801664,"
+                       "\"commit_lsn\":23801764,\"size\":5008,\"event\":{\"v\":\"xxx");
+    CHECK_CONTAINS(dl, "xx\"}}\n");
+    CHECK_U64_EQ(atomic_load(&pgcdc_metrics.dead_letters), before + 1);
+    /* A delete whose event is refused still gets its (small) tombstone. */
+    r = rec("t", 'd', "{\"id\":3}", big, 1030);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    pgcdc_txn_track_begin(t, 1200);
+    r = rec("t", 'c', "{\"id\":4}", "{\"a\":4}", 1150);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    CHECK_INT_EQ(s->ops->flush(s, 10000, err, sizeof(err)), 0);
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1200);
+    CHECK(!pgcdc_txn_track_failed(t));
+    n = consume("dl.public.t", 1, g, 8);
+    CHECK_INT_EQ(n, 3);
+    if (n == 3) {
+        CHECK_STR_EQ(g[0].key, "{\"id\":1}");
+        CHECK_STR_EQ(g[1].key, "{\"id\":3}");
+        CHECK(!g[1].has_value);
+        CHECK_STR_EQ(g[2].key, "{\"id\":4}");
+    }
+    CHECK_INT_EQ(dead_letters(state, dl, 16384), 1);
+    CHECK_U64_EQ(atomic_load(&pgcdc_metrics.dead_letters), before + 2);
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+    free(big);
+    free(dl);
+    free(state);
+}
+
+/*
+ * A message too large to share a batch (kafka.batch.size) that the brokers refuse was
+ * refused alone, for good: with dead_letter it goes to the dead letters and is
+ * acknowledged; with stop the sink fails naming topic, key, LSN and size.
+ */
+static void refused_alone(const char *mode)
+{
+    struct pgcdc_config c;
+    struct pgcdc_txn_track *t;
+    struct pgcdc_sink *s;
+    struct pgcdc_record r;
+    char err[1024], *big = malloc(1501), *dl = malloc(4096), *state = tmpdir(), prefix[16];
+    int rc = 0;
+    bool stop = strcmp(mode, "stop") == 0;
+
+    memset(big, 'y', 1500);
+    memcpy(big, "{\"v\":\"", 6);
+    memcpy(big + 1498, "\"}", 2);
+    big[1500] = '\0';
+    snprintf(prefix, sizeof(prefix), "al%s", mode);
+    cfg_make(&c, prefix, "sink.kafka.on_permanent_error", mode, "state.dir", state,
+             "kafka.batch.size", "1000", NULL);
+    s = open_sink(&c, &t);
+    if (!s)
+        return;
+    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1,
+                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
+    pgcdc_txn_track_begin(t, 1100);
+    r = rec("t", 'c', "{\"id\":9}", big, 0x16B2F40);
+    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
+    pgcdc_txn_track_commit(t);
+    rc = s->ops->flush(s, 10000, err, sizeof(err));
+    if (stop) {
+        CHECK_INT_EQ(rc, PGCDC_ERR);
+        CHECK_CONTAINS(err, "alstop.public.t");
+        CHECK_CONTAINS(err, "key {\"id\":9}");
+        CHECK_CONTAINS(err, "0/16B2F40");
+        CHECK_CONTAINS(err, "1508 bytes");
+        CHECK_CONTAINS(err, "sink.kafka.on_permanent_error = dead_letter");
+        CHECK(pgcdc_txn_track_failed(t));
+        CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
+    } else {
+        CHECK_INT_EQ(rc, 0);
+        CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1100);
+        CHECK_INT_EQ(dead_letters(state, dl, 4096), 1);
+        CHECK_CONTAINS(dl, "\"topic\":\"aldead_letter.public.t\",\"key\":{\"id\":9}");
+        CHECK_CONTAINS(dl, "refused by the brokers as too large");
+        CHECK_CONTAINS(dl, "\"size\":1508,\"event\":{\"v\":\"yyy"); /* the value as it was */
+    }
+    s->ops->close(s);
+    pgcdc_txn_track_free(t);
+    pgcdc_config_free(&c);
+    free(big);
+    free(dl);
+    free(state);
+}
+
+static void test_refused_alone(void)
+{
+    refused_alone("stop");
+    refused_alone("dead_letter");
 }
 
 /* A fatal producer error (here: the cluster refuses the idempotent producer an id) stops
@@ -486,11 +797,15 @@ int main(void)
     pgcdc_log_setup(PGCDC_LOG_WARN, PGCDC_LOG_TEXT);
     mock_start();
     test_config_errors();
+    test_weaker_delivery();
+    test_conf_sizes();
     test_content();
     test_outage_and_backpressure();
     test_flush_timeout();
     test_oversized_local();
-    test_rejected_by_broker();
+    test_refused_batch_is_retried();
+    test_dead_letter();
+    test_refused_alone();
     test_fatal();
     test_delivery_failure();
     rd_kafka_mock_cluster_destroy(mock);
