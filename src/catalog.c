@@ -157,3 +157,33 @@ int pgcdc_catalog_base_type(struct pg_conn *c, uint32_t oid, uint32_t *base, cha
     PQclear(res);
     return PGCDC_OK;
 }
+
+int pgcdc_catalog_identity_key(struct pg_conn *c, const char *schema, const char *table,
+                               struct pgcdc_buf *names, size_t *ends, size_t maxcols, char *err,
+                               size_t errlen)
+{
+    const char *params[2] = {schema, table};
+    /* Column order, as wal2json lists a primary key's columns and the snapshot reads them. */
+    PGresult *res = PQexecParams(
+        c,
+        "SELECT a.attname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = "
+        "c.relnamespace JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisreplident "
+        "AND NOT i.indisprimary JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND "
+        "a.attnum = ANY (i.indkey) WHERE n.nspname = $1 AND c.relname = $2 AND "
+        "c.relreplident = 'i' ORDER BY a.attnum",
+        2, NULL, params, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return query_fail(c, res, "cannot look up the replica identity index", err, errlen);
+    size_t n = (size_t)PQntuples(res);
+    for (size_t i = 0; i < n && i < maxcols; i++) {
+        const char *col = PQgetvalue(res, (int)i, 0);
+        if (pgcdc_buf_append_json_str(names, col, strlen(col)) < 0) {
+            PQclear(res);
+            snprintf(err, errlen, "out of memory");
+            return PGCDC_ERR;
+        }
+        ends[i] = names->len;
+    }
+    PQclear(res);
+    return (int)(n < maxcols ? n : maxcols);
+}
