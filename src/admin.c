@@ -278,17 +278,12 @@ static int create_refused(const struct pgcdc_config *cfg, const struct pgcdc_slo
 {
     if (!sl->rec.present)
         return PGCDC_OK;
-    if (strcmp(sl->rec.slot, cfg->source_slot) != 0)
-        snprintf(err, errlen,
-                 "state.dir \"%s\" records the replication slot \"%s\": give \"%s\" its own "
-                 "state.dir, or move that one aside",
-                 cfg->state_dir, sl->rec.slot, cfg->source_slot);
-    else
-        snprintf(err, errlen,
-                 "state.dir \"%s\" records slot \"%s\", which no longer exists: the changes "
-                 "since its last confirmed LSN are gone; move state.dir (and the sink's data) "
-                 "aside before creating it again",
-                 cfg->state_dir, cfg->source_slot);
+    bool same = strcmp(sl->rec.slot, cfg->source_slot) == 0;
+    snprintf(err, errlen, "state.dir \"%s\" records the replication slot \"%s\"%s: %s",
+             cfg->state_dir, sl->rec.slot, same ? ", which no longer exists" : "",
+             same ? "the changes since its last confirmed LSN are gone; move state.dir (and "
+                    "the sink's data) aside before creating it again"
+                  : "give source.slot its own state.dir, or move that one aside");
     return PGCDC_ERR_CONFIG;
 }
 
@@ -318,8 +313,8 @@ static int slot_create(const struct pgcdc_config *cfg, char *err, size_t errlen)
         rc = pgcdc_slot_create(&sl, repl, NULL, 0, PGCDC_SLOT_CREATED, &lsn, err, errlen);
         char l[PGCDC_LSN_BUFLEN];
         if (rc == PGCDC_OK)
-            printf("created slot %s (plugin wal2json) at %s, recorded in %s\n",
-                   cfg->source_slot, pgcdc_lsn_format(lsn, l), sl.statefile);
+            printf("created slot %s (plugin wal2json) at %s, recorded in %s\n", cfg->source_slot,
+                   pgcdc_lsn_format(lsn, l), sl.statefile);
     }
 out:
     pgcdc_repl_close(repl);
@@ -340,8 +335,8 @@ static void forget_dropped(const struct pgcdc_config *cfg)
     if (pgcdc_slot_forget(&sl, e, sizeof(e)) < 0)
         printf("dropped slot %s; %s: remove it before the next run\n", cfg->source_slot, e);
     else
-        printf("dropped slot %s and its record in %s: the next run starts over\n",
-               cfg->source_slot, cfg->state_dir);
+        printf("dropped slot %s and its record in %s: the next run starts over\n", cfg->source_slot,
+               cfg->state_dir);
 }
 
 int pgcdc_admin_slot(const struct pgcdc_config *cfg, const char *action, char *err,

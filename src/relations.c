@@ -188,8 +188,7 @@ static int learn_key(struct pgcdc_relations *rs, struct pgcdc_relation *r,
     /* The spans point into key_names, complete now: it is not appended to again. */
     for (int k = 0; k < n; k++) {
         size_t from = k ? ends[k - 1] : 0;
-        r->key_cols[k] = (struct pgcdc_col){
-            .name = {r->key_names.data + from, ends[k] - from}};
+        r->key_cols[k] = (struct pgcdc_col){.name = {r->key_names.data + from, ends[k] - from}};
     }
     r->nkey = (size_t)n;
     return PGCDC_OK;

@@ -123,9 +123,8 @@ static int write_record(struct pgcdc_slot *sl, char *err, size_t errlen)
     FILE *fp = fopen(tmp, "w");
     if (!fp)
         goto fail;
-    int w = fprintf(fp, "slot=%s\nsystem_identifier=%s\nconsistent_point=%s\nstate=%s\n",
-                    r->slot, r->sysid, pgcdc_lsn_format(r->created_lsn, lsn),
-                    state_names[r->state]);
+    int w = fprintf(fp, "slot=%s\nsystem_identifier=%s\nconsistent_point=%s\nstate=%s\n", r->slot,
+                    r->sysid, pgcdc_lsn_format(r->created_lsn, lsn), state_names[r->state]);
     if (w < 0 || fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
         int e = errno;
         fclose(fp);
@@ -158,8 +157,14 @@ fail:
 
 int pgcdc_slot_mark_streamed(struct pgcdc_slot *sl, char *err, size_t errlen)
 {
-    if (sl->rec.present && sl->rec.state == PGCDC_SLOT_STREAMING)
+    if (sl->rec.present && sl->rec.state == PGCDC_SLOT_STREAMING && sl->rec.sysid[0])
         return PGCDC_OK;
+    if (sl->rec.present && !sl->rec.sysid[0]) {
+        /* An older pgcdc's record: complete it with what this connection learnt. */
+        snprintf(sl->rec.sysid, sizeof(sl->rec.sysid), "%s", sl->sysid);
+        if (!sl->rec.created_lsn)
+            sl->rec.created_lsn = sl->server_confirmed;
+    }
     if (!sl->rec.present) {
         /* Adopted (snapshot.mode = never, or a sink already past it): the slot's position
          * now stands in for its creation, since confirmed_flush_lsn never goes back. */
@@ -190,8 +195,8 @@ int pgcdc_slot_identify(struct pgcdc_slot *sl, struct pgcdc_repl *repl, char *er
 }
 
 /* The three ways out of a slot that state.dir does not record (README, "Choices"). */
-#define WAYS_OUT                                                                              \
-    "restore state.dir from a backup; or set snapshot.mode = never to continue from the "     \
+#define WAYS_OUT                                                                                   \
+    "restore state.dir from a backup; or set snapshot.mode = never to continue from the "          \
     "slot's confirmed position; or `pgcdc slot drop` to start over with a new snapshot"
 
 /* The slot does not exist: new (the caller creates it), or dropped under us (fatal). */
@@ -350,15 +355,16 @@ int pgcdc_slot_find(struct pgcdc_slot *sl, struct pgcdc_repl *repl, uint64_t sin
 }
 
 int pgcdc_slot_create(struct pgcdc_slot *sl, struct pgcdc_repl *repl, char *snapshot_name,
-                      size_t snaplen, enum pgcdc_slot_state state, uint64_t *consistent,
-                      char *err, size_t errlen)
+                      size_t snaplen, enum pgcdc_slot_state state, uint64_t *consistent, char *err,
+                      size_t errlen)
 {
     const char *slot = sl->cfg->source_slot;
     *consistent = 0;
     int rc = pgcdc_repl_create_slot(repl, slot, snapshot_name, snaplen, consistent, err, errlen);
     if (rc < 0)
         return rc;
-    sl->rec = (struct pgcdc_slot_record){.present = true, .created_lsn = *consistent, .state = state};
+    sl->rec =
+        (struct pgcdc_slot_record){.present = true, .created_lsn = *consistent, .state = state};
     snprintf(sl->rec.slot, sizeof(sl->rec.slot), "%s", slot);
     snprintf(sl->rec.sysid, sizeof(sl->rec.sysid), "%s", sl->sysid);
     sl->server_confirmed = 0;
@@ -366,8 +372,8 @@ int pgcdc_slot_create(struct pgcdc_slot *sl, struct pgcdc_repl *repl, char *snap
         /* Created a moment ago and not recorded: no later run could tell it is ours. */
         char e2[256];
         if (pgcdc_repl_drop_slot(repl, slot, e2, sizeof(e2)) < 0)
-            pgcdc_log(PGCDC_LOG_WARN, "could not drop the slot just created", "slot", slot,
-                      "error", e2, NULL);
+            pgcdc_log(PGCDC_LOG_WARN, "could not drop the slot just created", "slot", slot, "error",
+                      e2, NULL);
         memset(&sl->rec, 0, sizeof(sl->rec));
         return rc;
     }

@@ -745,8 +745,8 @@ static int prepare_slot(struct stream *s, bool fresh, bool *done, char *err, siz
         return PGCDC_OK;
     if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER) {
         uint64_t consistent;
-        return pgcdc_slot_create(&s->slot, s->repl, NULL, 0, PGCDC_SLOT_STREAMING, &consistent,
-                                 err, errlen);
+        return pgcdc_slot_create(&s->slot, s->repl, NULL, 0, PGCDC_SLOT_STREAMING, &consistent, err,
+                                 errlen);
     }
     int rc = take_snapshot(s, err, errlen);
     if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {

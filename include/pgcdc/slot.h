@@ -32,7 +32,7 @@ struct pgcdc_slot_record {
     bool present;
     char slot[128];
     char sysid[32];       /* the server's system_identifier; "" unknown (an older pgcdc) */
-    uint64_t created_lsn; /* the consistent point at creation (or the position when adopted); 0 unknown */
+    uint64_t created_lsn; /* consistent point at creation (position when adopted); 0 unknown */
     enum pgcdc_slot_state state;
 };
 
@@ -87,8 +87,8 @@ int pgcdc_slot_find(struct pgcdc_slot *sl, struct pgcdc_repl *repl, uint64_t sin
  * The exported snapshot stays usable: recording runs no command on repl.
  */
 int pgcdc_slot_create(struct pgcdc_slot *sl, struct pgcdc_repl *repl, char *snapshot_name,
-                      size_t snaplen, enum pgcdc_slot_state state, uint64_t *consistent,
-                      char *err, size_t errlen);
+                      size_t snaplen, enum pgcdc_slot_state state, uint64_t *consistent, char *err,
+                      size_t errlen);
 
 /* Read state.dir/slot into sl->rec (absent: rec.present false). Returns 0 or PGCDC_ERR_CONFIG. */
 int pgcdc_slot_read_record(struct pgcdc_slot *sl, char *err, size_t errlen);

@@ -214,6 +214,12 @@ static void test_record_file(void)
     fclose(fp);
     CHECK_INT_EQ(pgcdc_slot_read_record(&back, err, sizeof(err)), PGCDC_OK);
     CHECK(back.rec.present && back.rec.state == PGCDC_SLOT_STREAMING && !back.rec.sysid[0]);
+    snprintf(back.sysid, sizeof(back.sysid), SYSID); /* the next start completes it */
+    back.server_confirmed = 0x1000;
+    CHECK_INT_EQ(pgcdc_slot_mark_streamed(&back, err, sizeof(err)), PGCDC_OK);
+    CHECK_INT_EQ(pgcdc_slot_read_record(&back, err, sizeof(err)), PGCDC_OK);
+    CHECK_STR_EQ(back.rec.sysid, SYSID);
+    CHECK_U64_EQ(back.rec.created_lsn, 0x1000);
 
     fp = fopen(sl.statefile, "w");
     fputs("garbage\n", fp);
@@ -234,11 +240,11 @@ static void test_flush_never_below_the_slot(void)
     struct pgcdc_config c = cfg_with("never");
     struct pgcdc_slot sl;
     pgcdc_slot_init(&sl, &c);
-    sl.server_confirmed = 9000;           /* the slot, as found at start-up */
+    sl.server_confirmed = 9000;                                /* the slot, as found at start-up */
     CHECK_U64_EQ(pgcdc_slot_flush_to_report(&sl, 0), 9000);    /* Kafka: nothing known */
     CHECK_U64_EQ(pgcdc_slot_flush_to_report(&sl, 8000), 9000); /* a checkpoint behind it */
     CHECK_U64_EQ(pgcdc_slot_flush_to_report(&sl, 9500), 9500); /* durable past it */
-    sl.server_confirmed = 0;              /* a slot created by this run */
+    sl.server_confirmed = 0;                                   /* a slot created by this run */
     CHECK_U64_EQ(pgcdc_slot_flush_to_report(&sl, 4000), 4000);
     pgcdc_config_free(&c);
 }
