@@ -14,6 +14,7 @@
 #include "pgcdc/common.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
+#include "pgcdc/slot.h"
 
 struct report {
     int fails;
@@ -268,35 +269,82 @@ static int slot_status(PGconn *c, const struct pgcdc_config *cfg, char *err, siz
     return PGCDC_OK;
 }
 
+/*
+ * A slot missing on the server while state.dir records one (this slot gone, or another
+ * slot): creating it now would hide that from the next run.
+ */
+static int create_refused(const struct pgcdc_config *cfg, const struct pgcdc_slot *sl, char *err,
+                          size_t errlen)
+{
+    if (!sl->rec.present)
+        return PGCDC_OK;
+    bool same = strcmp(sl->rec.slot, cfg->source_slot) == 0;
+    snprintf(err, errlen, "state.dir \"%s\" records the replication slot \"%s\"%s: %s",
+             cfg->state_dir, sl->rec.slot, same ? ", which no longer exists" : "",
+             same ? "the changes since its last confirmed LSN are gone; move state.dir (and "
+                    "the sink's data) aside before creating it again"
+                  : "give source.slot its own state.dir, or move that one aside");
+    return PGCDC_ERR_CONFIG;
+}
+
+/* `slot create`: create the slot (no snapshot) and record it in state.dir as ours. */
+static int slot_create(const struct pgcdc_config *cfg, char *err, size_t errlen)
+{
+    struct pgcdc_repl *repl = NULL;
+    int rc = pgcdc_repl_connect(&repl, cfg->source_dsn, err, errlen);
+    if (rc < 0)
+        return rc == PGCDC_ERR_RETRY ? PGCDC_ERR : rc;
+    struct pgcdc_slot sl;
+    pgcdc_slot_init(&sl, cfg);
+    struct pgcdc_slot_info info;
+    if ((rc = pgcdc_repl_preflight(repl, err, errlen)) < 0 ||
+        (rc = pgcdc_repl_slot_info(repl, cfg->source_slot, &info, err, errlen)) < 0)
+        goto out;
+    if (info.exists && strcmp(info.plugin, "wal2json") == 0) {
+        printf("slot %s already exists (plugin wal2json)\n", cfg->source_slot);
+    } else if (info.exists) {
+        snprintf(err, errlen, "slot \"%s\" exists with the plugin %s, not wal2json",
+                 cfg->source_slot, info.plugin);
+        rc = PGCDC_ERR;
+    } else if ((rc = pgcdc_slot_read_record(&sl, err, errlen)) == PGCDC_OK &&
+               (rc = create_refused(cfg, &sl, err, errlen)) == PGCDC_OK &&
+               (rc = pgcdc_slot_identify(&sl, repl, err, errlen)) == PGCDC_OK) {
+        uint64_t lsn = 0;
+        rc = pgcdc_slot_create(&sl, repl, NULL, 0, PGCDC_SLOT_CREATED, &lsn, err, errlen);
+        char l[PGCDC_LSN_BUFLEN];
+        if (rc == PGCDC_OK)
+            printf("created slot %s (plugin wal2json) at %s, recorded in %s\n", cfg->source_slot,
+                   pgcdc_lsn_format(lsn, l), sl.statefile);
+    }
+out:
+    pgcdc_repl_close(repl);
+    return rc < 0 ? (rc == PGCDC_ERR_CONFIG ? rc : PGCDC_ERR) : PGCDC_OK;
+}
+
+/* After `slot drop`: state.dir's record of that slot refers to nothing now. */
+static void forget_dropped(const struct pgcdc_config *cfg)
+{
+    struct pgcdc_slot sl;
+    char e[512];
+    pgcdc_slot_init(&sl, cfg);
+    if (pgcdc_slot_read_record(&sl, e, sizeof(e)) < 0 || !sl.rec.present ||
+        strcmp(sl.rec.slot, cfg->source_slot) != 0) {
+        printf("dropped slot %s\n", cfg->source_slot);
+        return;
+    }
+    if (pgcdc_slot_forget(&sl, e, sizeof(e)) < 0)
+        printf("dropped slot %s; %s: remove it before the next run\n", cfg->source_slot, e);
+    else
+        printf("dropped slot %s and its record in %s: the next run starts over\n", cfg->source_slot,
+               cfg->state_dir);
+}
+
 int pgcdc_admin_slot(const struct pgcdc_config *cfg, const char *action, char *err,
                      size_t errlen)
 {
     int rc = PGCDC_OK;
-    if (strcmp(action, "create") == 0) {
-        struct pgcdc_repl *repl = NULL;
-        if ((rc = pgcdc_repl_connect(&repl, cfg->source_dsn, err, errlen)) < 0)
-            return rc == PGCDC_ERR_RETRY ? PGCDC_ERR : rc;
-        struct pgcdc_slot_info info;
-        if ((rc = pgcdc_repl_preflight(repl, err, errlen)) == PGCDC_OK &&
-            (rc = pgcdc_repl_slot_info(repl, cfg->source_slot, &info, err, errlen)) == PGCDC_OK) {
-            if (info.exists && strcmp(info.plugin, "wal2json") == 0) {
-                printf("slot %s already exists (plugin wal2json)\n", cfg->source_slot);
-            } else if (info.exists) {
-                snprintf(err, errlen, "slot \"%s\" exists with the plugin %s, not wal2json",
-                         cfg->source_slot, info.plugin);
-                rc = PGCDC_ERR;
-            } else {
-                uint64_t lsn = 0;
-                rc = pgcdc_repl_create_slot(repl, cfg->source_slot, NULL, 0, &lsn, err, errlen);
-                char l[PGCDC_LSN_BUFLEN];
-                if (rc == PGCDC_OK)
-                    printf("created slot %s (plugin wal2json) at %s\n", cfg->source_slot,
-                           pgcdc_lsn_format(lsn, l));
-            }
-        }
-        pgcdc_repl_close(repl);
-        return rc < 0 ? (rc == PGCDC_ERR_CONFIG ? rc : PGCDC_ERR) : PGCDC_OK;
-    }
+    if (strcmp(action, "create") == 0)
+        return slot_create(cfg, err, errlen);
     PGconn *c = plain_connect(cfg->source_dsn);
     if (PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to the source: %s", PQerrorMessage(c));
@@ -328,9 +376,7 @@ int pgcdc_admin_slot(const struct pgcdc_config *cfg, const char *action, char *e
                          PQerrorMessage(c));
                 rc = PGCDC_ERR;
             } else {
-                printf("dropped slot %s; its state.dir (%s) now refers to nothing: remove it "
-                       "before the next run\n",
-                       cfg->source_slot, cfg->state_dir);
+                forget_dropped(cfg);
             }
         }
         PQclear(res);

@@ -25,18 +25,24 @@ const char pgcdc_catalog_tables_sql[] =
     "WHERE c.relkind = 'r' AND c.relpersistence = 'p' AND n.nspname NOT IN ('pg_catalog', "
     "'information_schema') AND n.nspname !~ '^pg_(toast|temp)' ORDER BY 2, 3";
 
+/* sql about one table, its schema and name as $1 and $2. */
+static PGresult *exec_on_table(PGconn *c, const char *sql, const char *schema, const char *table)
+{
+    const char *params[2] = {schema, table};
+    return PQexecParams(c, sql, 2, NULL, params, NULL, NULL, 0);
+}
+
 int pgcdc_catalog_partition_root(struct pg_conn *c, const char *schema, const char *table,
                                  char *root_schema, size_t rslen, char *root_table, size_t rtlen,
                                  char *err, size_t errlen)
 {
-    const char *params[2] = {schema, table};
-    PGresult *res = PQexecParams(
+    PGresult *res = exec_on_table(
         c,
         "SELECT rn.nspname, r.relname FROM pg_catalog.pg_class r JOIN pg_catalog.pg_namespace rn "
         "ON rn.oid = r.relnamespace, pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON "
         "n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2 AND r.oid = "
         "coalesce(pg_catalog.pg_partition_root(c.oid), c.oid)",
-        2, NULL, params, NULL, NULL, 0);
+        schema, table);
     if (PQresultStatus(res) != PGRES_TUPLES_OK)
         return query_fail(c, res, "cannot look up the partition root", err, errlen);
     int found = PQntuples(res) == 1;
@@ -156,4 +162,33 @@ int pgcdc_catalog_base_type(struct pg_conn *c, uint32_t oid, uint32_t *base, cha
     *base = PQntuples(res) == 1 ? (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10) : oid;
     PQclear(res);
     return PGCDC_OK;
+}
+
+int pgcdc_catalog_identity_key(struct pg_conn *c, const char *schema, const char *table,
+                               struct pgcdc_buf *names, size_t *ends, size_t maxcols, char *err,
+                               size_t errlen)
+{
+    /* Column order, as wal2json lists a primary key's columns and the snapshot reads them. */
+    PGresult *res = exec_on_table(
+        c,
+        "SELECT a.attname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = "
+        "c.relnamespace JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisreplident "
+        "AND NOT i.indisprimary JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND "
+        "a.attnum = ANY (i.indkey) WHERE n.nspname = $1 AND c.relname = $2 AND "
+        "c.relreplident = 'i' ORDER BY a.attnum",
+        schema, table);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return query_fail(c, res, "cannot look up the replica identity index", err, errlen);
+    size_t n = (size_t)PQntuples(res);
+    for (size_t i = 0; i < n && i < maxcols; i++) {
+        const char *col = PQgetvalue(res, (int)i, 0);
+        if (pgcdc_buf_append_json_str(names, col, strlen(col)) < 0) {
+            PQclear(res);
+            snprintf(err, errlen, "out of memory");
+            return PGCDC_ERR;
+        }
+        ends[i] = names->len;
+    }
+    PQclear(res);
+    return (int)(n < maxcols ? n : maxcols);
 }

@@ -37,8 +37,23 @@ static void rels_clear(struct pgcdc_relations *rs)
         free(rs->rels[i].key);
         pgcdc_buf_free(&rs->rels[i].schema_json);
         pgcdc_buf_free(&rs->rels[i].table_json);
+        pgcdc_buf_free(&rs->rels[i].key_names);
+        free(rs->rels[i].key_cols);
     }
     rs->nrels = rs->last = 0;
+}
+
+/*
+ * libpq prints what arrives on an idle connection (the server's FATAL when it shuts down)
+ * to stderr by default: keep stderr to log lines.
+ */
+static void catalog_notice(void *arg, const char *msg)
+{
+    (void)arg;
+    char line[512];
+    snprintf(line, sizeof(line), "%s", msg);
+    line[strcspn(line, "\n")] = '\0';
+    pgcdc_log(PGCDC_LOG_DEBUG, "catalog connection notice", "detail", line, NULL);
 }
 
 /* The plain connection for catalog lookups, opened on first use. */
@@ -56,6 +71,7 @@ static int open_catalog(struct pgcdc_relations *rs, char *err, size_t errlen)
             rs->catalog = NULL;
             return PGCDC_ERR_RETRY;
         }
+        PQsetNoticeProcessor(rs->catalog, catalog_notice, NULL);
     }
     return PGCDC_OK;
 }
@@ -137,6 +153,47 @@ static int partition_root(struct pgcdc_relations *rs, struct pgcdc_relation *r, 
     return PGCDC_OK;
 }
 
+/*
+ * The key columns of r when its replica identity is an index other than the primary key
+ * (deletes then carry only that index's columns), asked of the catalog by the leaf's own
+ * name: its identity is its own, whatever its partition root's.
+ */
+static int learn_key(struct pgcdc_relations *rs, struct pgcdc_relation *r,
+                     const struct pgcdc_change *ch, char *err, size_t errlen)
+{
+    char schema[PGCDC_RELATIONS_NAME_MAX], table[PGCDC_RELATIONS_NAME_MAX];
+    size_t ends[PGCDC_RELATIONS_KEY_MAX];
+    if (pgcdc_json_unescape(ch->schema, schema, sizeof(schema)) < 0 ||
+        pgcdc_json_unescape(ch->table, table, sizeof(table)) < 0) {
+        snprintf(err, errlen, "wal2json sent an unreadable table name");
+        return PGCDC_ERR;
+    }
+    int rc = open_catalog(rs, err, errlen);
+    if (rc < 0)
+        return rc;
+    pgcdc_buf_reset(&r->key_names);
+    int n = pgcdc_catalog_identity_key(rs->catalog, schema, table, &r->key_names, ends,
+                                       PGCDC_RELATIONS_KEY_MAX, err, errlen);
+    if (n < 0) {
+        PQfinish(rs->catalog);
+        rs->catalog = NULL;
+        return n;
+    }
+    if (n == 0)
+        return PGCDC_OK;
+    if (!(r->key_cols = calloc((size_t)n, sizeof(*r->key_cols)))) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    /* The spans point into key_names, complete now: it is not appended to again. */
+    for (int k = 0; k < n; k++) {
+        size_t from = k ? ends[k - 1] : 0;
+        r->key_cols[k] = (struct pgcdc_col){.name = {r->key_names.data + from, ends[k] - from}};
+    }
+    r->nkey = (size_t)n;
+    return PGCDC_OK;
+}
+
 /* Decide what events call r (the change's table) and whether it is selected. */
 static int name_rel(struct pgcdc_relations *rs, struct pgcdc_relation *r,
                     const struct pgcdc_change *ch, char *err, size_t errlen)
@@ -185,10 +242,14 @@ static int learn_rel(struct pgcdc_relations *rs, const struct pgcdc_change *ch,
     memcpy(r->key + ch->schema.len + 1, ch->table.p, ch->table.len);
     r->keylen = keylen;
     int rc = name_rel(rs, r, ch, err, errlen);
+    if (rc == PGCDC_OK && r->selected)
+        rc = learn_key(rs, r, ch, err, errlen);
     if (rc < 0) {
         free(r->key);
         pgcdc_buf_free(&r->schema_json);
         pgcdc_buf_free(&r->table_json);
+        pgcdc_buf_free(&r->key_names);
+        free(r->key_cols);
         return rc;
     }
     rs->last = rs->nrels++;

@@ -177,10 +177,15 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_snaps
                       char *err, size_t errlen)
 {
     char sql[1536];
-    /* Column 3: the type's ultimate base through any domains (see pgcdc_event_rule_oid). */
+    /* Column 2: a key column, of the replica identity index under USING INDEX, else of the
+     * primary key (as the stream's key, relations.c). Column 3: the type's ultimate base
+     * through any domains (see pgcdc_event_rule_oid). */
     snprintf(sql, sizeof(sql),
              "SELECT a.attname, a.atttypid, EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE "
-             "i.indrelid = a.attrelid AND i.indisprimary AND a.attnum = ANY (i.indkey)), "
+             "i.indrelid = a.attrelid AND a.attnum = ANY (i.indkey) AND CASE WHEN EXISTS "
+             "(SELECT 1 FROM pg_catalog.pg_class r JOIN pg_catalog.pg_index x ON x.indrelid = "
+             "r.oid WHERE r.oid = a.attrelid AND r.relreplident = 'i' AND x.indisreplident) "
+             "THEN i.indisreplident ELSE i.indisprimary END), "
              "(WITH RECURSIVE d(o, depth) AS (SELECT a.atttypid, 0 UNION ALL SELECT "
              "t.typbasetype, d.depth + 1 FROM d JOIN pg_catalog.pg_type t ON t.oid = d.o WHERE "
              "t.typtype = 'd') SELECT o FROM d ORDER BY depth DESC LIMIT 1) "
@@ -685,8 +690,9 @@ int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
     const struct pgcdc_config *cfg = slot->cfg;
     char snapname[128];
     uint64_t consistent = 0;
-    int rc = pgcdc_repl_create_slot(repl, cfg->source_slot, snapname, sizeof(snapname), &consistent,
-                                    err, errlen);
+    /* Recorded in state.dir before any row is read: a crash mid-snapshot finds it ours. */
+    int rc = pgcdc_slot_create(slot, repl, snapname, sizeof(snapname), PGCDC_SLOT_SNAPSHOTTING,
+                               &consistent, err, errlen);
     if (rc < 0)
         return rc;
     char l[PGCDC_LSN_BUFLEN];

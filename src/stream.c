@@ -112,11 +112,17 @@ static int backoff_ms(int attempt)
     return (int)(cap / 2 + (int64_t)(random() % (cap / 2 + 1)));
 }
 
+/* What is durable, as reported to the server: never below the slot's own position. */
+static uint64_t flush_pos(const struct stream *s)
+{
+    return pgcdc_slot_flush_to_report(&s->slot, pgcdc_txn_track_confirmed(s->track));
+}
+
 static int send_status(struct stream *s, bool force, char *err, size_t errlen)
 {
     if (!s->streaming)
         return PGCDC_OK;
-    uint64_t confirmed = pgcdc_txn_track_confirmed(s->track);
+    uint64_t confirmed = flush_pos(s);
     int64_t now = pgcdc_mono_ms();
     if (!force && now - s->last_status_ms < s->cfg->status_interval_ms)
         return PGCDC_OK;
@@ -147,7 +153,7 @@ static int check_alive(struct stream *s, int64_t now, char *err, size_t errlen)
     if (now - s->last_recv_ms < PING_AFTER_MS)
         return PGCDC_OK;
     if (!s->ping_sent_ms) {
-        uint64_t confirmed = pgcdc_txn_track_confirmed(s->track);
+        uint64_t confirmed = flush_pos(s);
         uint64_t written = s->received > confirmed ? s->received : confirmed;
         int rc = pgcdc_repl_send_status(s->repl, written, confirmed, true, err, errlen);
         if (rc < 0)
@@ -310,11 +316,9 @@ static int handle_row(struct stream *s, const struct pgcdc_change *ch, char *err
         return rc;
     if (!rel->selected)
         return PGCDC_OK;
-    struct pgcdc_change named = *ch;
-    named.schema = (struct pgcdc_span){rel->schema_json.data, rel->schema_json.len};
-    named.table = (struct pgcdc_span){rel->table_json.data, rel->table_json.len};
+    struct pgcdc_change named = pgcdc_relations_name(rel, ch);
     if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
-        pgcdc_event_key_changed(ch)) {
+        pgcdc_event_key_changed(&named)) {
         /* Compacted topics: the old key is deleted, the new key created. */
         if ((rc = emit(s, rel, &named, 'd', 1, err, errlen)) < 0)
             return rc;
@@ -513,7 +517,7 @@ static int tick(struct stream *s, int got, bool *end, char *err, size_t errlen)
             return rc;
         /* Tell the server soon after something became durable: less retained WAL,
          * lower latency for --end-lsn, and a keepalive back when it is idle. */
-        if (pgcdc_txn_track_confirmed(s->track) != s->sent_flush &&
+        if (flush_pos(s) != s->sent_flush &&
             now - s->last_status_ms >= SYNC_INTERVAL_MS &&
             (rc = send_status(s, true, err, errlen)) < 0)
             return rc;
@@ -571,7 +575,7 @@ static int finish(struct stream *s, char *err, size_t errlen)
         rc = PGCDC_OK;
     }
     /* Whatever happened, confirm exactly what is durable before going. */
-    uint64_t confirmed = pgcdc_txn_track_confirmed(s->track);
+    uint64_t confirmed = flush_pos(s);
     if (s->repl) {
         char e2[512];
         if (pgcdc_repl_finish(s->repl, confirmed, e2, sizeof(e2)) < 0)
@@ -739,8 +743,11 @@ static int prepare_slot(struct stream *s, bool fresh, bool *done, char *err, siz
     const struct pgcdc_config *cfg = s->cfg;
     if (!fresh)
         return PGCDC_OK;
-    if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER)
-        return pgcdc_slot_create(&s->slot, s->repl, err, errlen);
+    if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER) {
+        uint64_t consistent;
+        return pgcdc_slot_create(&s->slot, s->repl, NULL, 0, PGCDC_SLOT_STREAMING, &consistent, err,
+                                 errlen);
+    }
     int rc = take_snapshot(s, err, errlen);
     if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
         /* A one-off export: leave no slot behind to pin WAL. */
@@ -813,7 +820,7 @@ static int after_failure(struct stream *s, int rc, char *err, size_t errlen)
         if (s->repl && s->streaming) {
             char e2[256] = "";
             s->sink->ops->flush(s->sink, 5000, e2, sizeof(e2));
-            pgcdc_repl_finish(s->repl, pgcdc_txn_track_confirmed(s->track), e2, sizeof(e2));
+            pgcdc_repl_finish(s->repl, flush_pos(s), e2, sizeof(e2));
         }
         return rc;
     }

@@ -40,6 +40,17 @@ int pgcdc_catalog_partition_root(struct pg_conn *c, const char *schema, const ch
 int pgcdc_catalog_base_type(struct pg_conn *c, uint32_t oid, uint32_t *base, char *err,
                             size_t errlen);
 
+/*
+ * The Kafka key's columns of schema.table when REPLICA IDENTITY USING INDEX names an index
+ * other than the primary key (deletes then carry only that index's columns): appended to
+ * names as JSON strings, quotes included, in column order, ends[k] the offset just after
+ * the k-th. Returns how many (at most maxcols; 0: the key is the primary key, as wal2json's
+ * "pk" lists it), or a negative code with err set.
+ */
+int pgcdc_catalog_identity_key(struct pg_conn *c, const char *schema, const char *table,
+                               struct pgcdc_buf *names, size_t *ends, size_t maxcols, char *err,
+                               size_t errlen);
+
 /* The SQL selecting permanent user tables: columns oid, schema, table, root schema, root
  * table (see catalog.c). */
 extern const char pgcdc_catalog_tables_sql[];

@@ -19,6 +19,7 @@
 #include "pgcdc/decode.h"
 
 #define PGCDC_RELATIONS_NAME_MAX 256
+#define PGCDC_RELATIONS_KEY_MAX 32 /* PostgreSQL's INDEX_MAX_KEYS */
 
 struct pg_conn;
 
@@ -30,6 +31,12 @@ struct pgcdc_relation {
     struct pgcdc_buf schema_json, table_json; /* reported, as JSON strings */
     bool selected;
     int64_t resolved_ms; /* when the partition root was last looked up */
+    /* REPLICA IDENTITY USING INDEX on an index other than the primary key: that index's
+     * columns make the Kafka key on every operation (names in key_names, as JSON strings);
+     * nkey 0: the key is wal2json's "pk". Looked up once, when the table is learnt. */
+    struct pgcdc_col *key_cols; /* nkey entries (malloc'd, owned), NULL when nkey is 0 */
+    size_t nkey;
+    struct pgcdc_buf key_names;
 };
 
 struct pgcdc_relations_type;
@@ -49,11 +56,30 @@ void pgcdc_relations_init(struct pgcdc_relations *rs, const struct pgcdc_config 
 /*
  * Name ch's table as events report it and say whether it is selected (*out, owned by the
  * cache, valid until the next call here). For a selected table the type OIDs of ch's
- * columns and identity are rewritten to the ones the event rules apply to. Returns 0,
+ * columns and identity are rewritten to the ones the event rules apply to, and the key
+ * columns are known (pgcdc_relations_key). Returns 0,
  * PGCDC_ERR_RETRY when the catalog could not be asked, PGCDC_ERR otherwise.
  */
 int pgcdc_relations_resolve(struct pgcdc_relations *rs, const struct pgcdc_change *ch,
                             const struct pgcdc_relation **out, char *err, size_t errlen);
+
+/*
+ * The change as events report it: ch with rel's names, and with the key columns of
+ * REPLICA IDENTITY USING INDEX in place of wal2json's primary key when rel has them.
+ * The result borrows from ch and rel.
+ */
+static inline struct pgcdc_change pgcdc_relations_name(const struct pgcdc_relation *rel,
+                                                       const struct pgcdc_change *ch)
+{
+    struct pgcdc_change named = *ch;
+    named.schema = (struct pgcdc_span){rel->schema_json.data, rel->schema_json.len};
+    named.table = (struct pgcdc_span){rel->table_json.data, rel->table_json.len};
+    if (rel->nkey) {
+        named.pk = rel->key_cols;
+        named.npk = rel->nkey;
+    }
+    return named;
+}
 
 /*
  * Forget every name and type and close the catalog connection: after a reconnect, tables

@@ -70,7 +70,8 @@ struct pgcdc_snapshot_out {
 };
 
 /*
- * Create the slot exporting its snapshot, read every included table in it as one sink
+ * Create the slot exporting its snapshot (recorded in state.dir as snapshotting before any
+ * row is read, so a crash mid-snapshot finds it ours), read every included table in it as one sink
  * transaction ending at the slot's consistent point, wait until the sink holds it durably,
  * then record the slot as streamed. Streaming then starts at the consistent point: no gap,
  * no overlap. Every row says source.snapshot "true", the final one "last". *durable_lsn is

@@ -1,4 +1,5 @@
-"""Kafka sink: what lands in Kafka. Per-table topics, primary-key keys, headers, tombstones,
+"""Kafka sink: what lands in Kafka. Per-table topics, primary-key keys (the identity index's
+under REPLICA IDENTITY USING INDEX), headers, tombstones,
 a key change as delete + tombstone + create, a table without a key, an unusual schema,
 sink.kafka.tombstones=false, and a bad kafka.* key."""
 
@@ -94,6 +95,46 @@ def test_topics_keys_headers_tombstones(cluster, make_pgcdc, kafka, name):
 
     # Everything acknowledged was confirmed, up to the end LSN.
     assert cluster.confirmed_flush(name) >= end
+
+
+def test_replica_identity_using_index_keys(cluster, make_pgcdc, kafka, name):
+    """REPLICA IDENTITY USING INDEX on a unique index other than the primary key: deletes
+    carry only that index's columns, so the key is that index's columns on every
+    operation, snapshot rows included. (Keyed by the primary key, every delete and its
+    tombstone landed on {"id": null}.)"""
+    prefix = "ki_" + name
+    t = "ui_" + name
+    cluster.sql("CREATE TABLE %s (id int PRIMARY KEY, email text NOT NULL, v int)" % t)
+    cluster.sql("CREATE UNIQUE INDEX %s_email ON %s (email)" % (t, t))
+    cluster.sql("ALTER TABLE %s REPLICA IDENTITY USING INDEX %s_email" % (t, t))
+    cluster.sql("INSERT INTO %s VALUES (1, 'a@x', 1), (2, 'b@x', 2)" % t)
+    topic = kh.topic_name(prefix, "public", t)
+    kafka.create_topic(topic, 1)
+    settings = kh.kafka_settings(kafka, prefix)
+    settings.update({"snapshot.mode": "initial", "source.tables.include": "public." + t})
+    p = make_pgcdc(settings=settings)
+    p.start()
+    cluster.wait_slot_active(name)
+    cluster.sql("INSERT INTO %s VALUES (3, 'c@x', 3)" % t)
+    cluster.sql("UPDATE %s SET v = 30 WHERE id = 3" % t)
+    cluster.sql("UPDATE %s SET email = 'd@x' WHERE id = 3" % t)  # the key changes
+    cluster.sql("DELETE FROM %s WHERE id = 1" % t)
+    cluster.sql("UPDATE %s SET id = 20 WHERE id = 2" % t)  # the primary key only
+    cluster.wait_confirmed(name, cluster.current_lsn())
+    assert p.stop(timeout=15) == 0, p.describe()
+
+    msgs = kh.read_topic(kafka.bootstrap, topic)
+    got = [(m.headers["pgcdc.op"], m.k, m.tombstone) for m in msgs]
+    a, b, c, d = ({"email": e} for e in ("a@x", "b@x", "c@x", "d@x"))
+    assert sorted(got[:2], key=lambda g: g[1]["email"]) == [("r", a, False), ("r", b, False)], got
+    assert got[2:] == [
+        ("c", c, False), ("u", c, False),
+        ("d", c, False), ("d", c, True), ("c", d, False),
+        ("d", a, False), ("d", a, True),
+        ("u", b, False),
+    ], "\n".join(map(repr, msgs))
+    assert msgs[7].v["before"] == {"email": "a@x"}, msgs[7].v
+    cluster.drop_slot(name)
 
 
 def test_no_tombstones_and_default_partitions(cluster, make_pgcdc, kafka, name):

@@ -1,7 +1,7 @@
 """Initial snapshot (issue 4): snapshot and stream meet with no gap and no overlap under a
 concurrent writer; kill -9 and SIGTERM during a snapshot are followed by a clean new
 snapshot; a table rewritten during the snapshot loses no row; snapshot.mode never and
-initial_only; a slot made by `pgcdc slot create` gets its snapshot."""
+initial_only; a slot made by `pgcdc slot create` is never dropped for a snapshot."""
 
 import os
 import signal
@@ -61,6 +61,15 @@ def _check_snapshot_block(events, expect_rows=None):
     return snap
 
 
+def _slot_record(p):
+    """state.dir/slot as a dict, or None."""
+    try:
+        with open(os.path.join(p.state_dir, "slot")) as f:
+            return dict(l.strip().split("=", 1) for l in f if "=" in l)
+    except FileNotFoundError:
+        return None
+
+
 def test_snapshot_under_concurrent_writer(cluster, make_pgcdc, name):
     table = name + "_cw"
     _fill(cluster, table, CONCURRENT_ROWS)
@@ -114,6 +123,8 @@ def test_kill9_during_snapshot_then_clean_snapshot(cluster, make_pgcdc, name):
         "the snapshot of %d rows completed before the kill: raise PGCDC_IT_SNAP_KILL_ROWS" % KILL_ROWS)
     half = h.count_lines(p.data_dir)
     assert 0 < half < KILL_ROWS, half
+    # Recorded before the first row was read: the next run may recreate it, as its own.
+    assert (_slot_record(p) or {}).get("state") == "snapshotting", _slot_record(p)
     # Changes while pgcdc is down belong to the new snapshot, not to a stream after the
     # half one.
     cluster.sql("INSERT INTO {t} SELECT g, 1, 'down' FROM generate_series({a}, {a} + 9) g".format(
@@ -220,33 +231,40 @@ def test_table_rewritten_during_snapshot_loses_no_row(cluster, make_pgcdc, name)
     assert got_b == list(range(1, 1001)), "%d of table b's 1000 rows in the events" % len(got_b)
 
 
-def test_slot_made_by_slot_create_gets_a_snapshot(cluster, make_pgcdc, name):
-    """`pgcdc slot create` makes a slot without a snapshot; `run` with snapshot.mode=initial
-    and no completed snapshot recorded recreates it and takes the snapshot."""
+def test_slot_made_by_slot_create(cluster, make_pgcdc, name):
+    """`pgcdc slot create` makes a slot without a snapshot and records it in state.dir.
+    `run` with snapshot.mode=initial does not drop it (it used to, losing what it held):
+    exit 2 naming the ways out. With snapshot.mode=never it streams from the slot, the
+    writes made since `slot create` included."""
     t = name + "_sc"
     _fill(cluster, t, 50)
     settings = {"snapshot.mode": "initial", "source.tables.include": "public." + t}
-    mk = make_pgcdc(settings=settings, sub="mk")
+    mk = make_pgcdc(settings=settings)
     mk.args = ["slot", "create"]
     assert mk.run(timeout=30) == 0, mk.describe()
-    assert cluster.slot(name) is not None
+    made = cluster.slot(name)
+    assert made is not None
+    rec = _slot_record(mk)
+    assert rec and rec["slot"] == name and rec["state"] == "created", rec
+    assert h.lsn_parse(rec["consistent_point"]) == made["confirmed_flush_lsn"], (rec, made)
     cluster.sql("INSERT INTO %s VALUES (51, 0, 'between')" % t)
+
     p = make_pgcdc(settings=settings)
-    p.start()
-    fh.wait_snapshot_last(p, timeout=60)
-    cluster.sql("INSERT INTO %s VALUES (52, 0, 'streamed')" % t)
-    fh.finish(cluster, p, name)
-    events = p.events()
-    _check_snapshot_block(events, expect_rows=51)
-    assert [(e["op"], e["after"]["id"]) for e in events[51:]] == [("c", 52)]
-    _rebuild_and_compare(cluster, events, t)
-    # A restart after a completed snapshot streams on: no second snapshot.
+    assert p.run(timeout=30) == 2, p.describe()
+    errs = p.error_lines()
+    assert errs and "snapshot.mode = never" in errs[-1] and "pgcdc slot drop" in errs[-1], p.describe()
+    assert cluster.slot(name)["confirmed_flush_lsn"] == made["confirmed_flush_lsn"], \
+        "pgcdc must leave the slot and what it holds alone"
+
+    p = make_pgcdc(settings=dict(settings, **{"snapshot.mode": "never"}))
     p.start()
     cluster.wait_slot_active(name)
-    cluster.sql("INSERT INTO %s VALUES (53, 0, 'after restart')" % t)
+    cluster.sql("INSERT INTO %s VALUES (52, 0, 'streamed')" % t)
     fh.finish(cluster, p, name)
+    assert _slot_record(p)["state"] == "streaming"
     events = p.events()
-    assert [(e["op"], e["after"]["id"]) for e in events[51:]] == [("c", 52), ("c", 53)]
+    assert [(e["op"], e["after"]["id"]) for e in events] == [("c", 51), ("c", 52)]
+    cluster.drop_slot(name)
 
 
 def test_sigterm_during_snapshot(cluster, make_pgcdc, name):

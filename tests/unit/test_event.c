@@ -11,6 +11,7 @@
 #include "pgcdc/common.h"
 #include "pgcdc/decode.h"
 #include "pgcdc/event.h"
+#include "pgcdc/relations.h"
 #include "fixture.h"
 #include "unit.h"
 
@@ -504,6 +505,84 @@ static void test_keys(void)
     pgcdc_decoder_free(&d);
 }
 
+/*
+ * REPLICA IDENTITY USING INDEX on a unique index other than the primary key: wal2json's
+ * "pk" still names the primary key, but deletes (and the old row of an update changing the
+ * index) carry only the index's columns. Keyed by "pk", every delete's key was {"id":null};
+ * with the relation's identity columns in place of "pk" (pgcdc_relations_name) the key is
+ * the index's columns on every operation.
+ */
+static void test_keys_using_index(void)
+{
+    static const char *msgs[] = {
+        "{\"action\":\"I\",\"xid\":7,\"lsn\":\"0/10\",\"schema\":\"public\",\"table\":\"u\","
+        "\"columns\":[{\"name\":\"id\",\"typeoid\":23,\"value\":1},{\"name\":\"email\","
+        "\"typeoid\":25,\"value\":\"a@x\"},{\"name\":\"v\",\"typeoid\":23,\"value\":5}],"
+        "\"pk\":[{\"name\":\"id\",\"typeoid\":23}]}",
+        "{\"action\":\"U\",\"xid\":7,\"lsn\":\"0/20\",\"schema\":\"public\",\"table\":\"u\","
+        "\"columns\":[{\"name\":\"id\",\"typeoid\":23,\"value\":1},{\"name\":\"email\","
+        "\"typeoid\":25,\"value\":\"b@x\"},{\"name\":\"v\",\"typeoid\":23,\"value\":5}],"
+        "\"identity\":[{\"name\":\"email\",\"typeoid\":25,\"value\":\"a@x\"}],"
+        "\"pk\":[{\"name\":\"id\",\"typeoid\":23}]}",
+        "{\"action\":\"D\",\"xid\":7,\"lsn\":\"0/30\",\"schema\":\"public\",\"table\":\"u\","
+        "\"identity\":[{\"name\":\"email\",\"typeoid\":25,\"value\":\"b@x\"}],"
+        "\"pk\":[{\"name\":\"id\",\"typeoid\":23}]}",
+    };
+    struct pgcdc_decoder d;
+    struct pgcdc_buf b = {0}, v1 = {0}, v2 = {0};
+    struct pgcdc_change ch;
+    struct pgcdc_relation rel;
+    memset(&rel, 0, sizeof(rel));
+    pgcdc_buf_append_str(&rel.schema_json, "\"public\"");
+    pgcdc_buf_append_str(&rel.table_json, "\"u\"");
+    struct pgcdc_col email = {.name = {"\"email\"", 7}};
+    pgcdc_decoder_init(&d);
+
+    /* The delete as wal2json sends it: keyed by "pk", the key would be null. */
+    CHECK_INT_EQ(pgcdc_decode(&d, msgs[2], strlen(msgs[2]), &ch, err, sizeof err), 0);
+    CHECK_INT_EQ(pgcdc_event_key(&b, &ch, 1), 1);
+    CHECK_STR_EQ(b.data, "{\"id\":null}");
+
+    /* A table without identity columns of its own keeps wal2json's "pk", bytes unchanged. */
+    CHECK_INT_EQ(pgcdc_decode(&d, msgs[0], strlen(msgs[0]), &ch, err, sizeof err), 0);
+    struct pgcdc_change named = pgcdc_relations_name(&rel, &ch);
+    CHECK(named.pk == ch.pk && named.npk == 1);
+    CHECK_STR_EQ(enc(&v1, &ch, 'c'), enc(&v2, &named, 'c'));
+
+    rel.key_cols = &email;
+    rel.nkey = 1;
+    named = pgcdc_relations_name(&rel, &ch);
+    pgcdc_buf_reset(&b);
+    CHECK_INT_EQ(pgcdc_event_key(&b, &named, 0), 1);
+    CHECK_STR_EQ(b.data, "{\"email\":\"a@x\"}");
+    CHECK_STR_EQ(enc(&v1, &ch, 'c'), enc(&v2, &named, 'c')); /* the value is the same */
+
+    /* The index changed: a key change, old and new key by the index. */
+    CHECK_INT_EQ(pgcdc_decode(&d, msgs[1], strlen(msgs[1]), &ch, err, sizeof err), 0);
+    named = pgcdc_relations_name(&rel, &ch);
+    CHECK_INT_EQ(pgcdc_event_key_changed(&named), 1);
+    pgcdc_buf_reset(&b);
+    pgcdc_event_key(&b, &named, 1);
+    CHECK_STR_EQ(b.data, "{\"email\":\"a@x\"}");
+    pgcdc_buf_reset(&b);
+    pgcdc_event_key(&b, &named, 0);
+    CHECK_STR_EQ(b.data, "{\"email\":\"b@x\"}");
+
+    /* The delete: its key, never null (the index columns are NOT NULL and always sent). */
+    CHECK_INT_EQ(pgcdc_decode(&d, msgs[2], strlen(msgs[2]), &ch, err, sizeof err), 0);
+    named = pgcdc_relations_name(&rel, &ch);
+    pgcdc_buf_reset(&b);
+    CHECK_INT_EQ(pgcdc_event_key(&b, &named, 1), 1);
+    CHECK_STR_EQ(b.data, "{\"email\":\"b@x\"}");
+
+    pgcdc_buf_free(&b);
+    pgcdc_buf_free(&v1);
+    pgcdc_buf_free(&v2);
+    pgcdc_buf_free(&rel.schema_json);
+    pgcdc_buf_free(&rel.table_json);
+    pgcdc_decoder_free(&d);
+}
+
 int main(void)
 {
     CHECK(json_valid("{\"a\":[1,-2.5e+3,\"x\\u00e9\",true,false,null,{}]}"));
@@ -514,5 +593,6 @@ int main(void)
     test_values();
     test_ops_and_source();
     test_keys();
+    test_keys_using_index();
     return UNIT_DONE();
 }
