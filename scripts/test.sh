@@ -25,6 +25,7 @@ PKGS=(
   build-essential cmake pkg-config
   postgresql-15 postgresql-15-wal2json postgresql-contrib libpq-dev
   librdkafka-dev libcjson-dev libmicrohttpd-dev kcat
+  libcurl4-openssl-dev libssl-dev zlib1g-dev
   python3 python3-pytest python3-psycopg2 python3-yaml systemd
   procps curl util-linux
 )
