@@ -784,8 +784,17 @@ static int session(struct stream *s, bool *done, char *err, size_t errlen)
     enum loop_outcome how;
     if ((rc = loop(s, &how, err, errlen)) < 0)
         return rc;
+    rc = finish(s, err, errlen); /* stopped or --end-lsn reached: either way, cleanly */
+    if (rc == PGCDC_ERR_RETRY && how == LOOP_END_REACHED && !pgcdc_stop_requested)
+        return rc; /* the last flush failed for now (a refused batch): go again for the end */
     *done = true;
-    return finish(s, err, errlen); /* stopped or --end-lsn reached: either way, cleanly */
+    if (rc == PGCDC_ERR_RETRY) {
+        /* Stopping: what the sink could not make durable is not confirmed, and the server
+         * sends it again after the restart. */
+        pgcdc_log(PGCDC_LOG_WARN, "stopping with unacknowledged changes", "detail", err, NULL);
+        rc = PGCDC_OK;
+    }
+    return rc;
 }
 
 /* The slot is held by another process: retry for source.slot_busy_timeout_ms, then fail. */

@@ -196,3 +196,22 @@ def test_refused_batch_is_retried(cluster, make_pgcdc, kafka, name):
     assert sorted(set(m.k["id"] for m in kh.read_topic(kafka.bootstrap, topic))) == [1, 2]
     assert dead_letters(p) == []
     assert cluster.confirmed_flush(name) >= end
+
+
+def test_refused_batch_is_retried_before_end_lsn(cluster, make_pgcdc, kafka, name):
+    # `run --end-lsn` must not end with exit 1 because the brokers refused a batch on the
+    # way to the end: the batch is sent again, and the run ends once the end is confirmed.
+    prefix = "ke_" + name
+    t = "rej_" + name
+    topic = kh.topic_name(prefix, "public", t)
+    cluster.sql("CREATE TABLE %s (id int PRIMARY KEY, v text)" % t)
+    kafka.create_topic(topic, 1)
+    kh.slot_create(cluster, name)
+    settings = kh.kafka_settings(kafka, prefix)
+    kafka.fail_requests(PRODUCE, MSG_SIZE_TOO_LARGE, 1)
+    cluster.sql("INSERT INTO %s VALUES (1, 'refused once'), (2, 'with it')" % t)
+    end = cluster.current_lsn()
+    p = make_pgcdc(settings=settings)
+    assert p.run(["--end-lsn", harness.lsn_format(end)], timeout=60) == 0, p.describe()
+    assert sorted(set(m.k["id"] for m in kh.read_topic(kafka.bootstrap, topic))) == [1, 2]
+    assert cluster.confirmed_flush(name) >= end
