@@ -19,6 +19,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pgcdc/encoding.h"
 #include "pgcdc/log.h"
 
 static enum pgcdc_log_level g_level = PGCDC_LOG_INFO;
@@ -102,40 +103,6 @@ static void line_hex_escape(struct line *l, unsigned char c)
     line_put(l, esc, sizeof esc);
 }
 
-/* Length of the valid UTF-8 sequence at s (max n bytes), or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    size_t need, i;
-    unsigned cp;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        need = 2;
-        cp = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        need = 3;
-        cp = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        need = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < need)
-        return 0;
-    for (i = 1; i < need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    /* Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8. */
-    if ((need == 3 && cp < 0x800) || (need == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return need;
-}
-
 /*
  * A JSON string literal. Server error texts and table names may hold any bytes; invalid
  * UTF-8 becomes U+FFFD so that a log shipper's JSON parser never rejects the line.
@@ -179,7 +146,7 @@ static void line_json_str(struct line *l, const char *s)
             i++;
             continue;
         }
-        k = utf8_len(u + i, n - i);
+        k = pgcdc_utf8_len(u + i, n - i);
         if (k == 0) {
             line_put(l, "\\ufffd", 6);
             i++;

@@ -17,6 +17,8 @@
 
 enum pgcdc_snapshot_mode { PGCDC_SNAPSHOT_INITIAL = 0, PGCDC_SNAPSHOT_NEVER, PGCDC_SNAPSHOT_INITIAL_ONLY };
 enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA };
+/* source.invalid_utf8: what a value that is not valid UTF-8 (a SQL_ASCII source) does. */
+enum pgcdc_invalid_utf8 { PGCDC_INVALID_UTF8_ERROR = 0, PGCDC_INVALID_UTF8_REPLACE };
 
 struct pgcdc_kv {
     char *key;   /* without the "kafka." prefix, e.g. "bootstrap.servers" */
@@ -41,6 +43,7 @@ struct pgcdc_config {
     char *state_dir;
     int status_interval_ms;
     int source_slot_busy_timeout_ms; /* how long a slot held by another process is waited for */
+    int source_invalid_utf8;         /* enum pgcdc_invalid_utf8 */
     char *metrics_listen; /* NULL: off */
     int metrics_stall_ms; /* /healthz is 503 after this long without progress */
     int log_level;        /* enum pgcdc_log_level */

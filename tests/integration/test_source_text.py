@@ -1,0 +1,158 @@
+"""Values do not depend on the source's settings or encoding: every source session pins
+DateStyle, IntervalStyle, TimeZone and extra_float_digits (timestamptz in UTC), and events
+are valid UTF-8 from LATIN1, WIN1252 and SQL_ASCII databases, streamed and snapshot alike.
+SQL_ASCII bytes that are not UTF-8 stop pgcdc naming table, column and LSN with nothing
+confirmed past them, unless source.invalid_utf8 = replace (U+FFFD, counted and logged)."""
+
+import json
+import os
+
+import harness as h
+import ops_harness as oh
+
+
+def _raw_events(p):
+    """Every event line of p's segments, decoded as strict UTF-8 (a bad byte fails here)."""
+    out = []
+    for seg in h.list_segments(p.data_dir):
+        with open(seg.path, "rb") as f:
+            data = f.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise AssertionError("%s is not valid UTF-8: %s near %r" % (
+                seg.name, e, data[max(0, e.start - 40):e.end + 10]))
+        out.extend(json.loads(line) for line in text.splitlines() if line)
+    return out
+
+
+def _sql(cluster, db, query, params=None):
+    """One statement in db from a UTF-8 client (psycopg2 would take SQL_ASCII for ASCII)."""
+    c = cluster.connect(dbname=db)
+    try:
+        c.set_client_encoding("UTF8")
+        with c.cursor() as cur:
+            cur.execute(query, params)
+    finally:
+        c.close()
+
+
+def _new_db(cluster, db, encoding=None, **settings):
+    cluster.sql('DROP DATABASE IF EXISTS "%s"' % db, dbname="postgres")
+    enc = (" ENCODING '%s' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0" % encoding
+           if encoding else "")
+    cluster.sql('CREATE DATABASE "%s"%s' % (db, enc), dbname="postgres")
+    for k, v in settings.items():
+        cluster.sql('ALTER DATABASE "%s" SET %s = %s' % (db, k, v), dbname="postgres")
+
+
+def _run_to_now(cluster, p, db):
+    """Run p until everything committed so far in db is confirmed; returns the exit code."""
+    end = cluster.current_lsn()
+    return p.run(["--end-lsn", h.lsn_format(end)], timeout=60)
+
+
+def test_values_ignore_database_settings(cluster, make_pgcdc, name):
+    db = "tz_" + name[-6:]
+    _new_db(cluster, db, timezone="'Asia/Tokyo'", datestyle="'SQL, DMY'",
+            intervalstyle="sql_standard", extra_float_digits="0")
+    cluster.sql("CREATE TABLE t (id int PRIMARY KEY, ts timestamptz, d date, iv interval, "
+                "f float8)", dbname=db)
+    row = "'2024-02-29 12:34:56.789+00', '2024-02-29', '1 day 2 hours', 0.1::float8 + 0.2"
+    cluster.sql("INSERT INTO t VALUES (1, %s)" % row, dbname=db)
+    p = make_pgcdc(settings={"source.dsn": cluster.dsn(dbname=db), "snapshot.mode": "initial"})
+    assert _run_to_now(cluster, p, db) == 0, p.describe()
+    cluster.sql("INSERT INTO t VALUES (2, %s)" % row, dbname=db)
+    assert _run_to_now(cluster, p, db) == 0, p.describe()
+    evs = _raw_events(p)
+    assert [(e["op"], e["after"]["id"]) for e in evs] == [("r", 1), ("c", 2)], evs
+    for e in evs:
+        a = e["after"]
+        assert a["ts"] == "2024-02-29 12:34:56.789+00", (e["op"], a)
+        assert a["d"] == "2024-02-29", (e["op"], a)
+        assert a["iv"] == "1 day 02:00:00", (e["op"], a)
+        assert str(a["f"]) == "0.30000000000000004", (e["op"], a)
+
+
+def test_events_are_utf8_from_other_encodings(cluster, make_pgcdc, name):
+    cases = [("LATIN1", "éß"), ("WIN1252", "é€ß"), ("SQL_ASCII", "é€ß")]
+    for i, (enc, text) in enumerate(cases):
+        db = "%s_%s" % (enc.lower(), name[-6:])
+        _new_db(cluster, db, enc)
+        _sql(cluster, db, 'CREATE TABLE "tbl_%s" (id int PRIMARY KEY, "naïve" text)' % text[0])
+        _sql(cluster, db, 'INSERT INTO "tbl_%s" VALUES (1, %%s)' % text[0], (text,))
+        p = make_pgcdc(settings={"source.dsn": cluster.dsn(dbname=db), "snapshot.mode": "initial",
+                                 "source.slot": "%s_%d" % (name, i)}, sub=enc)
+        assert _run_to_now(cluster, p, db) == 0, p.describe()
+        _sql(cluster, db, 'INSERT INTO "tbl_%s" VALUES (2, %%s)' % text[0], (text + "!",))
+        assert _run_to_now(cluster, p, db) == 0, p.describe()
+        evs = _raw_events(p)
+        got = [(e["op"], e["source"]["table"], e["after"]) for e in evs]
+        want = [("r", "tbl_" + text[0], {"id": 1, "naïve": text}),
+                ("c", "tbl_" + text[0], {"id": 2, "naïve": text + "!"})]
+        assert got == want, "%s: %r" % (enc, got)
+        if enc == "LATIN1":
+            c = make_pgcdc(settings={"source.dsn": cluster.dsn(dbname=db)},
+                           args=["check"], sub="check")
+            c.run(timeout=30)
+            assert any(l.startswith("PASS server_encoding: LATIN1") for l in c.stdout_lines), (
+                c.stdout())
+
+
+def _bad(cluster, db, id_, prefix="caf"):
+    """Insert a note whose last byte is 0xE9 (LATIN1's é): not UTF-8."""
+    cluster.sql("INSERT INTO t VALUES (%d, '%s' || convert_from('\\xe9'::bytea, 'SQL_ASCII'))"
+                % (id_, prefix), dbname=db)
+
+
+def test_sql_ascii_invalid_bytes(cluster, make_pgcdc, name):
+    db = "sqla_" + name[-6:]
+    _new_db(cluster, db, "SQL_ASCII")
+    cluster.sql("CREATE TABLE t (id int PRIMARY KEY, note text)", dbname=db)
+    dsn = cluster.dsn(dbname=db)
+
+    # Streamed, source.invalid_utf8 = error: exit 1 naming table, column and LSN; the
+    # transaction before it is confirmed, nothing past it.
+    slot = name + "_s"
+    p = make_pgcdc(settings={"source.dsn": dsn, "source.slot": slot}, sub="stream")
+    assert _run_to_now(cluster, p, db) == 0, p.describe()
+    cluster.sql("INSERT INTO t VALUES (1, 'ok')", dbname=db)
+    before = cluster.current_lsn()
+    _bad(cluster, db, 2)
+    rc = _run_to_now(cluster, p, db)
+    assert rc == 1, p.describe()
+    err = " ".join(p.error_lines())
+    assert "public.t" in err and "column note" in err and "source.invalid_utf8" in err, err
+    lsn = h.lsn_parse(err.split(" at LSN ")[1].split()[0])
+    assert lsn >= before, err
+    confirmed = cluster.confirmed_flush(slot)
+    assert confirmed <= lsn, (h.lsn_format(confirmed), h.lsn_format(lsn))
+    assert [e["after"]["id"] for e in _raw_events(p)] == [1]
+
+    # Snapshot, error: the same, for the snapshot's rows.
+    q = make_pgcdc(settings={"source.dsn": dsn, "source.slot": name + "_e",
+                             "snapshot.mode": "initial"}, sub="snap_error")
+    assert _run_to_now(cluster, q, db) == 1, q.describe()
+    err = " ".join(q.error_lines())
+    assert "public.t" in err and "column note" in err, err
+
+    # replace: U+FFFD in snapshot and streamed rows, counted in the metric and logged.
+    port = h.free_port()
+    r = make_pgcdc(settings={"source.dsn": dsn, "source.slot": name + "_r",
+                             "snapshot.mode": "initial", "source.invalid_utf8": "replace",
+                             "metrics.listen": "127.0.0.1:%d" % port}, sub="replace")
+    r.start()
+    h.wait_until(lambda: any(e["op"] == "r" and e["source"]["snapshot"] == "last"
+                             for e in h.read_events(r.data_dir, tolerate_partial=True)),
+                 30, what="the snapshot")
+    _bad(cluster, db, 3, prefix="stream")
+    end = cluster.current_lsn()
+    cluster.wait_confirmed(name + "_r", end)
+    status, body, _ = oh.http_get("http://127.0.0.1:%d/metrics" % port)
+    assert r.stop() == 0, r.describe()
+    m = oh.Metrics(body)
+    assert m.get("pgcdc_invalid_utf8_replaced_total") == 2, body
+    warn = [l for l in r.lines_at("warn") if "U+FFFD" in l]
+    assert warn and "table=public.t" in warn[0] and "column=note" in warn[0], r.stderr()
+    notes = {(e["op"], e["after"]["id"]): e["after"]["note"] for e in _raw_events(r)}
+    assert notes == {("r", 1): "ok", ("r", 2): "caf\ufffd", ("c", 3): "stream\ufffd"}, notes
