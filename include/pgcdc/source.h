@@ -25,8 +25,9 @@ enum pgcdc_source_session {
     PGCDC_SOURCE_CHECK,       /* `check` and `slot status|drop`: a short connect timeout */
 };
 
-/* How long a catalog lookup may take before it counts as a lost connection. */
-#define PGCDC_SOURCE_CATALOG_TIMEOUT "20s"
+/* How long a catalog lookup may take before it counts as a lost connection: well under
+ * wal_sender_timeout (60 s by default), as the loop sends no status while it waits. */
+#define PGCDC_SOURCE_CATALOG_TIMEOUT "10s"
 
 #define PGCDC_SOURCE_MAXPARAMS 16
 

@@ -5,7 +5,9 @@ SQL_ASCII bytes that are not UTF-8 stop pgcdc naming table, column and LSN with 
 confirmed past them, unless source.invalid_utf8 = replace (U+FFFD, counted and logged)."""
 
 import json
-import os
+import re
+import subprocess
+import time
 
 import harness as h
 import ops_harness as oh
@@ -156,3 +158,51 @@ def test_sql_ascii_invalid_bytes(cluster, make_pgcdc, name):
     assert warn and "table=public.t" in warn[0] and "column=note" in warn[0], r.stderr()
     notes = {(e["op"], e["after"]["id"]): e["after"]["note"] for e in _raw_events(r)}
     assert notes == {("r", 1): "ok", ("r", 2): "caf\ufffd", ("c", 3): "stream\ufffd"}, notes
+
+
+def _sockets_to(pid, port):
+    """`ss` lines of pid's established TCP sockets to port, with their timers."""
+    out = subprocess.run(["ss", "-tnop", "state", "established", "( dport = :%d )" % port],
+                         capture_output=True, text=True, check=True).stdout
+    return [l for l in out.splitlines() if "pid=%d," % pid in l]
+
+
+def test_catalog_session_keepalives_and_timeout(cluster, make_pgcdc, name):
+    """The catalog connection (partition roots, types), asked inside the replication loop,
+    has TCP keepalives like the replication connection, and a lookup that hangs ends by
+    statement_timeout and is retried like a lost connection."""
+    cluster.sql("CREATE TABLE %s (id int, v int) PARTITION BY RANGE (id); "
+                "CREATE TABLE %s_1 PARTITION OF %s FOR VALUES FROM (0) TO (1000)"
+                % (name, name, name))
+    p = make_pgcdc(settings={"source.partitions_as_root": "true"})
+    p.start()
+    cluster.wait_slot_active(name)
+    cluster.sql("INSERT INTO %s VALUES (1, 1)" % name)
+    h.wait_until(lambda: len(h.read_events(p.data_dir, tolerate_partial=True)) == 1, 30,
+                 what="the first event")
+    socks = _sockets_to(p.pid, cluster.port)
+    assert len(socks) == 2, socks  # replication and catalog
+    # libpq turns keepalives on by default, at the kernel's 2 hours: ours fire after 30 s.
+    for s in socks:
+        m = re.search(r"timer:\(keepalive,(\d+)(ms|sec|min)", s)
+        assert m and (m.group(2) != "min" and int(m.group(1)) <= 30), socks
+
+    # The root is asked again every 5 s: make that lookup hang on a lock. (The insert
+    # routes through pg_inherits too: it is made before the lock, committed after it.)
+    writer = cluster.connect(autocommit=False)
+    locker = cluster.connect(autocommit=False)
+    try:
+        writer.cursor().execute("INSERT INTO %s VALUES (2, 2)" % name)
+        time.sleep(5.5)
+        locker.cursor().execute("LOCK TABLE pg_catalog.pg_inherits IN ACCESS EXCLUSIVE MODE")
+        writer.commit()
+        line = p.wait_log(r"stream interrupted; retrying", timeout=40)
+        assert "statement timeout" in line, line
+    finally:
+        locker.rollback()
+        locker.close()
+        writer.close()
+    h.wait_until(lambda: len(h.read_events(p.data_dir, tolerate_partial=True)) == 2, 60,
+                 what="the second event after the retry")
+    assert p.stop() == 0, p.describe()
+    assert [e.table for e in p.events()] == ["public." + name] * 2
