@@ -13,6 +13,7 @@
 #include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/encoding.h"
+#include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
 #include "pgcdc/source.h"
@@ -31,6 +32,7 @@ static void line(struct report *r, const char *status, const char *name, const c
     for (char *p = msg; *p; p++)
         if (*p == '\n')
             *p = ' ';
+    pgcdc_log_scrub(msg, sizeof(msg)); /* libpq's messages may quote pieces of a password */
     printf("%s %s: %s\n", status, name, msg);
     fflush(stdout);
     if (strcmp(status, "FAIL") == 0)
