@@ -62,10 +62,20 @@ def test_values_ignore_database_settings(cluster, make_pgcdc, name):
                 "f float8)", dbname=db)
     row = "'2024-02-29 12:34:56.789+00', '2024-02-29', '1 day 2 hours', 0.1::float8 + 0.2"
     cluster.sql("INSERT INTO t VALUES (1, %s)" % row, dbname=db)
-    p = make_pgcdc(settings={"source.dsn": cluster.dsn(dbname=db), "snapshot.mode": "initial"})
+    # The DSN's own options are kept (log_statement), and pgcdc's win (TimeZone).
+    dsn = cluster.dsn(dbname=db, options="'-c log_statement=all -c TimeZone=Asia/Tokyo'")
+    p = make_pgcdc(settings={"source.dsn": dsn, "snapshot.mode": "initial"})
     assert _run_to_now(cluster, p, db) == 0, p.describe()
+    p.start()
     cluster.sql("INSERT INTO t VALUES (2, %s)" % row, dbname=db)
-    assert _run_to_now(cluster, p, db) == 0, p.describe()
+    h.wait_until(lambda: len(h.read_events(p.data_dir, tolerate_partial=True)) == 2, 30,
+                 what="the streamed row")
+    assert p.stop() == 0, p.describe()
+    log = cluster.log_text()
+    for stmt in ("SELECT setting FROM pg_catalog.pg_settings",  # the replication session
+                 "SELECT * FROM ONLY"):  # the snapshot session
+        assert "@%s LOG:  statement: %s" % (db, stmt) in log, (
+            stmt, [l for l in log.splitlines() if "statement" in l][:20])
     evs = _raw_events(p)
     assert [(e["op"], e["after"]["id"]) for e in evs] == [("r", 1), ("c", 2)], evs
     for e in evs:
