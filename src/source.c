@@ -34,11 +34,10 @@ int pgcdc_source_params(struct pgcdc_source_params *p, const char *dsn,
 {
     PQconninfoOption *parsed = NULL;
     const char *mine = user_options(dsn, &parsed);
-    int n = snprintf(p->options, sizeof(p->options), "%s%s%s%s", mine ? mine : "",
-                     mine ? " " : "", PINNED_OPTIONS,
-                     kind == PGCDC_SOURCE_CATALOG
-                         ? " -c statement_timeout=" PGCDC_SOURCE_CATALOG_TIMEOUT
-                         : "");
+    int n = snprintf(
+        p->options, sizeof(p->options), "%s%s%s%s", mine ? mine : "", mine ? " " : "",
+        PINNED_OPTIONS,
+        kind == PGCDC_SOURCE_CATALOG ? " -c statement_timeout=" PGCDC_SOURCE_CATALOG_TIMEOUT : "");
     PQconninfoFree(parsed);
     if (n < 0 || (size_t)n >= sizeof(p->options)) {
         snprintf(err, errlen,

@@ -71,9 +71,8 @@ int pgcdc_encoding_check_change(const struct pgcdc_encoding *e, const struct pgc
  * naming table, column and LSN, and return 0; with error, return PGCDC_ERR with err
  * naming them and the fix.
  */
-int pgcdc_encoding_invalid(int policy, const char *encoding, const char *schema,
-                           const char *table, const char *column, uint64_t lsn, size_t nbad,
-                           char *err, size_t errlen);
+int pgcdc_encoding_invalid(int policy, const char *encoding, const char *schema, const char *table,
+                           const char *column, uint64_t lsn, size_t nbad, char *err, size_t errlen);
 
 /* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if none starts there. */
 size_t pgcdc_utf8_len(const unsigned char *s, size_t n);

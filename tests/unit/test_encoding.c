@@ -9,8 +9,8 @@
 #include "unit.h"
 
 #define MSG(v)                                                                                     \
-    "{\"action\":\"I\",\"xid\":7,\"lsn\":\"0/16B2F40\",\"schema\":\"public\",\"table\":\"t\","    \
-    "\"columns\":[{\"name\":\"id\",\"typeoid\":23,\"value\":1},{\"name\":\"note\",\"typeoid\":25,"  \
+    "{\"action\":\"I\",\"xid\":7,\"lsn\":\"0/16B2F40\",\"schema\":\"public\",\"table\":\"t\","     \
+    "\"columns\":[{\"name\":\"id\",\"typeoid\":23,\"value\":1},{\"name\":\"note\",\"typeoid\":25," \
     "\"value\":\"" v "\"}]}"
 
 static char err[512];
@@ -47,8 +47,8 @@ static void test_iconv(void)
     /* 0x81 is undefined in WIN1252: U+FFFD, counted, located. */
     CHECK_STR_EQ(note_of(&e, MSG("a\x81"), &ch), "\"a\xef\xbf\xbd\"");
     CHECK_INT_EQ(e.nbad, 1);
-    CHECK_INT_EQ(pgcdc_encoding_check_change(&e, &ch, "public", "t", PGCDC_INVALID_UTF8_ERROR,
-                                             err, sizeof err),
+    CHECK_INT_EQ(pgcdc_encoding_check_change(&e, &ch, "public", "t", PGCDC_INVALID_UTF8_ERROR, err,
+                                             sizeof err),
                  PGCDC_ERR);
     CHECK(strstr(err, "table public.t column note at LSN 0/16B2F40") != NULL);
     CHECK(strstr(err, "server_encoding WIN1252") != NULL);
@@ -68,7 +68,8 @@ static void test_sql_ascii(void)
     size_t n = strlen(good);
     CHECK_INT_EQ(pgcdc_encoding_to_utf8(&e, &p, &n, err, sizeof err), 0);
     CHECK(p == good && e.nbad == 0); /* valid UTF-8: no copy */
-    CHECK_STR_EQ(note_of(&e, MSG("caf\xe9\xe9 \xc3"), &ch), "\"caf\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\"");
+    CHECK_STR_EQ(note_of(&e, MSG("caf\xe9\xe9 \xc3"), &ch),
+                 "\"caf\xef\xbf\xbd\xef\xbf\xbd \xef\xbf\xbd\"");
     CHECK_INT_EQ(e.nbad, 3);
     uint64_t before = atomic_load(&pgcdc_metrics.invalid_utf8_replaced);
     CHECK_INT_EQ(pgcdc_encoding_check_change(&e, &ch, "public", "t", PGCDC_INVALID_UTF8_REPLACE,
@@ -81,10 +82,10 @@ static void test_sql_ascii(void)
 static void test_utf8(void)
 {
     CHECK_INT_EQ(pgcdc_utf8_valid_prefix("ab\xc3\xa9", 4), 4);
-    CHECK_INT_EQ(pgcdc_utf8_valid_prefix("ab\xc0\xaf", 4), 2);         /* overlong '/' */
-    CHECK_INT_EQ(pgcdc_utf8_valid_prefix("\xed\xa0\x80", 3), 0);       /* a surrogate */
-    CHECK_INT_EQ(pgcdc_utf8_valid_prefix("\xf4\x90\x80\x80", 4), 0);   /* past U+10FFFF */
-    CHECK_INT_EQ(pgcdc_utf8_valid_prefix("\xe2\x82", 2), 0);           /* cut short */
+    CHECK_INT_EQ(pgcdc_utf8_valid_prefix("ab\xc0\xaf", 4), 2);       /* overlong '/' */
+    CHECK_INT_EQ(pgcdc_utf8_valid_prefix("\xed\xa0\x80", 3), 0);     /* a surrogate */
+    CHECK_INT_EQ(pgcdc_utf8_valid_prefix("\xf4\x90\x80\x80", 4), 0); /* past U+10FFFF */
+    CHECK_INT_EQ(pgcdc_utf8_valid_prefix("\xe2\x82", 2), 0);         /* cut short */
 }
 
 int main(void)
