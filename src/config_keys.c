@@ -16,6 +16,7 @@
 
 static const char *const snapshot_names[] = {"initial", "never", "initial_only", NULL};
 static const char *const sink_names[] = {"file", "kafka", NULL};
+static const char *const invalid_utf8_names[] = {"error", "replace", NULL};
 /* In the order of enum pgcdc_log_level and enum pgcdc_log_format. */
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const format_names[] = {"text", "json", NULL};
@@ -45,6 +46,8 @@ const struct pgcdc_config_key pgcdc_config_keys[] = {
      "false", HELP_BOOL},
     {"source.slot_busy_timeout_ms", PGCDC_KEY_INT, OFF(source_slot_busy_timeout_ms), 0, 86400000,
      NULL, "60000", NULL},
+    {"source.invalid_utf8", PGCDC_KEY_ENUM, OFF(source_invalid_utf8), 0, 0, invalid_utf8_names,
+     "error", NULL},
     {"snapshot.mode", PGCDC_KEY_ENUM, OFF(snapshot_mode), 0, 0, snapshot_names, "initial", NULL},
     {"sink.type", PGCDC_KEY_ENUM, OFF(sink_type), 0, 0, sink_names, "file", NULL},
     {"sink.file.dir", PGCDC_KEY_STR, OFF(sink_file_dir), 0, 0, NULL, "./pgcdc-data", HELP_PATH},

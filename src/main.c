@@ -57,9 +57,10 @@ static const char check_help[] =
     "Usage: pgcdc check [-c FILE] [-o KEY=VALUE]...\n"
     "\n"
     "Preflight the source: one PASS/FAIL/WARN line per check (connection and TLS, not a\n"
-    "Neon -pooler host, server version, wal_level, wal2json loadable and allowed, the\n"
-    "REPLICATION attribute, free slots and WAL senders, the slot's state, the listed\n"
-    "tables, tables without a key). Every FAIL names its fix. Exits 1 if any check fails.\n";
+    "Neon -pooler host, server encoding, server version, wal_level, wal2json loadable and\n"
+    "allowed, the REPLICATION attribute, free slots and WAL senders, the slot's state, the\n"
+    "listed tables, tables without a key). Every FAIL names its fix. Exits 1 if any check\n"
+    "fails.\n";
 
 static const char slot_help[] =
     "Usage: pgcdc slot create|drop|status [-c FILE] [-o KEY=VALUE]...\n"
@@ -128,10 +129,10 @@ static void scrub_arg(char *arg)
     for (size_t i = 0; i < (size_t)(eq - arg); i++)
         key[i] = (char)tolower((unsigned char)arg[i]);
     key[eq - arg] = '\0';
-    if (strcmp(key, "source.dsn") == 0)
-        pgcdc_log_scrub_dsn_arg(eq + 1); /* keep host and database visible */
-    else if (pgcdc_config_key_is_secret(key))
+    if (pgcdc_config_key_is_secret(key) && strcmp(key, "source.dsn") != 0)
         memset(eq + 1, '*', strlen(eq + 1));
+    else /* source.dsn, or a DSN under a misspelt key: keep host and database visible */
+        pgcdc_log_scrub_dsn_arg(eq + 1);
 }
 
 static int load_config(struct pgcdc_config *cfg, const char *file, char **overrides, int nover,
@@ -167,6 +168,23 @@ static int fail(int rc, const char *msg)
     return exit_code(rc);
 }
 
+/*
+ * An option getopt refused, or a stray argument, in err: DSNs in it redacted, the value
+ * of a misspelt --option=VALUE too (--targt=postgres://u:secret@h/db).
+ */
+static int bad_arg(const char *fmt, const char *arg, char *err, size_t errlen)
+{
+    char shown[512];
+    const char *eq = arg[0] == '-' ? strchr(arg, '=') : NULL;
+    size_t keep = eq ? (size_t)(eq - arg) + 1 : 0;
+    if (keep >= sizeof(shown))
+        keep = 0;
+    memcpy(shown, arg, keep);
+    pgcdc_log_redact_dsn(arg + keep, shown + keep, sizeof(shown) - keep);
+    snprintf(err, errlen, fmt, shown);
+    return PGCDC_ERR_CONFIG;
+}
+
 enum command { CMD_RUN, CMD_CHECK, CMD_SLOT };
 
 /* Options every command shares, then the command itself. */
@@ -186,6 +204,7 @@ static int command(enum command cmd, int argc, char **argv)
     if (!over)
         return fail(PGCDC_ERR, "out of memory");
     optind = 1;
+    opterr = 0; /* getopt would echo the option, value and all: bad_arg redacts it */
     while ((c = getopt_long(argc, argv, "c:o:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'c': file = optarg; break;
@@ -198,8 +217,11 @@ static int command(enum command cmd, int argc, char **argv)
             /* fallthrough */
         default:
             free(over);
-            fputs(help, stderr);
-            return PGCDC_EXIT_USAGE;
+            bad_arg(cmd == CMD_RUN     ? "unknown or incomplete option \"%s\": see pgcdc run --help"
+                    : cmd == CMD_CHECK ? "unknown or incomplete option \"%s\": see pgcdc check --help"
+                                       : "unknown or incomplete option \"%s\": see pgcdc slot --help",
+                    argv[optind - 1], err, sizeof(err));
+            return fail(PGCDC_ERR_CONFIG, err);
         case 'h': fputs(help, stdout); free(over); return PGCDC_EXIT_OK;
         }
     }
@@ -219,6 +241,7 @@ static int command(enum command cmd, int argc, char **argv)
     }
     struct pgcdc_config cfg;
     rc = load_config(&cfg, file, over, nover, err, sizeof(err));
+    pgcdc_log_add_secrets(cfg.source_dsn); /* libpq's messages may quote pieces of it */
     /* The overrides were copied into cfg: now hide any secret among them from ps. */
     for (int i = 0; i < nover; i++)
         scrub_arg(over[i]);
@@ -295,15 +318,6 @@ badval:
     return PGCDC_ERR_CONFIG;
 }
 
-/* An option getopt refused, or a stray argument, in err: DSNs in it redacted. */
-static int bad_arg(const char *fmt, const char *arg, char *err, size_t errlen)
-{
-    char shown[512]; /* --targt=postgres://u:secret@... or a misplaced DSN: never echoed */
-    pgcdc_log_redact_dsn(arg, shown, sizeof(shown));
-    snprintf(err, errlen, fmt, shown);
-    return PGCDC_ERR_CONFIG;
-}
-
 /*
  * Keep a copy of the DSN in arg in *slot (malloc'd, replacing the one there), then hide
  * its password in argv from ps and /proc/PID/cmdline.
@@ -313,6 +327,7 @@ static int take_dsn(char **slot, char *arg)
     free(*slot);
     if (!(*slot = strdup(arg)))
         return PGCDC_ERR;
+    pgcdc_log_add_secrets(arg); /* libpq's messages may quote pieces of it */
     pgcdc_log_scrub_dsn_arg(arg);
     return PGCDC_OK;
 }

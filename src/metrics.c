@@ -102,6 +102,10 @@ int pgcdc_metrics_render(struct pgcdc_buf *b)
                (double)atomic_load(&m->inflight)) < 0 ||
         metric(b, "pgcdc_snapshot_rows_total", "counter", "Rows emitted by the initial snapshot.",
                NULL, (double)atomic_load(&m->snapshot_rows)) < 0 ||
+        metric(b, "pgcdc_invalid_utf8_replaced_total", "counter",
+               "Byte sequences that were not valid UTF-8, written as U+FFFD "
+               "(source.invalid_utf8 = replace).",
+               NULL, (double)atomic_load(&m->invalid_utf8_replaced)) < 0 ||
         metric(b, "pgcdc_connected", "gauge", "1 while connected to the source.", NULL,
                (double)atomic_load(&m->connected)) < 0 ||
         metric(b, "pgcdc_healthy", "gauge", "1 while /healthz answers 200.", NULL,

@@ -15,6 +15,7 @@
 #include "pgcdc/catalog.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
+#include "pgcdc/source.h"
 
 /* Partitions can be attached and detached at any time: look the root up again this often. */
 #define PARTITION_RECHECK_MS 5000
@@ -60,9 +61,12 @@ static void catalog_notice(void *arg, const char *msg)
 static int open_catalog(struct pgcdc_relations *rs, char *err, size_t errlen)
 {
     if (!rs->catalog) {
-        const char *keys[] = {"dbname", "fallback_application_name", NULL};
-        const char *vals[] = {rs->cfg->source_dsn, "pgcdc-catalog", NULL};
-        rs->catalog = PQconnectdbParams(keys, vals, 1);
+        /* Keepalives, timeouts and a statement_timeout: its lookups run inside the
+         * replication loop, which must not hang on a dead peer (see source.h). */
+        int rc = pgcdc_source_connect(&rs->catalog, rs->cfg->source_dsn, PGCDC_SOURCE_CATALOG,
+                                      err, errlen);
+        if (rc < 0)
+            return rc;
         if (PQstatus(rs->catalog) != CONNECTION_OK) {
             snprintf(err, errlen, "cannot open a catalog connection: %s",
                      PQerrorMessage(rs->catalog));

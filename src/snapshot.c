@@ -16,6 +16,7 @@
 
 #include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
+#include "pgcdc/encoding.h"
 #include "pgcdc/errors.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
@@ -24,6 +25,7 @@
 #include "pgcdc/repl.h"
 #include "pgcdc/sink.h"
 #include "pgcdc/slot.h"
+#include "pgcdc/source.h"
 #include "pgcdc/txn_track.h"
 
 #define PROGRESS_EVERY_MS 10000
@@ -45,6 +47,39 @@ static int sql_fail(PGconn *c, PGresult *res, const char *what, char *err, size_
 }
 
 static bool numeric_strings; /* set per run: wal2json 2.6's numeric-data-types-as-string */
+
+/*
+ * Set per run. Other sessions read UTF-8 (client_encoding, see source.h), but a SQL_ASCII
+ * server sends its bytes as they are stored, which need not be UTF-8.
+ */
+static struct {
+    bool on;
+    int policy;          /* source.invalid_utf8 */
+    uint64_t lsn;        /* the snapshot's rows' LSN, for the message */
+    struct pgcdc_buf fix; /* the repaired text of one value */
+} sql_ascii;
+
+/*
+ * Make *v (n bytes) UTF-8 on a SQL_ASCII source: an invalid sequence becomes U+FFFD when
+ * source.invalid_utf8 = replace (counted and logged), and is an error naming the table and
+ * column otherwise. *v and *n then point at the text to use.
+ */
+static int utf8_text(const struct table *t, const char *column, const char **v, size_t *n,
+                     char *err, size_t errlen)
+{
+    if (!sql_ascii.on || pgcdc_utf8_valid_prefix(*v, *n) == *n)
+        return PGCDC_OK;
+    size_t nbad = 0;
+    pgcdc_buf_reset(&sql_ascii.fix);
+    if (pgcdc_utf8_append_repaired(&sql_ascii.fix, *v, *n, &nbad) < 0) {
+        snprintf(err, errlen, "snapshot: out of memory");
+        return PGCDC_ERR;
+    }
+    *v = sql_ascii.fix.data;
+    *n = sql_ascii.fix.len;
+    return pgcdc_encoding_invalid(sql_ascii.policy, "SQL_ASCII", t->report_schema,
+                                  t->report_name, column, sql_ascii.lsn, nbad, err, errlen);
+}
 static volatile sig_atomic_t *stop_flag; /* set per run: the caller's stop request */
 
 static bool stopping(void)
@@ -214,7 +249,10 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_snaps
     for (int i = 0; i < ncols; i++) {
         name_off[i] = names.len;
         const char *n = PQgetvalue(cols, i, 0);
-        if (pgcdc_buf_append_json_str(&names, n, strlen(n)) < 0)
+        size_t nlen = strlen(n);
+        if ((rc = utf8_text(t, n, &n, &nlen, err, errlen)) < 0)
+            goto out;
+        if (pgcdc_buf_append_json_str(&names, n, nlen) < 0)
             goto oom;
         oids[i] = (uint32_t)strtoul(PQgetvalue(cols, i, 1), NULL, 10);
     }
@@ -277,11 +315,14 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_snaps
             for (int i = 0; i < ncols; i++) {
                 val_off[i] = vals.len;
                 int r;
+                const char *v = PQgetvalue(res, 0, i);
+                size_t vlen = (size_t)PQgetlength(res, 0, i);
                 if (PQgetisnull(res, 0, i))
                     r = pgcdc_buf_append_str(&vals, "null");
+                else if ((rc = utf8_text(t, PQgetvalue(cols, i, 0), &v, &vlen, err, errlen)) < 0)
+                    break; /* the row is not written; the query is cancelled above */
                 else
-                    r = append_token(&vals, oids[i], PQgetvalue(res, 0, i),
-                                     (size_t)PQgetlength(res, 0, i));
+                    r = append_token(&vals, oids[i], v, vlen);
                 if (r < 0) {
                     PQclear(res);
                     goto oom;
@@ -291,7 +332,8 @@ static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_snaps
             for (int i = 0; i < ncols; i++)
                 row_cols[i].value = (struct pgcdc_span){vals.data + val_off[i],
                                                         val_off[i + 1] - val_off[i]};
-            rc = row(ctx, &ch, t->report_schema, t->report_name, err, errlen);
+            if (rc == PGCDC_OK)
+                rc = row(ctx, &ch, t->report_schema, t->report_name, err, errlen);
             nrows++;
             st->rows++;
             int64_t now = pgcdc_mono_ms();
@@ -396,11 +438,13 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
                        pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *stats,
                        char *err, size_t errlen)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {req->dsn, "pgcdc-snapshot", NULL};
+    struct pgcdc_source_params params;
     memset(stats, 0, sizeof(*stats));
     stop_flag = req->stop;
-    PGconn *c = connect_interruptible(keys, vals);
+    int prc = pgcdc_source_params(&params, req->dsn, PGCDC_SOURCE_SNAPSHOT, err, errlen);
+    if (prc < 0)
+        return prc;
+    PGconn *c = connect_interruptible(params.keys, params.vals);
     if (stopping()) {
         PQfinish(c);
         snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
@@ -424,17 +468,24 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
         goto out;
     }
     numeric_strings = req->numeric_strings == 1;
+    char encoding[32];
+    pgcdc_source_server_encoding(c, encoding, sizeof(encoding));
+    sql_ascii.on = strcmp(encoding, "SQL_ASCII") == 0;
+    sql_ascii.policy = cfg->source_invalid_utf8;
+    sql_ascii.lsn = req->consistent_lsn;
+    /* SQL_ASCII to UTF8 is not converted but checked, and a bad byte would fail the
+     * query: take the bytes as they are and judge them here (utf8_text). */
+    if (sql_ascii.on && (rc = exec_ok(c, "SET client_encoding = 'SQL_ASCII'", err, errlen)) < 0)
+        goto out;
     if ((rc = exec_ok(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen)) < 0)
         goto out;
     snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT '%s'", req->snapshot_name);
     if ((rc = exec_ok(c, sql, err, errlen)) < 0)
         goto out;
-    /* Text output exactly as the walsender prints it: raw server encoding, hex bytea. */
-    if ((rc = exec_ok(c,
-                      "SELECT pg_catalog.set_config('client_encoding', "
-                      "pg_catalog.current_setting('server_encoding'), true), "
-                      "pg_catalog.set_config('bytea_output', 'hex', true)",
-                      err, errlen)) < 0)
+    /* Text output as the walsender prints it (hex bytea); the session's settings (UTF-8,
+     * ISO dates in UTC: see source.h) are the stream's. */
+    if ((rc = exec_ok(c, "SELECT pg_catalog.set_config('bytea_output', 'hex', true)", err,
+                      errlen)) < 0)
         goto out;
     PGresult *x = query(c, "SELECT pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())",
                         0, NULL, &rc, err, errlen);
@@ -481,6 +532,7 @@ int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config
 out:
     PQclear(tables);
     PQfinish(c);
+    pgcdc_buf_free(&sql_ascii.fix);
     return rc;
 }
 

@@ -24,6 +24,7 @@
 
 #include "pgcdc/common.h"
 #include "pgcdc/decode.h"
+#include "pgcdc/encoding.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
@@ -61,6 +62,7 @@ struct stream {
     struct pgcdc_txn_track *track;
     struct pgcdc_repl *repl;
     struct pgcdc_decoder dec;
+    struct pgcdc_encoding enc; /* the server's encoding -> UTF-8 (nothing to do for UTF8) */
     struct pgcdc_buf value, key, name_json, db_json;
 
     uint64_t skip_upto;   /* transactions ending at or before this are already in the sink */
@@ -316,6 +318,10 @@ static int handle_row(struct stream *s, const struct pgcdc_change *ch, char *err
         return rc;
     if (!rel->selected)
         return PGCDC_OK;
+    if (s->enc.nbad && (rc = pgcdc_encoding_check_change(&s->enc, ch, rel->schema, rel->table,
+                                                         s->cfg->source_invalid_utf8, err,
+                                                         errlen)) < 0)
+        return rc;
     struct pgcdc_change named = pgcdc_relations_name(rel, ch);
     if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
         pgcdc_event_key_changed(&named)) {
@@ -354,7 +360,8 @@ static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
 {
     const struct pgcdc_config *cfg = s->cfg;
     int rc = pgcdc_repl_connect(&s->repl, cfg->source_dsn, err, errlen);
-    if (rc < 0)
+    if (rc < 0 ||
+        (rc = pgcdc_encoding_open(&s->enc, pgcdc_repl_server_encoding(s->repl), err, errlen)) < 0)
         return rc;
     if ((rc = pgcdc_repl_preflight(s->repl, err, errlen)) < 0)
         return rc;
@@ -453,7 +460,12 @@ static int on_message(struct stream *s, const struct pgcdc_repl_msg *msg, bool *
     int rc;
     if (msg->type == PGCDC_REPL_DATA) {
         struct pgcdc_change ch;
-        if ((rc = pgcdc_decode(&s->dec, msg->data, msg->len, &ch, err, errlen)) < 0)
+        const char *data = msg->data;
+        size_t len = msg->len;
+        if (s->enc.kind != PGCDC_ENC_UTF8 &&
+            (rc = pgcdc_encoding_to_utf8(&s->enc, &data, &len, err, errlen)) < 0)
+            return rc;
+        if ((rc = pgcdc_decode(&s->dec, data, len, &ch, err, errlen)) < 0)
             return rc;
         note_server_pos(msg->data_start);
         return handle_change(s, &ch, end, err, errlen);
@@ -711,6 +723,7 @@ static void stream_close(struct stream *s)
         s->sink->ops->close(s->sink);
     pgcdc_txn_track_free(s->track);
     pgcdc_decoder_free(&s->dec);
+    pgcdc_encoding_close(&s->enc);
     pgcdc_buf_free(&s->value);
     pgcdc_buf_free(&s->key);
     pgcdc_buf_free(&s->name_json);

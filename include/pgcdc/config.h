@@ -21,6 +21,8 @@ enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA };
 enum pgcdc_missing_rows { PGCDC_MISSING_ROWS_ERROR = 0, PGCDC_MISSING_ROWS_WARN };
 /* What a sink does with an event its destination refuses for good. */
 enum pgcdc_on_permanent_error { PGCDC_ON_ERROR_STOP = 0, PGCDC_ON_ERROR_DEAD_LETTER };
+/* source.invalid_utf8: what a value that is not valid UTF-8 (a SQL_ASCII source) does. */
+enum pgcdc_invalid_utf8 { PGCDC_INVALID_UTF8_ERROR = 0, PGCDC_INVALID_UTF8_REPLACE };
 
 struct pgcdc_kv {
     char *key;   /* without the "kafka." prefix, e.g. "bootstrap.servers" */
@@ -48,6 +50,7 @@ struct pgcdc_config {
     char *state_dir;
     int status_interval_ms;
     int source_slot_busy_timeout_ms; /* how long a slot held by another process is waited for */
+    int source_invalid_utf8;         /* enum pgcdc_invalid_utf8 */
     char *metrics_listen; /* NULL: off */
     int metrics_stall_ms; /* /healthz is 503 after this long without progress */
     int replay_missing_rows; /* enum pgcdc_missing_rows */
