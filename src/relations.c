@@ -44,19 +44,6 @@ static void rels_clear(struct pgcdc_relations *rs)
     rs->nrels = rs->last = 0;
 }
 
-/*
- * libpq prints what arrives on an idle connection (the server's FATAL when it shuts down)
- * to stderr by default: keep stderr to log lines.
- */
-static void catalog_notice(void *arg, const char *msg)
-{
-    (void)arg;
-    char line[512];
-    snprintf(line, sizeof(line), "%s", msg);
-    line[strcspn(line, "\n")] = '\0';
-    pgcdc_log(PGCDC_LOG_DEBUG, "catalog connection notice", "detail", line, NULL);
-}
-
 /* The plain connection for catalog lookups, opened on first use. */
 static int open_catalog(struct pgcdc_relations *rs, char *err, size_t errlen)
 {
@@ -75,7 +62,6 @@ static int open_catalog(struct pgcdc_relations *rs, char *err, size_t errlen)
             rs->catalog = NULL;
             return PGCDC_ERR_RETRY;
         }
-        PQsetNoticeProcessor(rs->catalog, catalog_notice, NULL);
     }
     return PGCDC_OK;
 }

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "pgcdc/common.h"
+#include "pgcdc/log.h"
 
 /* The settings that fix how values print; see README "Events" and docs/events.md. */
 #define PINNED_OPTIONS                                                                             \
@@ -72,6 +73,20 @@ int pgcdc_source_params(struct pgcdc_source_params *p, const char *dsn,
     return PGCDC_OK;
 }
 
+/*
+ * libpq prints what arrives on an idle connection (the server's FATAL when it shuts down)
+ * and the server's notices to stderr by default: keep stderr to log lines, which pass
+ * through the redaction.
+ */
+static void session_notice(void *arg, const char *msg)
+{
+    char line[512];
+    snprintf(line, sizeof(line), "%s", msg);
+    line[strcspn(line, "\n")] = '\0';
+    pgcdc_log(PGCDC_LOG_DEBUG, "server notice", "session", (const char *)arg, "detail", line,
+              NULL);
+}
+
 int pgcdc_source_connect(struct pg_conn **out, const char *dsn, enum pgcdc_source_session kind,
                          char *err, size_t errlen)
 {
@@ -83,6 +98,11 @@ int pgcdc_source_connect(struct pg_conn **out, const char *dsn, enum pgcdc_sourc
         snprintf(err, errlen, "out of memory");
         return PGCDC_ERR;
     }
+    static const char *const names[] = {[PGCDC_SOURCE_REPLICATION] = "replication",
+                                        [PGCDC_SOURCE_CATALOG] = "catalog",
+                                        [PGCDC_SOURCE_SNAPSHOT] = "snapshot",
+                                        [PGCDC_SOURCE_CHECK] = "check"};
+    PQsetNoticeProcessor(*out, session_notice, (void *)names[kind]);
     return PGCDC_OK;
 }
 
