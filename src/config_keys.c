@@ -47,8 +47,7 @@ const struct pgcdc_config_key pgcdc_config_keys[] = {
      NULL, "60000", NULL},
     /* Poll mode (README "Neon: let the compute sleep"): at most 24 h between polls, since
      * Neon removes a slot no client has used for about 40 hours. */
-    {"source.poll_interval_ms", PGCDC_KEY_INT, OFF(source_poll_interval_ms), 0, 86400000, NULL,
-     "0",
+    {"source.poll_interval_ms", PGCDC_KEY_INT, OFF(source_poll_interval_ms), 0, 86400000, NULL, "0",
      "a whole number from 0 (stay connected) to 86400000 (24 h: Neon removes a slot unused for "
      "about 40 hours)"},
     {"source.idle_disconnect_ms", PGCDC_KEY_INT, OFF(source_idle_disconnect_ms), 0, 86400000, NULL,

@@ -31,8 +31,8 @@ void pgcdc_poll_init(struct pgcdc_poll *p, const struct pgcdc_config *cfg, bool 
         pgcdc_metrics_poll_mode(p->interval_ms);
 }
 
-void pgcdc_poll_begin(struct pgcdc_poll *p, int64_t connect_ms, uint64_t target,
-                      uint64_t confirmed, uint64_t events, uint64_t txns)
+void pgcdc_poll_begin(struct pgcdc_poll *p, int64_t connect_ms, uint64_t target, uint64_t confirmed,
+                      uint64_t events, uint64_t txns)
 {
     p->connect_ms = connect_ms;
     p->target = target;

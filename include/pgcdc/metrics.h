@@ -29,11 +29,11 @@ struct pgcdc_metrics {
     _Atomic int connected;
     _Atomic int64_t last_ok_mono_ms; /* last sign of progress (see pgcdc_metrics_healthy) */
     /* Poll mode (source.poll_interval_ms > 0) and `run --once`: see pgcdc_metrics_catchup. */
-    _Atomic int sleeping;                /* disconnected on purpose until the next poll */
-    _Atomic int poll_failed;             /* the last poll failed; cleared by a catch-up */
+    _Atomic int sleeping;                 /* disconnected on purpose until the next poll */
+    _Atomic int poll_failed;              /* the last poll failed; cleared by a catch-up */
     _Atomic int64_t last_catchup_unix_ms; /* wall time of the last catch-up; 0 none yet */
     _Atomic int64_t last_catchup_mono_ms;
-    _Atomic int64_t poll_duration_ms;    /* the last poll, connect to disconnect */
+    _Atomic int64_t poll_duration_ms; /* the last poll, connect to disconnect */
 };
 
 extern struct pgcdc_metrics pgcdc_metrics;

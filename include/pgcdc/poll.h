@@ -18,15 +18,15 @@
 #include "pgcdc/config.h"
 
 struct pgcdc_poll {
-    int interval_ms; /* source.poll_interval_ms; 0: stay connected */
-    int idle_ms;     /* source.idle_disconnect_ms */
-    int64_t connect_ms;        /* when this poll began connecting (monotonic) */
-    uint64_t target;           /* the server's position at connect */
-    uint64_t lag_at_connect;   /* bytes from what was confirmed then to target */
-    uint64_t events0, txns0;   /* the stream's counters when the poll began */
-    uint64_t seen_data;        /* data messages counted when the quiet spell began */
-    int64_t quiet_since_ms;    /* no data message since (monotonic) */
-    int64_t marked_ms;         /* when the catch-up metric was last set */
+    int interval_ms;         /* source.poll_interval_ms; 0: stay connected */
+    int idle_ms;             /* source.idle_disconnect_ms */
+    int64_t connect_ms;      /* when this poll began connecting (monotonic) */
+    uint64_t target;         /* the server's position at connect */
+    uint64_t lag_at_connect; /* bytes from what was confirmed then to target */
+    uint64_t events0, txns0; /* the stream's counters when the poll began */
+    uint64_t seen_data;      /* data messages counted when the quiet spell began */
+    int64_t quiet_since_ms;  /* no data message since (monotonic) */
+    int64_t marked_ms;       /* when the catch-up metric was last set */
 };
 
 /*
@@ -40,8 +40,8 @@ void pgcdc_poll_init(struct pgcdc_poll *p, const struct pgcdc_config *cfg, bool 
  * what was confirmed then, events and txns the stream's counters, connect_ms when
  * connecting began.
  */
-void pgcdc_poll_begin(struct pgcdc_poll *p, int64_t connect_ms, uint64_t target,
-                      uint64_t confirmed, uint64_t events, uint64_t txns);
+void pgcdc_poll_begin(struct pgcdc_poll *p, int64_t connect_ms, uint64_t target, uint64_t confirmed,
+                      uint64_t events, uint64_t txns);
 
 /*
  * Everything up to pos is durable and confirmed, nothing open (called at most once a

@@ -49,7 +49,7 @@ def test_poll_disconnects_between_polls_and_picks_up_writes(cluster, make_pgcdc,
     h.Writer.create_tables(cluster, name)
     ep = oh.new_metrics_endpoint()
     settings = dict(_only(name), **{"source.poll_interval_ms": "3000",
-                                    "source.idle_disconnect_ms": "300",
+                                    "source.idle_disconnect_ms": "1500",
                                     "source.partitions_as_root": "true",
                                     "metrics.listen": ep.listen})
     p = make_pgcdc(settings=settings)
@@ -58,6 +58,8 @@ def test_poll_disconnects_between_polls_and_picks_up_writes(cluster, make_pgcdc,
     # A first change makes pgcdc open its catalog connection too (partition roots).
     cluster.sql("INSERT INTO %s_a (id, txn, val) VALUES (1, 1, 'first')" % name)
     h.wait_until(lambda: len(p.events(tolerate_partial=True)) == 1, 30, what="the first event")
+    apps = {r[1] for r in _pgcdc_sessions(cluster)}
+    assert {"pgcdc", "pgcdc-catalog"} <= apps, "connected: both sessions are there (%s)" % apps
     # Caught up and idle: every connection to the source closes; the sink's stay.
     p.wait_log(r'msg="poll done"', timeout=30)
     h.wait_until(lambda: not _pgcdc_sessions(cluster), 5, what="no pgcdc session on the server")
@@ -81,7 +83,7 @@ def test_poll_disconnects_between_polls_and_picks_up_writes(cluster, make_pgcdc,
     line = [ln for ln in p.lines if 'msg="poll done"' in ln][-1]
     f = h.parse_logfmt(line)
     assert f["events"] == "1" and int(f["lag_at_connect_bytes"]) > 0, line
-    assert int(f["duration_ms"]) >= 300, line
+    assert int(f["duration_ms"]) >= 1500, line
     p.assert_alive()
     assert p.stop(timeout=10) == 0, p.describe()
     assert not p.error_lines(), p.describe()
@@ -236,3 +238,20 @@ def test_poll_across_server_restarts_exactly_once(cluster, make_pgcdc, name, wri
     segs = h.check_segment_files(p.data_dir, strict=True)
     h.verify_writers([e for _, evs in segs for e in evs], [w], cluster)
     cluster.drop_slot(name)
+
+
+def test_bad_intervals_and_the_check_warning(make_pgcdc, name):
+    for bad in ("-1", "abc", "86400001", "1.5"):
+        p = make_pgcdc(settings={"source.poll_interval_ms": bad}, sub="bad")
+        assert p.run(timeout=30) == 2, p.describe()
+        (err,) = p.error_lines()
+        assert "source.poll_interval_ms" in err and "40 hours" in err, err
+    p = make_pgcdc(settings={"source.idle_disconnect_ms": "-5"}, sub="bad")
+    assert p.run(timeout=30) == 2 and "source.idle_disconnect_ms" in p.stderr(), p.describe()
+    _, res, c = oh.run_check(make_pgcdc,
+                             settings={"source.poll_interval_ms": str(13 * 3600 * 1000)})
+    assert oh.check_lines_of(res, "WARN", "poll_interval"), oh.describe_check(c)
+    _, res, c = oh.run_check(make_pgcdc,
+                             settings={"source.poll_interval_ms": str(12 * 3600 * 1000)},
+                             sub="check12")
+    assert not oh.check_lines_of(res, name="poll_interval"), oh.describe_check(c)
