@@ -12,6 +12,8 @@ import harness as h
 import ops_harness as oh
 
 POLL = {"source.poll_interval_ms": "300", "source.idle_disconnect_ms": "200"}
+# Poll cycles of the kill -9 test; raise it for a soak (PGCDC_IT_POLLS=1000).
+CYCLES = int(os.environ.get("PGCDC_IT_POLLS", "30"))
 
 
 class BurstWriter(h.Writer):
@@ -131,7 +133,7 @@ def test_poll_cycles_with_kill9_exactly_once(cluster, make_pgcdc, name, writers)
     polls = kills = 0
     t0 = time.monotonic()
     try:
-        while polls + _polls(p) < 30:
+        while polls + _polls(p) < CYCLES:
             w.go.set()
             time.sleep(rng.uniform(0.02, 0.2))
             w.go.clear()
