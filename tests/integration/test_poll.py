@@ -146,7 +146,7 @@ def test_poll_cycles_with_kill9_exactly_once(cluster, make_pgcdc, name, writers)
                 p.start()
             else:
                 n = _polls(p)
-                h.wait_until(lambda: _polls(p) > n or not p.alive(), 15, what="a poll to end")
+                h.wait_until(lambda: _polls(p) > n or not p.alive(), 30, what="a poll to end")
                 p.assert_alive()
     finally:
         w.stop()
