@@ -131,6 +131,12 @@ int pgcdc_admin_check(const struct pgcdc_config *cfg)
     char v[256], v2[256], err[1024];
     /* pgcdc_config_validate already refused a -pooler host (exit 2) before we got here. */
     line(&r, "PASS", "pooler", "the host is not a Neon pooler endpoint");
+    /* Neon removes a slot no client has used for about 40 hours: leave room for a failed poll. */
+    if (cfg->source_poll_interval_ms > 12 * 3600 * 1000)
+        line(&r, "WARN", "poll_interval",
+             "source.poll_interval_ms = %d is over 12 h: Neon removes a slot no client has used "
+             "for about 40 hours, so two missed polls could lose it; poll more often",
+             cfg->source_poll_interval_ms);
 
     PGconn *c = plain_connect(cfg->source_dsn, err, sizeof(err));
     if (PQstatus(c) != CONNECTION_OK) {

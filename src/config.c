@@ -425,7 +425,7 @@ static int set_typed(struct pgcdc_config *c, const struct pgcdc_config_key *k, c
                      (unsigned long long)k->min, (unsigned long long)k->max);
             show_value(k->name, v, shown, sizeof shown);
             seterr(err, errlen, "bad value %s for %s (at %s): expected %s", shown, k->name, origin,
-                   range);
+                   k->help ? k->help : range);
             return PGCDC_ERR_CONFIG;
         }
         if (k->type == PGCDC_KEY_INT)

@@ -48,6 +48,13 @@ const struct pgcdc_config_key pgcdc_config_keys[] = {
      NULL, "60000", NULL},
     {"source.invalid_utf8", PGCDC_KEY_ENUM, OFF(source_invalid_utf8), 0, 0, invalid_utf8_names,
      "error", NULL},
+    /* Poll mode (README "Neon: let the compute sleep"): at most 24 h between polls, since
+     * Neon removes a slot no client has used for about 40 hours. */
+    {"source.poll_interval_ms", PGCDC_KEY_INT, OFF(source_poll_interval_ms), 0, 86400000, NULL, "0",
+     "a whole number from 0 (stay connected) to 86400000 (24 h: Neon removes a slot unused for "
+     "about 40 hours)"},
+    {"source.idle_disconnect_ms", PGCDC_KEY_INT, OFF(source_idle_disconnect_ms), 0, 86400000, NULL,
+     "10000", NULL},
     {"snapshot.mode", PGCDC_KEY_ENUM, OFF(snapshot_mode), 0, 0, snapshot_names, "initial", NULL},
     {"sink.type", PGCDC_KEY_ENUM, OFF(sink_type), 0, 0, sink_names, "file", NULL},
     {"sink.file.dir", PGCDC_KEY_STR, OFF(sink_file_dir), 0, 0, NULL, "./pgcdc-data", HELP_PATH},

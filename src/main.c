@@ -26,7 +26,7 @@ static const char usage_text[] =
     "pgcdc " PGCDC_VERSION " - stream every row change out of PostgreSQL (wal2json) into files or Kafka\n"
     "\n"
     "Usage:\n"
-    "  pgcdc run     [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN]\n"
+    "  pgcdc run     [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN | --once]\n"
     "  pgcdc check   [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc slot    create|drop|status [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc replay  --input DIR --target DSN [--follow] [--end-lsn LSN] [-o KEY=VALUE]...\n"
@@ -40,7 +40,7 @@ static const char usage_text[] =
     "Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.\n";
 
 static const char run_help[] =
-    "Usage: pgcdc run [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN]\n"
+    "Usage: pgcdc run [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN | --once]\n"
     "\n"
     "Stream changes from the replication slot source.slot into the sink, confirming each\n"
     "LSN to the server only once its events are durable. Runs until SIGTERM/SIGINT, which\n"
@@ -51,7 +51,14 @@ static const char run_help[] =
     "      --end-lsn LSN    stop (exit 0) once every transaction committed at or before LSN\n"
     "                       (e.g. pg_current_wal_lsn() after the last write) is durable\n"
     "                       and confirmed\n"
-    "  -h, --help           this text\n";
+    "      --once           stop (exit 0) once everything up to the server's position at\n"
+    "                       connect time is durable and confirmed (cron, systemd timers,\n"
+    "                       Kubernetes CronJobs); on an idle database within 2 s\n"
+    "  -h, --help           this text\n"
+    "\n"
+    "With source.poll_interval_ms > 0, run closes its source connections once caught up\n"
+    "and idle for source.idle_disconnect_ms, so a Neon compute may suspend, and connects\n"
+    "again after the interval.\n";
 
 static const char check_help[] =
     "Usage: pgcdc check [-c FILE] [-o KEY=VALUE]...\n"
@@ -193,6 +200,7 @@ static int command(enum command cmd, int argc, char **argv)
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"end-lsn", required_argument, NULL, 'e'},
+        {"once", no_argument, NULL, '1'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -200,6 +208,7 @@ static int command(enum command cmd, int argc, char **argv)
     const char *file = NULL, *end = NULL, *action = NULL;
     char **over = calloc((size_t)argc + 1, sizeof(char *));
     int nover = 0, c, rc;
+    bool once = false;
     char err[2048] = "";
     if (!over)
         return fail(PGCDC_ERR, "out of memory");
@@ -210,8 +219,12 @@ static int command(enum command cmd, int argc, char **argv)
         case 'c': file = optarg; break;
         case 'o': over[nover++] = optarg; break;
         case 'e':
+        case '1':
             if (cmd == CMD_RUN) {
-                end = optarg;
+                if (c == 'e')
+                    end = optarg;
+                else
+                    once = true;
                 break;
             }
             /* fallthrough */
@@ -227,8 +240,11 @@ static int command(enum command cmd, int argc, char **argv)
     }
     if (cmd == CMD_SLOT && optind < argc)
         action = argv[optind++];
-    if (optind < argc || (cmd == CMD_SLOT && !action)) {
-        if (cmd == CMD_SLOT && !action)
+    if (optind < argc || (cmd == CMD_SLOT && !action) || (once && end)) {
+        if (once && end)
+            snprintf(err, sizeof(err),
+                     "--once and --end-lsn both say when to stop: give one of them");
+        else if (cmd == CMD_SLOT && !action)
             snprintf(err, sizeof(err), "pgcdc slot needs an action: create, drop or status");
         else {
             char shown[512]; /* it may be a misplaced DSN */
@@ -259,7 +275,7 @@ static int command(enum command cmd, int argc, char **argv)
         switch (cmd) {
         case CMD_RUN:
             pgcdc_install_stop_signals();
-            rc = pgcdc_stream_run(&cfg, end_lsn, err, sizeof(err));
+            rc = pgcdc_stream_run(&cfg, end_lsn, once, err, sizeof(err));
             break;
         case CMD_CHECK:
             rc = pgcdc_admin_check(&cfg);

@@ -39,10 +39,46 @@ void pgcdc_metrics_progress(void)
     atomic_store_explicit(&pgcdc_metrics.last_ok_mono_ms, pgcdc_mono_ms(), memory_order_relaxed);
 }
 
+/* source.poll_interval_ms; 0: always connected. Set before the HTTP thread starts. */
+static int64_t poll_ms_;
+
+void pgcdc_metrics_catchup(void)
+{
+    atomic_store_explicit(&pgcdc_metrics.last_catchup_unix_ms, pgcdc_now_ms(),
+                          memory_order_relaxed);
+    atomic_store_explicit(&pgcdc_metrics.last_catchup_mono_ms, pgcdc_mono_ms(),
+                          memory_order_relaxed);
+    atomic_store_explicit(&pgcdc_metrics.poll_failed, 0, memory_order_relaxed);
+}
+
+void pgcdc_metrics_poll_mode(int interval_ms)
+{
+    poll_ms_ = interval_ms;
+    atomic_store(&pgcdc_metrics.last_catchup_mono_ms, pgcdc_mono_ms());
+}
+
+/* Why /healthz is 503, or NULL when it is 200. */
+static const char *unhealthy_reason(void)
+{
+    int64_t now = pgcdc_mono_ms();
+    if (poll_ms_ > 0) {
+        if (atomic_load(&pgcdc_metrics.poll_failed))
+            return "poll failed\n";
+        if (now - atomic_load(&pgcdc_metrics.last_catchup_mono_ms) >= 2 * poll_ms_ + stall_ms_)
+            return "no catch-up\n";
+        if (atomic_load(&pgcdc_metrics.sleeping))
+            return NULL;
+    }
+    if (!atomic_load(&pgcdc_metrics.connected))
+        return "disconnected\n";
+    if (now - atomic_load(&pgcdc_metrics.last_ok_mono_ms) >= stall_ms_)
+        return "stalled\n";
+    return NULL;
+}
+
 bool pgcdc_metrics_healthy(void)
 {
-    return atomic_load(&pgcdc_metrics.connected) &&
-           pgcdc_mono_ms() - atomic_load(&pgcdc_metrics.last_ok_mono_ms) < stall_ms_;
+    return unhealthy_reason() == NULL;
 }
 
 static int metric(struct pgcdc_buf *b, const char *name, const char *type, const char *help,
@@ -109,7 +145,14 @@ int pgcdc_metrics_render(struct pgcdc_buf *b)
         metric(b, "pgcdc_connected", "gauge", "1 while connected to the source.", NULL,
                (double)atomic_load(&m->connected)) < 0 ||
         metric(b, "pgcdc_healthy", "gauge", "1 while /healthz answers 200.", NULL,
-               pgcdc_metrics_healthy() ? 1.0 : 0.0) < 0)
+               pgcdc_metrics_healthy() ? 1.0 : 0.0) < 0 ||
+        metric(b, "pgcdc_last_catchup_timestamp_seconds", "gauge",
+               "Unix time pgcdc last had everything up to the server's position at connect "
+               "durable and confirmed (0: not yet).",
+               NULL, (double)atomic_load(&m->last_catchup_unix_ms) / 1000.0) < 0 ||
+        metric(b, "pgcdc_poll_duration_seconds", "gauge",
+               "How long the last poll stayed connected (poll mode and run --once).", NULL,
+               (double)atomic_load(&m->poll_duration_ms) / 1000.0) < 0)
         return PGCDC_ERR;
     return PGCDC_OK;
 }
@@ -146,11 +189,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return ret;
     }
     if (strcmp(url, "/healthz") == 0) {
-        if (pgcdc_metrics_healthy())
+        const char *why = unhealthy_reason();
+        if (!why)
             return reply(conn, 200, "text/plain", "ok\n", 3);
-        if (!atomic_load(&pgcdc_metrics.connected))
-            return reply(conn, 503, "text/plain", "disconnected\n", 13);
-        return reply(conn, 503, "text/plain", "stalled\n", 8);
+        return reply(conn, 503, "text/plain", why, strlen(why));
     }
     return reply(conn, 404, "text/plain", "not found: try /metrics or /healthz\n", 36);
 }

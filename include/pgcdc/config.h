@@ -51,6 +51,8 @@ struct pgcdc_config {
     int status_interval_ms;
     int source_slot_busy_timeout_ms; /* how long a slot held by another process is waited for */
     int source_invalid_utf8;         /* enum pgcdc_invalid_utf8 */
+    int source_poll_interval_ms;     /* 0: stay connected; else sleep this long between polls */
+    int source_idle_disconnect_ms;   /* poll mode: quiet this long, then disconnect */
     char *metrics_listen; /* NULL: off */
     int metrics_stall_ms; /* /healthz is 503 after this long without progress */
     int replay_missing_rows; /* enum pgcdc_missing_rows */
