@@ -14,6 +14,7 @@
 #include "pgcdc/common.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
+#include "pgcdc/sink_http.h"
 #include "pgcdc/slot.h"
 
 struct report {
@@ -104,6 +105,11 @@ int pgcdc_admin_check(const struct pgcdc_config *cfg)
     char v[256], v2[256], err[1024];
     /* pgcdc_config_validate already refused a -pooler host (exit 2) before we got here. */
     line(&r, "PASS", "pooler", "the host is not a Neon pooler endpoint");
+    if (cfg->sink_type == PGCDC_SINK_HTTP) {
+        /* The receiver first: it is what a new setup most often gets wrong. */
+        int hrc = pgcdc_sink_http_check(cfg, err, sizeof(err));
+        line(&r, hrc < 0 ? "FAIL" : "PASS", "http", "%s", err);
+    }
 
     PGconn *c = plain_connect(cfg->source_dsn);
     if (PQstatus(c) != CONNECTION_OK) {

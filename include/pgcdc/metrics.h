@@ -15,6 +15,9 @@
 
 #include "pgcdc/common.h"
 
+/* Upper bounds of the HTTP batch latency histogram, in ms (metrics.c). */
+#define PGCDC_METRICS_HTTP_BUCKETS 12
+
 struct pgcdc_metrics {
     _Atomic uint64_t events_c, events_u, events_d, events_r, events_t;
     _Atomic uint64_t bytes;
@@ -28,6 +31,12 @@ struct pgcdc_metrics {
     _Atomic uint64_t snapshot_rows;
     _Atomic int connected;
     _Atomic int64_t last_ok_mono_ms; /* last sign of progress (see pgcdc_metrics_healthy) */
+    /* The HTTP sink: requests by status class (1xx..5xx, [0] no answer), retries, and the
+     * latency of a batch from its first attempt to its 2xx. */
+    _Atomic uint64_t http_requests[6];
+    _Atomic uint64_t http_retries;
+    _Atomic uint64_t http_batch_le[PGCDC_METRICS_HTTP_BUCKETS + 1]; /* +Inf last */
+    _Atomic uint64_t http_batch_sum_ms;
 };
 
 extern struct pgcdc_metrics pgcdc_metrics;
@@ -40,6 +49,10 @@ void pgcdc_metrics_progress(void);
 
 /* Connected and streaming (or snapshotting), with progress in the last stall_ms. */
 bool pgcdc_metrics_healthy(void);
+
+/* The HTTP sink: one finished request (status 0: no HTTP answer), one delivered batch. */
+void pgcdc_metrics_http_request(long status);
+void pgcdc_metrics_http_batch(int64_t ms);
 
 /* Append the Prometheus text exposition of every metric to out. */
 int pgcdc_metrics_render(struct pgcdc_buf *out);
