@@ -24,13 +24,15 @@ FAULTS = ("500", "429", "hang", "reset")
 
 class Receiver:
     def __init__(self, secret=None, fault_rate=0.0, seed=0, hang_s=1.5, certfile=None,
-                 keyfile=None, status=None, head_status=None):
+                 keyfile=None, status=None, head_status=None, max_body=None):
         self.secret = secret
         self.fault_rate = fault_rate
         self.rng = random.Random(seed)
         self.hang_s = hang_s
         self.status = status  # answer every POST with this status (and a body)
         self.head_status = head_status
+        self.max_body = max_body  # answer 413 to a larger body
+        self.too_large = 0
         self.lock = threading.Lock()
         self.batches = []  # (idempotency key, [event dicts], raw body) answered 2xx
         self.requests = 0
@@ -81,6 +83,11 @@ class Receiver:
                     with recv.lock:
                         recv.bad_signatures.append(self.headers.get("pgcdc-signature"))
                     self._answer(401, b"bad signature")
+                    return
+                if recv.max_body is not None and len(body) > recv.max_body:
+                    with recv.lock:
+                        recv.too_large += 1
+                    self._answer(413, b"payload too large")
                     return
                 if fault == "500":
                     self._answer(500, b"injected failure")
