@@ -59,7 +59,8 @@ static const char check_help[] =
     "Preflight the source: one PASS/FAIL/WARN line per check (connection and TLS, not a\n"
     "Neon -pooler host, server version, wal_level, wal2json loadable and allowed, the\n"
     "REPLICATION attribute, free slots and WAL senders, the slot's state, the listed\n"
-    "tables, tables without a key). Every FAIL names its fix. Exits 1 if any check fails.\n";
+    "tables, tables without a key; with sink.type = http, the receiver: TLS, 401/403).\n"
+    "Every FAIL names its fix. Exits 1 if any check fails.\n";
 
 static const char slot_help[] =
     "Usage: pgcdc slot create|drop|status [-c FILE] [-o KEY=VALUE]...\n"
