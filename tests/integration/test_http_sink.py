@@ -19,12 +19,22 @@ import os
 import random
 import time
 
+import urllib.request
+
 import pytest
 
 import harness
 import http_harness as hh
 
 KILLS = int(os.environ.get("PGCDC_IT_HTTP_KILLS", "5"))
+
+
+def scrape(port):
+    """The /metrics text as {series: value}."""
+    with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5) as f:
+        text = f.read().decode()
+    return {l.rsplit(" ", 1)[0]: float(l.rsplit(" ", 1)[1]) for l in text.splitlines()
+            if l and not l.startswith("#")}
 
 
 def slot_create(cluster, slot):
@@ -108,9 +118,16 @@ def test_https_self_signed(cluster, make_pgcdc, workdir, receivers, name):
     assert fail and "sink.http.ca_file" in fail[0], chk.stdout_lines
     assert r.events() == []
 
-    p = make_pgcdc(settings=hh.http_settings(r, **{"sink.http.ca_file": cert}), sub="ca")
+    port = harness.free_port()
+    p = make_pgcdc(settings=hh.http_settings(r, **{"sink.http.ca_file": cert,
+                                                   "metrics.listen": "127.0.0.1:%d" % port}),
+                   sub="ca")
     p.start()
     harness.wait_until(lambda: len(r.events()) >= 2, 30, what="events over https")
+    m = scrape(port)
+    assert m['pgcdc_http_requests_total{class="2xx"}'] >= 1, m
+    assert m["pgcdc_http_batch_seconds_count"] >= 1, m
+    assert m['pgcdc_http_batch_seconds_bucket{le="+Inf"}'] == m["pgcdc_http_batch_seconds_count"]
     assert p.stop() == 0
     got = [(e["op"], e["after"]["id"]) for e in r.events() if e["source"]["table"] == t]
     assert got == [("c", 1), ("c", 2)], got
@@ -171,11 +188,16 @@ def test_sigterm_during_retries(cluster, make_pgcdc, receivers, name):
     receivers.append(r)
     slot_create(cluster, name)
     cluster.sql("CREATE TABLE s_%s (id int PRIMARY KEY)" % name)
-    p = make_pgcdc(settings=hh.http_settings(r))
+    port = harness.free_port()
+    p = make_pgcdc(settings=hh.http_settings(r, **{"metrics.listen": "127.0.0.1:%d" % port}))
     p.start()
     before = cluster.current_lsn()
     cluster.sql("INSERT INTO s_%s VALUES (1)" % name)
     harness.wait_until(lambda: r.requests >= 3, 30, what="retries")
+    m = scrape(port)
+    assert m['pgcdc_http_requests_total{class="5xx"}'] >= 3, m
+    assert m["pgcdc_http_retries_total"] >= 3, m
+    assert m['pgcdc_http_requests_total{class="2xx"}'] == 0, m
     t0 = time.monotonic()
     rc = p.stop(timeout=12)
     assert time.monotonic() - t0 < 10, p.describe()
