@@ -16,6 +16,7 @@
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
+#include "pgcdc/sink_http.h"
 #include "pgcdc/slot.h"
 #include "pgcdc/source.h"
 
@@ -137,6 +138,11 @@ int pgcdc_admin_check(const struct pgcdc_config *cfg)
              "source.poll_interval_ms = %d is over 12 h: Neon removes a slot no client has used "
              "for about 40 hours, so two missed polls could lose it; poll more often",
              cfg->source_poll_interval_ms);
+    if (cfg->sink_type == PGCDC_SINK_HTTP) {
+        /* The receiver first: it is what a new setup most often gets wrong. */
+        int hrc = pgcdc_sink_http_check(cfg, err, sizeof(err));
+        line(&r, hrc < 0 ? "FAIL" : "PASS", "http", "%s", err);
+    }
 
     PGconn *c = plain_connect(cfg->source_dsn, err, sizeof(err));
     if (PQstatus(c) != CONNECTION_OK) {

@@ -66,8 +66,8 @@ static const char check_help[] =
     "Preflight the source: one PASS/FAIL/WARN line per check (connection and TLS, not a\n"
     "Neon -pooler host, server encoding, server version, wal_level, wal2json loadable and\n"
     "allowed, the REPLICATION attribute, free slots and WAL senders, the slot's state, the\n"
-    "listed tables, tables without a key). Every FAIL names its fix. Exits 1 if any check\n"
-    "fails.\n";
+    "listed tables, tables without a key; with sink.type = http, the receiver: TLS,\n"
+    "401/403). Every FAIL names its fix. Exits 1 if any check fails.\n";
 
 static const char slot_help[] =
     "Usage: pgcdc slot create|drop|status [-c FILE] [-o KEY=VALUE]...\n"

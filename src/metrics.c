@@ -82,6 +82,68 @@ bool pgcdc_metrics_healthy(void)
 }
 
 static int metric(struct pgcdc_buf *b, const char *name, const char *type, const char *help,
+                  const char *labels, double value);
+
+static const int64_t http_bounds_ms[PGCDC_METRICS_HTTP_BUCKETS] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
+
+void pgcdc_metrics_http_request(long status)
+{
+    size_t cls = status >= 100 && status <= 599 ? (size_t)(status / 100) : 0;
+    atomic_fetch_add_explicit(&pgcdc_metrics.http_requests[cls], 1, memory_order_relaxed);
+}
+
+void pgcdc_metrics_http_batch(int64_t ms)
+{
+    size_t i = 0;
+    while (i < PGCDC_METRICS_HTTP_BUCKETS && ms > http_bounds_ms[i])
+        i++;
+    atomic_fetch_add_explicit(&pgcdc_metrics.http_batch_le[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pgcdc_metrics.http_batch_sum_ms, (uint64_t)(ms > 0 ? ms : 0),
+                              memory_order_relaxed);
+}
+
+/* The HTTP sink's series; Prometheus histograms are cumulative. */
+static int render_http(struct pgcdc_buf *b)
+{
+    static const char *const cls[] = {"error", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    char line[256];
+    int n;
+    if (pgcdc_buf_append_str(b, "# HELP pgcdc_http_requests_total HTTP sink requests, by status "
+                                "class (error: no HTTP answer).\n"
+                                "# TYPE pgcdc_http_requests_total counter\n") < 0)
+        return PGCDC_ERR;
+    for (size_t i = 0; i < 6; i++) {
+        n = snprintf(line, sizeof line, "pgcdc_http_requests_total{class=\"%s\"} %llu\n", cls[i],
+                     (unsigned long long)atomic_load(&pgcdc_metrics.http_requests[i]));
+        if (pgcdc_buf_append(b, line, (size_t)n) < 0)
+            return PGCDC_ERR;
+    }
+    if (metric(b, "pgcdc_http_retries_total", "counter", "HTTP sink requests retried.", NULL,
+               (double)atomic_load(&pgcdc_metrics.http_retries)) < 0 ||
+        pgcdc_buf_append_str(b, "# HELP pgcdc_http_batch_seconds HTTP sink batch latency, first "
+                                "attempt to 2xx.\n# TYPE pgcdc_http_batch_seconds histogram\n") < 0)
+        return PGCDC_ERR;
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= PGCDC_METRICS_HTTP_BUCKETS; i++) {
+        cum += atomic_load(&pgcdc_metrics.http_batch_le[i]);
+        if (i < PGCDC_METRICS_HTTP_BUCKETS)
+            n = snprintf(line, sizeof line, "pgcdc_http_batch_seconds_bucket{le=\"%g\"} %llu\n",
+                         (double)http_bounds_ms[i] / 1000.0, (unsigned long long)cum);
+        else
+            n = snprintf(line, sizeof line,
+                         "pgcdc_http_batch_seconds_bucket{le=\"+Inf\"} %llu\n"
+                         "pgcdc_http_batch_seconds_sum %.3f\npgcdc_http_batch_seconds_count %llu\n",
+                         (unsigned long long)cum,
+                         (double)atomic_load(&pgcdc_metrics.http_batch_sum_ms) / 1000.0,
+                         (unsigned long long)cum);
+        if (pgcdc_buf_append(b, line, (size_t)n) < 0)
+            return PGCDC_ERR;
+    }
+    return PGCDC_OK;
+}
+
+static int metric(struct pgcdc_buf *b, const char *name, const char *type, const char *help,
                   const char *labels, double value)
 {
     char line[512];
@@ -152,7 +214,8 @@ int pgcdc_metrics_render(struct pgcdc_buf *b)
                NULL, (double)atomic_load(&m->last_catchup_unix_ms) / 1000.0) < 0 ||
         metric(b, "pgcdc_poll_duration_seconds", "gauge",
                "How long the last poll stayed connected (poll mode and run --once).", NULL,
-               (double)atomic_load(&m->poll_duration_ms) / 1000.0) < 0)
+               (double)atomic_load(&m->poll_duration_ms) / 1000.0) < 0 ||
+        render_http(b) < 0)
         return PGCDC_ERR;
     return PGCDC_OK;
 }

@@ -31,6 +31,7 @@
 #include "pgcdc/sink.h"
 #include "pgcdc/sink_file.h"
 #include "pgcdc/sink_kafka.h"
+#include "pgcdc/sink_http.h"
 #include "pgcdc/slot.h"
 #include "pgcdc/snapshot.h"
 #include "pgcdc/txn_track.h"
@@ -616,6 +617,8 @@ static int open_sink(const struct pgcdc_config *cfg, struct pgcdc_sink **out, ch
 {
     if (cfg->sink_type == PGCDC_SINK_KAFKA)
         return pgcdc_sink_kafka_open(out, cfg, err, errlen);
+    if (cfg->sink_type == PGCDC_SINK_HTTP)
+        return pgcdc_sink_http_open(out, cfg, err, errlen);
     return pgcdc_sink_file_open(out, cfg, err, errlen);
 }
 

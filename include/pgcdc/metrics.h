@@ -15,6 +15,9 @@
 
 #include "pgcdc/common.h"
 
+/* Upper bounds of the HTTP batch latency histogram, in ms (metrics.c). */
+#define PGCDC_METRICS_HTTP_BUCKETS 12
+
 struct pgcdc_metrics {
     _Atomic uint64_t events_c, events_u, events_d, events_r, events_t;
     _Atomic uint64_t bytes;
@@ -35,6 +38,12 @@ struct pgcdc_metrics {
     _Atomic int64_t last_catchup_unix_ms; /* wall time of the last catch-up; 0 none yet */
     _Atomic int64_t last_catchup_mono_ms;
     _Atomic int64_t poll_duration_ms; /* the last poll, connect to disconnect */
+    /* The HTTP sink: requests by status class (1xx..5xx, [0] no answer), retries, and the
+     * latency of a batch from its first attempt to its 2xx. */
+    _Atomic uint64_t http_requests[6];
+    _Atomic uint64_t http_retries;
+    _Atomic uint64_t http_batch_le[PGCDC_METRICS_HTTP_BUCKETS + 1]; /* +Inf last */
+    _Atomic uint64_t http_batch_sum_ms;
 };
 
 extern struct pgcdc_metrics pgcdc_metrics;
@@ -63,6 +72,10 @@ void pgcdc_metrics_poll_mode(int interval_ms);
  * mode also asleep between polls (see pgcdc_metrics_poll_mode).
  */
 bool pgcdc_metrics_healthy(void);
+
+/* The HTTP sink: one finished request (status 0: no HTTP answer), one delivered batch. */
+void pgcdc_metrics_http_request(long status);
+void pgcdc_metrics_http_batch(int64_t ms);
 
 /* Append the Prometheus text exposition of every metric to out. */
 int pgcdc_metrics_render(struct pgcdc_buf *out);
