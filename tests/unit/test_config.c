@@ -730,6 +730,8 @@ static void test_no_secret_in_messages(void)
         {"source.dsn:postgres://u:hunter2@h/db", "x"}, /* mangled key */
         {"source.dsn postgres://u:hunter2@h/db", "x"},
         {"kafka.sasl.password hunter2", "x"},
+        {"sink.s3.secret_access_key", "hunter2${NOPE_UNSET_VAR}"},
+        {"sink.s3.session_token", "hunter2${"},
     };
 
     unsetenv("NOPE_UNSET_VAR");
@@ -883,6 +885,8 @@ static void test_example_config(void)
 
     setenv("KAFKA_PASSWORD", "kpw", 1);
     setenv("SOURCE_PASSWORD", "spw", 1);
+    setenv("S3_SECRET_ACCESS_KEY", "s3secret", 1);
+    setenv("S3_SESSION_TOKEN", "s3token", 1);
     pgcdc_config_init(&c);
     const char *path = write_file(on);
     int rc = pgcdc_config_load_file(&c, path, err, sizeof err);
@@ -908,8 +912,16 @@ static void test_example_config(void)
     CHECK_INT_EQ(c.log_level, PGCDC_LOG_INFO);
     CHECK_INT_EQ(c.log_format, PGCDC_LOG_TEXT);
     CHECK_STR_EQ(kafka_get(&c, "sasl.password"), "kpw");
+    CHECK_STR_EQ(c.sink_s3_region, "us-east-1");
+    CHECK(c.sink_s3_path_style == false);
+    CHECK_INT_EQ(c.sink_s3_flush_ms, 60000);
+    CHECK_U64_EQ(c.sink_s3_flush_bytes, 67108864);
+    CHECK_INT_EQ(c.sink_s3_compression, PGCDC_S3_GZIP);
+    CHECK_STR_EQ(c.sink_s3_secret_access_key, "s3secret");
     CHECK_INT_EQ(pgcdc_config_validate(&c, err, sizeof err), 0);
     pgcdc_config_free(&c);
+    unsetenv("S3_SECRET_ACCESS_KEY");
+    unsetenv("S3_SESSION_TOKEN");
     unsetenv("KAFKA_PASSWORD");
     unsetenv("SOURCE_PASSWORD");
     free(on);
