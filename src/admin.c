@@ -14,6 +14,7 @@
 #include "pgcdc/common.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
+#include "pgcdc/s3_bucket.h"
 #include "pgcdc/slot.h"
 
 struct report {
@@ -102,6 +103,12 @@ int pgcdc_admin_check(const struct pgcdc_config *cfg)
 {
     struct report r = {0};
     char v[256], v2[256], err[1024];
+    if (cfg->sink_type == PGCDC_SINK_S3) {
+        int n = pgcdc_s3_bucket_check(cfg);
+        if (n < 0)
+            return n;
+        r.fails += n;
+    }
     /* pgcdc_config_validate already refused a -pooler host (exit 2) before we got here. */
     line(&r, "PASS", "pooler", "the host is not a Neon pooler endpoint");
 

@@ -77,7 +77,7 @@ int pgcdc_s3_layout_parse_position(const char *body, size_t len, struct pgcdc_s3
     if (pgcdc_json_accept(&s, '}'))
         goto done;
     for (;;) {
-        struct pgcdc_span k, v;
+        struct pgcdc_span k = {0}, v = {0};
         if (pgcdc_json_string(&s, &k) < 0 || pgcdc_json_expect_slow(&s, ':') < 0)
             return -1;
         pgcdc_json_skip_ws(&s);
