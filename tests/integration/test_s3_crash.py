@@ -46,6 +46,9 @@ def test_s3_kill9_folds_exactly(cluster, make_pgcdc, name, s3):
                 if rng.random() < 0.7:
                     shutil.rmtree(p.state_dir, ignore_errors=True)  # the pod's disk is gone
                     wiped += 1
+                # Another compression changes the object names: a leftover of a cut flush
+                # is then not overwritten by chance when the flush is redone.
+                p.settings["sink.s3.compression"] = rng.choice(["gzip", "none"])
                 p.start()
             cluster.wait_slot_active(name, timeout=30)
             seen = (s3.position(name) or {}).get("seq", 0)
