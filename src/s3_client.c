@@ -232,7 +232,7 @@ int pgcdc_s3_refused(const struct pgcdc_s3 *s3, const char *what, const char *ke
                  t->creds_from_env ? " (here taken from AWS_* environment variables)" : "");
     else if (strcmp(c, "AuthorizationHeaderMalformed") == 0 ||
              strcmp(c, "PermanentRedirect") == 0 || strcmp(c, "IllegalLocationConstraintException") == 0 ||
-             res->status == 301)
+             res->status == 301 || (res->status == 400 && region[0]))
         snprintf(err, errlen,
                  "S3 bucket \"%s\" is not in region %s (%s%s%s): set sink.s3.region%s%s",
                  t->bucket, t->region, c, region[0] ? ", it is in " : "", region,

@@ -148,8 +148,8 @@ def fold(events, key="id"):
 class Refuser:
     """An HTTP server that answers every request with `status` and an S3 error `code`."""
 
-    def __init__(self, status=403, code="InvalidAccessKeyId"):
-        self.status, self.code = status, code
+    def __init__(self, status=403, code="InvalidAccessKeyId", region=None):
+        self.status, self.code, self.region = status, code, region
         outer = self
 
         class H(http.server.BaseHTTPRequestHandler):
@@ -161,6 +161,8 @@ class Refuser:
                         "<Message>refused by the test</Message></Error>" % outer.code).encode()
                 self.send_response(outer.status)
                 self.send_header("Content-Type", "application/xml")
+                if outer.region:
+                    self.send_header("x-amz-bucket-region", outer.region)
                 self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(body)))
                 self.end_headers()
                 if self.command != "HEAD":
