@@ -30,8 +30,8 @@ int pgcdc_s3_bucket_get_meta(struct pgcdc_s3 *s3, const char *name, struct pgcdc
     struct pgcdc_s3_result res;
     *found = false;
     meta_key(s3, name, key, sizeof(key));
-    struct pgcdc_s3_req rq = {.method = "GET", .key = key, .body_fd = -1,
-                              .keep_body_max = 1u << 20};
+    struct pgcdc_s3_req rq = {
+        .method = "GET", .key = key, .body_fd = -1, .keep_body_max = 1u << 20};
     int rc = pgcdc_s3_call(s3, &rq, retry_ms, &res, err, errlen);
     if (rc < 0)
         return rc;
@@ -40,8 +40,8 @@ int pgcdc_s3_bucket_get_meta(struct pgcdc_s3 *s3, const char *name, struct pgcdc
     if (res.status / 100 != 2)
         return pgcdc_s3_refused(s3, "GET", key, &res, err, errlen);
     pgcdc_buf_reset(out);
-    if (pgcdc_buf_append(out, res.resp->body.data ? res.resp->body.data : "",
-                         res.resp->body.len) < 0) {
+    if (pgcdc_buf_append(out, res.resp->body.data ? res.resp->body.data : "", res.resp->body.len) <
+        0) {
         snprintf(err, errlen, "out of memory");
         return PGCDC_ERR;
     }
@@ -59,8 +59,12 @@ int pgcdc_s3_bucket_put_meta(struct pgcdc_s3 *s3, const char *name, const void *
     meta_key(s3, name, key, sizeof(key));
     EVP_Digest(body, len, md5, &dl, EVP_md5(), NULL);
     pgcdc_s3_md5_b64(md5, md5b64);
-    struct pgcdc_s3_req rq = {.method = "PUT", .key = key, .body = body, .body_len = len,
-                              .body_fd = -1, .md5_b64 = md5b64,
+    struct pgcdc_s3_req rq = {.method = "PUT",
+                              .key = key,
+                              .body = body,
+                              .body_len = len,
+                              .body_fd = -1,
+                              .md5_b64 = md5b64,
                               .content_type = "application/json"};
     int rc = pgcdc_s3_call(s3, &rq, retry_ms, &res, err, errlen);
     if (rc < 0)
@@ -116,8 +120,8 @@ static int list_page(struct pgcdc_s3 *s3, const char *prefix, bool folders, cons
     snprintf(q, sizeof(q), "%s%s%s%slist-type=2&prefix=%s%s%s", token ? "continuation-token=" : "",
              token ? e1 : "", token ? "&" : "", folders ? "delimiter=%2F&" : "", e2,
              start_after ? "&start-after=" : "", start_after ? e3 : "");
-    struct pgcdc_s3_req rq = {.method = "GET", .query = q, .body_fd = -1,
-                              .keep_body_max = LIST_BODY_MAX};
+    struct pgcdc_s3_req rq = {
+        .method = "GET", .query = q, .body_fd = -1, .keep_body_max = LIST_BODY_MAX};
     int rc = pgcdc_s3_call(s3, &rq, retry_ms, res, err, errlen);
     if (rc < 0)
         return rc;
@@ -147,8 +151,8 @@ static int clean_folder(struct pgcdc_s3 *s3, const char *folder, uint32_t seq, i
     size_t flen = strlen(folder);
     do {
         struct pgcdc_s3_result res;
-        int rc = list_page(s3, folder, false, after, tok[0] ? tok : NULL, retry_ms, &res, err,
-                           errlen);
+        int rc =
+            list_page(s3, folder, false, after, tok[0] ? tok : NULL, retry_ms, &res, err, errlen);
         if (rc < 0)
             return rc;
         /* The page's body is overwritten by the DELETEs: copy what is needed first. */
@@ -159,8 +163,8 @@ static int clean_folder(struct pgcdc_s3 *s3, const char *folder, uint32_t seq, i
             return PGCDC_ERR;
         }
         next_token(&res, tok, sizeof(tok));
-        for (size_t i = 0; rc == PGCDC_OK &&
-                           pgcdc_s3_layout_xml_tag(page.data, page.len, "Key", i, key, sizeof(key)) > 0;
+        for (size_t i = 0; rc == PGCDC_OK && pgcdc_s3_layout_xml_tag(page.data, page.len, "Key", i,
+                                                                     key, sizeof(key)) > 0;
              i++) {
             uint32_t s;
             if (strncmp(key, folder, flen) != 0 || !pgcdc_s3_layout_parse_object(key + flen, &s) ||
@@ -173,8 +177,9 @@ static int clean_folder(struct pgcdc_s3 *s3, const char *folder, uint32_t seq, i
                 rc = pgcdc_s3_refused(s3, "DELETE", key, &dr, err, errlen);
             if (rc == PGCDC_OK) {
                 (*deleted)++;
-                pgcdc_log(PGCDC_LOG_INFO, "deleted an object of a flush position.json does not cover",
-                          "key", key, NULL);
+                pgcdc_log(PGCDC_LOG_INFO,
+                          "deleted an object of a flush position.json does not cover", "key", key,
+                          NULL);
             }
         }
         pgcdc_buf_free(&page);
@@ -207,8 +212,8 @@ int pgcdc_s3_bucket_delete_after(struct pgcdc_s3 *s3, uint32_t seq, int64_t retr
         const char *p = page.data, *end = page.data + page.len;
         while (rc == PGCDC_OK && p && (p = memmem(p, (size_t)(end - p), "<CommonPrefixes>", 16))) {
             char folder[PGCDC_S3_KEY_MAX];
-            if (pgcdc_s3_layout_xml_tag(p, (size_t)(end - p), "Prefix", 0, folder,
-                                        sizeof(folder)) > 0 &&
+            if (pgcdc_s3_layout_xml_tag(p, (size_t)(end - p), "Prefix", 0, folder, sizeof(folder)) >
+                    0 &&
                 strcmp(folder, meta) != 0)
                 rc = clean_folder(s3, folder, seq, retry_ms, deleted, err, errlen);
             p += 16;
@@ -231,9 +236,8 @@ static void say(const char *status, const char *what, const char *detail)
 }
 
 /* One check step: PASS with ok, else FAIL with the store's answer in words. */
-static bool step(struct pgcdc_s3 *s3, const char *name, const char *what, const char *key,
-                 int rc, const struct pgcdc_s3_result *res, const char *ok, char *err,
-                 size_t errlen)
+static bool step(struct pgcdc_s3 *s3, const char *name, const char *what, const char *key, int rc,
+                 const struct pgcdc_s3_result *res, const char *ok, char *err, size_t errlen)
 {
     if (rc == PGCDC_OK && res->status / 100 == 2) {
         say("PASS", name, ok);

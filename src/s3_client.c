@@ -206,11 +206,11 @@ int pgcdc_s3_refused(const struct pgcdc_s3 *s3, const char *what, const char *ke
     snprintf(where, sizeof(where), "s3://%s/%s", t->bucket, key ? key : "");
     char region[64] = "";
     if (res->resp) {
-        if (pgcdc_http_response_header(res->resp, "x-amz-bucket-region", region,
-                                       sizeof(region)) < 0 &&
+        if (pgcdc_http_response_header(res->resp, "x-amz-bucket-region", region, sizeof(region)) <
+                0 &&
             res->resp->body.len)
-            pgcdc_s3_layout_xml_tag(res->resp->body.data, res->resp->body.len, "Region", 0,
-                                    region, sizeof(region));
+            pgcdc_s3_layout_xml_tag(res->resp->body.data, res->resp->body.len, "Region", 0, region,
+                                    sizeof(region));
     }
     if (strcmp(c, "NoSuchBucket") == 0 || (!key && res->status == 404))
         snprintf(err, errlen,
@@ -231,11 +231,12 @@ int pgcdc_s3_refused(const struct pgcdc_s3 *s3, const char *what, const char *ke
                  t->access_key_id, c, what, where,
                  t->creds_from_env ? " (here taken from AWS_* environment variables)" : "");
     else if (strcmp(c, "AuthorizationHeaderMalformed") == 0 ||
-             strcmp(c, "PermanentRedirect") == 0 || strcmp(c, "IllegalLocationConstraintException") == 0 ||
-             res->status == 301 || (res->status == 400 && region[0]))
+             strcmp(c, "PermanentRedirect") == 0 ||
+             strcmp(c, "IllegalLocationConstraintException") == 0 || res->status == 301 ||
+             (res->status == 400 && region[0]))
         snprintf(err, errlen,
-                 "S3 bucket \"%s\" is not in region %s (%s%s%s): set sink.s3.region%s%s",
-                 t->bucket, t->region, c, region[0] ? ", it is in " : "", region,
+                 "S3 bucket \"%s\" is not in region %s (%s%s%s): set sink.s3.region%s%s", t->bucket,
+                 t->region, c, region[0] ? ", it is in " : "", region,
                  region[0] ? " = " : " to the bucket's region", region);
     else if (res->status == 403)
         snprintf(err, errlen,

@@ -19,8 +19,7 @@ static bool bucket_ok(const char *b, size_t n)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = b[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' ||
-              c == '_'))
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_'))
             return false;
     }
     return true;
@@ -31,8 +30,8 @@ int pgcdc_s3_conf_parse_url(const char *url, char bucket[64], char **prefix, cha
 {
     *prefix = NULL;
     if (!url || strncmp(url, "s3://", 5) != 0) {
-        snprintf(err, errlen, "sink.s3.url %s%.200s%s is not an S3 URL: " URL_HELP,
-                 url ? "\"" : "", url ? url : "is not set", url ? "\"" : "");
+        snprintf(err, errlen, "sink.s3.url %s%.200s%s is not an S3 URL: " URL_HELP, url ? "\"" : "",
+                 url ? url : "is not set", url ? "\"" : "");
         return PGCDC_ERR_CONFIG;
     }
     const char *b = url + 5;
@@ -135,8 +134,9 @@ int pgcdc_s3_conf_resolve(struct pgcdc_s3_target *t, const struct pgcdc_config *
         return PGCDC_ERR_CONFIG;
     }
     if (strchr(id, ':') || strlen(id) >= sizeof(t->access_key_id)) {
-        snprintf(err, errlen, "the S3 access key id is not one (too long, or holds ':'): check "
-                              "sink.s3.access_key_id or AWS_ACCESS_KEY_ID");
+        snprintf(err, errlen,
+                 "the S3 access key id is not one (too long, or holds ':'): check "
+                 "sink.s3.access_key_id or AWS_ACCESS_KEY_ID");
         pgcdc_s3_conf_free(t);
         return PGCDC_ERR_CONFIG;
     }
@@ -171,8 +171,8 @@ void pgcdc_s3_conf_free(struct pgcdc_s3_target *t)
 
 static bool unreserved(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '.' || c == '_' || c == '~';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' ||
+           c == '.' || c == '_' || c == '~';
 }
 
 /* Append s percent-encoded (keeping '/' when keep_slash) at out[*n]. */
@@ -211,8 +211,8 @@ int pgcdc_s3_conf_url(const struct pgcdc_s3_target *t, const char *key, const ch
         w = snprintf(out, outlen, "%s/%s/", t->endpoint, t->bucket);
     } else {
         const char *host = strstr(t->endpoint, "://") + 3;
-        w = snprintf(out, outlen, "%.*s%s.%s/", (int)(host - t->endpoint), t->endpoint,
-                     t->bucket, host);
+        w = snprintf(out, outlen, "%.*s%s.%s/", (int)(host - t->endpoint), t->endpoint, t->bucket,
+                     host);
     }
     if (w < 0 || (size_t)w >= outlen)
         return -1;

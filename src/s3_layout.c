@@ -66,8 +66,12 @@ int pgcdc_s3_layout_format_position(char *out, size_t outlen, const struct pgcdc
 int pgcdc_s3_layout_parse_position(const char *body, size_t len, struct pgcdc_s3_position *p,
                                    char *err, size_t errlen)
 {
-    struct pgcdc_json_scan s = {.p = body, .end = body + len, .start = body,
-                                .what = "position.json", .err = err, .errlen = errlen};
+    struct pgcdc_json_scan s = {.p = body,
+                                .end = body + len,
+                                .start = body,
+                                .what = "position.json",
+                                .err = err,
+                                .errlen = errlen};
     bool have_seq = false, have_lsn = false;
     uint64_t seq = 0;
     *p = (struct pgcdc_s3_position){0};
@@ -129,7 +133,8 @@ int pgcdc_s3_layout_xml_tag(const char *xml, size_t len, const char *tag, size_t
         static const struct {
             const char *ent;
             char c;
-        } ents[] = {{"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
+        } ents[] = {
+            {"&amp;", '&'}, {"&lt;", '<'}, {"&gt;", '>'}, {"&quot;", '"'}, {"&apos;", '\''}};
         size_t o = 0;
         for (const char *q = b; q < e;) {
             char c = *q++;

@@ -111,8 +111,8 @@ static int put_object(struct s3_sink *k, struct batch *b, uint32_t id, char *err
     char folder[1024], key[PGCDC_S3_KEY_MAX], sha[65], md5[25];
     struct pgcdc_s3_object obj;
     if (pgcdc_s3_layout_folder(folder, sizeof(folder), t->schema, t->table) < 0 ||
-        pgcdc_s3_layout_object(key, sizeof(key), k->tgt.prefix, folder, b->seq,
-                               t->first_commit_lsn, k->gzip) < 0) {
+        pgcdc_s3_layout_object(key, sizeof(key), k->tgt.prefix, folder, b->seq, t->first_commit_lsn,
+                               k->gzip) < 0) {
         snprintf(err, errlen, "the S3 key for table %s.%s is too long", t->schema, t->table);
         return PGCDC_ERR;
     }
@@ -146,9 +146,8 @@ static int upload(struct s3_sink *k, struct batch *b, char *err, size_t errlen)
         if ((rc = pgcdc_s3_bucket_delete_after(&k->up_s3, k->pos.seq, -1, &n, err, errlen)) < 0)
             return rc;
     }
-    if (b->slot_rec.len &&
-        (rc = pgcdc_s3_bucket_put_meta(&k->up_s3, "slot", b->slot_rec.data, b->slot_rec.len, -1,
-                                       err, errlen)) < 0)
+    if (b->slot_rec.len && (rc = pgcdc_s3_bucket_put_meta(&k->up_s3, "slot", b->slot_rec.data,
+                                                          b->slot_rec.len, -1, err, errlen)) < 0)
         return rc;
     for (uint32_t id = 0; id < b->st.ntables; id++)
         if (b->st.tables[id].bytes_committed > 0 && (rc = put_object(k, b, id, err, errlen)) < 0)
@@ -260,8 +259,8 @@ static int mirror_slot(struct s3_sink *k, struct batch *b, char *err, size_t err
         if (pgcdc_buf_append(&b->slot_rec, buf, (size_t)n) < 0)
             return PGCDC_OK; /* the next flush tries again */
     } else {
-        int rc = pgcdc_s3_bucket_put_meta(&k->main_s3, "slot", buf, (size_t)n, MAIN_TIMEOUT_MS,
-                                          err, errlen);
+        int rc = pgcdc_s3_bucket_put_meta(&k->main_s3, "slot", buf, (size_t)n, MAIN_TIMEOUT_MS, err,
+                                          errlen);
         if (rc < 0)
             return rc;
     }
@@ -550,14 +549,15 @@ static int restore_slot(struct s3_sink *k, char *err, size_t errlen)
     if (stat(k->slot_path, &st) == 0)
         return PGCDC_OK;
     bool found;
-    int rc = pgcdc_s3_bucket_get_meta(&k->main_s3, "slot", &k->slot_stored, &found, -1, err,
-                                      errlen);
+    int rc =
+        pgcdc_s3_bucket_get_meta(&k->main_s3, "slot", &k->slot_stored, &found, -1, err, errlen);
     if (rc < 0 || !found)
         return rc;
     char tmp[4200];
     snprintf(tmp, sizeof(tmp), "%s.tmp", k->slot_path);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0 || write(fd, k->slot_stored.data, k->slot_stored.len) != (ssize_t)k->slot_stored.len ||
+    if (fd < 0 ||
+        write(fd, k->slot_stored.data, k->slot_stored.len) != (ssize_t)k->slot_stored.len ||
         fsync(fd) < 0 || rename(tmp, k->slot_path) < 0) {
         snprintf(err, errlen, "cannot restore %s from the bucket: %s", k->slot_path,
                  strerror(errno));

@@ -51,8 +51,8 @@ struct pgcdc_s3_req {
 
 /* The outcome of pgcdc_s3_call. */
 struct pgcdc_s3_result {
-    long status;    /* HTTP status, 0 when none */
-    char code[64];  /* S3's <Code> (or derived from a bodiless answer), "" when 2xx */
+    long status;   /* HTTP status, 0 when none */
+    char code[64]; /* S3's <Code> (or derived from a bodiless answer), "" when 2xx */
     const struct pgcdc_http_response *resp; /* the last answer (owned by the client) */
 };
 

@@ -16,13 +16,13 @@
 
 struct pgcdc_s3_target {
     char bucket[64];
-    char *prefix;      /* without leading or trailing '/'; "" for the bucket's root */
-    char *endpoint;    /* scheme://host[:port], no trailing '/' */
-    bool path_style;   /* ENDPOINT/BUCKET/KEY instead of BUCKET.HOST/KEY */
+    char *prefix;    /* without leading or trailing '/'; "" for the bucket's root */
+    char *endpoint;  /* scheme://host[:port], no trailing '/' */
+    bool path_style; /* ENDPOINT/BUCKET/KEY instead of BUCKET.HOST/KEY */
     char region[64];
-    char sigv4[96];    /* CURLOPT_AWS_SIGV4: "aws:amz:REGION:s3" */
-    char *userpwd;     /* "ACCESS_KEY_ID:SECRET_ACCESS_KEY" for curl; secret */
-    char *token_header; /* "x-amz-security-token: ..." or NULL; secret */
+    char sigv4[96];          /* CURLOPT_AWS_SIGV4: "aws:amz:REGION:s3" */
+    char *userpwd;           /* "ACCESS_KEY_ID:SECRET_ACCESS_KEY" for curl; secret */
+    char *token_header;      /* "x-amz-security-token: ..." or NULL; secret */
     char access_key_id[128]; /* not secret: shown in messages about credentials */
     bool creds_from_env;
 };

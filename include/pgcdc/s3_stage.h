@@ -28,7 +28,7 @@
 #include "pgcdc/common.h"
 
 struct pgcdc_s3_stage_table {
-    char *schema, *table; /* owned */
+    char *schema, *table;      /* owned */
     uint64_t first_commit_lsn; /* of the first transaction that staged one of its events */
     uint64_t bytes;            /* staged, the open transaction included */
     uint64_t bytes_committed;  /* staged by complete transactions */

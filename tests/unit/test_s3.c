@@ -20,15 +20,16 @@ static void test_url(void)
 {
     char bucket[64];
     char *prefix;
-    CHECK_INT_EQ(pgcdc_s3_conf_parse_url("s3://cdc-data/a/b/", bucket, &prefix, err, sizeof err), 0);
+    CHECK_INT_EQ(pgcdc_s3_conf_parse_url("s3://cdc-data/a/b/", bucket, &prefix, err, sizeof err),
+                 0);
     CHECK_STR_EQ(bucket, "cdc-data");
     CHECK_STR_EQ(prefix, "a/b");
     free(prefix);
     CHECK_INT_EQ(pgcdc_s3_conf_parse_url("s3://cdc", bucket, &prefix, err, sizeof err), 0);
     CHECK_STR_EQ(prefix, "");
     free(prefix);
-    const char *bad[] = {"https://cdc/x", "s3://", "s3://ab", "s3://Bad!/x", "s3://cdc/a//b",
-                         "s3://cdc/x?y", NULL};
+    const char *bad[] = {"https://cdc/x", "s3://",        "s3://ab", "s3://Bad!/x",
+                         "s3://cdc/a//b", "s3://cdc/x?y", NULL};
     for (int i = 0; bad[i]; i++) {
         CHECK_INT_EQ(pgcdc_s3_conf_parse_url(bad[i], bucket, &prefix, err, sizeof err), -3);
         CHECK_CONTAINS(err, "s3://BUCKET");
