@@ -283,7 +283,7 @@ int pgcdc_s3_stage_append(struct pgcdc_s3_stage *st, const char *schema, const c
 
 void pgcdc_s3_stage_commit(struct pgcdc_s3_stage *st)
 {
-    char err[8];
+    char err[128];
     /* end_run fails only on ENOMEM for 16 bytes; the run then stays open and is
      * appended by the next end_run, before any seal reads the index. */
     if (end_run(st, err, sizeof(err)) == PGCDC_OK)
