@@ -130,15 +130,32 @@ static int list_page(struct pgcdc_s3 *s3, const char *prefix, bool folders, cons
     return PGCDC_OK;
 }
 
-/* The next page's token into tok ("" when this was the last page). */
-static void next_token(const struct pgcdc_s3_result *res, char *tok, size_t len)
+/*
+ * The next page of a listing into page (the caller frees it): its body is copied, since the
+ * client's is overwritten by the next request. tok: the page's continuation token on entry
+ * ("" for the first), the next one on return ("" after the last page).
+ */
+static int next_page(struct pgcdc_s3 *s3, const char *prefix, bool folders, const char *start_after,
+                     char *tok, size_t toklen, int64_t retry_ms, struct pgcdc_buf *page, char *err,
+                     size_t errlen)
 {
-    const struct pgcdc_buf *b = &res->resp->body;
+    struct pgcdc_s3_result res;
     char t[16];
+    int rc = list_page(s3, prefix, folders, start_after, tok[0] ? tok : NULL, retry_ms, &res, err,
+                       errlen);
+    if (rc < 0)
+        return rc;
+    pgcdc_buf_reset(page);
+    if (pgcdc_buf_append(page, res.resp->body.data ? res.resp->body.data : "", res.resp->body.len) <
+        0) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
     tok[0] = '\0';
-    if (pgcdc_s3_layout_xml_tag(b->data, b->len, "IsTruncated", 0, t, sizeof(t)) > 0 &&
+    if (pgcdc_s3_layout_xml_tag(page->data, page->len, "IsTruncated", 0, t, sizeof(t)) > 0 &&
         strcmp(t, "true") == 0)
-        pgcdc_s3_layout_xml_tag(b->data, b->len, "NextContinuationToken", 0, tok, len);
+        pgcdc_s3_layout_xml_tag(page->data, page->len, "NextContinuationToken", 0, tok, toklen);
+    return PGCDC_OK;
 }
 
 /* Delete the objects above seq in one table folder (its key prefix, '/' included). */
@@ -150,19 +167,9 @@ static int clean_folder(struct pgcdc_s3 *s3, const char *folder, uint32_t seq, i
     snprintf(after, sizeof(after), "%s%010" PRIu32 "~", folder, seq);
     size_t flen = strlen(folder);
     do {
-        struct pgcdc_s3_result res;
-        int rc =
-            list_page(s3, folder, false, after, tok[0] ? tok : NULL, retry_ms, &res, err, errlen);
-        if (rc < 0)
-            return rc;
-        /* The page's body is overwritten by the DELETEs: copy what is needed first. */
         struct pgcdc_buf page = {0};
-        if (pgcdc_buf_append(&page, res.resp->body.data ? res.resp->body.data : "",
-                             res.resp->body.len) < 0) {
-            snprintf(err, errlen, "out of memory");
-            return PGCDC_ERR;
-        }
-        next_token(&res, tok, sizeof(tok));
+        int rc =
+            next_page(s3, folder, false, after, tok, sizeof(tok), retry_ms, &page, err, errlen);
         for (size_t i = 0; rc == PGCDC_OK && pgcdc_s3_layout_xml_tag(page.data, page.len, "Key", i,
                                                                      key, sizeof(key)) > 0;
              i++) {
@@ -197,17 +204,8 @@ int pgcdc_s3_bucket_delete_after(struct pgcdc_s3 *s3, uint32_t seq, int64_t retr
     pgcdc_s3_layout_key(meta, sizeof(meta), s3->t->prefix, PGCDC_S3_META_DIR "/");
     *deleted = 0;
     do {
-        struct pgcdc_s3_result res;
-        int rc = list_page(s3, root, true, NULL, tok[0] ? tok : NULL, retry_ms, &res, err, errlen);
-        if (rc < 0)
-            return rc;
         struct pgcdc_buf page = {0};
-        if (pgcdc_buf_append(&page, res.resp->body.data ? res.resp->body.data : "",
-                             res.resp->body.len) < 0) {
-            snprintf(err, errlen, "out of memory");
-            return PGCDC_ERR;
-        }
-        next_token(&res, tok, sizeof(tok));
+        int rc = next_page(s3, root, true, NULL, tok, sizeof(tok), retry_ms, &page, err, errlen);
         /* Folders are the <Prefix> of each <CommonPrefixes> element. */
         const char *p = page.data, *end = page.data + page.len;
         while (rc == PGCDC_OK && p && (p = memmem(p, (size_t)(end - p), "<CommonPrefixes>", 16))) {

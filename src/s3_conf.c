@@ -29,9 +29,12 @@ int pgcdc_s3_conf_parse_url(const char *url, char bucket[64], char **prefix, cha
                             size_t errlen)
 {
     *prefix = NULL;
-    if (!url || strncmp(url, "s3://", 5) != 0) {
-        snprintf(err, errlen, "sink.s3.url %s%.200s%s is not an S3 URL: " URL_HELP, url ? "\"" : "",
-                 url ? url : "is not set", url ? "\"" : "");
+    if (!url) {
+        snprintf(err, errlen, "sink.s3.url is not set, and sink.type = s3 needs it: " URL_HELP);
+        return PGCDC_ERR_CONFIG;
+    }
+    if (strncmp(url, "s3://", 5) != 0) {
+        snprintf(err, errlen, "sink.s3.url \"%.200s\" is not an S3 URL: " URL_HELP, url);
         return PGCDC_ERR_CONFIG;
     }
     const char *b = url + 5;

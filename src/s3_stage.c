@@ -281,6 +281,20 @@ int pgcdc_s3_stage_append(struct pgcdc_s3_stage *st, const char *schema, const c
     return PGCDC_OK;
 }
 
+/* The open transaction ended: the tables it touched keep (commit) or drop (cut) its bytes. */
+static void settle_touched(struct pgcdc_s3_stage *st, bool keep)
+{
+    for (uint32_t i = 0; i < st->ntouched; i++) {
+        struct pgcdc_s3_stage_table *t = &st->tables[st->touched[i]];
+        if (keep)
+            t->bytes_committed = t->bytes;
+        else
+            t->bytes = t->bytes_committed;
+        t->touched = false;
+    }
+    st->ntouched = 0;
+}
+
 void pgcdc_s3_stage_commit(struct pgcdc_s3_stage *st)
 {
     char err[128];
@@ -289,12 +303,7 @@ void pgcdc_s3_stage_commit(struct pgcdc_s3_stage *st)
     if (end_run(st, err, sizeof(err)) == PGCDC_OK)
         st->commit_idx_len = st->idx_len;
     st->commit_data_len = st->data_len;
-    for (uint32_t i = 0; i < st->ntouched; i++) {
-        struct pgcdc_s3_stage_table *t = &st->tables[st->touched[i]];
-        t->bytes_committed = t->bytes;
-        t->touched = false;
-    }
-    st->ntouched = 0;
+    settle_touched(st, true);
 }
 
 int pgcdc_s3_stage_cut(struct pgcdc_s3_stage *st, char *err, size_t errlen)
@@ -310,12 +319,7 @@ int pgcdc_s3_stage_cut(struct pgcdc_s3_stage *st, char *err, size_t errlen)
         return sys_fail(err, errlen, "truncate a staging file");
     st->data_len = st->commit_data_len;
     st->idx_len = st->commit_idx_len;
-    for (uint32_t i = 0; i < st->ntouched; i++) {
-        struct pgcdc_s3_stage_table *t = &st->tables[st->touched[i]];
-        t->bytes = t->bytes_committed;
-        t->touched = false;
-    }
-    st->ntouched = 0;
+    settle_touched(st, false);
     return PGCDC_OK;
 }
 
