@@ -49,6 +49,7 @@ Wall-clock numbers from a shared machine are noisy: compare ratios within one ru
 use the decode mode's instruction counts (deterministic) to catch regressions.
 """
 
+import gzip
 import json
 import os
 import re
@@ -561,6 +562,44 @@ s.serve_forever()
         return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "walsender_cpu": wcpu,
                 "runq_wait": p.runq_wait(), "mock_cpu": recv.cpu(), "events": events}
 
+    def s3rver_bin(self):
+        b = os.path.join(ROOT, "tests", "s3", "node_modules", ".bin", "s3rver")
+        return b if os.path.exists(b) else None
+
+    def run_pgcdc_s3(self, slot, endpos, binary=None, wrap=()):
+        """The S3 sink into s3rver (tests/s3, from npm) on 127.0.0.1, default flush settings;
+        the events are counted from s3rver's own files."""
+        d = self.dir("s3-" + slot)
+        port = free_port()
+        srv = Proc([self.s3rver_bin(), "-d", os.path.join(d, "s3"), "-a", "127.0.0.1", "-p",
+                    str(port), "--configure-bucket", "bench"], os.path.join(d, "s3rver.log"),
+                   measure=False)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("s3rver did not start")
+                    time.sleep(0.1)
+            extra = ["source.create_slot=false", "sink.s3.url=s3://bench/cdc",
+                     "sink.s3.endpoint=http://127.0.0.1:%d" % port, "sink.s3.path_style=true",
+                     "sink.s3.access_key_id=S3RVER", "sink.s3.secret_access_key=S3RVER"]
+            args = list(wrap) + self.pgcdc_args(slot, d, "s3", extra, binary) + ["--end-lsn", endpos]
+            p, wcpu = self.run_drain("pgcdc (s3)", args, d)
+        finally:
+            srv.kill()
+        events = 0
+        for root, _, files in os.walk(os.path.join(d, "s3", "bench", "cdc")):
+            for f in files:
+                if f.endswith(".jsonl.gz._S3rver_object"):
+                    with gzip.open(os.path.join(root, f), "rb") as g:
+                        events += sum(1 for _ in g)
+        return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "walsender_cpu": wcpu,
+                "runq_wait": p.runq_wait(), "events": events}
+
     # ----------------------------------------------------------------------------------
     def mode_throughput(self):
         ins, upd = self.n(500000), self.n(100000)
@@ -573,6 +612,11 @@ s.serve_forever()
                 "amount numeric(12,2), status text, note text, created timestamptz, flag boolean)")
         pg.pgbench(["-i", "-q", "-s", "1"])
         contenders = ["recvlogical", "file", "kafka", "http"]
+        if self.s3rver_bin():
+            contenders.append("s3")
+        else:
+            log("tests/s3/node_modules has no s3rver: the S3 sink is not measured "
+                "(cd tests/s3 && npm install --no-audit --no-fund)")
         other = os.environ.get("BENCH_COMPARE")  # another pgcdc binary, on the same changes
         if other:
             contenders += ["file_b", "kafka_b"]
@@ -604,6 +648,8 @@ s.serve_forever()
                     res = self.run_pgcdc_file(slot, endpos, other if c.endswith("_b") else None)
                 elif c == "http":
                     res = self.run_pgcdc_http(slot, endpos)
+                elif c == "s3":
+                    res = self.run_pgcdc_s3(slot, endpos)
                 else:
                     res = self.run_pgcdc_kafka(slot, endpos, other if c.endswith("_b") else None)
                 runs[c].append(res)
@@ -611,7 +657,7 @@ s.serve_forever()
         pg.psql("SELECT pg_drop_replication_slot('tp_base')")
 
         changes = runs["recvlogical"][0]["changes"]
-        for r in runs["file"] + runs.get("file_b", []) + runs["http"]:
+        for r in runs["file"] + runs.get("file_b", []) + runs["http"] + runs.get("s3", []):
             if r["events"] != changes:
                 raise RuntimeError("a pgcdc sink delivered %d events, pg_recvlogical saw %d changes"
                                    % (r["events"], changes))
@@ -625,6 +671,8 @@ s.serve_forever()
         if other:
             labels += [("file_b", "B: file sink (BENCH_COMPARE)"),
                        ("kafka_b", "B: Kafka sink (BENCH_COMPARE)")]
+        if "s3" in best:
+            labels.append(("s3", "pgcdc S3 sink (s3rver, gzip)"))
         for c, label in labels:
             b = best[c]
             rate = changes / b["wall"]
@@ -662,6 +710,13 @@ s.serve_forever()
         http["vs_file"] = http_vs_file
         self.target("http >= %.1fx the file sink" % TARGETS["http_vs_file"],
                     http_vs_file >= TARGETS["http_vs_file"], "%.2fx" % http_vs_file)
+        s3row = [t for t in table if t["key"] == "s3"]
+        if s3row:
+            r = s3row[0]["changes_per_s"] / table[1]["changes_per_s"]
+            self.results["throughput"]["s3_vs_file"] = r
+            self.target("s3 >= 0.7x the file sink", r >= 0.7, "%.2fx" % r)
+            self.target("RSS <= 64 MB (throughput, s3)", s3row[0]["rss_mb"] <= 64,
+                        "%.1f MB" % s3row[0]["rss_mb"])
         for t in table[1:3] + [http]:
             self.target("RSS <= %d MB (throughput, %s)" % (TARGETS["rss_mb"], t["key"]),
                         t["rss_mb"] <= TARGETS["rss_mb"], "%.1f MB" % t["rss_mb"])

@@ -17,6 +17,7 @@
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
 #include "pgcdc/sink_http.h"
+#include "pgcdc/s3_bucket.h"
 #include "pgcdc/slot.h"
 #include "pgcdc/source.h"
 
@@ -130,6 +131,12 @@ int pgcdc_admin_check(const struct pgcdc_config *cfg)
 {
     struct report r = {0};
     char v[256], v2[256], err[1024];
+    if (cfg->sink_type == PGCDC_SINK_S3) {
+        int n = pgcdc_s3_bucket_check(cfg);
+        if (n < 0)
+            return n;
+        r.fails += n;
+    }
     /* pgcdc_config_validate already refused a -pooler host (exit 2) before we got here. */
     line(&r, "PASS", "pooler", "the host is not a Neon pooler endpoint");
     /* Neon removes a slot no client has used for about 40 hours: leave room for a failed poll. */

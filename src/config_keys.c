@@ -18,8 +18,10 @@
 #include "pgcdc/config_keys.h"
 
 static const char *const snapshot_names[] = {"initial", "never", "initial_only", NULL};
-static const char *const sink_names[] = {"file", "kafka", "http", NULL};
+static const char *const sink_names[] = {"file", "kafka", "http", "s3", NULL};
 static const char *const invalid_utf8_names[] = {"error", "replace", NULL};
+/* In the order of enum pgcdc_s3_compression. */
+static const char *const s3_compression_names[] = {"gzip", "none", NULL};
 /* In the order of enum pgcdc_log_level and enum pgcdc_log_format. */
 static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 static const char *const format_names[] = {"text", "json", NULL};
@@ -90,6 +92,28 @@ const struct pgcdc_config_key pgcdc_config_keys[] = {
      "a non-empty secret"},
     {"sink.http.on_permanent_error", PGCDC_KEY_ENUM, OFF(sink_http_on_permanent_error), 0, 0,
      on_error_names, "stop", NULL},
+    {"sink.s3.url", PGCDC_KEY_STR, OFF(sink_s3_url), 0, 0, NULL, NULL,
+     "s3://BUCKET or s3://BUCKET/PREFIX"},
+    {"sink.s3.endpoint", PGCDC_KEY_STR, OFF(sink_s3_endpoint), 0, 0, NULL, NULL,
+     "an http:// or https:// URL (e.g. https://ACCOUNT.r2.cloudflarestorage.com)"},
+    {"sink.s3.region", PGCDC_KEY_STR, OFF(sink_s3_region), 0, 0, NULL, "us-east-1",
+     "a region name (e.g. eu-west-1, auto for R2)"},
+    {"sink.s3.path_style", PGCDC_KEY_BOOL, OFF(sink_s3_path_style), 0, 0, NULL, "false",
+     HELP_BOOL},
+    {"sink.s3.access_key_id", PGCDC_KEY_STR, OFF(sink_s3_access_key_id), 0, 0, NULL, NULL,
+     "an access key id"},
+    {"sink.s3.secret_access_key", PGCDC_KEY_STR, OFF(sink_s3_secret_access_key), 0, 0, NULL,
+     NULL, "a secret access key"},
+    {"sink.s3.session_token", PGCDC_KEY_STR, OFF(sink_s3_session_token), 0, 0, NULL, NULL,
+     "a session token"},
+    /* At least 100 ms between flushes; at most a day. */
+    {"sink.s3.flush_ms", PGCDC_KEY_INT, OFF(sink_s3_flush_ms), 100, 86400000, NULL, "60000",
+     NULL},
+    /* At least 64 KiB; at most 1 TiB of local staging. */
+    {"sink.s3.flush_bytes", PGCDC_KEY_U64, OFF(sink_s3_flush_bytes), 65536, 1ULL << 40, NULL,
+     "67108864", NULL},
+    {"sink.s3.compression", PGCDC_KEY_ENUM, OFF(sink_s3_compression), 0, 0,
+     s3_compression_names, "gzip", NULL},
     {"state.dir", PGCDC_KEY_STR, OFF(state_dir), 0, 0, NULL, "./pgcdc-state", HELP_PATH},
     {"status.interval_ms", PGCDC_KEY_INT, OFF(status_interval_ms), 10, 600000, NULL, "1000", NULL},
     {"metrics.listen", PGCDC_KEY_HOSTPORT, OFF(metrics_listen), 0, 0, NULL, NULL,
@@ -148,6 +172,8 @@ bool pgcdc_config_key_is_secret(const char *key)
     if (key == NULL)
         return false;
     if (strcmp(key, "source.dsn") == 0 || strcmp(key, "sink.http.signing_secret") == 0)
+        return true;
+    if (strcmp(key, "sink.s3.secret_access_key") == 0 || strcmp(key, "sink.s3.session_token") == 0)
         return true;
     if (strncmp(key, PGCDC_HTTP_HEADER_KEY, strlen(PGCDC_HTTP_HEADER_KEY)) == 0) {
         /* A header that carries a credential: Authorization, Cookie, X-Api-Key, ... */

@@ -32,6 +32,7 @@
 #include "pgcdc/sink_file.h"
 #include "pgcdc/sink_kafka.h"
 #include "pgcdc/sink_http.h"
+#include "pgcdc/sink_s3.h"
 #include "pgcdc/slot.h"
 #include "pgcdc/snapshot.h"
 #include "pgcdc/txn_track.h"
@@ -363,6 +364,13 @@ static int start_streaming(struct stream *s, char *err, size_t errlen)
     pgcdc_metrics_progress();
     if ((rc = pgcdc_slot_mark_streamed(&s->slot, err, errlen)) < 0)
         return rc;
+    if (s->sink->ops->started) {
+        if ((rc = s->sink->ops->started(s->sink, err, errlen)) < 0)
+            return rc;
+        uint64_t resume = s->sink->ops->resume_lsn(s->sink);
+        if (resume > s->skip_upto)
+            s->skip_upto = resume;
+    }
     char l[PGCDC_LSN_BUFLEN];
     pgcdc_log(PGCDC_LOG_INFO, "streaming", "slot", cfg->source_slot, "db",
               pgcdc_repl_dbname(s->repl), "from", pgcdc_lsn_format(startpos, l), NULL);
@@ -619,6 +627,8 @@ static int open_sink(const struct pgcdc_config *cfg, struct pgcdc_sink **out, ch
         return pgcdc_sink_kafka_open(out, cfg, err, errlen);
     if (cfg->sink_type == PGCDC_SINK_HTTP)
         return pgcdc_sink_http_open(out, cfg, err, errlen);
+    if (cfg->sink_type == PGCDC_SINK_S3)
+        return pgcdc_sink_s3_open(out, cfg, err, errlen);
     return pgcdc_sink_file_open(out, cfg, err, errlen);
 }
 

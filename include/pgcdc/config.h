@@ -16,7 +16,9 @@
 #include "pgcdc/config_keys.h" /* the key table; pgcdc_config_key_is_secret */
 
 enum pgcdc_snapshot_mode { PGCDC_SNAPSHOT_INITIAL = 0, PGCDC_SNAPSHOT_NEVER, PGCDC_SNAPSHOT_INITIAL_ONLY };
-enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA, PGCDC_SINK_HTTP };
+enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA, PGCDC_SINK_HTTP, PGCDC_SINK_S3 };
+/* sink.s3.compression */
+enum pgcdc_s3_compression { PGCDC_S3_GZIP = 0, PGCDC_S3_NONE };
 /* replay.missing_rows: what an update or delete that matches no row in replay is. */
 enum pgcdc_missing_rows { PGCDC_MISSING_ROWS_ERROR = 0, PGCDC_MISSING_ROWS_WARN };
 /* What a sink does with an event its destination refuses for good. */
@@ -66,6 +68,16 @@ struct pgcdc_config {
     int sink_http_on_permanent_error; /* enum pgcdc_on_permanent_error */
     struct pgcdc_kv *http_headers; /* sink.http.header.<Name>: key is the Name, in order */
     size_t nhttp_headers;
+    char *sink_s3_url;               /* s3://BUCKET[/PREFIX]; parsed by s3_conf.c */
+    char *sink_s3_endpoint;          /* NULL: AWS for sink_s3_region */
+    char *sink_s3_region;
+    bool sink_s3_path_style;
+    char *sink_s3_access_key_id;     /* NULL: AWS_ACCESS_KEY_ID */
+    char *sink_s3_secret_access_key; /* secret; NULL: AWS_SECRET_ACCESS_KEY */
+    char *sink_s3_session_token;     /* secret; NULL: AWS_SESSION_TOKEN */
+    int sink_s3_flush_ms;
+    uint64_t sink_s3_flush_bytes;    /* uncompressed bytes staged before a flush */
+    int sink_s3_compression;         /* enum pgcdc_s3_compression */
     char *state_dir;
     int status_interval_ms;
     int source_slot_busy_timeout_ms; /* how long a slot held by another process is waited for */
