@@ -100,8 +100,13 @@ int pgcdc_metrics_render(struct pgcdc_buf *b)
         metric(b, "pgcdc_inflight_transactions", "gauge",
                "Transactions received and not yet confirmed.", NULL,
                (double)atomic_load(&m->inflight)) < 0 ||
-        metric(b, "pgcdc_snapshot_rows_total", "counter", "Rows emitted by the initial snapshot.",
+        metric(b, "pgcdc_snapshot_rows_total", "counter", "Rows emitted by snapshots.",
                NULL, (double)atomic_load(&m->snapshot_rows)) < 0 ||
+        metric(b, "pgcdc_snapshot_tables_remaining", "gauge",
+               "Tables whose snapshot is owed and not yet durable.", NULL,
+               (double)atomic_load(&m->snapshot_tables_remaining)) < 0 ||
+        metric(b, "pgcdc_snapshot_running", "gauge", "1 while a snapshot is being read.", NULL,
+               (double)atomic_load(&m->snapshot_running)) < 0 ||
         metric(b, "pgcdc_connected", "gauge", "1 while connected to the source.", NULL,
                (double)atomic_load(&m->connected)) < 0 ||
         metric(b, "pgcdc_healthy", "gauge", "1 while /healthz answers 200.", NULL,

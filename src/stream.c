@@ -75,6 +75,7 @@ struct stream {
 
     struct pgcdc_slot slot;      /* the slot and its state.dir record */
     struct pgcdc_relations rels; /* what each table wal2json names becomes in events */
+    struct pgcdc_snapshot_owed owed; /* tables owed a snapshot at a later point */
 
     int64_t last_sync_ms, last_status_ms, last_progress_ms;
     int64_t last_recv_ms, ping_sent_ms; /* silence detection; ping_sent_ms 0: none out */
@@ -150,7 +151,8 @@ static int send_status(struct stream *s, bool force, char *err, size_t errlen)
  */
 static int check_alive(struct stream *s, int64_t now, char *err, size_t errlen)
 {
-    if (now - s->last_recv_ms < PING_AFTER_MS)
+    /* Owed snapshots wait for the server's position: ask for it sooner. */
+    if (now - s->last_recv_ms < (s->owed.active ? 1000 : PING_AFTER_MS))
         return PGCDC_OK;
     if (!s->ping_sent_ms) {
         uint64_t confirmed = flush_pos(s);
@@ -241,6 +243,42 @@ static int emit(struct stream *s, const struct pgcdc_relation *rel, const struct
     return sink_write(s, &r, err, errlen);
 }
 
+/* The snapshot's way to the sink: the stream's own back-pressure handling. */
+static int snapshot_write(void *ctx, const struct pgcdc_record *r, char *err, size_t errlen)
+{
+    struct stream *s = ctx;
+    s->n_events++;
+    return sink_write(s, r, err, errlen);
+}
+
+/* While a snapshot is read mid-stream: the walsender must keep hearing from us. */
+static int snapshot_keepalive(void *ctx, char *err, size_t errlen)
+{
+    return send_status(ctx, false, err, errlen);
+}
+#define SNAPSHOT_OUT(s)                                                                            \
+    {(s)->sink, (s)->track, (s)->ectx.name_json, (s)->ectx.db_json, snapshot_write,              \
+     snapshot_keepalive, (s)}
+
+static int take_snapshot(struct stream *s, char *err, size_t errlen)
+{
+    struct pgcdc_snapshot_out out = SNAPSHOT_OUT(s);
+    uint64_t durable = 0;
+    int rc = pgcdc_snapshot_take(&s->slot, s->repl, &out, &durable, err, errlen);
+    if (durable)
+        s->skip_upto = durable;
+    return rc;
+}
+
+/* The stream reached the owed tables' point: write their rows there (snapshot.h). */
+static int run_owed(struct stream *s, char *err, size_t errlen)
+{
+    struct pgcdc_snapshot_out out = SNAPSHOT_OUT(s);
+    int rc = pgcdc_snapshot_run_owed(&s->owed, s->cfg, &out, err, errlen);
+    s->dirty = true; /* sync (and confirm) what the snapshot wrote */
+    return rc;
+}
+
 static bool end_reached_at(struct stream *s, uint64_t pos)
 {
     return s->end_lsn && pos >= s->end_lsn;
@@ -255,6 +293,8 @@ static int begin_txn(struct stream *s, const struct pgcdc_change *ch, bool *end,
         *end = true; /* commits after --end-lsn: not ours */
         return PGCDC_OK;
     }
+    if (pgcdc_snapshot_due(&s->owed, ch->lsn) && (rc = run_owed(s, err, errlen)) < 0)
+        return rc;
     s->in_txn = true;
     s->txn = (struct pgcdc_txn_meta){
         .xid = ch->xid, .commit_lsn = ch->lsn, .end_lsn = ch->nextlsn, .commit_ts_ms = ch->ts_ms};
@@ -314,8 +354,8 @@ static int handle_row(struct stream *s, const struct pgcdc_change *ch, char *err
     const struct pgcdc_relation *rel;
     if ((rc = pgcdc_relations_resolve(&s->rels, ch, &rel, err, errlen)) < 0)
         return rc;
-    if (!rel->selected)
-        return PGCDC_OK;
+    if (!rel->selected || pgcdc_snapshot_drops(&s->owed, rel->schema, rel->table, s->txn.commit_lsn))
+        return PGCDC_OK; /* not captured, or in an owed snapshot (the boundary rule) */
     struct pgcdc_change named = pgcdc_relations_name(rel, ch);
     if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
         pgcdc_event_key_changed(&named)) {
@@ -400,31 +440,6 @@ static void progress(struct stream *s, int64_t now)
               "inflight", inflight, NULL);
 }
 
-/* The snapshot's way to the sink: the stream's own back-pressure handling. */
-static int snapshot_write(void *ctx, const struct pgcdc_record *r, char *err, size_t errlen)
-{
-    struct stream *s = ctx;
-    s->n_events++;
-    return sink_write(s, r, err, errlen);
-}
-
-static int take_snapshot(struct stream *s, char *err, size_t errlen)
-{
-    struct pgcdc_snapshot_out out = {
-        .sink = s->sink,
-        .track = s->track,
-        .name_json = s->ectx.name_json,
-        .db_json = s->ectx.db_json,
-        .write = snapshot_write,
-        .ctx = s,
-    };
-    uint64_t durable = 0;
-    int rc = pgcdc_snapshot_take(&s->slot, s->repl, &out, &durable, err, errlen);
-    if (durable)
-        s->skip_upto = durable;
-    return rc;
-}
-
 /*
  * With nothing open, unsynced or unacknowledged, everything before the last keepalive's
  * walEnd is durable or not ours: confirm it (idle tables must not pin WAL). Returns true
@@ -469,6 +484,9 @@ static int on_message(struct stream *s, const struct pgcdc_repl_msg *msg, bool *
         if (msg->wal_end > s->received)
             s->received = msg->wal_end;
     }
+    if (!s->in_txn && pgcdc_snapshot_due(&s->owed, msg->wal_end) &&
+        (rc = run_owed(s, err, errlen)) < 0)
+        return rc;
     if (msg->reply_requested)
         return send_status(s, true, err, errlen);
     return PGCDC_OK;
@@ -716,6 +734,7 @@ static void stream_close(struct stream *s)
     pgcdc_buf_free(&s->name_json);
     pgcdc_buf_free(&s->db_json);
     pgcdc_relations_free(&s->rels);
+    pgcdc_snapshot_owed_free(&s->owed);
     if (s->lockfd >= 0)
         close(s->lockfd);
 }
@@ -741,16 +760,26 @@ static int note_db(struct stream *s, char *err, size_t errlen)
 static int prepare_slot(struct stream *s, bool fresh, bool *done, char *err, size_t errlen)
 {
     const struct pgcdc_config *cfg = s->cfg;
-    if (!fresh)
-        return PGCDC_OK;
+    int rc;
+    if (!fresh) {
+        bool resumed = s->slot.rec.state == PGCDC_SLOT_SNAPSHOTTING;
+        rc = pgcdc_snapshot_prepare(&s->owed, &s->slot, cfg->sink_type == PGCDC_SINK_FILE, err,
+                                    errlen);
+        /* initial_only, its snapshot cut short: the rest at the new point, then done. */
+        if (rc < 0 || !resumed || cfg->snapshot_mode != PGCDC_SNAPSHOT_INITIAL_ONLY)
+            return rc;
+        if (s->owed.active && (rc = run_owed(s, err, errlen)) < 0)
+            return rc;
+        goto one_off;
+    }
     if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER) {
         uint64_t consistent;
         return pgcdc_slot_create(&s->slot, s->repl, NULL, 0, PGCDC_SLOT_STREAMING, &consistent, err,
                                  errlen);
     }
-    int rc = take_snapshot(s, err, errlen);
+    rc = take_snapshot(s, err, errlen);
     if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
-        /* A one-off export: leave no slot behind to pin WAL. */
+    one_off: /* A one-off export: leave no slot behind to pin WAL. */
         *done = true;
         rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen);
         if (rc == PGCDC_OK)

@@ -34,6 +34,9 @@ struct pgcdc_slot_record {
     char sysid[32];       /* the server's system_identifier; "" unknown (an older pgcdc) */
     uint64_t created_lsn; /* consistent point at creation (position when adopted); 0 unknown */
     enum pgcdc_slot_state state;
+    /* Not in the file: state.dir/snapshot records the snapshot's tables, so one cut short
+     * resumes table by table on this slot instead of recreating it. */
+    bool resumable;
 };
 
 /* What pgcdc_slot_decide tells the caller to do with source.slot. */
