@@ -188,8 +188,6 @@ static int write_unit(struct pgcdc_snapreader *r, const struct unit *u,
     int rc = make_durable(out, err, errlen);
     if (rc < 0)
         return rc;
-    if (exact_sink)
-        pgcdc_snapstate_sink_mark(cfg->state_dir, e->mark, sizeof(e->mark));
     if (!e->first)
         e->first = u->point;
     e->point = u->point;
@@ -224,7 +222,6 @@ static int write_unit(struct pgcdc_snapreader *r, const struct unit *u,
         goto out;
     e = pgcdc_snapstate_find(st, schema, table);
     e->done = true;
-    e->mark[0] = '\0';
     if ((rc = pgcdc_snapstate_save(st, err, errlen)) < 0)
         goto out;
     if (atomic_load(&pgcdc_metrics.snapshot_tables_remaining) > 0)
@@ -366,23 +363,20 @@ static bool same_pattern(const char *a, const char *b)
 }
 
 /*
- * The file sink's checkpoint moved past a pending table's mark: its rows became durable
- * just before a crash that came before "done" was recorded. Returns whether any changed.
+ * A pending table whose last row ends the file sink: its rows became durable just before a
+ * crash that came before "done" was recorded. Returns whether any changed.
  */
-static bool settle_marks(struct pgcdc_snapstate *st, const char *state_dir)
+static bool settle_durable(struct pgcdc_snapstate *st, const struct pgcdc_config *cfg)
 {
-    char now[PGCDC_SNAPSTATE_MARK_MAX];
-    bool changed = false;
-    pgcdc_snapstate_sink_mark(state_dir, now, sizeof(now));
     for (size_t i = 0; i < st->n; i++) {
         struct pgcdc_snapstate_table *e = &st->t[i];
-        if (!e->done && e->mark[0] && strcmp(e->mark, now) != 0) {
+        if (!e->done && e->first &&
+            pgcdc_snapstate_sink_ends_with(cfg->sink_file_dir, e->schema, e->name, e->point)) {
             e->done = true;
-            e->mark[0] = '\0';
-            changed = true;
+            return true; /* only the last table written can end the sink */
         }
     }
-    return changed;
+    return false;
 }
 
 /*
@@ -455,7 +449,7 @@ int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slo
     int rc = pgcdc_snapstate_load(&o->st, cfg->state_dir, err, errlen);
     if (rc < 0)
         return rc;
-    bool changed = exact_sink && settle_marks(&o->st, cfg->state_dir);
+    bool changed = exact_sink && settle_durable(&o->st, cfg);
     bool owed = pgcdc_snapstate_pending(&o->st) > 0;
     bool new_patterns = !o->st.have_patterns ||
                         !same_pattern(o->st.include, cfg->source_tables_include) ||

@@ -3,10 +3,10 @@
  *   patterns=1                  the lines below are the captured patterns
  *   include=public.*            absent: all tables
  *   exclude=public.tmp_*        absent: none
- *   table=done,0/16B2F40,0/0,,public,users
- *   table=pending,0/1A00028,0/16B2F40,0000000001-00000000016B2F40.jsonl.open:1234,public,orders
- * A table line: state, point, first point, sink mark, schema, name; the last three
- * %-encoded (bytes up to space, '%', ',', DEL).
+ *   table=done,0/16B2F40,0/16B2F40,public,users
+ *   table=pending,0/1A00028,0/16B2F40,public,orders
+ * A table line: state, point, first point, schema, name; the names %-encoded (bytes up to
+ * space, '%', ',', DEL).
  */
 #include "pgcdc/snapshot_state.h"
 
@@ -131,12 +131,12 @@ bool pgcdc_snapstate_was_selected(const struct pgcdc_snapstate *st,
 /* One table= line's fields, after "table=". */
 static bool parse_table(struct pgcdc_snapstate *st, char *v)
 {
-    char *f[6];
+    char *f[5];
     int n = 0;
-    for (char *p = v; n < 6; n++) {
+    for (char *p = v; n < 5; n++) {
         f[n] = p;
         char *comma = strchr(p, ',');
-        if (n < 5) {
+        if (n < 4) {
             if (!comma)
                 return false;
             *comma = '\0';
@@ -144,8 +144,8 @@ static bool parse_table(struct pgcdc_snapstate *st, char *v)
         }
     }
     char schema[PGCDC_SNAPSTATE_NAME_MAX], name[PGCDC_SNAPSTATE_NAME_MAX];
-    decode(f[4], f[4] + strlen(f[4]), schema, sizeof(schema));
-    decode(f[5], f[5] + strlen(f[5]), name, sizeof(name));
+    decode(f[3], f[3] + strlen(f[3]), schema, sizeof(schema));
+    decode(f[4], f[4] + strlen(f[4]), name, sizeof(name));
     uint64_t point, first;
     if (pgcdc_lsn_parse_str(f[1], &point) < 0 || pgcdc_lsn_parse_str(f[2], &first) < 0)
         return false;
@@ -155,7 +155,6 @@ static bool parse_table(struct pgcdc_snapstate *st, char *v)
     t->point = point;
     t->first = first;
     t->done = strcmp(f[0], "done") == 0;
-    decode(f[3], f[3] + strlen(f[3]), t->mark, sizeof(t->mark));
     return true;
 }
 
@@ -238,8 +237,6 @@ int pgcdc_snapstate_save(struct pgcdc_snapstate *st, char *err, size_t errlen)
         const struct pgcdc_snapstate_table *t = &st->t[i];
         fprintf(fp, "table=%s,%s,%s,", t->done ? "done" : "pending",
                 pgcdc_lsn_format(t->point, a), pgcdc_lsn_format(t->first, b));
-        encode(fp, t->mark);
-        fputc(',', fp);
         encode(fp, t->schema);
         fputc(',', fp);
         encode(fp, t->name);
@@ -260,18 +257,69 @@ fail:
     return pgcdc_errors_errno(errno, PGCDC_ERRFILE_IO);
 }
 
-void pgcdc_snapstate_sink_mark(const char *state_dir, char *out, size_t outlen)
+/* The last line of the file at path (without its newline) into b. */
+static bool last_line(const char *path, struct pgcdc_buf *b)
 {
-    char path[4200], buf[2 * PGCDC_SEGDIR_CKPT_SLOT + 1];
-    struct pgcdc_segdir_record rec;
-    bool two;
-    *out = '\0';
-    snprintf(path, sizeof(path), "%s/checkpoint", state_dir);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat sb;
+    bool ok = false;
     if (fd < 0)
-        return;
-    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+        return false;
+    if (fstat(fd, &sb) < 0 || sb.st_size == 0)
+        goto out;
+    /* Read a tail twice as long each time until it holds the line before the last. */
+    for (off_t want = 65536; want < ((off_t)1 << 31); want *= 2) {
+        off_t from = sb.st_size > want ? sb.st_size - want : 0;
+        size_t n = (size_t)(sb.st_size - from);
+        pgcdc_buf_reset(b);
+        if (pgcdc_buf_reserve(b, n) < 0 || pread(fd, b->data, n, from) != (ssize_t)n)
+            goto out;
+        b->len = n;
+        if (b->data[b->len - 1] == '\n')
+            b->len--;
+        char *nl = memrchr(b->data, '\n', b->len);
+        if (nl || from == 0) {
+            size_t skip = nl ? (size_t)(nl + 1 - b->data) : 0;
+            memmove(b->data, b->data + skip, b->len - skip);
+            b->len -= skip;
+            ok = b->len > 0;
+            goto out;
+        }
+    }
+out:
     close(fd);
-    if (n > 0 && pgcdc_segdir_parse_checkpoint(buf, (size_t)n, &rec, &two))
-        snprintf(out, outlen, "%s:%llu", rec.seg, (unsigned long long)rec.off);
+    return ok;
+}
+
+bool pgcdc_snapstate_sink_ends_with(const char *dir, const char *schema, const char *table,
+                                    uint64_t point)
+{
+    struct pgcdc_segdir_list l = {0};
+    struct pgcdc_buf line = {0}, want = {0};
+    bool yes = false;
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return false;
+    if (pgcdc_segdir_list(dfd, &l) == 0 && l.n > 0) {
+        char path[4096 + PGCDC_SEGDIR_NAME_MAX], tail[96];
+        snprintf(path, sizeof(path), "%s/%s", dir, l.e[l.n - 1].name);
+        snprintf(tail, sizeof(tail), ",\"commit_lsn\":%llu,", (unsigned long long)point);
+        /* The source block as event.c writes it: "schema":..,"table":..,"txId". */
+        if (pgcdc_buf_append_str(&want, "\"schema\":") == 0 &&
+            pgcdc_buf_append_json_str(&want, schema, strlen(schema)) == 0 &&
+            pgcdc_buf_append_str(&want, ",\"table\":") == 0 &&
+            pgcdc_buf_append_json_str(&want, table, strlen(table)) == 0 &&
+            pgcdc_buf_append_str(&want, ",\"txId\":") == 0 && last_line(path, &line)) {
+            const char *src = memmem(line.data, line.len, "\"source\":", 9);
+            size_t rest = src ? line.len - (size_t)(src - line.data) : 0;
+            yes = src && memmem(src, rest, want.data, want.len) &&
+                  memmem(src, rest, tail, strlen(tail)) &&
+                  memmem(src, rest, "\"snapshot\":\"last\"}", 18);
+        }
+    }
+    pgcdc_segdir_list_free(&l);
+    close(dfd);
+    pgcdc_buf_free(&line);
+    pgcdc_buf_free(&want);
+    return yes;
 }

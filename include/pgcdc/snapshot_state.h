@@ -17,7 +17,6 @@
 #include "pgcdc/config.h"
 
 #define PGCDC_SNAPSTATE_NAME_MAX 256
-#define PGCDC_SNAPSTATE_MARK_MAX 300
 
 struct pgcdc_snapstate_table {
     char schema[PGCDC_SNAPSTATE_NAME_MAX], name[PGCDC_SNAPSTATE_NAME_MAX]; /* reported */
@@ -27,9 +26,6 @@ struct pgcdc_snapstate_table {
      * that cannot take back a cut snapshot (Kafka) keeps the table's changes from there
      * on, so that a row deleted since still gets its tombstone. */
     uint64_t first;
-    /* The file sink's checkpoint ("segment:offset") just before the rows began: if the
-     * checkpoint moved on, the rows became durable before the crash ("" none). */
-    char mark[PGCDC_SNAPSTATE_MARK_MAX];
 };
 
 struct pgcdc_snapstate {
@@ -63,9 +59,11 @@ bool pgcdc_snapstate_was_selected(const struct pgcdc_snapstate *st,
 size_t pgcdc_snapstate_pending(const struct pgcdc_snapstate *st);
 
 /*
- * The file sink's durable position, "segment:offset" from state_dir/checkpoint, into out
- * ("" when there is none). It moves only when a transaction becomes durable.
+ * Whether the file sink's last event (in dir, recovered) is the last snapshot row of
+ * schema.table at point: the table's rows became durable just before a crash that came
+ * before "done" was recorded (nothing is written between the two).
  */
-void pgcdc_snapstate_sink_mark(const char *state_dir, char *out, size_t outlen);
+bool pgcdc_snapstate_sink_ends_with(const char *dir, const char *schema, const char *table,
+                                    uint64_t point);
 
 #endif
