@@ -149,3 +149,19 @@ def test_table_added_later_gets_its_rows_at_its_own_point(cluster, make_pgcdc, n
     idx = events.index(snap[0])
     assert all(e["source"]["commit_lsn"] <= point for e in events[:idx])
     assert all(e["source"]["commit_lsn"] >= point for e in events[idx:])
+
+
+def test_check_warns_when_no_slot_is_left_for_a_later_snapshot(cluster, make_pgcdc, name):
+    import ops_harness as oh
+    free = int(cluster.scalar("SELECT current_setting('max_replication_slots')::int - count(*) "
+                              "FROM pg_replication_slots"))
+    fillers = ["%s_f%d" % (name, i) for i in range(free - 1)]
+    try:
+        for f in fillers:
+            cluster.sql("SELECT pg_create_physical_replication_slot(%s)", (f,))
+        rc, results, p = oh.run_check(make_pgcdc)
+        warn = oh.check_lines_of(results, "WARN", "slots")
+        assert warn and "temporary slot" in warn[0][2], oh.describe_check(p)
+    finally:
+        for f in fillers:
+            cluster.sql("SELECT pg_drop_replication_slot(%s)", (f,))
