@@ -14,6 +14,7 @@
 #include "pgcdc/common.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
+#include "pgcdc/snapshot_signal.h"
 #include "pgcdc/slot.h"
 
 struct report {
@@ -229,6 +230,13 @@ int pgcdc_admin_check(const struct pgcdc_config *cfg)
     }
 
     check_slot(&r, c, cfg);
+    int sig = pgcdc_signal_exists(c);
+    if (sig == 1)
+        line(&r, "PASS", "signal", "pgcdc.signal exists: `pgcdc snapshot` can ask for snapshots");
+    else if (sig == 0)
+        line(&r, "WARN", "signal",
+             "pgcdc.signal does not exist: `pgcdc snapshot` needs it (the DDL is in "
+             "docs/operations.md, \"On-demand snapshots\")");
 
     char missing[512];
     rc = pgcdc_catalog_missing_included(c, cfg, missing, sizeof(missing), err, sizeof(err));

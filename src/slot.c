@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,6 +22,7 @@
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
+#include "pgcdc/snapshot_signal.h"
 
 #define NUMERIC_AS_STRING "numeric-data-types-as-string"
 
@@ -489,6 +491,9 @@ static int plugin_options(const struct pgcdc_slot *sl, const char **opts, struct
     if (server_filter && cfg->source_tables_include &&
         wal2json_pattern_ok(cfg->source_tables_include)) {
         strip_spaces(p->inc, sizeof(p->inc), cfg->source_tables_include);
+        /* Snapshot requests arrive through the signal table, selected or not. */
+        strncat(p->inc, "," PGCDC_SIGNAL_SCHEMA "." PGCDC_SIGNAL_TABLE,
+                sizeof(p->inc) - strlen(p->inc) - 1);
         opts[n++] = "add-tables";
         opts[n++] = p->inc;
     }
@@ -524,4 +529,42 @@ int pgcdc_slot_start(struct pgcdc_slot *sl, struct pgcdc_repl *repl, uint64_t st
         pgcdc_slot_note_numeric_strings(sl, true);
     }
     return rc;
+}
+
+int pgcdc_slot_lock_state_dir(const char *dir, int *lockfd, char *err, size_t errlen)
+{
+    char path[4096];
+    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "state.dir \"%s\" cannot be created: %s; create it or point "
+                 "state.dir elsewhere", dir, strerror(errno));
+        return PGCDC_ERR_CONFIG;
+    }
+    snprintf(path, sizeof(path), "%s/lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        snprintf(err, errlen, "state.dir \"%s\" is not writable: %s; fix its permissions or "
+                 "point state.dir elsewhere", dir, strerror(errno));
+        return PGCDC_ERR_CONFIG;
+    }
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        char pid[32] = "?";
+        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
+        if (n > 0) {
+            pid[n] = '\0';
+            pid[strcspn(pid, "\n")] = '\0';
+        }
+        snprintf(err, errlen, "state.dir \"%s\" is in use by another pgcdc (pid %s): stop it, "
+                 "or give each pgcdc its own state.dir and slot", dir, pid);
+        close(fd);
+        return PGCDC_ERR;
+    }
+    char pid[32];
+    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) < 0) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        close(fd);
+        return PGCDC_ERR;
+    }
+    *lockfd = fd; /* held until exit */
+    return PGCDC_OK;
 }

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +23,7 @@
 #include "pgcdc/repl.h"
 #include "pgcdc/sink.h"
 #include "pgcdc/slot.h"
+#include "pgcdc/snapshot_signal.h"
 #include "pgcdc/txn_track.h"
 
 #define KEEPALIVE_EVERY_ROWS 4096
@@ -406,19 +408,80 @@ static void keep_owed(struct pgcdc_snapshot_owed *o, const struct pgcdc_config *
     free(listed);
 }
 
+/*
+ * CREATE_REPLICATION_SLOT ... TEMPORARY ... EXPORT_SNAPSHOT on tmp: it waits for the
+ * transactions open at that moment to end, at most snapshot.slot_timeout_ms, keeping the
+ * stream's connection alive meanwhile. The point into o->point, the snapshot's name into
+ * snapname.
+ */
+static int create_temporary_slot(struct pgcdc_snapshot_owed *o, struct pgcdc_repl *tmp,
+                                 const struct pgcdc_config *cfg,
+                                 const struct pgcdc_snapshot_out *out, char *snapname,
+                                 size_t snaplen, char *err, size_t errlen)
+{
+    PGconn *c = (PGconn *)pgcdc_repl_conn(tmp);
+    char sql[160];
+    /* Unique per process, within NAMEDATALEN; the server drops it with the connection. The
+     * pre-15 spelling of the snapshot option, so PostgreSQL 12-14 accept it too. */
+    snprintf(sql, sizeof(sql),
+             "CREATE_REPLICATION_SLOT \"pgcdc_snap_%d\" TEMPORARY LOGICAL wal2json "
+             "EXPORT_SNAPSHOT",
+             (int)getpid());
+    int64_t deadline = pgcdc_mono_ms() + cfg->snapshot_slot_timeout_ms;
+    int rc = PGCDC_OK;
+    if (!PQsendQuery(c, sql))
+        goto fail;
+    while (PQisBusy(c) && rc == PGCDC_OK) {
+        if (pgcdc_stop_requested) {
+            snprintf(err, errlen, STOPPED_MSG);
+            rc = PGCDC_ERR_RETRY;
+        } else if (pgcdc_mono_ms() > deadline) {
+            snprintf(err, errlen,
+                     "the temporary slot for a snapshot waited %d ms for transactions open "
+                     "on the source to end (snapshot.slot_timeout_ms); retrying: end or "
+                     "commit them, or raise snapshot.slot_timeout_ms",
+                     cfg->snapshot_slot_timeout_ms);
+            rc = PGCDC_ERR_RETRY;
+        } else if (out->keepalive && (rc = out->keepalive(out->ctx, err, errlen)) < 0) {
+            break;
+        } else if (pgcdc_repl_wait(tmp, 100) < 0 || !PQconsumeInput(c)) {
+            goto fail;
+        }
+    }
+    if (rc < 0)
+        return rc; /* the caller closes the connection, which ends the command */
+    PGresult *res = PQgetResult(c);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1 ||
+        pgcdc_lsn_parse_str(PQgetvalue(res, 0, 1), &o->point) < 0) {
+        rc = pgcdc_errors_pg(c, res, PGCDC_ERRCTX_SOURCE);
+        snprintf(err, errlen, "cannot create a temporary slot for a snapshot: %s",
+                 res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res)
+                                                   : PQerrorMessage(c));
+        pgcdc_log_one_line(err);
+        PQclear(res);
+        return rc < 0 ? rc : PGCDC_ERR;
+    }
+    snprintf(snapname, snaplen, "%s", PQgetvalue(res, 0, 2));
+    PQclear(res);
+    while ((res = PQgetResult(c)))
+        PQclear(res);
+    return PGCDC_OK;
+fail:
+    snprintf(err, errlen, "cannot create a temporary slot for a snapshot: %s", PQerrorMessage(c));
+    pgcdc_log_one_line(err);
+    return pgcdc_errors_pg(c, NULL, PGCDC_ERRCTX_SOURCE);
+}
+
 /* A second replication connection exports a new point; the reader imports it. */
 static int open_at_new_point(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
-                             char *err, size_t errlen)
+                             const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
 {
     const struct pgcdc_config *cfg = slot->cfg;
     struct pgcdc_repl *tmp = NULL;
-    char name[64], snapname[128];
-    /* Unique per process and within NAMEDATALEN; the server drops it with the connection. */
-    snprintf(name, sizeof(name), "pgcdc_snap_%d", (int)getpid());
+    char snapname[128];
     int rc = pgcdc_repl_connect(&tmp, cfg->source_dsn, err, errlen);
     if (rc == PGCDC_OK)
-        rc = pgcdc_repl_create_slot_ex(tmp, name, true, snapname, sizeof(snapname), &o->point,
-                                       err, errlen);
+        rc = create_temporary_slot(o, tmp, cfg, out, snapname, sizeof(snapname), err, errlen);
     if (rc < 0)
         goto out;
     int numeric = slot->numeric_strings;
@@ -440,7 +503,8 @@ out:
 }
 
 int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
-                           bool exact_sink, char *err, size_t errlen)
+                           bool exact_sink, const struct pgcdc_snapshot_out *out, char *err,
+                           size_t errlen)
 {
     const struct pgcdc_config *cfg = slot->cfg;
     pgcdc_snapshot_owed_free(o);
@@ -456,10 +520,9 @@ int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slo
                         !same_pattern(o->st.exclude, cfg->source_tables_exclude);
     if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER || !o->st.have_patterns) {
         /* No earlier patterns to compare with (a slot made without a snapshot, or by an
-         * older pgcdc): what is selected now counts as captured from here on. */
-        owed = owed && cfg->snapshot_mode != PGCDC_SNAPSHOT_NEVER;
+         * older pgcdc), or no snapshots wanted: what is selected now counts as captured. */
+        changed = changed || new_patterns;
         new_patterns = false;
-        changed = true;
         if (pgcdc_snapstate_set_patterns(&o->st, cfg) < 0)
             goto oom;
     }
@@ -467,7 +530,7 @@ int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slo
         atomic_store(&pgcdc_metrics.snapshot_tables_remaining, 0);
         return changed ? pgcdc_snapstate_save(&o->st, err, errlen) : PGCDC_OK;
     }
-    if ((rc = open_at_new_point(o, slot, err, errlen)) < 0 ||
+    if ((rc = open_at_new_point(o, slot, out, err, errlen)) < 0 ||
         (rc = pgcdc_snapreader_tables(&o->reader, cfg, &o->tables, err, errlen)) < 0)
         goto fail;
     keep_owed(o, cfg);
@@ -506,8 +569,8 @@ bool pgcdc_snapshot_drops(const struct pgcdc_snapshot_owed *o, const char *schem
         return false;
     struct pgcdc_snapstate_table *e =
         pgcdc_snapstate_find((struct pgcdc_snapstate *)&o->st, schema, table);
-    if (!e || e->done)
-        return false;
+    if (!e || e->done || e->again || e->point != o->point)
+        return false; /* not owed at this point, or asked for again: changes flow */
     /* A sink that keeps a cut table's rows keeps its changes from their point on. */
     uint64_t from = !o->exact_sink && e->first && e->first < o->point ? e->first : o->point;
     return commit_lsn < from;
@@ -530,4 +593,62 @@ int pgcdc_snapshot_run_owed(struct pgcdc_snapshot_owed *o, const struct pgcdc_co
     }
     pgcdc_snapshot_owed_free(o);
     return rc;
+}
+
+/* One table a request names: owed from now on (merged when it is owed already). */
+struct request {
+    struct pgcdc_snapstate *st;
+    const struct pgcdc_snapshot_owed *o;
+    const struct pgcdc_config *cfg;
+    size_t n;
+};
+
+static int request_table(void *ctx, const char *schema, const char *table)
+{
+    struct request *q = ctx;
+    if (!pgcdc_config_table_selected(q->cfg, schema, table)) {
+        pgcdc_log(PGCDC_LOG_WARN, "snapshot request for a table the selection leaves out; skipped",
+                  "schema", schema, "table", table, NULL);
+        return PGCDC_OK;
+    }
+    struct pgcdc_snapstate_table *e = pgcdc_snapstate_find(q->st, schema, table);
+    if (e && !e->done)
+        return PGCDC_OK; /* owed already: it is taken at a point after this request */
+    bool captured = e || pgcdc_snapstate_was_selected(q->st, q->cfg, schema, table);
+    if (!e && !(e = pgcdc_snapstate_add(q->st, schema, table, 0)))
+        return PGCDC_ERR;
+    e->done = false;
+    e->again = captured;
+    e->point = e->first = 0;
+    q->n++;
+    return PGCDC_OK;
+}
+
+int pgcdc_snapshot_signal(struct pgcdc_snapshot_owed *o, const struct pgcdc_config *cfg,
+                          const char *schema, const char *table, const struct pgcdc_change *ch,
+                          uint64_t commit_lsn, char *err, size_t errlen)
+{
+    struct pgcdc_snapstate mine = {0}, *st = &o->st;
+    if (strcmp(schema, PGCDC_SIGNAL_SCHEMA) != 0 || strcmp(table, PGCDC_SIGNAL_TABLE) != 0)
+        return PGCDC_OK;
+    int rc;
+    if (!o->active && (rc = pgcdc_snapstate_load(st = &mine, cfg->state_dir, err, errlen)) < 0)
+        return rc;
+    struct request q = {st, o, cfg, 0};
+    rc = pgcdc_signal_parse(schema, table, ch, request_table, &q, err, errlen);
+    if (rc > 0 && q.n > 0) {
+        /* Recorded before the request's transaction can be confirmed: a crash after that
+         * still finds the tables owed. */
+        if ((rc = pgcdc_snapstate_save(st, err, errlen)) == PGCDC_OK) {
+            char n[24], l[PGCDC_LSN_BUFLEN];
+            snprintf(n, sizeof(n), "%zu", q.n);
+            pgcdc_log(PGCDC_LOG_INFO, "snapshot requested through pgcdc.signal", "tables", n,
+                      "request_lsn", pgcdc_lsn_format(commit_lsn, l), NULL);
+            o->requested = true;
+        }
+    }
+    if (rc == PGCDC_ERR) /* a malformed request: reported, never retried for ever */
+        pgcdc_log(PGCDC_LOG_WARN, "ignored a snapshot request", "error", err, NULL);
+    pgcdc_snapstate_free(&mine);
+    return rc < 0 && rc != PGCDC_ERR ? rc : PGCDC_OK;
 }

@@ -21,6 +21,7 @@
 #include "pgcdc/lsn.h"
 #include "pgcdc/metrics.h"
 #include "pgcdc/snapshot_copy.h"
+#include "pgcdc/snapshot_signal.h"
 
 #define PROGRESS_EVERY_MS 10000
 #define STOPPED_MSG "stopped during the snapshot; the next run takes the unfinished tables again"
@@ -265,7 +266,8 @@ int pgcdc_snapreader_tables(struct pgcdc_snapreader *r, const struct pgcdc_confi
             t.report_schema = PQgetvalue(res, i, 3);
             t.report_name = PQgetvalue(res, i, 4);
         }
-        if (pgcdc_config_table_selected(cfg, t.report_schema, t.report_name))
+        if (pgcdc_config_table_selected(cfg, t.report_schema, t.report_name) &&
+            !pgcdc_signal_is(t.report_schema, t.report_name))
             out->t[out->n++] = t;
     }
     return PGCDC_OK;

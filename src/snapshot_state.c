@@ -5,7 +5,9 @@
  *   exclude=public.tmp_*        absent: none
  *   table=done,0/16B2F40,0/16B2F40,public,users
  *   table=pending,0/1A00028,0/16B2F40,public,orders
- * A table line: state, point, first point, schema, name; the names %-encoded (bytes up to
+ *   table=again,0/0,0/0,public,users
+ * A table line: state (done, pending, or again: pending, asked for again while captured),
+ * point, first point, schema, name; the names %-encoded (bytes up to
  * space, '%', ',', DEL).
  */
 #include "pgcdc/snapshot_state.h"
@@ -155,6 +157,7 @@ static bool parse_table(struct pgcdc_snapstate *st, char *v)
     t->point = point;
     t->first = first;
     t->done = strcmp(f[0], "done") == 0;
+    t->again = strcmp(f[0], "again") == 0;
     return true;
 }
 
@@ -235,7 +238,7 @@ int pgcdc_snapstate_save(struct pgcdc_snapstate *st, char *err, size_t errlen)
     }
     for (size_t i = 0; i < st->n; i++) {
         const struct pgcdc_snapstate_table *t = &st->t[i];
-        fprintf(fp, "table=%s,%s,%s,", t->done ? "done" : "pending",
+        fprintf(fp, "table=%s,%s,%s,", t->done ? "done" : t->again ? "again" : "pending",
                 pgcdc_lsn_format(t->point, a), pgcdc_lsn_format(t->first, b));
         encode(fp, t->schema);
         fputc(',', fp);

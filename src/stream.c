@@ -17,7 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -35,6 +34,7 @@
 #include "pgcdc/sink_kafka.h"
 #include "pgcdc/slot.h"
 #include "pgcdc/snapshot.h"
+#include "pgcdc/snapshot_signal.h"
 #include "pgcdc/txn_track.h"
 
 #define TRACK_CAPACITY 65536
@@ -270,13 +270,21 @@ static int take_snapshot(struct stream *s, char *err, size_t errlen)
     return rc;
 }
 
-/* The stream reached the owed tables' point: write their rows there (snapshot.h). */
+/* Tables owed a snapshot (cut short, added, requested): their new point (snapshot.h). */
+static int prepare_owed(struct stream *s, char *err, size_t errlen)
+{
+    struct pgcdc_snapshot_out out = SNAPSHOT_OUT(s);
+    return pgcdc_snapshot_prepare(&s->owed, &s->slot, s->cfg->sink_type == PGCDC_SINK_FILE, &out,
+                                  err, errlen);
+}
+
+/* The stream reached the owed tables' point: write their rows there, then any requested since. */
 static int run_owed(struct stream *s, char *err, size_t errlen)
 {
     struct pgcdc_snapshot_out out = SNAPSHOT_OUT(s);
     int rc = pgcdc_snapshot_run_owed(&s->owed, s->cfg, &out, err, errlen);
     s->dirty = true; /* sync (and confirm) what the snapshot wrote */
-    return rc;
+    return rc == PGCDC_OK && s->owed.requested ? prepare_owed(s, err, errlen) : rc;
 }
 
 static bool end_reached_at(struct stream *s, uint64_t pos)
@@ -338,7 +346,7 @@ static int commit_txn(struct stream *s, const struct pgcdc_change *ch, bool *end
     }
     s->skipping = false;
     *end = end_reached_at(s, ch->nextlsn);
-    return PGCDC_OK;
+    return s->owed.requested && !s->owed.active ? prepare_owed(s, err, errlen) : PGCDC_OK;
 }
 
 /* A row change (or truncate): name its table, and emit it when the table is selected. */
@@ -354,8 +362,11 @@ static int handle_row(struct stream *s, const struct pgcdc_change *ch, char *err
     const struct pgcdc_relation *rel;
     if ((rc = pgcdc_relations_resolve(&s->rels, ch, &rel, err, errlen)) < 0)
         return rc;
-    if (!rel->selected || pgcdc_snapshot_drops(&s->owed, rel->schema, rel->table, s->txn.commit_lsn))
-        return PGCDC_OK; /* not captured, or in an owed snapshot (the boundary rule) */
+    if (!rel->selected || pgcdc_signal_is(rel->schema, rel->table)) /* a request is heard */
+        return pgcdc_snapshot_signal(&s->owed, s->cfg, rel->schema, rel->table, ch,
+                                     s->txn.commit_lsn, err, errlen);
+    if (pgcdc_snapshot_drops(&s->owed, rel->schema, rel->table, s->txn.commit_lsn))
+        return PGCDC_OK; /* in an owed snapshot: the boundary rule */
     struct pgcdc_change named = pgcdc_relations_name(rel, ch);
     if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
         pgcdc_event_key_changed(&named)) {
@@ -636,44 +647,6 @@ static void reset_after_disconnect(struct stream *s)
     s->repl = NULL;
 }
 
-static int lock_state_dir(const char *dir, int *lockfd, char *err, size_t errlen)
-{
-    char path[4096];
-    if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "state.dir \"%s\" cannot be created: %s; create it or point "
-                 "state.dir elsewhere", dir, strerror(errno));
-        return PGCDC_ERR_CONFIG;
-    }
-    snprintf(path, sizeof(path), "%s/lock", dir);
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "state.dir \"%s\" is not writable: %s; fix its permissions or "
-                 "point state.dir elsewhere", dir, strerror(errno));
-        return PGCDC_ERR_CONFIG;
-    }
-    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-        char pid[32] = "?";
-        ssize_t n = pread(fd, pid, sizeof(pid) - 1, 0);
-        if (n > 0) {
-            pid[n] = '\0';
-            pid[strcspn(pid, "\n")] = '\0';
-        }
-        snprintf(err, errlen, "state.dir \"%s\" is in use by another pgcdc (pid %s): stop it, "
-                 "or give each pgcdc its own state.dir and slot", dir, pid);
-        close(fd);
-        return PGCDC_ERR;
-    }
-    char pid[32];
-    int n = snprintf(pid, sizeof(pid), "%d\n", (int)getpid());
-    if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) < 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        close(fd);
-        return PGCDC_ERR;
-    }
-    *lockfd = fd; /* held until exit */
-    return PGCDC_OK;
-}
-
 static int open_sink(const struct pgcdc_config *cfg, struct pgcdc_sink **out, char *err,
                      size_t errlen)
 {
@@ -693,7 +666,7 @@ static int stream_open(struct stream *s, const struct pgcdc_config *cfg, uint64_
     pgcdc_relations_init(&s->rels, cfg);
     pgcdc_slot_init(&s->slot, cfg);
     srandom((unsigned)(getpid() ^ pgcdc_now_us()));
-    int rc = lock_state_dir(cfg->state_dir, &s->lockfd, err, errlen);
+    int rc = pgcdc_slot_lock_state_dir(cfg->state_dir, &s->lockfd, err, errlen);
     if (rc < 0 || (rc = open_sink(cfg, &s->sink, err, errlen)) < 0)
         return rc;
     s->skip_upto = s->sink->ops->resume_lsn(s->sink);
@@ -763,8 +736,7 @@ static int prepare_slot(struct stream *s, bool fresh, bool *done, char *err, siz
     int rc;
     if (!fresh) {
         bool resumed = s->slot.rec.state == PGCDC_SLOT_SNAPSHOTTING;
-        rc = pgcdc_snapshot_prepare(&s->owed, &s->slot, cfg->sink_type == PGCDC_SINK_FILE, err,
-                                    errlen);
+        rc = prepare_owed(s, err, errlen);
         /* initial_only, its snapshot cut short: the rest at the new point, then done. */
         if (rc < 0 || !resumed || cfg->snapshot_mode != PGCDC_SNAPSHOT_INITIAL_ONLY)
             return rc;

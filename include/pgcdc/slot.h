@@ -123,4 +123,11 @@ int pgcdc_slot_mark_streamed(struct pgcdc_slot *sl, char *err, size_t errlen);
 /* Remember whether wal2json takes numeric-data-types-as-string; warn when it does not. */
 void pgcdc_slot_note_numeric_strings(struct pgcdc_slot *sl, bool supported);
 
+/*
+ * Create state.dir if needed and hold state.dir/lock (flock, with our pid in it) until the
+ * process ends: *lockfd is the open descriptor. A second pgcdc on the same state.dir is
+ * refused, naming the holder's pid. Returns 0, PGCDC_ERR_CONFIG or PGCDC_ERR.
+ */
+int pgcdc_slot_lock_state_dir(const char *dir, int *lockfd, char *err, size_t errlen);
+
 #endif

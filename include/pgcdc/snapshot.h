@@ -60,7 +60,8 @@ int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
 
 /* Snapshots owed at one new point, between pgcdc_snapshot_prepare and _run_owed. */
 struct pgcdc_snapshot_owed {
-    bool active; /* tables are owed at point */
+    bool active;    /* tables are owed at point */
+    bool requested; /* a request (pgcdc.signal) recorded tables owed: prepare again */
     uint64_t point;
     bool exact_sink; /* the sink takes back a cut table (file): drop changes before point */
     struct pgcdc_snapstate st;
@@ -76,7 +77,8 @@ struct pgcdc_snapshot_owed {
  * state.dir. o->active says whether anything is owed. Returns 0 or a negative code.
  */
 int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
-                           bool exact_sink, char *err, size_t errlen);
+                           bool exact_sink, const struct pgcdc_snapshot_out *out, char *err,
+                           size_t errlen);
 
 /* Whether the stream has reached the owed tables' point (pos: a commit or walEnd). */
 bool pgcdc_snapshot_due(const struct pgcdc_snapshot_owed *o, uint64_t pos);
@@ -94,6 +96,17 @@ bool pgcdc_snapshot_drops(const struct pgcdc_snapshot_owed *o, const char *schem
  */
 int pgcdc_snapshot_run_owed(struct pgcdc_snapshot_owed *o, const struct pgcdc_config *cfg,
                             const struct pgcdc_snapshot_out *out, char *err, size_t errlen);
+
+/*
+ * A change of schema.table (reported names) in a transaction committed at commit_lsn that
+ * is not captured: when it is a snapshot request inserted into pgcdc.signal, record the
+ * tables it names as owed in state.dir (a table owed already is merged; one captured
+ * already keeps its changes flowing, its rows come again on top of them) and set
+ * o->requested. A malformed request is logged and ignored. Returns 0 or a negative code.
+ */
+int pgcdc_snapshot_signal(struct pgcdc_snapshot_owed *o, const struct pgcdc_config *cfg,
+                          const char *schema, const char *table, const struct pgcdc_change *ch,
+                          uint64_t commit_lsn, char *err, size_t errlen);
 
 /* Release what prepare holds (the reader, the listing); safe to call twice. */
 void pgcdc_snapshot_owed_free(struct pgcdc_snapshot_owed *o);

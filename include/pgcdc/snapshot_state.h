@@ -21,6 +21,9 @@
 struct pgcdc_snapstate_table {
     char schema[PGCDC_SNAPSTATE_NAME_MAX], name[PGCDC_SNAPSTATE_NAME_MAX]; /* reported */
     bool done;
+    /* Asked for again (`pgcdc snapshot`) while captured: its changes keep flowing, and the
+     * new rows come on top of them (nothing is dropped for it). */
+    bool again;
     uint64_t point; /* the snapshot point its rows are (or will be) read at */
     /* The first point this table's rows began to be written at (0: none yet). A sink
      * that cannot take back a cut snapshot (Kafka) keeps the table's changes from there

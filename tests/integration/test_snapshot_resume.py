@@ -165,3 +165,87 @@ def test_check_warns_when_no_slot_is_left_for_a_later_snapshot(cluster, make_pgc
     finally:
         for f in fillers:
             cluster.sql("SELECT pg_drop_replication_slot(%s)", (f,))
+
+
+SIGNAL_DDL = ("CREATE SCHEMA IF NOT EXISTS pgcdc; CREATE TABLE IF NOT EXISTS pgcdc.signal ("
+              "id bigserial PRIMARY KEY, type text NOT NULL DEFAULT 'snapshot', tables text[] "
+              "NOT NULL, requested_at timestamptz NOT NULL DEFAULT now(), requested_by name "
+              "NOT NULL DEFAULT current_user)")
+
+
+def _fold_upsert(events, label):
+    """A re-snapshot's `r` rows come on top of the table's changes: apply r/c/u as upserts."""
+    state = {}
+    for e in events:
+        if e.table != label:
+            continue
+        if e["op"] in "rcu":
+            old = e["before"]
+            if e["op"] == "u" and old and old["id"] != e["after"]["id"]:
+                state.pop(old["id"], None)
+            row = dict(state.get(e["after"]["id"], {}))
+            row.update(e["after"])
+            state[e["after"]["id"]] = row
+        elif e["op"] == "d":
+            state.pop(e["before"]["id"], None)
+    return state
+
+
+def test_snapshot_on_demand_while_streaming_under_writes(cluster, make_pgcdc, name):
+    table = name + "_od"
+    rows = int(os.environ.get("PGCDC_IT_ONDEMAND_ROWS", "400000"))
+    _fill(cluster, table, rows)
+    cluster.sql(SIGNAL_DDL)
+    p = make_pgcdc(settings={"snapshot.mode": "initial", "source.tables.include": "public." + table,
+                             "status.interval_ms": "100"})
+    p.start()
+    p.wait_log(r"snapshot complete", 120)
+    # The snapshot below lasts longer than this: the stream must keep its connection.
+    cluster.sql("ALTER SYSTEM SET wal_sender_timeout = '300ms'")
+    cluster.sql("SELECT pg_reload_conf()")
+    churn = fh.Churn(cluster, table, max_id=rows, next_id=10 ** 9, pause=0.002)
+    try:
+        churn.start()
+        h.wait_until(lambda: churn.commits >= 20, 30, what="the writer")
+        req = make_pgcdc(args=["snapshot", "--table", "public." + table], sub="req")
+        assert req.run(timeout=30) == 0, req.describe()
+        lsn = h.lsn_parse(req.stdout_lines[-1].strip())
+        p.wait_log(r"snapshot requested through pgcdc.signal", 30)
+        p.wait_log(r"snapshot of the owed tables done", 120)
+        time.sleep(0.5)
+    finally:
+        churn.stop()
+        cluster.sql("ALTER SYSTEM RESET wal_sender_timeout")
+        cluster.sql("SELECT pg_reload_conf()")
+    fh.finish(cluster, p, name)
+    assert not p.error_lines(), p.describe()
+    assert "stream interrupted" not in p.stderr(), "the stream lost its connection:\n" + p.describe()
+    events = fh.read_events_fast(p.data_dir)
+    label = "public." + table
+    r = [e for e in events if e.table == label and e["op"] == "r"]
+    assert len(r) >= 2 * rows - rows // 2, "the re-snapshot emitted %d rows in all" % len(r)
+    got = _fold_upsert(events, label)
+    want = fh.table_rows(cluster, table)
+    assert got == want, "the fold differs from the table: %d vs %d rows" % (len(got), len(want))
+    positions = _positions(p.data_dir)
+    assert [c for _, c, _ in positions] == sorted(c for _, c, _ in positions)
+    done = re.findall(r'msg="snapshot table done" schema=public table=%s rows=\d+ ms=(\d+) '
+                      r'point=(\S+)' % table, p.stderr())
+    assert len(done) == 2 and h.lsn_parse(done[1][1]) > lsn, (
+        "the re-snapshot's point %r is not after the request at %s" % (done, lsn))
+    # Longer than wal_sender_timeout: the standby status sent meanwhile kept the stream.
+    assert int(done[1][0]) > 300, "the re-snapshot took only %s ms" % done[1][0]
+    print("re-snapshot: %s ms" % done[1][0])
+
+
+def test_snapshot_request_bad_input(cluster, make_pgcdc, name):
+    cluster.sql(NARROW.format(t=name + "_x"))
+    cases = [("public.%s_nope" % name, "no such table"),
+             ("public.%s_x" % name, "left out by source.tables.include")]
+    for table, want in cases:
+        p = make_pgcdc(args=["snapshot", "--table", table], sub="bad",
+                       settings={"source.tables.include": "public.other"})
+        assert p.run(timeout=30) == 2, p.describe()
+        assert table in p.stderr() and want in p.stderr(), p.describe()
+    p = make_pgcdc(args=["snapshot"], sub="bad")
+    assert p.run(timeout=30) == 2 and "--table" in p.stderr(), p.describe()
