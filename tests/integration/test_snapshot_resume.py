@@ -162,6 +162,8 @@ def test_check_warns_when_no_slot_is_left_for_a_later_snapshot(cluster, make_pgc
         rc, results, p = oh.run_check(make_pgcdc)
         warn = oh.check_lines_of(results, "WARN", "slots")
         assert warn and "temporary slot" in warn[0][2], oh.describe_check(p)
+        sig = oh.check_lines_of(results, "PASS", "signal")
+        assert sig and "does not exist" in sig[0][2], oh.describe_check(p)
     finally:
         for f in fillers:
             cluster.sql("SELECT pg_drop_replication_slot(%s)", (f,))
