@@ -24,7 +24,8 @@ one copy per contender, one contender at a time:
               `\copy t to '/dev/null'` (the reference) against `pgcdc run` with
               snapshot.mode = initial_only into the file sink, on tmpfs (/dev/shm, so the
               figure measures the worker) and on disk; rows/s, ratio, CPU, peak RSS; and
-              the speed-up with snapshot.workers 1, 2 and 4 on tmpfs (BENCH_SNAP_WORKERS).
+              with BENCH_SNAP_WORKERS="1 2 4", the speed-up of snapshot.workers (once it
+              exists) on tmpfs.
   decode      bench_decode under callgrind: instructions per change, decode+encode.
   wholerun    the whole `pgcdc run` (file sink, then Kafka sink with librdkafka's threads)
               under callgrind on 35,000 changes: instructions per change, everything
@@ -968,7 +969,7 @@ class Bench:
     def mode_snapshot(self):
         rows = self.n(2000000, "BENCH_SNAP_ROWS")
         rounds = int(env_float("BENCH_ROUNDS", 3))
-        workers = [int(w) for w in os.environ.get("BENCH_SNAP_WORKERS", "1 2 4").split()]
+        workers = [int(w) for w in os.environ.get("BENCH_SNAP_WORKERS", "").split()]
         pg = self.pg
         table = "bench_snap"
         log("snapshot: %d rows, %d round(s), workers %s" % (rows, rounds, workers))

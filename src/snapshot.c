@@ -40,7 +40,7 @@ struct table_txn {
     struct pgcdc_event_ctx ectx;
     struct pgcdc_buf value[2], key[2];
     bool haskey[2];
-    int held; /* the buffer holding the encoded row not yet written; -1: none */
+    int held;                   /* the buffer holding the encoded row not yet written; -1: none */
     const char *schema, *table; /* reported, unescaped */
     uint64_t rows;
 };
@@ -166,9 +166,9 @@ static void log_table_done(const struct unit *u, uint64_t rows, int64_t started)
     char n[24], ms[24], p[PGCDC_LSN_BUFLEN];
     snprintf(n, sizeof(n), "%" PRIu64, rows);
     snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
-    pgcdc_log(PGCDC_LOG_INFO, "snapshot table done", "schema", u->leaves[0].report_schema,
-              "table", u->leaves[0].report_name, "rows", n, "ms", ms, "point",
-              pgcdc_lsn_format(u->point, p), NULL);
+    pgcdc_log(PGCDC_LOG_INFO, "snapshot table done", "schema", u->leaves[0].report_schema, "table",
+              u->leaves[0].report_name, "rows", n, "ms", ms, "point", pgcdc_lsn_format(u->point, p),
+              NULL);
 }
 
 /*
@@ -176,10 +176,9 @@ static void log_table_done(const struct unit *u, uint64_t rows, int64_t started)
  * first (so the file sink's checkpoint, recorded as the table's mark, moves only with this
  * table), then its rows, then durable again, then recorded done.
  */
-static int write_unit(struct pgcdc_snapreader *r, const struct unit *u,
-                      struct pgcdc_snapstate *st, const struct pgcdc_config *cfg,
-                      bool exact_sink, const struct pgcdc_snapshot_out *out, char *err,
-                      size_t errlen)
+static int write_unit(struct pgcdc_snapreader *r, const struct unit *u, struct pgcdc_snapstate *st,
+                      const struct pgcdc_config *cfg, bool exact_sink,
+                      const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
 {
     const char *schema = u->leaves[0].report_schema, *table = u->leaves[0].report_name;
     struct pgcdc_snapstate_table *e = pgcdc_snapstate_add(st, schema, table, u->point);
@@ -235,10 +234,9 @@ out:
 }
 
 /* Write every unit of tl at point, in order. */
-static int write_all(struct pgcdc_snapreader *r, const struct pgcdc_snaptables *tl,
-                     uint64_t point, struct pgcdc_snapstate *st, const struct pgcdc_config *cfg,
-                     bool exact_sink, const struct pgcdc_snapshot_out *out, char *err,
-                     size_t errlen)
+static int write_all(struct pgcdc_snapreader *r, const struct pgcdc_snaptables *tl, uint64_t point,
+                     struct pgcdc_snapstate *st, const struct pgcdc_config *cfg, bool exact_sink,
+                     const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
 {
     int rc = PGCDC_OK;
     atomic_store(&pgcdc_metrics.snapshot_running, 1);
@@ -330,8 +328,8 @@ int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
         goto out;
     }
     if ((rc = record_owed(&st, &tl, consistent, err, errlen)) < 0 ||
-        (rc = write_all(&r, &tl, consistent, &st, cfg, cfg->sink_type == PGCDC_SINK_FILE, out,
-                        err, errlen)) < 0)
+        (rc = write_all(&r, &tl, consistent, &st, cfg, cfg->sink_type == PGCDC_SINK_FILE, out, err,
+                        errlen)) < 0)
         goto out;
     if (pgcdc_txn_track_confirmed(out->track) < consistent) {
         snprintf(err, errlen, "the sink did not acknowledge every snapshot row; not streaming");
@@ -455,8 +453,7 @@ static int create_temporary_slot(struct pgcdc_snapshot_owed *o, struct pgcdc_rep
         pgcdc_lsn_parse_str(PQgetvalue(res, 0, 1), &o->point) < 0) {
         rc = pgcdc_errors_pg(c, res, PGCDC_ERRCTX_SOURCE);
         snprintf(err, errlen, "cannot create a temporary slot for a snapshot: %s",
-                 res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res)
-                                                   : PQerrorMessage(c));
+                 res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(c));
         pgcdc_log_one_line(err);
         PQclear(res);
         return rc < 0 ? rc : PGCDC_ERR;
@@ -502,9 +499,8 @@ out:
     return rc;
 }
 
-int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
-                           bool exact_sink, const struct pgcdc_snapshot_out *out, char *err,
-                           size_t errlen)
+int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot, bool exact_sink,
+                           const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
 {
     const struct pgcdc_config *cfg = slot->cfg;
     pgcdc_snapshot_owed_free(o);
@@ -546,8 +542,8 @@ int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slo
     o->active = true;
     char n[24], p[PGCDC_LSN_BUFLEN];
     snprintf(n, sizeof(n), "%zu", (size_t)atomic_load(&pgcdc_metrics.snapshot_tables_remaining));
-    pgcdc_log(PGCDC_LOG_INFO, "tables owed a snapshot; streaming up to their point first",
-              "tables", n, "point", pgcdc_lsn_format(o->point, p), NULL);
+    pgcdc_log(PGCDC_LOG_INFO, "tables owed a snapshot; streaming up to their point first", "tables",
+              n, "point", pgcdc_lsn_format(o->point, p), NULL);
     return PGCDC_OK;
 oom:
     snprintf(err, errlen, "out of memory");
@@ -583,13 +579,13 @@ int pgcdc_snapshot_run_owed(struct pgcdc_snapshot_owed *o, const struct pgcdc_co
     pgcdc_log(PGCDC_LOG_INFO, "snapshot of the owed tables starts; other changes wait", "point",
               pgcdc_lsn_format(o->point, p), NULL);
     int64_t started = pgcdc_mono_ms();
-    int rc = write_all(&o->reader, &o->tables, o->point, &o->st, cfg, o->exact_sink, out, err,
-                       errlen);
+    int rc =
+        write_all(&o->reader, &o->tables, o->point, &o->st, cfg, o->exact_sink, out, err, errlen);
     if (rc == PGCDC_OK) {
         char ms[24];
         snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
-        pgcdc_log(PGCDC_LOG_INFO, "snapshot of the owed tables done; streaming resumes", "ms",
-                  ms, NULL);
+        pgcdc_log(PGCDC_LOG_INFO, "snapshot of the owed tables done; streaming resumes", "ms", ms,
+                  NULL);
     }
     pgcdc_snapshot_owed_free(o);
     return rc;

@@ -91,27 +91,66 @@ static int copy_json_str(struct pgcdc_buf *b, const char *v, size_t n)
         unsigned char c = (unsigned char)v[i++];
         if (c == '\\' && i < n) {
             switch (v[i++]) {
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'n': c = '\n'; break;
-            case 'r': c = '\r'; break;
-            case 't': c = '\t'; break;
-            case 'v': c = '\v'; break;
-            default: c = (unsigned char)v[i - 1]; break; /* \\, or an escaped delimiter */
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
+            case 'n':
+                c = '\n';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'v':
+                c = '\v';
+                break;
+            default:
+                c = (unsigned char)v[i - 1];
+                break; /* \\, or an escaped delimiter */
             }
         }
         switch (c) {
-        case '"': *o++ = '\\'; *o++ = '"'; break;
-        case '\\': *o++ = '\\'; *o++ = '\\'; break;
-        case '\n': *o++ = '\\'; *o++ = 'n'; break;
-        case '\r': *o++ = '\\'; *o++ = 'r'; break;
-        case '\t': *o++ = '\\'; *o++ = 't'; break;
-        case '\b': *o++ = '\\'; *o++ = 'b'; break;
-        case '\f': *o++ = '\\'; *o++ = 'f'; break;
+        case '"':
+            *o++ = '\\';
+            *o++ = '"';
+            break;
+        case '\\':
+            *o++ = '\\';
+            *o++ = '\\';
+            break;
+        case '\n':
+            *o++ = '\\';
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = '\\';
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = '\\';
+            *o++ = 't';
+            break;
+        case '\b':
+            *o++ = '\\';
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = '\\';
+            *o++ = 'f';
+            break;
         default:
             if (c < 0x20) {
-                *o++ = '\\'; *o++ = 'u'; *o++ = '0'; *o++ = '0';
-                *o++ = hex[c >> 4]; *o++ = hex[c & 15];
+                *o++ = '\\';
+                *o++ = 'u';
+                *o++ = '0';
+                *o++ = '0';
+                *o++ = hex[c >> 4];
+                *o++ = hex[c & 15];
             } else {
                 *o++ = (char)c;
             }
@@ -133,13 +172,27 @@ static int unescape(struct pgcdc_buf *tmp, const char *v, size_t n)
         char c = v[i];
         if (c == '\\' && i + 1 < n) {
             switch (v[++i]) {
-            case 'b': c = '\b'; break;
-            case 'f': c = '\f'; break;
-            case 'n': c = '\n'; break;
-            case 'r': c = '\r'; break;
-            case 't': c = '\t'; break;
-            case 'v': c = '\v'; break;
-            default: c = v[i]; break;
+            case 'b':
+                c = '\b';
+                break;
+            case 'f':
+                c = '\f';
+                break;
+            case 'n':
+                c = '\n';
+                break;
+            case 'r':
+                c = '\r';
+                break;
+            case 't':
+                c = '\t';
+                break;
+            case 'v':
+                c = '\v';
+                break;
+            default:
+                c = v[i];
+                break;
             }
         }
         tmp->data[tmp->len++] = c;
@@ -190,6 +243,7 @@ int pgcdc_snapcopy_row(struct pgcdc_snapcopy *sc, const char *row, size_t len,
     }
     sc->off[sc->ncols] = sc->vals.len;
     for (size_t i = 0; i < sc->ncols; i++)
-        cols[i].value = (struct pgcdc_span){sc->vals.data + sc->off[i], sc->off[i + 1] - sc->off[i]};
+        cols[i].value =
+            (struct pgcdc_span){sc->vals.data + sc->off[i], sc->off[i + 1] - sc->off[i]};
     return PGCDC_OK;
 }

@@ -213,8 +213,9 @@ int pgcdc_snapreader_open(struct pgcdc_snapreader *r, const struct pgcdc_snaprea
                       "pg_catalog.set_config('bytea_output', 'hex', true)",
                       err, errlen)) < 0)
         goto fail;
-    PGresult *x = query(r, "SELECT pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())",
-                        0, NULL, &rc, err, errlen);
+    PGresult *x =
+        query(r, "SELECT pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())", 0,
+              NULL, &rc, err, errlen);
     if (rc < 0)
         goto fail;
     if (PQresultStatus(x) == PGRES_TUPLES_OK)
@@ -302,7 +303,6 @@ int pgcdc_snapreader_lock(struct pgcdc_snapreader *r, const struct pgcdc_snaptab
     snprintf(sql, sizeof(sql), "LOCK TABLE ONLY %s IN ACCESS SHARE MODE", q);
     return exec_ok(r, sql, err, errlen);
 }
-
 
 /* One table's columns as the rows need them; every array has ncols + 1 entries. */
 struct columns {
@@ -398,8 +398,8 @@ static void log_progress(const struct pgcdc_snaptable *t, uint64_t nrows, int64_
         if (per_s > 0)
             snprintf(eta, sizeof(eta), "%.0fs", (est - (double)nrows) / per_s);
     }
-    pgcdc_log(PGCDC_LOG_INFO, "snapshot progress", "schema", t->schema, "table", t->name, "rows",
-              n, "estimated_rows", total, "rows_per_s", rate, "eta", eta, NULL);
+    pgcdc_log(PGCDC_LOG_INFO, "snapshot progress", "schema", t->schema, "table", t->name, "rows", n,
+              "estimated_rows", total, "rows_per_s", rate, "eta", eta, NULL);
 }
 
 /*

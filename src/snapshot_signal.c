@@ -67,8 +67,7 @@ static int check_table(PGconn *c, const struct pgcdc_config *cfg, const char *na
     }
     if (!pgcdc_config_table_selected(cfg, s, t)) {
         snprintf(err, errlen,
-                 "--table %s is left out by source.tables.include/exclude: include it first",
-                 name);
+                 "--table %s is left out by source.tables.include/exclude: include it first", name);
         return PGCDC_ERR_CONFIG;
     }
     return PGCDC_OK;
@@ -200,7 +199,8 @@ int pgcdc_signal_parse(const char *schema, const char *table, const struct pgcdc
         if (c->name.len == 6 && memcmp(c->name.p, "\"type\"", 6) == 0)
             pgcdc_json_unescape(c->value, type, sizeof(type));
         if (c->name.len == 8 && memcmp(c->name.p, "\"tables\"", 8) == 0 && c->value.len > 1 &&
-            (tables = malloc(c->value.len)) && pgcdc_json_unescape(c->value, tables, c->value.len) < 0) {
+            (tables = malloc(c->value.len)) &&
+            pgcdc_json_unescape(c->value, tables, c->value.len) < 0) {
             free(tables);
             tables = NULL;
         }

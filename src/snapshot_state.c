@@ -118,9 +118,8 @@ int pgcdc_snapstate_set_patterns(struct pgcdc_snapstate *st, const struct pgcdc_
     return PGCDC_OK;
 }
 
-bool pgcdc_snapstate_was_selected(const struct pgcdc_snapstate *st,
-                                  const struct pgcdc_config *cfg, const char *schema,
-                                  const char *name)
+bool pgcdc_snapstate_was_selected(const struct pgcdc_snapstate *st, const struct pgcdc_config *cfg,
+                                  const char *schema, const char *name)
 {
     if (!st->have_patterns)
         return true;
@@ -170,8 +169,7 @@ int pgcdc_snapstate_load(struct pgcdc_snapstate *st, const char *state_dir, char
     if (!fp) {
         if (errno == ENOENT)
             return PGCDC_OK;
-        snprintf(err, errlen, "cannot read %s: %s; fix its permissions", st->path,
-                 strerror(errno));
+        snprintf(err, errlen, "cannot read %s: %s; fix its permissions", st->path, strerror(errno));
         return PGCDC_ERR_CONFIG;
     }
     st->present = true;
@@ -238,7 +236,10 @@ int pgcdc_snapstate_save(struct pgcdc_snapstate *st, char *err, size_t errlen)
     }
     for (size_t i = 0; i < st->n; i++) {
         const struct pgcdc_snapstate_table *t = &st->t[i];
-        fprintf(fp, "table=%s,%s,%s,", t->done ? "done" : t->again ? "again" : "pending",
+        fprintf(fp, "table=%s,%s,%s,",
+                t->done    ? "done"
+                : t->again ? "again"
+                           : "pending",
                 pgcdc_lsn_format(t->point, a), pgcdc_lsn_format(t->first, b));
         encode(fp, t->schema);
         fputc(',', fp);

@@ -76,9 +76,8 @@ struct pgcdc_snapshot_owed {
  * session, lock those tables, close the temporary slot, and record their new point in
  * state.dir. o->active says whether anything is owed. Returns 0 or a negative code.
  */
-int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
-                           bool exact_sink, const struct pgcdc_snapshot_out *out, char *err,
-                           size_t errlen);
+int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot, bool exact_sink,
+                           const struct pgcdc_snapshot_out *out, char *err, size_t errlen);
 
 /* Whether the stream has reached the owed tables' point (pos: a commit or walEnd). */
 bool pgcdc_snapshot_due(const struct pgcdc_snapshot_owed *o, uint64_t pos);

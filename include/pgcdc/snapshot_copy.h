@@ -21,8 +21,8 @@
 /* One table's columns; the token buffer is reused from row to row. */
 struct pgcdc_snapcopy {
     size_t ncols;
-    const uint32_t *oids; /* each column's own type (not its domain's base): wal2json's rule */
-    bool numeric_strings; /* wal2json 2.6's numeric-data-types-as-string is in use */
+    const uint32_t *oids;  /* each column's own type (not its domain's base): wal2json's rule */
+    bool numeric_strings;  /* wal2json 2.6's numeric-data-types-as-string is in use */
     struct pgcdc_buf vals; /* this row's tokens, one after another */
     size_t *off;           /* ncols + 1 offsets into vals (owned) */
 };

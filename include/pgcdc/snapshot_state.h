@@ -33,8 +33,8 @@ struct pgcdc_snapstate_table {
 
 struct pgcdc_snapstate {
     char path[4096];
-    bool present;        /* the file existed */
-    bool have_patterns;  /* it records the patterns of the run that wrote it */
+    bool present;            /* the file existed */
+    bool have_patterns;      /* it records the patterns of the run that wrote it */
     char *include, *exclude; /* those patterns (NULL: all / none) */
     struct pgcdc_snapstate_table *t;
     size_t n, cap;
@@ -55,9 +55,8 @@ struct pgcdc_snapstate_table *pgcdc_snapstate_add(struct pgcdc_snapstate *st, co
 /* Record cfg's patterns as the captured ones. Returns 0 or PGCDC_ERR (ENOMEM). */
 int pgcdc_snapstate_set_patterns(struct pgcdc_snapstate *st, const struct pgcdc_config *cfg);
 /* Whether the recorded patterns selected schema.name (true when none are recorded). */
-bool pgcdc_snapstate_was_selected(const struct pgcdc_snapstate *st,
-                                  const struct pgcdc_config *cfg, const char *schema,
-                                  const char *name);
+bool pgcdc_snapstate_was_selected(const struct pgcdc_snapstate *st, const struct pgcdc_config *cfg,
+                                  const char *schema, const char *name);
 /* Tables recorded pending. */
 size_t pgcdc_snapstate_pending(const struct pgcdc_snapstate *st);
 
