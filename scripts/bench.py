@@ -12,7 +12,9 @@ one copy per contender, one contender at a time:
 
   throughput  one 500,000-row INSERT, one 100,000-row UPDATE, one 50,000-row DELETE and
               20,000 pgbench (tpcb-like) transactions; pg_recvlogical (the reference),
-              pgcdc file sink, pgcdc Kafka sink (mock cluster); changes/s, ratio, CPU, RSS.
+              pgcdc file sink, pgcdc Kafka sink (mock cluster), pgcdc HTTP sink (a local
+              receiver answering 200 at once; target: 0.8x the file sink's rate);
+              changes/s, ratio, CPU, RSS.
   latency     pgbench at a steady rate (1,000 tx/s, one INSERT each) for 60 s while pgcdc
               runs; commit (source.ts_ms) -> durable: file = covered by .pgcdc-position,
               which is replaced only after the segment's fdatasync and the checkpoint;
@@ -54,6 +56,7 @@ Wall-clock numbers from a shared machine are noisy: compare ratios within one ru
 use the decode mode's instruction counts (deterministic) to catch regressions.
 """
 
+import gzip
 import json
 import os
 import re
@@ -66,6 +69,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,7 +78,7 @@ PLUGIN_OPTIONS = [("format-version", "2"), ("include-xids", "1"), ("include-time
                   ("include-lsn", "1"), ("include-pk", "1"), ("include-type-oids", "1"),
                   ("include-types", "0"), ("include-transaction", "1")]
 
-TARGETS = {"file_ratio": 0.9, "kafka_ratio": 0.8, "p99_ms": 100.0, "rss_mb": 64.0,
+TARGETS = {"file_ratio": 0.9, "kafka_ratio": 0.8, "http_vs_file": 0.8, "p99_ms": 100.0, "rss_mb": 64.0,
            "snapshot_ratio": 0.9}
 
 
@@ -515,6 +519,95 @@ class Bench:
         return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "walsender_cpu": wcpu,
                 "runq_wait": p.runq_wait(), "mock_cpu": mock.cpu()}
 
+    # A receiver for the HTTP contender: answers 200 at once, counts the events of each
+    # batch from its pgcdc-idempotency-key (the count is its last field: no JSON parsing),
+    # and reports the total on GET /count. Its own process, so it never competes with
+    # this script for the GIL.
+    RECEIVER = r"""
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+total = [0]
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_POST(self):
+        n = int(self.headers.get("Content-Length", "0"))
+        while n > 0:
+            n -= len(self.rfile.read(min(n, 1 << 20)))
+        total[0] += int(self.headers.get("pgcdc-idempotency-key", "-0").rsplit("-", 1)[1])
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def do_GET(self):
+        b = str(total[0]).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print("PORT %d" % s.server_address[1], flush=True)
+s.serve_forever()
+"""
+
+    def run_pgcdc_http(self, slot, endpos, binary=None, wrap=()):
+        d = self.dir("http-" + slot)
+        recv = Proc([sys.executable, "-c", self.RECEIVER], os.path.join(d, "receiver.log"),
+                    stdout=subprocess.PIPE, measure=False)
+        try:
+            line = recv.p.stdout.readline().decode()
+            if not line.startswith("PORT "):
+                raise RuntimeError("the HTTP receiver did not start: %r" % line)
+            url = "http://127.0.0.1:%s/hook" % line.split()[1]
+            args = list(wrap) + self.pgcdc_args(slot, d, "http", ["source.create_slot=false",
+                                                "sink.http.url=" + url], binary) + \
+                ["--end-lsn", endpos]
+            p, wcpu = self.run_drain("pgcdc (http)", args, d)
+            with urllib.request.urlopen(url.replace("/hook", "/count"), timeout=10) as r:
+                events = int(r.read())
+        finally:
+            recv.kill()
+        return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "walsender_cpu": wcpu,
+                "runq_wait": p.runq_wait(), "mock_cpu": recv.cpu(), "events": events}
+
+    def s3rver_bin(self):
+        b = os.path.join(ROOT, "tests", "s3", "node_modules", ".bin", "s3rver")
+        return b if os.path.exists(b) else None
+
+    def run_pgcdc_s3(self, slot, endpos, binary=None, wrap=()):
+        """The S3 sink into s3rver (tests/s3, from npm) on 127.0.0.1, default flush settings;
+        the events are counted from s3rver's own files."""
+        d = self.dir("s3-" + slot)
+        port = free_port()
+        srv = Proc([self.s3rver_bin(), "-d", os.path.join(d, "s3"), "-a", "127.0.0.1", "-p",
+                    str(port), "--configure-bucket", "bench"], os.path.join(d, "s3rver.log"),
+                   measure=False)
+        try:
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("s3rver did not start")
+                    time.sleep(0.1)
+            extra = ["source.create_slot=false", "sink.s3.url=s3://bench/cdc",
+                     "sink.s3.endpoint=http://127.0.0.1:%d" % port, "sink.s3.path_style=true",
+                     "sink.s3.access_key_id=S3RVER", "sink.s3.secret_access_key=S3RVER"]
+            args = list(wrap) + self.pgcdc_args(slot, d, "s3", extra, binary) + ["--end-lsn", endpos]
+            p, wcpu = self.run_drain("pgcdc (s3)", args, d)
+        finally:
+            srv.kill()
+        events = 0
+        for root, _, files in os.walk(os.path.join(d, "s3", "bench", "cdc")):
+            for f in files:
+                if f.endswith(".jsonl.gz._S3rver_object"):
+                    with gzip.open(os.path.join(root, f), "rb") as g:
+                        events += sum(1 for _ in g)
+        return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "walsender_cpu": wcpu,
+                "runq_wait": p.runq_wait(), "events": events}
+
     # ----------------------------------------------------------------------------------
     def mode_throughput(self):
         ins, upd = self.n(500000), self.n(100000)
@@ -526,7 +619,12 @@ class Bench:
         pg.psql("CREATE TABLE bench (id bigint PRIMARY KEY, account int NOT NULL, "
                 "amount numeric(12,2), status text, note text, created timestamptz, flag boolean)")
         pg.pgbench(["-i", "-q", "-s", "1"])
-        contenders = ["recvlogical", "file", "kafka"]
+        contenders = ["recvlogical", "file", "kafka", "http"]
+        if self.s3rver_bin():
+            contenders.append("s3")
+        else:
+            log("tests/s3/node_modules has no s3rver: the S3 sink is not measured "
+                "(cd tests/s3 && npm install --no-audit --no-fund)")
         other = os.environ.get("BENCH_COMPARE")  # another pgcdc binary, on the same changes
         if other:
             contenders += ["file_b", "kafka_b"]
@@ -556,6 +654,10 @@ class Bench:
                     self.reference_output = res.pop("output")
                 elif c.startswith("file"):
                     res = self.run_pgcdc_file(slot, endpos, other if c.endswith("_b") else None)
+                elif c == "http":
+                    res = self.run_pgcdc_http(slot, endpos)
+                elif c == "s3":
+                    res = self.run_pgcdc_s3(slot, endpos)
                 else:
                     res = self.run_pgcdc_kafka(slot, endpos, other if c.endswith("_b") else None)
                 runs[c].append(res)
@@ -563,19 +665,22 @@ class Bench:
         pg.psql("SELECT pg_drop_replication_slot('tp_base')")
 
         changes = runs["recvlogical"][0]["changes"]
-        for r in runs["file"] + runs.get("file_b", []):
+        for r in runs["file"] + runs.get("file_b", []) + runs["http"] + runs.get("s3", []):
             if r["events"] != changes:
-                raise RuntimeError("pgcdc file sink wrote %d events, pg_recvlogical saw %d changes"
+                raise RuntimeError("a pgcdc sink delivered %d events, pg_recvlogical saw %d changes"
                                    % (r["events"], changes))
         # Best round of each (the least disturbed by other load on the machine).
         best = {c: min(runs[c], key=lambda x: x["wall"]) for c in contenders}
         ref = changes / best["recvlogical"]["wall"]
         table = []
         labels = [("recvlogical", "pg_recvlogical (reference)"), ("file", "pgcdc file sink"),
-                  ("kafka", "pgcdc Kafka sink (mock cluster)")]
+                  ("kafka", "pgcdc Kafka sink (mock cluster)"),
+                  ("http", "pgcdc HTTP sink (local receiver)")]
         if other:
             labels += [("file_b", "B: file sink (BENCH_COMPARE)"),
                        ("kafka_b", "B: Kafka sink (BENCH_COMPARE)")]
+        if "s3" in best:
+            labels.append(("s3", "pgcdc S3 sink (s3rver, gzip)"))
         for c, label in labels:
             b = best[c]
             rate = changes / b["wall"]
@@ -608,7 +713,19 @@ class Bench:
                     TARGETS["file_ratio"], "%.2fx" % table[1]["ratio"])
         self.target("kafka >= %.1fx pg_recvlogical" % TARGETS["kafka_ratio"], table[2]["ratio"] >=
                     TARGETS["kafka_ratio"], "%.2fx" % table[2]["ratio"])
-        for t in table[1:3]:
+        http = [t for t in table if t["key"] == "http"][0]
+        http_vs_file = http["changes_per_s"] / table[1]["changes_per_s"]
+        http["vs_file"] = http_vs_file
+        self.target("http >= %.1fx the file sink" % TARGETS["http_vs_file"],
+                    http_vs_file >= TARGETS["http_vs_file"], "%.2fx" % http_vs_file)
+        s3row = [t for t in table if t["key"] == "s3"]
+        if s3row:
+            r = s3row[0]["changes_per_s"] / table[1]["changes_per_s"]
+            self.results["throughput"]["s3_vs_file"] = r
+            self.target("s3 >= 0.7x the file sink", r >= 0.7, "%.2fx" % r)
+            self.target("RSS <= 64 MB (throughput, s3)", s3row[0]["rss_mb"] <= 64,
+                        "%.1f MB" % s3row[0]["rss_mb"])
+        for t in table[1:3] + [http]:
             self.target("RSS <= %d MB (throughput, %s)" % (TARGETS["rss_mb"], t["key"]),
                         t["rss_mb"] <= TARGETS["rss_mb"], "%.1f MB" % t["rss_mb"])
 

@@ -30,6 +30,12 @@ PKGS=(
   procps curl util-linux
 )
 
+# The S3 sink's tests run s3rver and DuckDB from npm (tests/s3/package.json): Debian's
+# nodejs and npm, unless a node is on the PATH already.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  PKGS+=(nodejs npm)
+fi
+
 missing=()
 for p in "${PKGS[@]}"; do
   if ! dpkg-query -W -f='${Status}\n' "$p" 2>/dev/null | grep -q '^install ok installed$'; then
@@ -58,6 +64,11 @@ if [ "${#missing[@]}" -gt 0 ] || [ "${PGCDC_FORCE_APT:-0}" = 1 ]; then
   "${SUDO[@]}" apt-get update -q
   "${SUDO[@]}" apt-get install -y -q --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${PKGS[@]}" </dev/null
+fi
+
+if [ ! -x "$ROOT/tests/s3/node_modules/.bin/s3rver" ]; then
+  log "npm install (tests/s3: s3rver, @duckdb/node-api)"
+  (cd "$ROOT/tests/s3" && npm install --no-audit --no-fund)
 fi
 
 failed=0

@@ -12,10 +12,15 @@
 
 #include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
+#include "pgcdc/encoding.h"
+#include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
 #include "pgcdc/snapshot_signal.h"
+#include "pgcdc/sink_http.h"
+#include "pgcdc/s3_bucket.h"
 #include "pgcdc/slot.h"
+#include "pgcdc/source.h"
 
 struct report {
     int fails;
@@ -31,17 +36,20 @@ static void line(struct report *r, const char *status, const char *name, const c
     for (char *p = msg; *p; p++)
         if (*p == '\n')
             *p = ' ';
+    pgcdc_log_scrub(msg, sizeof(msg)); /* libpq's messages may quote pieces of a password */
     printf("%s %s: %s\n", status, name, msg);
     fflush(stdout);
     if (strcmp(status, "FAIL") == 0)
         r->fails++;
 }
 
-static PGconn *plain_connect(const char *dsn)
+/* A plain session with every source session's settings (source.h); NULL with err set. */
+static PGconn *plain_connect(const char *dsn, char *err, size_t errlen)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", "connect_timeout", NULL};
-    const char *vals[] = {dsn, "pgcdc-check", "10", NULL};
-    return PQconnectdbParams(keys, vals, 1);
+    PGconn *c = NULL;
+    if (pgcdc_source_connect(&c, dsn, PGCDC_SOURCE_CHECK, err, errlen) < 0)
+        return NULL;
+    return c;
 }
 
 /* First row, first column of a query, or NULL (copied into out). */
@@ -110,21 +118,61 @@ static void check_slot(struct report *r, PGconn *c, const struct pgcdc_config *c
     PQclear(res);
 }
 
+/* Events are UTF-8: say what that takes for the source's encoding. */
+static void check_encoding(struct report *r, PGconn *c, const struct pgcdc_config *cfg)
+{
+    char enc[32], err[256];
+    struct pgcdc_encoding e = {0};
+    pgcdc_source_server_encoding(c, enc, sizeof(enc));
+    if (pgcdc_encoding_open(&e, enc, err, sizeof(err)) < 0)
+        line(r, "FAIL", "server_encoding", "%s", err);
+    else if (e.kind == PGCDC_ENC_UTF8)
+        line(r, "PASS", "server_encoding", "%s", *enc ? enc : "not reported (taken as UTF8)");
+    else if (e.kind == PGCDC_ENC_SQL_ASCII)
+        line(r, "WARN", "server_encoding",
+             "SQL_ASCII: the server stores text unchecked; a value that is not valid UTF-8 %s",
+             cfg->source_invalid_utf8 == PGCDC_INVALID_UTF8_REPLACE
+                 ? "is written with U+FFFD (source.invalid_utf8 = replace)"
+                 : "stops pgcdc (source.invalid_utf8 = error; replace writes U+FFFD instead)");
+    else
+        line(r, "PASS", "server_encoding", "%s (events are converted to UTF-8)", enc);
+    pgcdc_encoding_close(&e);
+}
+
 int pgcdc_admin_check(const struct pgcdc_config *cfg)
 {
     struct report r = {0};
     char v[256], v2[256], err[1024];
+    if (cfg->sink_type == PGCDC_SINK_S3) {
+        int n = pgcdc_s3_bucket_check(cfg);
+        if (n < 0)
+            return n;
+        r.fails += n;
+    }
     /* pgcdc_config_validate already refused a -pooler host (exit 2) before we got here. */
     line(&r, "PASS", "pooler", "the host is not a Neon pooler endpoint");
+    /* Neon removes a slot no client has used for about 40 hours: leave room for a failed poll. */
+    if (cfg->source_poll_interval_ms > 12 * 3600 * 1000)
+        line(&r, "WARN", "poll_interval",
+             "source.poll_interval_ms = %d is over 12 h: Neon removes a slot no client has used "
+             "for about 40 hours, so two missed polls could lose it; poll more often",
+             cfg->source_poll_interval_ms);
+    if (cfg->sink_type == PGCDC_SINK_HTTP) {
+        /* The receiver first: it is what a new setup most often gets wrong. */
+        int hrc = pgcdc_sink_http_check(cfg, err, sizeof(err));
+        line(&r, hrc < 0 ? "FAIL" : "PASS", "http", "%s", err);
+    }
 
-    PGconn *c = plain_connect(cfg->source_dsn);
+    PGconn *c = plain_connect(cfg->source_dsn, err, sizeof(err));
     if (PQstatus(c) != CONNECTION_OK) {
-        line(&r, "FAIL", "connect", "%s", PQerrorMessage(c));
+        line(&r, "FAIL", "connect", "%s", c ? PQerrorMessage(c) : err);
         PQfinish(c);
         return PGCDC_ERR;
     }
     line(&r, "PASS", "connect", "%s:%s db=%s user=%s tls=%s", PQhost(c), PQport(c), PQdb(c),
          PQuser(c), PQsslInUse(c) ? "on" : "off");
+
+    check_encoding(&r, c, cfg);
 
     int ver = PQserverVersion(c);
     if (ver < 120000)
@@ -375,7 +423,9 @@ int pgcdc_admin_slot(const struct pgcdc_config *cfg, const char *action, char *e
     int rc = PGCDC_OK;
     if (strcmp(action, "create") == 0)
         return slot_create(cfg, err, errlen);
-    PGconn *c = plain_connect(cfg->source_dsn);
+    PGconn *c = plain_connect(cfg->source_dsn, err, errlen);
+    if (!c)
+        return PGCDC_ERR;
     if (PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to the source: %s", PQerrorMessage(c));
         err[strcspn(err, "\n")] = ' ';

@@ -22,6 +22,7 @@
 #include "pgcdc/common.h"
 #include "pgcdc/config.h"
 #include "pgcdc/config_keys.h"
+#include "pgcdc/http.h"
 
 #include <libpq-fe.h>
 #include "pgcdc/log.h"
@@ -87,11 +88,8 @@ void pgcdc_config_free(struct pgcdc_config *c)
             k->type == PGCDC_KEY_HOSTPORT)
             free(*str_field(c, k));
     }
-    for (size_t i = 0; i < c->nkafka; i++) {
-        free(c->kafka[i].key);
-        free(c->kafka[i].value);
-    }
-    free(c->kafka);
+    pgcdc_config_kv_free(c->kafka, c->nkafka);
+    pgcdc_config_kv_free(c->http_headers, c->nhttp_headers);
     memset(c, 0, sizeof *c);
 }
 
@@ -336,38 +334,6 @@ static int check_patterns(const char *v)
     return 0;
 }
 
-static int set_kafka(struct pgcdc_config *c, const char *key, const char *value, char *err,
-                     size_t errlen)
-{
-    char *v;
-
-    for (size_t i = 0; i < c->nkafka; i++) {
-        if (strcmp(c->kafka[i].key, key) == 0) {
-            /* Same key again (e.g. file, then -o): the later value replaces it in place. */
-            if ((v = strdup(value)) == NULL)
-                goto nomem;
-            free(c->kafka[i].value);
-            c->kafka[i].value = v;
-            return PGCDC_OK;
-        }
-    }
-    struct pgcdc_kv *nkv = realloc(c->kafka, (c->nkafka + 1) * sizeof *nkv);
-    if (nkv == NULL)
-        goto nomem;
-    c->kafka = nkv;
-    nkv[c->nkafka].key = strdup(key);
-    nkv[c->nkafka].value = strdup(value);
-    if (nkv[c->nkafka].key == NULL || nkv[c->nkafka].value == NULL) {
-        free(nkv[c->nkafka].key);
-        free(nkv[c->nkafka].value);
-        goto nomem;
-    }
-    c->nkafka++;
-    return PGCDC_OK;
-nomem:
-    seterr(err, errlen, "out of memory");
-    return PGCDC_ERR;
-}
 
 static void trim(char **s)
 {
@@ -425,7 +391,7 @@ static int set_typed(struct pgcdc_config *c, const struct pgcdc_config_key *k, c
                      (unsigned long long)k->min, (unsigned long long)k->max);
             show_value(k->name, v, shown, sizeof shown);
             seterr(err, errlen, "bad value %s for %s (at %s): expected %s", shown, k->name, origin,
-                   range);
+                   k->help ? k->help : range);
             return PGCDC_ERR_CONFIG;
         }
         if (k->type == PGCDC_KEY_INT)
@@ -479,8 +445,17 @@ int pgcdc_config_set(struct pgcdc_config *c, const char *key, const char *value,
         seterr(err, errlen, "configuration key or value missing (at %s)", origin);
         return PGCDC_ERR_CONFIG;
     }
-    if (strncmp(key, "kafka.", 6) == 0) {
-        if (!key_is_printable(key) || key[6] == '\0' || key[6] == '.') {
+    /* Families of keys outside the table: kafka.* and sink.http.header.<Name>. */
+    size_t fam = strncmp(key, "kafka.", 6) == 0                ? 6
+                 : strncmp(key, PGCDC_HTTP_HEADER_KEY, 17) == 0 ? 17
+                                                                : 0;
+    if (fam == 17 && !pgcdc_http_token_ok(key + 17)) {
+        seterr(err, errlen, "a sink.http.header.<Name> key (at %s) has a header name that is not "
+               "an HTTP token: use letters, digits and !#$%%&'*+-.^_`|~ only", origin);
+        return PGCDC_ERR_CONFIG;
+    }
+    if (fam) {
+        if (!key_is_printable(key) || key[fam] == '\0' || key[fam] == '.') {
             unknown_key(key, origin, err, errlen);
             return PGCDC_ERR_CONFIG;
         }
@@ -491,8 +466,11 @@ int pgcdc_config_set(struct pgcdc_config *c, const char *key, const char *value,
     rc = expand_env(key, value, origin, &expanded, err, errlen);
     if (rc < 0)
         return rc;
-    if (k == NULL)
-        rc = set_kafka(c, key + 6, expanded, err, errlen);
+    if (k == NULL && fam == 6)
+        rc = pgcdc_config_kv_set(&c->kafka, &c->nkafka, key + 6, expanded, err, errlen);
+    else if (k == NULL)
+        rc = pgcdc_config_kv_set(&c->http_headers, &c->nhttp_headers, key + 17, expanded, err,
+                                 errlen);
     else
         rc = set_typed(c, k, expanded, origin, err, errlen);
     free(expanded);

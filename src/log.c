@@ -19,6 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "pgcdc/common.h"
+#include "pgcdc/encoding.h"
 #include "pgcdc/log.h"
 
 static enum pgcdc_log_level g_level = PGCDC_LOG_INFO;
@@ -102,40 +104,6 @@ static void line_hex_escape(struct line *l, unsigned char c)
     line_put(l, esc, sizeof esc);
 }
 
-/* Length of the valid UTF-8 sequence at s (max n bytes), or 0 if it is not one. */
-static size_t utf8_len(const unsigned char *s, size_t n)
-{
-    size_t need, i;
-    unsigned cp;
-
-    if (s[0] < 0x80)
-        return 1;
-    if (s[0] >= 0xc2 && s[0] <= 0xdf) {
-        need = 2;
-        cp = s[0] & 0x1f;
-    } else if (s[0] >= 0xe0 && s[0] <= 0xef) {
-        need = 3;
-        cp = s[0] & 0x0f;
-    } else if (s[0] >= 0xf0 && s[0] <= 0xf4) {
-        need = 4;
-        cp = s[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < need)
-        return 0;
-    for (i = 1; i < need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    /* Overlong forms, UTF-16 surrogates and code points past U+10FFFF are not UTF-8. */
-    if ((need == 3 && cp < 0x800) || (need == 4 && cp < 0x10000) || cp > 0x10ffff ||
-        (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
-    return need;
-}
-
 /*
  * A JSON string literal. Server error texts and table names may hold any bytes; invalid
  * UTF-8 becomes U+FFFD so that a log shipper's JSON parser never rejects the line.
@@ -179,7 +147,7 @@ static void line_json_str(struct line *l, const char *s)
             i++;
             continue;
         }
-        k = utf8_len(u + i, n - i);
+        k = pgcdc_utf8_len(u + i, n - i);
         if (k == 0) {
             line_put(l, "\\ufffd", 6);
             i++;
@@ -270,6 +238,8 @@ static void write_all(int fd, const char *p, size_t n)
     }
 }
 
+static char *scrub_dup(const char *s);
+
 void pgcdc_log(enum pgcdc_log_level level, const char *msg, ...)
 {
     char stackbuf[1024];
@@ -284,6 +254,9 @@ void pgcdc_log(enum pgcdc_log_level level, const char *msg, ...)
     lname = (level >= PGCDC_LOG_ERROR && level <= PGCDC_LOG_DEBUG) ? level_names[level] : "info";
     if (msg == NULL)
         msg = "";
+    char *clean_msg = scrub_dup(msg);
+    if (clean_msg)
+        msg = clean_msg;
     format_ts(ts, sizeof ts);
 
     va_start(ap, msg);
@@ -300,13 +273,15 @@ void pgcdc_log(enum pgcdc_log_level level, const char *msg, ...)
             if (k == NULL)
                 break;
             v = va_arg(ap, const char *);
+            char *clean = v ? scrub_dup(v) : NULL;
             line_ch(&l, ',');
             line_json_str(&l, k);
             line_ch(&l, ':');
             if (v == NULL)
                 line_str(&l, "null");
             else
-                line_json_str(&l, v);
+                line_json_str(&l, clean ? clean : v);
+            free(clean);
         }
         line_ch(&l, '}');
     } else {
@@ -322,10 +297,12 @@ void pgcdc_log(enum pgcdc_log_level level, const char *msg, ...)
             if (k == NULL)
                 break;
             v = va_arg(ap, const char *);
+            char *clean = v ? scrub_dup(v) : NULL;
             line_ch(&l, ' ');
             line_logfmt_key(&l, k);
             line_ch(&l, '=');
-            line_logfmt_value(&l, v ? v : "", false);
+            line_logfmt_value(&l, clean ? clean : v ? v : "", false);
+            free(clean);
         }
     }
     va_end(ap);
@@ -335,6 +312,7 @@ void pgcdc_log(enum pgcdc_log_level level, const char *msg, ...)
     write_all(g_fd, l.p, l.len);
     if (l.heap)
         free(l.p);
+    free(clean_msg);
     errno = saved_errno;
 }
 
@@ -421,60 +399,82 @@ static void redact_uri(const char *dsn, size_t prefix, struct rout *o)
 }
 
 /*
- * key=value form, tokenised the way libpq's conninfo_parse does: whitespace separates
- * pairs, spaces may surround '=', a value is either bare (backslash escapes the next
- * byte) or single-quoted (backslash escapes inside). Pairs are copied verbatim except
- * passwords, which become key=****.
+ * One token of the key=value form, found the way libpq's conninfo_parse reads it:
+ * whitespace separates pairs, spaces may surround '=', a value is either bare (backslash
+ * escapes the next byte) or single-quoted (backslash escapes inside). A word without '='
+ * (libpq refuses it) is a token too, with pair false.
+ */
+struct kv_tok {
+    const char *lead;         /* the whitespace before it */
+    const char *key, *keyend; /* the key, or the stray word */
+    const char *vstart, *end; /* the value (pairs), and the end of the token */
+    bool pair;
+};
+
+/* The token at p into t; returns false at the end of the string. */
+static bool kv_next(const char **pp, struct kv_tok *t)
+{
+    const char *p = *pp;
+    t->lead = p;
+    while (*p && is_space(*p))
+        p++;
+    t->key = p;
+    t->pair = false;
+    if (*p == '\0') {
+        t->keyend = t->vstart = t->end = p;
+        *pp = p;
+        return p != t->lead; /* trailing blanks are one last, empty token */
+    }
+    while (*p && *p != '=' && !is_space(*p))
+        p++;
+    t->keyend = p;
+    while (*p && is_space(*p))
+        p++;
+    t->pair = *p == '=';
+    if (!t->pair) {
+        t->vstart = t->end = *pp = t->keyend;
+        return true;
+    }
+    p++;
+    while (*p && is_space(*p))
+        p++;
+    t->vstart = p;
+    bool quoted = *p == '\'';
+    if (quoted)
+        p++;
+    while (*p && (quoted ? *p != '\'' : !is_space(*p))) {
+        if (*p == '\\' && p[1])
+            p++;
+        p++;
+    }
+    if (quoted && *p == '\'')
+        p++;
+    t->end = *pp = p;
+    return true;
+}
+
+/*
+ * key=value form: pairs are copied verbatim except passwords, which become key=****. So
+ * do stray words right after a password: an unquoted space in it (libpq quotes the word
+ * in its error: missing "=" after "...").
  */
 static void redact_kv(const char *dsn, struct rout *o)
 {
-    const char *p = dsn;
-
-    while (*p) {
-        const char *tok = p, *key, *keyend, *vstart;
-
-        while (*p && is_space(*p))
-            p++;
-        rput(o, tok, (size_t)(p - tok));
-        if (*p == '\0')
-            break;
-        key = p;
-        while (*p && *p != '=' && !is_space(*p))
-            p++;
-        keyend = p;
-        while (*p && is_space(*p))
-            p++;
-        if (*p != '=') {
-            /* Not a pair (libpq would refuse it); copy the word and go on. */
-            rput(o, key, (size_t)(p - key));
+    struct kv_tok t;
+    bool after_password = false;
+    for (const char *p = dsn; kv_next(&p, &t);) {
+        rput(o, t.lead, (size_t)(t.key - t.lead));
+        if (t.key == t.end)
             continue;
-        }
-        p++;
-        while (*p && is_space(*p))
-            p++;
-        vstart = p;
-        if (*p == '\'') {
-            p++;
-            while (*p && *p != '\'') {
-                if (*p == '\\' && p[1])
-                    p++;
-                p++;
-            }
-            if (*p == '\'')
-                p++;
-        } else {
-            while (*p && !is_space(*p)) {
-                if (*p == '\\' && p[1])
-                    p++;
-                p++;
-            }
-        }
-        if (is_password_key(key, (size_t)(keyend - key))) {
-            rput(o, key, (size_t)(keyend - key));
+        if (t.pair)
+            after_password = is_password_key(t.key, (size_t)(t.keyend - t.key));
+        if (after_password && !t.pair) {
+            rput(o, "****", 4);
+        } else if (after_password) {
+            rput(o, t.key, (size_t)(t.keyend - t.key));
             rput(o, "=****", 5);
         } else {
-            rput(o, key, (size_t)(vstart - key));
-            rput(o, vstart, (size_t)(p - vstart));
+            rput(o, t.key, (size_t)(t.end - t.key));
         }
     }
 }
@@ -494,6 +494,177 @@ void pgcdc_log_redact_dsn(const char *dsn, char *out, size_t outlen)
         redact_uri(dsn, 11, &o);
     else
         redact_kv(dsn, &o);
+}
+
+/*
+ * Secrets remembered from the DSNs pgcdc was given: each password, percent-decoded too,
+ * and its pieces between the characters libpq splits a URI or a key=value string at. A
+ * misread DSN puts those pieces in libpq's messages (postgres://u:p@ss@h/db: could not
+ * translate host name "ss@h"), so every line is masked, whoever wrote its text.
+ */
+#define MAX_SECRETS 64
+#define PIECE_DELIMS "@/:?#&=,; \t"
+static char *g_secrets[MAX_SECRETS];
+static size_t g_nsecrets;
+
+static void add_secret(const char *s, size_t n)
+{
+    if (n == 0 || g_nsecrets == MAX_SECRETS)
+        return;
+    for (size_t i = 0; i < g_nsecrets; i++)
+        if (strlen(g_secrets[i]) == n && memcmp(g_secrets[i], s, n) == 0)
+            return;
+    char *copy = strndup(s, n);
+    if (copy) /* out of memory: the line is still redacted by its writer where it can be */
+        g_secrets[g_nsecrets++] = copy;
+}
+
+/* s and each piece of it between PIECE_DELIMS. */
+static void add_with_pieces(const char *s, size_t n)
+{
+    add_secret(s, n);
+    for (size_t i = 0; i < n;) {
+        size_t k = i;
+        while (k < n && !strchr(PIECE_DELIMS, s[k]))
+            k++;
+        if (k - i < n)
+            add_secret(s + i, k - i);
+        i = k + 1;
+    }
+}
+
+static void add_password(const char *p, size_t n)
+{
+    char dec[1024];
+    size_t d = 0;
+    add_with_pieces(p, n);
+    for (size_t i = 0; i < n && d < sizeof(dec); i++) {
+        int hi, lo;
+        if (p[i] == '%' && i + 2 < n && (hi = pgcdc_hex_digit(p[i + 1])) >= 0 && (lo = pgcdc_hex_digit(p[i + 2])) >= 0) {
+            dec[d++] = (char)(hi * 16 + lo);
+            i += 2;
+        } else {
+            dec[d++] = p[i];
+        }
+    }
+    if (d != n || memcmp(dec, p, n) != 0)
+        add_with_pieces(dec, d);
+}
+
+static void add_uri_secrets(const char *rest)
+{
+    /* The same reading as redact_uri: user info ends at the last '@'. */
+    const char *at = strrchr(rest, '@');
+    const char *colon = at ? memchr(rest, ':', (size_t)(at - rest)) : NULL;
+    if (colon)
+        add_password(colon + 1, (size_t)(at - colon - 1));
+    const char *q = strchr(at ? at : rest, '?');
+    for (const char *p = q ? q + 1 : NULL; p && *p;) {
+        const char *amp = strchr(p, '&'), *pend = amp ? amp : p + strlen(p);
+        const char *eq = memchr(p, '=', (size_t)(pend - p));
+        if (eq && is_password_key(p, (size_t)(eq - p)))
+            add_password(eq + 1, (size_t)(pend - eq - 1));
+        p = amp ? amp + 1 : NULL;
+    }
+}
+
+static void add_kv_secrets(const char *dsn)
+{
+    struct kv_tok t;
+    bool after_password = false;
+    for (const char *p = dsn; kv_next(&p, &t);) {
+        if (t.key == t.end)
+            continue;
+        if (t.pair)
+            after_password = is_password_key(t.key, (size_t)(t.keyend - t.key));
+        if (!after_password)
+            continue;
+        const char *v = t.pair ? t.vstart : t.key, *e = t.end;
+        if (e - v >= 2 && *v == '\'' && e[-1] == '\'') {
+            v++;
+            e--;
+        }
+        add_password(v, (size_t)(e - v));
+    }
+}
+
+void pgcdc_log_add_secrets(const char *dsn)
+{
+    if (dsn == NULL)
+        return;
+    if (strncmp(dsn, "postgresql://", 13) == 0)
+        add_uri_secrets(dsn + 13);
+    else if (strncmp(dsn, "postgres://", 11) == 0)
+        add_uri_secrets(dsn + 11);
+    else
+        add_kv_secrets(dsn);
+}
+
+void pgcdc_log_forget_secrets(void)
+{
+    for (size_t i = 0; i < g_nsecrets; i++)
+        free(g_secrets[i]);
+    g_nsecrets = 0;
+}
+
+static bool is_alnum(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
+}
+
+/*
+ * A secret counts where it stands as a whole word, not inside one ("ss" in "ss@h", not in
+ * "address"); one shorter than 3 bytes only next to a quote or a DSN delimiter, so that
+ * a one-letter piece does not mask every "a" of a message.
+ */
+static bool bounded(const char *s, size_t at, size_t n)
+{
+    char before = at ? s[at - 1] : '\0', after = s[at + n];
+    if (is_alnum(before) || is_alnum(after))
+        return false;
+    if (n >= 3)
+        return true;
+    return (!before || strchr("\"'@/:?,&=#%", before)) && (!after || strchr("\"'@/:?,&=#%", after));
+}
+
+/* s with every remembered secret as "****" (malloc'd), or NULL when none occurs. */
+static char *scrub_dup(const char *s)
+{
+    size_t n = strlen(s), found = 0;
+    for (size_t k = 0; k < g_nsecrets && !found; k++)
+        found = strstr(s, g_secrets[k]) != NULL;
+    if (!found)
+        return NULL;
+    char *out = malloc(n * 4 + 1); /* at worst each byte a secret of its own */
+    if (!out)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        size_t best = 0;
+        for (size_t k = 0; k < g_nsecrets; k++) {
+            size_t len = strlen(g_secrets[k]);
+            if (len > best && strncmp(s + i, g_secrets[k], len) == 0 && bounded(s, i, len))
+                best = len;
+        }
+        if (best) {
+            memcpy(out + o, "****", 4);
+            o += 4;
+            i += best;
+        } else {
+            out[o++] = s[i++];
+        }
+    }
+    out[o] = '\0';
+    return out;
+}
+
+void pgcdc_log_scrub(char *s, size_t size)
+{
+    char *clean = size ? scrub_dup(s) : NULL;
+    if (clean) {
+        snprintf(s, size, "%s", clean);
+        free(clean);
+    }
 }
 
 void pgcdc_log_scrub_dsn_arg(char *val)

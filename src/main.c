@@ -27,7 +27,7 @@ static const char usage_text[] =
     "pgcdc " PGCDC_VERSION " - stream every row change out of PostgreSQL (wal2json) into files or Kafka\n"
     "\n"
     "Usage:\n"
-    "  pgcdc run     [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN]\n"
+    "  pgcdc run     [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN | --once]\n"
     "  pgcdc snapshot --table SCHEMA.TABLE... [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc check   [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc slot    create|drop|status [-c FILE] [-o KEY=VALUE]...\n"
@@ -42,7 +42,7 @@ static const char usage_text[] =
     "Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.\n";
 
 static const char run_help[] =
-    "Usage: pgcdc run [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN]\n"
+    "Usage: pgcdc run [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN | --once]\n"
     "\n"
     "Stream changes from the replication slot source.slot into the sink, confirming each\n"
     "LSN to the server only once its events are durable. Runs until SIGTERM/SIGINT, which\n"
@@ -53,15 +53,23 @@ static const char run_help[] =
     "      --end-lsn LSN    stop (exit 0) once every transaction committed at or before LSN\n"
     "                       (e.g. pg_current_wal_lsn() after the last write) is durable\n"
     "                       and confirmed\n"
-    "  -h, --help           this text\n";
+    "      --once           stop (exit 0) once everything up to the server's position at\n"
+    "                       connect time is durable and confirmed (cron, systemd timers,\n"
+    "                       Kubernetes CronJobs); on an idle database within 2 s\n"
+    "  -h, --help           this text\n"
+    "\n"
+    "With source.poll_interval_ms > 0, run closes its source connections once caught up\n"
+    "and idle for source.idle_disconnect_ms, so a Neon compute may suspend, and connects\n"
+    "again after the interval.\n";
 
 static const char check_help[] =
     "Usage: pgcdc check [-c FILE] [-o KEY=VALUE]...\n"
     "\n"
     "Preflight the source: one PASS/FAIL/WARN line per check (connection and TLS, not a\n"
-    "Neon -pooler host, server version, wal_level, wal2json loadable and allowed, the\n"
-    "REPLICATION attribute, free slots and WAL senders, the slot's state, the listed\n"
-    "tables, tables without a key). Every FAIL names its fix. Exits 1 if any check fails.\n";
+    "Neon -pooler host, server encoding, server version, wal_level, wal2json loadable and\n"
+    "allowed, the REPLICATION attribute, free slots and WAL senders, the slot's state, the\n"
+    "listed tables, tables without a key; with sink.type = http, the receiver: TLS,\n"
+    "401/403). Every FAIL names its fix. Exits 1 if any check fails.\n";
 
 static const char snapshot_help[] =
     "Usage: pgcdc snapshot --table SCHEMA.TABLE... [-c FILE] [-o KEY=VALUE]...\n"
@@ -146,10 +154,10 @@ static void scrub_arg(char *arg)
     for (size_t i = 0; i < (size_t)(eq - arg); i++)
         key[i] = (char)tolower((unsigned char)arg[i]);
     key[eq - arg] = '\0';
-    if (strcmp(key, "source.dsn") == 0)
-        pgcdc_log_scrub_dsn_arg(eq + 1); /* keep host and database visible */
-    else if (pgcdc_config_key_is_secret(key))
+    if (pgcdc_config_key_is_secret(key) && strcmp(key, "source.dsn") != 0)
         memset(eq + 1, '*', strlen(eq + 1));
+    else /* source.dsn, or a DSN under a misspelt key: keep host and database visible */
+        pgcdc_log_scrub_dsn_arg(eq + 1);
 }
 
 static int load_config(struct pgcdc_config *cfg, const char *file, char **overrides, int nover,
@@ -185,6 +193,23 @@ static int fail(int rc, const char *msg)
     return exit_code(rc);
 }
 
+/*
+ * An option getopt refused, or a stray argument, in err: DSNs in it redacted, the value
+ * of a misspelt --option=VALUE too (--targt=postgres://u:secret@h/db).
+ */
+static int bad_arg(const char *fmt, const char *arg, char *err, size_t errlen)
+{
+    char shown[512];
+    const char *eq = arg[0] == '-' ? strchr(arg, '=') : NULL;
+    size_t keep = eq ? (size_t)(eq - arg) + 1 : 0;
+    if (keep >= sizeof(shown))
+        keep = 0;
+    memcpy(shown, arg, keep);
+    pgcdc_log_redact_dsn(arg + keep, shown + keep, sizeof(shown) - keep);
+    snprintf(err, errlen, fmt, shown);
+    return PGCDC_ERR_CONFIG;
+}
+
 enum command { CMD_RUN, CMD_CHECK, CMD_SLOT, CMD_SNAPSHOT };
 
 /* Options every command shares, then the command itself. */
@@ -193,6 +218,7 @@ static int command(enum command cmd, int argc, char **argv)
     static const struct option longopts[] = {
         {"config", required_argument, NULL, 'c'},
         {"end-lsn", required_argument, NULL, 'e'},
+        {"once", no_argument, NULL, '1'},
         {"table", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -206,10 +232,12 @@ static int command(enum command cmd, int argc, char **argv)
     const char *file = NULL, *end = NULL, *action = NULL;
     char **over = calloc((size_t)argc + 1, sizeof(char *));
     int nover = 0, c, rc;
+    bool once = false;
     char err[2048] = "";
     if (!over)
         return fail(PGCDC_ERR, "out of memory");
     optind = 1;
+    opterr = 0; /* getopt would echo the option, value and all: bad_arg redacts it */
     while ((c = getopt_long(argc, argv, cmd == CMD_SNAPSHOT ? "c:o:t:h" : "c:o:h", longopts,
                             NULL)) != -1) {
         switch (c) {
@@ -222,22 +250,34 @@ static int command(enum command cmd, int argc, char **argv)
             }
             /* fallthrough */
         case 'e':
+        case '1':
             if (cmd == CMD_RUN) {
-                end = optarg;
+                if (c == 'e')
+                    end = optarg;
+                else
+                    once = true;
                 break;
             }
             /* fallthrough */
         default:
             free(over);
-            fputs(help, stderr);
-            return PGCDC_EXIT_USAGE;
+            bad_arg(cmd == CMD_RUN     ? "unknown or incomplete option \"%s\": see pgcdc run --help"
+                    : cmd == CMD_CHECK ? "unknown or incomplete option \"%s\": see pgcdc check --help"
+                    : cmd == CMD_SNAPSHOT
+                        ? "unknown or incomplete option \"%s\": see pgcdc snapshot --help"
+                        : "unknown or incomplete option \"%s\": see pgcdc slot --help",
+                    argv[optind - 1], err, sizeof(err));
+            return fail(PGCDC_ERR_CONFIG, err);
         case 'h': fputs(help, stdout); free(over); return PGCDC_EXIT_OK;
         }
     }
     if (cmd == CMD_SLOT && optind < argc)
         action = argv[optind++];
-    if (optind < argc || (cmd == CMD_SLOT && !action)) {
-        if (cmd == CMD_SLOT && !action)
+    if (optind < argc || (cmd == CMD_SLOT && !action) || (once && end)) {
+        if (once && end)
+            snprintf(err, sizeof(err),
+                     "--once and --end-lsn both say when to stop: give one of them");
+        else if (cmd == CMD_SLOT && !action)
             snprintf(err, sizeof(err), "pgcdc slot needs an action: create, drop or status");
         else {
             char shown[512]; /* it may be a misplaced DSN */
@@ -250,6 +290,7 @@ static int command(enum command cmd, int argc, char **argv)
     }
     struct pgcdc_config cfg;
     rc = load_config(&cfg, file, over, nover, err, sizeof(err));
+    pgcdc_log_add_secrets(cfg.source_dsn); /* libpq's messages may quote pieces of it */
     /* The overrides were copied into cfg: now hide any secret among them from ps. */
     for (int i = 0; i < nover; i++)
         scrub_arg(over[i]);
@@ -267,7 +308,7 @@ static int command(enum command cmd, int argc, char **argv)
         switch (cmd) {
         case CMD_RUN:
             pgcdc_install_stop_signals();
-            rc = pgcdc_stream_run(&cfg, end_lsn, err, sizeof(err));
+            rc = pgcdc_stream_run(&cfg, end_lsn, once, err, sizeof(err));
             break;
         case CMD_CHECK:
             rc = pgcdc_admin_check(&cfg);
@@ -337,15 +378,6 @@ badval:
     return PGCDC_ERR_CONFIG;
 }
 
-/* An option getopt refused, or a stray argument, in err: DSNs in it redacted. */
-static int bad_arg(const char *fmt, const char *arg, char *err, size_t errlen)
-{
-    char shown[512]; /* --targt=postgres://u:secret@... or a misplaced DSN: never echoed */
-    pgcdc_log_redact_dsn(arg, shown, sizeof(shown));
-    snprintf(err, errlen, fmt, shown);
-    return PGCDC_ERR_CONFIG;
-}
-
 /*
  * Keep a copy of the DSN in arg in *slot (malloc'd, replacing the one there), then hide
  * its password in argv from ps and /proc/PID/cmdline.
@@ -355,6 +387,7 @@ static int take_dsn(char **slot, char *arg)
     free(*slot);
     if (!(*slot = strdup(arg)))
         return PGCDC_ERR;
+    pgcdc_log_add_secrets(arg); /* libpq's messages may quote pieces of it */
     pgcdc_log_scrub_dsn_arg(arg);
     return PGCDC_OK;
 }

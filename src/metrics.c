@@ -39,10 +39,108 @@ void pgcdc_metrics_progress(void)
     atomic_store_explicit(&pgcdc_metrics.last_ok_mono_ms, pgcdc_mono_ms(), memory_order_relaxed);
 }
 
+/* source.poll_interval_ms; 0: always connected. Set before the HTTP thread starts. */
+static int64_t poll_ms_;
+
+void pgcdc_metrics_catchup(void)
+{
+    atomic_store_explicit(&pgcdc_metrics.last_catchup_unix_ms, pgcdc_now_ms(),
+                          memory_order_relaxed);
+    atomic_store_explicit(&pgcdc_metrics.last_catchup_mono_ms, pgcdc_mono_ms(),
+                          memory_order_relaxed);
+    atomic_store_explicit(&pgcdc_metrics.poll_failed, 0, memory_order_relaxed);
+}
+
+void pgcdc_metrics_poll_mode(int interval_ms)
+{
+    poll_ms_ = interval_ms;
+    atomic_store(&pgcdc_metrics.last_catchup_mono_ms, pgcdc_mono_ms());
+}
+
+/* Why /healthz is 503, or NULL when it is 200. */
+static const char *unhealthy_reason(void)
+{
+    int64_t now = pgcdc_mono_ms();
+    if (poll_ms_ > 0) {
+        if (atomic_load(&pgcdc_metrics.poll_failed))
+            return "poll failed\n";
+        if (now - atomic_load(&pgcdc_metrics.last_catchup_mono_ms) >= 2 * poll_ms_ + stall_ms_)
+            return "no catch-up\n";
+        if (atomic_load(&pgcdc_metrics.sleeping))
+            return NULL;
+    }
+    if (!atomic_load(&pgcdc_metrics.connected))
+        return "disconnected\n";
+    if (now - atomic_load(&pgcdc_metrics.last_ok_mono_ms) >= stall_ms_)
+        return "stalled\n";
+    return NULL;
+}
+
 bool pgcdc_metrics_healthy(void)
 {
-    return atomic_load(&pgcdc_metrics.connected) &&
-           pgcdc_mono_ms() - atomic_load(&pgcdc_metrics.last_ok_mono_ms) < stall_ms_;
+    return unhealthy_reason() == NULL;
+}
+
+static int metric(struct pgcdc_buf *b, const char *name, const char *type, const char *help,
+                  const char *labels, double value);
+
+static const int64_t http_bounds_ms[PGCDC_METRICS_HTTP_BUCKETS] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000};
+
+void pgcdc_metrics_http_request(long status)
+{
+    size_t cls = status >= 100 && status <= 599 ? (size_t)(status / 100) : 0;
+    atomic_fetch_add_explicit(&pgcdc_metrics.http_requests[cls], 1, memory_order_relaxed);
+}
+
+void pgcdc_metrics_http_batch(int64_t ms)
+{
+    size_t i = 0;
+    while (i < PGCDC_METRICS_HTTP_BUCKETS && ms > http_bounds_ms[i])
+        i++;
+    atomic_fetch_add_explicit(&pgcdc_metrics.http_batch_le[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&pgcdc_metrics.http_batch_sum_ms, (uint64_t)(ms > 0 ? ms : 0),
+                              memory_order_relaxed);
+}
+
+/* The HTTP sink's series; Prometheus histograms are cumulative. */
+static int render_http(struct pgcdc_buf *b)
+{
+    static const char *const cls[] = {"error", "1xx", "2xx", "3xx", "4xx", "5xx"};
+    char line[256];
+    int n;
+    if (pgcdc_buf_append_str(b, "# HELP pgcdc_http_requests_total HTTP sink requests, by status "
+                                "class (error: no HTTP answer).\n"
+                                "# TYPE pgcdc_http_requests_total counter\n") < 0)
+        return PGCDC_ERR;
+    for (size_t i = 0; i < 6; i++) {
+        n = snprintf(line, sizeof line, "pgcdc_http_requests_total{class=\"%s\"} %llu\n", cls[i],
+                     (unsigned long long)atomic_load(&pgcdc_metrics.http_requests[i]));
+        if (pgcdc_buf_append(b, line, (size_t)n) < 0)
+            return PGCDC_ERR;
+    }
+    if (metric(b, "pgcdc_http_retries_total", "counter", "HTTP sink requests retried.", NULL,
+               (double)atomic_load(&pgcdc_metrics.http_retries)) < 0 ||
+        pgcdc_buf_append_str(b, "# HELP pgcdc_http_batch_seconds HTTP sink batch latency, first "
+                                "attempt to 2xx.\n# TYPE pgcdc_http_batch_seconds histogram\n") < 0)
+        return PGCDC_ERR;
+    uint64_t cum = 0;
+    for (size_t i = 0; i <= PGCDC_METRICS_HTTP_BUCKETS; i++) {
+        cum += atomic_load(&pgcdc_metrics.http_batch_le[i]);
+        if (i < PGCDC_METRICS_HTTP_BUCKETS)
+            n = snprintf(line, sizeof line, "pgcdc_http_batch_seconds_bucket{le=\"%g\"} %llu\n",
+                         (double)http_bounds_ms[i] / 1000.0, (unsigned long long)cum);
+        else
+            n = snprintf(line, sizeof line,
+                         "pgcdc_http_batch_seconds_bucket{le=\"+Inf\"} %llu\n"
+                         "pgcdc_http_batch_seconds_sum %.3f\npgcdc_http_batch_seconds_count %llu\n",
+                         (unsigned long long)cum,
+                         (double)atomic_load(&pgcdc_metrics.http_batch_sum_ms) / 1000.0,
+                         (unsigned long long)cum);
+        if (pgcdc_buf_append(b, line, (size_t)n) < 0)
+            return PGCDC_ERR;
+    }
+    return PGCDC_OK;
 }
 
 static int metric(struct pgcdc_buf *b, const char *name, const char *type, const char *help,
@@ -107,10 +205,22 @@ int pgcdc_metrics_render(struct pgcdc_buf *b)
                (double)atomic_load(&m->snapshot_tables_remaining)) < 0 ||
         metric(b, "pgcdc_snapshot_running", "gauge", "1 while a snapshot is being read.", NULL,
                (double)atomic_load(&m->snapshot_running)) < 0 ||
+        metric(b, "pgcdc_invalid_utf8_replaced_total", "counter",
+               "Byte sequences that were not valid UTF-8, written as U+FFFD "
+               "(source.invalid_utf8 = replace).",
+               NULL, (double)atomic_load(&m->invalid_utf8_replaced)) < 0 ||
         metric(b, "pgcdc_connected", "gauge", "1 while connected to the source.", NULL,
                (double)atomic_load(&m->connected)) < 0 ||
         metric(b, "pgcdc_healthy", "gauge", "1 while /healthz answers 200.", NULL,
-               pgcdc_metrics_healthy() ? 1.0 : 0.0) < 0)
+               pgcdc_metrics_healthy() ? 1.0 : 0.0) < 0 ||
+        metric(b, "pgcdc_last_catchup_timestamp_seconds", "gauge",
+               "Unix time pgcdc last had everything up to the server's position at connect "
+               "durable and confirmed (0: not yet).",
+               NULL, (double)atomic_load(&m->last_catchup_unix_ms) / 1000.0) < 0 ||
+        metric(b, "pgcdc_poll_duration_seconds", "gauge",
+               "How long the last poll stayed connected (poll mode and run --once).", NULL,
+               (double)atomic_load(&m->poll_duration_ms) / 1000.0) < 0 ||
+        render_http(b) < 0)
         return PGCDC_ERR;
     return PGCDC_OK;
 }
@@ -147,11 +257,10 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *conn, const char
         return ret;
     }
     if (strcmp(url, "/healthz") == 0) {
-        if (pgcdc_metrics_healthy())
+        const char *why = unhealthy_reason();
+        if (!why)
             return reply(conn, 200, "text/plain", "ok\n", 3);
-        if (!atomic_load(&pgcdc_metrics.connected))
-            return reply(conn, 503, "text/plain", "disconnected\n", 13);
-        return reply(conn, 503, "text/plain", "stalled\n", 8);
+        return reply(conn, 503, "text/plain", why, strlen(why));
     }
     return reply(conn, 404, "text/plain", "not found: try /metrics or /healthz\n", 36);
 }

@@ -15,6 +15,7 @@
 #include "pgcdc/catalog.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
+#include "pgcdc/source.h"
 
 /* Partitions can be attached and detached at any time: look the root up again this often. */
 #define PARTITION_RECHECK_MS 5000
@@ -43,26 +44,16 @@ static void rels_clear(struct pgcdc_relations *rs)
     rs->nrels = rs->last = 0;
 }
 
-/*
- * libpq prints what arrives on an idle connection (the server's FATAL when it shuts down)
- * to stderr by default: keep stderr to log lines.
- */
-static void catalog_notice(void *arg, const char *msg)
-{
-    (void)arg;
-    char line[512];
-    snprintf(line, sizeof(line), "%s", msg);
-    line[strcspn(line, "\n")] = '\0';
-    pgcdc_log(PGCDC_LOG_DEBUG, "catalog connection notice", "detail", line, NULL);
-}
-
 /* The plain connection for catalog lookups, opened on first use. */
 static int open_catalog(struct pgcdc_relations *rs, char *err, size_t errlen)
 {
     if (!rs->catalog) {
-        const char *keys[] = {"dbname", "fallback_application_name", NULL};
-        const char *vals[] = {rs->cfg->source_dsn, "pgcdc-catalog", NULL};
-        rs->catalog = PQconnectdbParams(keys, vals, 1);
+        /* Keepalives, timeouts and a statement_timeout: its lookups run inside the
+         * replication loop, which must not hang on a dead peer (see source.h). */
+        int rc = pgcdc_source_connect(&rs->catalog, rs->cfg->source_dsn, PGCDC_SOURCE_CATALOG,
+                                      err, errlen);
+        if (rc < 0)
+            return rc;
         if (PQstatus(rs->catalog) != CONNECTION_OK) {
             snprintf(err, errlen, "cannot open a catalog connection: %s",
                      PQerrorMessage(rs->catalog));
@@ -71,7 +62,6 @@ static int open_catalog(struct pgcdc_relations *rs, char *err, size_t errlen)
             rs->catalog = NULL;
             return PGCDC_ERR_RETRY;
         }
-        PQsetNoticeProcessor(rs->catalog, catalog_notice, NULL);
     }
     return PGCDC_OK;
 }

@@ -15,13 +15,15 @@
 #include "pgcdc/errors.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
+#include "pgcdc/source.h"
 
 /* Microseconds between the Unix epoch and PostgreSQL's (2000-01-01 UTC). */
 #define PG_EPOCH_OFFSET_US INT64_C(946684800000000)
 
 struct pgcdc_repl {
     PGconn *conn;
-    char *copybuf; /* last buffer from PQgetCopyData, freed on the next read */
+    char *copybuf;     /* last buffer from PQgetCopyData, freed on the next read */
+    char encoding[32]; /* server_encoding: wal2json's output comes in it, unconverted */
 };
 
 static void conn_error(PGconn *c, const char *what, char *err, size_t errlen)
@@ -49,16 +51,10 @@ static void put_u64(char *p, uint64_t v)
 
 int pgcdc_repl_connect(struct pgcdc_repl **out, const char *dsn, char *err, size_t errlen)
 {
-    /*
-     * Later entries override earlier ones, the expanded DSN included: TCP keepalives come
-     * first as defaults the DSN may change (a dead peer is noticed in about a minute, not
-     * the kernel's two hours); replication mode comes last and always applies.
-     */
-    const char *keys[] = {"keepalives",      "keepalives_idle", "keepalives_interval",
-                          "keepalives_count", "connect_timeout", "dbname",
-                          "replication",     "fallback_application_name", NULL};
-    const char *vals[] = {"1", "30", "10", "3", "30", dsn, "database", "pgcdc", NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    PGconn *c = NULL;
+    int prc = pgcdc_source_connect(&c, dsn, PGCDC_SOURCE_REPLICATION, err, errlen);
+    if (prc < 0)
+        return prc;
     if (!c || PQstatus(c) != CONNECTION_OK) {
         const char *m = c ? PQerrorMessage(c) : "";
         int rc = pgcdc_errors_connect(c);
@@ -82,8 +78,14 @@ int pgcdc_repl_connect(struct pgcdc_repl **out, const char *dsn, char *err, size
         return PGCDC_ERR;
     }
     r->conn = c;
+    pgcdc_source_server_encoding(c, r->encoding, sizeof(r->encoding));
     *out = r;
     return PGCDC_OK;
+}
+
+const char *pgcdc_repl_server_encoding(const struct pgcdc_repl *r)
+{
+    return r->encoding;
 }
 
 const char *pgcdc_repl_dbname(const struct pgcdc_repl *r)

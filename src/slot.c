@@ -199,6 +199,9 @@ int pgcdc_slot_identify(struct pgcdc_slot *sl, struct pgcdc_repl *repl, char *er
         return rc;
     }
     snprintf(sl->sysid, sizeof(sl->sysid), "%s", PQgetvalue(res, 0, 0));
+    /* systemid | timeline | xlogpos | dbname: xlogpos is the server's flushed position. */
+    if (PQnfields(res) < 3 || pgcdc_lsn_parse_str(PQgetvalue(res, 0, 2), &sl->server_xlogpos) < 0)
+        sl->server_xlogpos = 0;
     PQclear(res);
     return PGCDC_OK;
 }

@@ -314,7 +314,9 @@ int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
                                        .numeric_strings = &numeric,
                                        .probe_slot = cfg->source_slot,
                                        .probe_lsn = consistent,
-                                       .stop = &pgcdc_stop_requested};
+                                       .stop = &pgcdc_stop_requested,
+                                       .invalid_utf8 = cfg->source_invalid_utf8,
+                                       .point = consistent};
     int64_t started = pgcdc_mono_ms();
     rc = pgcdc_snapreader_open(&r, &ro, err, errlen);
     if (numeric >= 0)
@@ -487,7 +489,9 @@ static int open_at_new_point(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *s
                                        .numeric_strings = &numeric,
                                        .probe_slot = cfg->source_slot,
                                        .probe_lsn = slot->server_confirmed,
-                                       .stop = &pgcdc_stop_requested};
+                                       .stop = &pgcdc_stop_requested,
+                                       .invalid_utf8 = cfg->source_invalid_utf8,
+                                       .point = o->point};
     rc = pgcdc_snapreader_open(&o->reader, &ro, err, errlen);
     if (numeric >= 0)
         pgcdc_slot_note_numeric_strings(slot, numeric == 1);
@@ -499,10 +503,11 @@ out:
     return rc;
 }
 
-int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot, bool exact_sink,
+int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
                            const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
 {
     const struct pgcdc_config *cfg = slot->cfg;
+    bool exact_sink = cfg->sink_type == PGCDC_SINK_FILE; /* takes back a cut table */
     pgcdc_snapshot_owed_free(o);
     memset(o, 0, sizeof(*o));
     o->exact_sink = exact_sink;
@@ -647,4 +652,38 @@ int pgcdc_snapshot_signal(struct pgcdc_snapshot_owed *o, const struct pgcdc_conf
         pgcdc_log(PGCDC_LOG_WARN, "ignored a snapshot request", "error", err, NULL);
     pgcdc_snapstate_free(&mine);
     return rc < 0 && rc != PGCDC_ERR ? rc : PGCDC_OK;
+}
+
+int pgcdc_snapshot_prepare_slot(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
+                                struct pgcdc_repl *repl, const struct pgcdc_snapshot_out *out,
+                                bool fresh, bool *done, uint64_t *durable_lsn, char *err,
+                                size_t errlen)
+{
+    const struct pgcdc_config *cfg = slot->cfg;
+    int rc;
+    if (!fresh) {
+        bool resumed = slot->rec.state == PGCDC_SLOT_SNAPSHOTTING;
+        rc = pgcdc_snapshot_prepare(o, slot, out, err, errlen);
+        /* initial_only, its snapshot cut short: the rest at the new point, then done. */
+        if (rc < 0 || !resumed || cfg->snapshot_mode != PGCDC_SNAPSHOT_INITIAL_ONLY)
+            return rc;
+        if (o->active && (rc = pgcdc_snapshot_run_owed(o, cfg, out, err, errlen)) < 0)
+            return rc;
+        goto one_off;
+    }
+    if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER) {
+        uint64_t consistent;
+        return pgcdc_slot_create(slot, repl, NULL, 0, PGCDC_SLOT_STREAMING, &consistent, err,
+                                 errlen);
+    }
+    rc = pgcdc_snapshot_take(slot, repl, out, durable_lsn, err, errlen);
+    if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
+    one_off: /* A one-off export: leave no slot behind to pin WAL. */
+        *done = true;
+        rc = pgcdc_repl_drop_slot(repl, cfg->source_slot, err, errlen);
+        if (rc == PGCDC_OK)
+            pgcdc_log(PGCDC_LOG_INFO, "snapshot.mode is initial_only: dropped the slot, exiting",
+                      "slot", cfg->source_slot, NULL);
+    }
+    return rc;
 }

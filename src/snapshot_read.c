@@ -15,13 +15,16 @@
 
 #include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
+#include "pgcdc/encoding.h"
 #include "pgcdc/errors.h"
 #include "pgcdc/event.h"
+#include "pgcdc/json.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/metrics.h"
 #include "pgcdc/snapshot_copy.h"
 #include "pgcdc/snapshot_signal.h"
+#include "pgcdc/source.h"
 
 #define PROGRESS_EVERY_MS 10000
 #define STOPPED_MSG "stopped during the snapshot; the next run takes the unfinished tables again"
@@ -175,12 +178,15 @@ static int probe_numeric(struct pgcdc_snapreader *r, const char *slot, uint64_t 
 int pgcdc_snapreader_open(struct pgcdc_snapreader *r, const struct pgcdc_snapreader_opts *o,
                           char *err, size_t errlen)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {o->dsn, "pgcdc-snapshot", NULL};
+    struct pgcdc_source_params params;
     memset(r, 0, sizeof(*r));
     r->stop = o->stop;
-    r->c = connect_interruptible(r, keys, vals);
-    int rc;
+    r->invalid_utf8 = o->invalid_utf8;
+    r->point = o->point;
+    int rc = pgcdc_source_params(&params, o->dsn, PGCDC_SOURCE_SNAPSHOT, err, errlen);
+    if (rc < 0)
+        return rc;
+    r->c = connect_interruptible(r, params.keys, params.vals);
     if (stopping(r)) {
         snprintf(err, errlen, STOPPED_MSG);
         rc = PGCDC_ERR_RETRY;
@@ -201,17 +207,22 @@ int pgcdc_snapreader_open(struct pgcdc_snapreader *r, const struct pgcdc_snaprea
         goto fail;
     }
     r->numeric_strings = *o->numeric_strings == 1;
+    char encoding[32];
+    pgcdc_source_server_encoding(r->c, encoding, sizeof(encoding));
+    r->sql_ascii = strcmp(encoding, "SQL_ASCII") == 0;
+    /* SQL_ASCII to UTF8 is not converted but checked, and a bad byte would fail the
+     * query: take the bytes as they are and judge them here (utf8_row). */
+    if (r->sql_ascii && (rc = exec_ok(r, "SET client_encoding = 'SQL_ASCII'", err, errlen)) < 0)
+        goto fail;
     if ((rc = exec_ok(r, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen)) < 0)
         goto fail;
     snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT '%s'", o->snapshot_name);
     if ((rc = exec_ok(r, sql, err, errlen)) < 0)
         goto fail;
-    /* Text output exactly as the walsender prints it: raw server encoding, hex bytea. */
-    if ((rc = exec_ok(r,
-                      "SELECT pg_catalog.set_config('client_encoding', "
-                      "pg_catalog.current_setting('server_encoding'), true), "
-                      "pg_catalog.set_config('bytea_output', 'hex', true)",
-                      err, errlen)) < 0)
+    /* Text output as the walsender prints it (hex bytea); the session's settings (UTF-8,
+     * ISO dates in UTC: see source.h) are the stream's. */
+    if ((rc = exec_ok(r, "SELECT pg_catalog.set_config('bytea_output', 'hex', true)", err,
+                      errlen)) < 0)
         goto fail;
     PGresult *x =
         query(r, "SELECT pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())", 0,
@@ -230,6 +241,7 @@ fail:
 
 void pgcdc_snapreader_close(struct pgcdc_snapreader *r)
 {
+    pgcdc_buf_free(&r->fix);
     if (!r->c)
         return;
     /* Read only: ending the connection ends the transaction, nothing to commit. */
@@ -358,7 +370,19 @@ static int read_columns(struct pgcdc_snapreader *r, const struct pgcdc_snaptable
     for (int i = 0; i < n; i++) {
         name_off[i] = k->names.len;
         const char *nm = PQgetvalue(res, i, 0);
-        if (pgcdc_buf_append_json_str(&k->names, nm, strlen(nm)) < 0)
+        size_t nlen = strlen(nm), nbad = 0;
+        if (r->sql_ascii && pgcdc_utf8_valid_prefix(nm, nlen) != nlen) {
+            pgcdc_buf_reset(&r->fix);
+            if (pgcdc_utf8_append_repaired(&r->fix, nm, nlen, &nbad) < 0)
+                goto oom;
+            if ((rc = pgcdc_encoding_invalid(r->invalid_utf8, "SQL_ASCII", t->report_schema,
+                                             t->report_name, r->fix.data, r->point, nbad, err,
+                                             errlen)) < 0)
+                goto fail;
+            nm = r->fix.data;
+            nlen = r->fix.len;
+        }
+        if (pgcdc_buf_append_json_str(&k->names, nm, nlen) < 0)
             goto oom;
         k->oids[i] = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
         if (PQgetvalue(res, i, 4)[0] == 't')
@@ -379,10 +403,38 @@ static int read_columns(struct pgcdc_snapreader *r, const struct pgcdc_snaptable
     PQclear(res);
     return PGCDC_OK;
 oom:
+    snprintf(err, errlen, "snapshot: out of memory");
+    rc = PGCDC_ERR;
+fail:
     free(name_off);
     PQclear(res);
-    snprintf(err, errlen, "snapshot: out of memory");
-    return PGCDC_ERR;
+    return rc;
+}
+
+/*
+ * A row that is not valid UTF-8 from a SQL_ASCII server: repaired (U+FFFD) into r->fix,
+ * *row pointing there, when source.invalid_utf8 = replace; an error naming the first bad
+ * column otherwise. Tabs and newlines are ASCII, so the row keeps its columns.
+ */
+static int utf8_row(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
+                    const struct columns *k, const char **row, size_t *len, char *err,
+                    size_t errlen)
+{
+    size_t bad = pgcdc_utf8_valid_prefix(*row, *len), col = 0, nbad = 0;
+    for (size_t i = 0; i < bad; i++)
+        col += (*row)[i] == '\t';
+    char name[256] = "?";
+    if ((int)col < k->ncols)
+        pgcdc_json_unescape(k->cols[col].name, name, sizeof(name));
+    pgcdc_buf_reset(&r->fix);
+    if (pgcdc_utf8_append_repaired(&r->fix, *row, *len, &nbad) < 0) {
+        snprintf(err, errlen, "snapshot: out of memory");
+        return PGCDC_ERR;
+    }
+    *row = r->fix.data;
+    *len = r->fix.len;
+    return pgcdc_encoding_invalid(r->invalid_utf8, "SQL_ASCII", t->report_schema, t->report_name,
+                                  name, r->point, nbad, err, errlen);
 }
 
 static void log_progress(const struct pgcdc_snaptable *t, uint64_t nrows, int64_t started,
@@ -494,7 +546,13 @@ int pgcdc_snapreader_copy(struct pgcdc_snapreader *r, const struct pgcdc_snaptab
         char *buf;
         int n = PQgetCopyData(r->c, &buf, 1);
         if (n > 0) {
-            rc = pgcdc_snapcopy_row(&sc, buf, (size_t)n, k.cols, err, errlen);
+            const char *row_text = buf;
+            size_t row_len = (size_t)n;
+            rc = PGCDC_OK;
+            if (r->sql_ascii && pgcdc_utf8_valid_prefix(buf, row_len) != row_len)
+                rc = utf8_row(r, t, &k, &row_text, &row_len, err, errlen);
+            if (rc == PGCDC_OK)
+                rc = pgcdc_snapcopy_row(&sc, row_text, row_len, k.cols, err, errlen);
             PQfreemem(buf);
             if (rc == PGCDC_OK)
                 rc = row(ctx, &ch, err, errlen);

@@ -13,6 +13,7 @@
 #include "pgcdc/errors.h"
 #include "pgcdc/json.h"
 #include "pgcdc/log.h"
+#include "pgcdc/source.h"
 
 #define SIGNAL_DDL_HINT                                                                            \
     "create it as docs/operations.md (\"On-demand snapshots\") shows, and grant INSERT on it "     \
@@ -93,13 +94,13 @@ static int array_literal(struct pgcdc_buf *b, const char *const *tables, int n)
 int pgcdc_signal_request(const struct pgcdc_config *cfg, const char *const *tables, int n,
                          char *lsn, size_t lsnlen, char *err, size_t errlen)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", "connect_timeout", NULL};
-    const char *vals[] = {cfg->source_dsn, "pgcdc-snapshot-request", "10", NULL};
     struct pgcdc_buf arr = {0};
     PGresult *res = NULL;
-    int rc;
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    if (PQstatus(c) != CONNECTION_OK) {
+    PGconn *c = NULL;
+    int rc = pgcdc_source_connect(&c, cfg->source_dsn, PGCDC_SOURCE_CHECK, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (!c || PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to the source: %s", PQerrorMessage(c));
         rc = pgcdc_errors_connect(c);
         goto out;

@@ -10,28 +10,29 @@
  */
 #include "pgcdc/stream.h"
 
-#include <errno.h>
-#include <fcntl.h>
 #include <inttypes.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "pgcdc/common.h"
 #include "pgcdc/decode.h"
+#include "pgcdc/encoding.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/metrics.h"
+#include "pgcdc/poll.h"
 #include "pgcdc/relations.h"
 #include "pgcdc/repl.h"
 #include "pgcdc/sink.h"
 #include "pgcdc/sink_file.h"
 #include "pgcdc/sink_kafka.h"
+#include "pgcdc/sink_http.h"
+#include "pgcdc/sink_s3.h"
 #include "pgcdc/slot.h"
 #include "pgcdc/snapshot.h"
 #include "pgcdc/snapshot_signal.h"
@@ -39,8 +40,6 @@
 
 #define TRACK_CAPACITY 65536
 #define SYNC_INTERVAL_MS 100   /* group commit: at most this long between syncs under load */
-#define BACKOFF_BASE_MS 500
-#define BACKOFF_CAP_MS 30000
 #define PROGRESS_INTERVAL_MS 60000
 #define PING_AFTER_MS 10000    /* silence after which we ask the server for a reply */
 #define DEAD_AFTER_MS 30000    /* no reply to that for this long: the connection is gone */
@@ -52,15 +51,20 @@
 enum loop_outcome {
     LOOP_STOPPED,     /* a stop was requested */
     LOOP_END_REACHED, /* --end-lsn: everything up to it is durable, or what follows is not ours */
+    LOOP_IDLE,        /* poll mode: caught up and idle, time to let the compute sleep */
 };
 
 struct stream {
     const struct pgcdc_config *cfg;
     uint64_t end_lsn; /* 0: run until signalled */
+    bool once;        /* run --once: end_lsn becomes the server's position at connect */
+    bool leave;       /* poll mode: caught up and idle, disconnect */
+    struct pgcdc_poll poll;
     struct pgcdc_sink *sink;
     struct pgcdc_txn_track *track;
     struct pgcdc_repl *repl;
     struct pgcdc_decoder dec;
+    struct pgcdc_encoding enc; /* the server's encoding -> UTF-8 (nothing to do for UTF8) */
     struct pgcdc_buf value, key, name_json, db_json;
 
     uint64_t skip_upto;   /* transactions ending at or before this are already in the sink */
@@ -80,7 +84,7 @@ struct stream {
     int64_t last_sync_ms, last_status_ms, last_progress_ms;
     int64_t last_recv_ms, ping_sent_ms; /* silence detection; ping_sent_ms 0: none out */
     bool dirty; /* written since the last sync */
-    uint64_t n_events, n_txns;
+    uint64_t n_events, n_txns, n_data; /* n_data: data messages (not keepalives) */
 
     int lockfd; /* state.dir/lock, held until the run ends */
     /* Reconnecting: the backoff grows until something is confirmed again. */
@@ -88,30 +92,6 @@ struct stream {
     uint64_t confirmed_at_failure;
     int64_t busy_since; /* when the slot was first found busy; 0: it is not */
 };
-
-/* Sleep up to ms, waking early when a stop is requested. */
-static void nap(int ms)
-{
-    int64_t until = pgcdc_mono_ms() + ms;
-    while (!pgcdc_stop_requested) {
-        int64_t left = until - pgcdc_mono_ms();
-        if (left <= 0)
-            break;
-        struct timespec ts = {0, (long)(left > 100 ? 100 : left) * 1000000L};
-        nanosleep(&ts, NULL);
-    }
-}
-
-static int backoff_ms(int attempt)
-{
-    int64_t cap = BACKOFF_BASE_MS;
-    for (int i = 0; i < attempt && cap < BACKOFF_CAP_MS; i++)
-        cap *= 2;
-    if (cap > BACKOFF_CAP_MS)
-        cap = BACKOFF_CAP_MS;
-    /* "Equal jitter": half fixed, half random, so reconnect storms spread out. */
-    return (int)(cap / 2 + (int64_t)(random() % (cap / 2 + 1)));
-}
 
 /* What is durable, as reported to the server: never below the slot's own position. */
 static uint64_t flush_pos(const struct stream *s)
@@ -260,22 +240,11 @@ static int snapshot_keepalive(void *ctx, char *err, size_t errlen)
     {(s)->sink, (s)->track, (s)->ectx.name_json, (s)->ectx.db_json, snapshot_write,              \
      snapshot_keepalive, (s)}
 
-static int take_snapshot(struct stream *s, char *err, size_t errlen)
-{
-    struct pgcdc_snapshot_out out = SNAPSHOT_OUT(s);
-    uint64_t durable = 0;
-    int rc = pgcdc_snapshot_take(&s->slot, s->repl, &out, &durable, err, errlen);
-    if (durable)
-        s->skip_upto = durable;
-    return rc;
-}
-
 /* Tables owed a snapshot (cut short, added, requested): their new point (snapshot.h). */
 static int prepare_owed(struct stream *s, char *err, size_t errlen)
 {
     struct pgcdc_snapshot_out out = SNAPSHOT_OUT(s);
-    return pgcdc_snapshot_prepare(&s->owed, &s->slot, s->cfg->sink_type == PGCDC_SINK_FILE, &out,
-                                  err, errlen);
+    return pgcdc_snapshot_prepare(&s->owed, &s->slot, &out, err, errlen);
 }
 
 /* The stream reached the owed tables' point: write their rows there, then any requested since. */
@@ -367,6 +336,10 @@ static int handle_row(struct stream *s, const struct pgcdc_change *ch, char *err
                                      s->txn.commit_lsn, err, errlen);
     if (pgcdc_snapshot_drops(&s->owed, rel->schema, rel->table, s->txn.commit_lsn))
         return PGCDC_OK; /* in an owed snapshot: the boundary rule */
+    if (s->enc.nbad && (rc = pgcdc_encoding_check_change(&s->enc, ch, rel->schema, rel->table,
+                                                         s->cfg->source_invalid_utf8, err,
+                                                         errlen)) < 0)
+        return rc;
     struct pgcdc_change named = pgcdc_relations_name(rel, ch);
     if (ch->action == PGCDC_ACT_UPDATE && s->sink->split_key_changes &&
         pgcdc_event_key_changed(&named)) {
@@ -405,7 +378,8 @@ static int start(struct stream *s, bool *fresh_slot, char *err, size_t errlen)
 {
     const struct pgcdc_config *cfg = s->cfg;
     int rc = pgcdc_repl_connect(&s->repl, cfg->source_dsn, err, errlen);
-    if (rc < 0)
+    if (rc < 0 ||
+        (rc = pgcdc_encoding_open(&s->enc, pgcdc_repl_server_encoding(s->repl), err, errlen)) < 0)
         return rc;
     if ((rc = pgcdc_repl_preflight(s->repl, err, errlen)) < 0)
         return rc;
@@ -431,6 +405,13 @@ static int start_streaming(struct stream *s, char *err, size_t errlen)
     pgcdc_metrics_progress();
     if ((rc = pgcdc_slot_mark_streamed(&s->slot, err, errlen)) < 0)
         return rc;
+    if (s->sink->ops->started) {
+        if ((rc = s->sink->ops->started(s->sink, err, errlen)) < 0)
+            return rc;
+        uint64_t resume = s->sink->ops->resume_lsn(s->sink);
+        if (resume > s->skip_upto)
+            s->skip_upto = resume;
+    }
     char l[PGCDC_LSN_BUFLEN];
     pgcdc_log(PGCDC_LOG_INFO, "streaming", "slot", cfg->source_slot, "db",
               pgcdc_repl_dbname(s->repl), "from", pgcdc_lsn_format(startpos, l), NULL);
@@ -454,15 +435,16 @@ static void progress(struct stream *s, int64_t now)
 /*
  * With nothing open, unsynced or unacknowledged, everything before the last keepalive's
  * walEnd is durable or not ours: confirm it (idle tables must not pin WAL). Returns true
- * when that reaches --end-lsn.
+ * when that reaches --end-lsn, or when poll mode disconnects now (s->leave).
  */
-static bool caught_up(struct stream *s)
+static bool caught_up(struct stream *s, int64_t now)
 {
     if (s->in_txn || s->dirty || pgcdc_txn_track_inflight(s->track) > 0 || !s->idle_end)
         return false;
     pgcdc_txn_track_idle(s->track, s->idle_end);
     pgcdc_metrics_progress(); /* idle and in touch with the server */
-    return end_reached_at(s, s->idle_end);
+    s->leave = pgcdc_poll_idle(&s->poll, s->idle_end, s->n_data, now);
+    return s->leave || end_reached_at(s, s->idle_end);
 }
 
 /* Note the server's position from a message: the metrics' server_wal_end. */
@@ -479,9 +461,15 @@ static int on_message(struct stream *s, const struct pgcdc_repl_msg *msg, bool *
     int rc;
     if (msg->type == PGCDC_REPL_DATA) {
         struct pgcdc_change ch;
-        if ((rc = pgcdc_decode(&s->dec, msg->data, msg->len, &ch, err, errlen)) < 0)
+        const char *data = msg->data;
+        size_t len = msg->len;
+        if (s->enc.kind != PGCDC_ENC_UTF8 &&
+            (rc = pgcdc_encoding_to_utf8(&s->enc, &data, &len, err, errlen)) < 0)
+            return rc;
+        if ((rc = pgcdc_decode(&s->dec, data, len, &ch, err, errlen)) < 0)
             return rc;
         note_server_pos(msg->data_start);
+        s->n_data++;
         return handle_change(s, &ch, end, err, errlen);
     }
     /* Keepalive: walEnd is the sender's position. With nothing open or unsynced,
@@ -551,7 +539,7 @@ static int tick(struct stream *s, int got, bool *end, char *err, size_t errlen)
             (rc = send_status(s, true, err, errlen)) < 0)
             return rc;
     }
-    if (caught_up(s)) {
+    if (caught_up(s, now)) {
         *end = true;
         return PGCDC_OK;
     }
@@ -584,7 +572,7 @@ static int loop(struct stream *s, enum loop_outcome *how, char *err, size_t errl
         if (!end && (rc = tick(s, got, &end, err, errlen)) < 0)
             return rc;
         if (end) {
-            *how = LOOP_END_REACHED;
+            *how = s->leave ? LOOP_IDLE : LOOP_END_REACHED;
             return PGCDC_OK;
         }
     }
@@ -592,8 +580,11 @@ static int loop(struct stream *s, enum loop_outcome *how, char *err, size_t errl
     return PGCDC_OK;
 }
 
-/* Make what was received durable, then say so to the server and end the stream. */
-static int finish(struct stream *s, char *err, size_t errlen)
+/*
+ * Make what was received durable, then say so to the server and end the stream; `stopping`:
+ * the run ends here (a poll's end has its own line).
+ */
+static int finish(struct stream *s, bool stopping, char *err, size_t errlen)
 {
     /* SIGTERM must be done within 10 s: 6 s for the sink, up to 3 s for the server. */
     int rc = s->sink->ops->flush(s->sink, 6000, err, errlen);
@@ -611,7 +602,8 @@ static int finish(struct stream *s, char *err, size_t errlen)
             pgcdc_log(PGCDC_LOG_WARN, "could not send the final status", "error", e2, NULL);
     }
     char l[PGCDC_LSN_BUFLEN];
-    pgcdc_log(PGCDC_LOG_INFO, "stopped", "confirmed", pgcdc_lsn_format(confirmed, l), NULL);
+    if (stopping)
+        pgcdc_log(PGCDC_LOG_INFO, "stopped", "confirmed", pgcdc_lsn_format(confirmed, l), NULL);
     if (rc == PGCDC_OK)
         *err = '\0';
     return rc;
@@ -652,16 +644,22 @@ static int open_sink(const struct pgcdc_config *cfg, struct pgcdc_sink **out, ch
 {
     if (cfg->sink_type == PGCDC_SINK_KAFKA)
         return pgcdc_sink_kafka_open(out, cfg, err, errlen);
+    if (cfg->sink_type == PGCDC_SINK_HTTP)
+        return pgcdc_sink_http_open(out, cfg, err, errlen);
+    if (cfg->sink_type == PGCDC_SINK_S3)
+        return pgcdc_sink_s3_open(out, cfg, err, errlen);
     return pgcdc_sink_file_open(out, cfg, err, errlen);
 }
 
 /* Everything the run needs before its first connection. */
 static int stream_open(struct stream *s, const struct pgcdc_config *cfg, uint64_t end_lsn,
-                       char *err, size_t errlen)
+                       bool once, char *err, size_t errlen)
 {
     memset(s, 0, sizeof(*s));
     s->cfg = cfg;
     s->end_lsn = end_lsn;
+    s->once = once;
+    pgcdc_poll_init(&s->poll, cfg, once);
     s->lockfd = -1;
     pgcdc_relations_init(&s->rels, cfg);
     pgcdc_slot_init(&s->slot, cfg);
@@ -702,6 +700,7 @@ static void stream_close(struct stream *s)
         s->sink->ops->close(s->sink);
     pgcdc_txn_track_free(s->track);
     pgcdc_decoder_free(&s->dec);
+    pgcdc_encoding_close(&s->enc);
     pgcdc_buf_free(&s->value);
     pgcdc_buf_free(&s->key);
     pgcdc_buf_free(&s->name_json);
@@ -727,51 +726,62 @@ static int note_db(struct stream *s, char *err, size_t errlen)
 
 /*
  * The slot is ready to stream from: created when it is new (with the initial snapshot, or
- * without one under snapshot.mode = never). *done when the run ends here instead
- * (initial_only: the snapshot is the whole job).
+ * without one under snapshot.mode = never), owed snapshots prepared otherwise. *done when
+ * the run ends here instead (initial_only: the snapshot is the whole job).
  */
 static int prepare_slot(struct stream *s, bool fresh, bool *done, char *err, size_t errlen)
 {
-    const struct pgcdc_config *cfg = s->cfg;
-    int rc;
-    if (!fresh) {
-        bool resumed = s->slot.rec.state == PGCDC_SLOT_SNAPSHOTTING;
-        rc = prepare_owed(s, err, errlen);
-        /* initial_only, its snapshot cut short: the rest at the new point, then done. */
-        if (rc < 0 || !resumed || cfg->snapshot_mode != PGCDC_SNAPSHOT_INITIAL_ONLY)
-            return rc;
-        if (s->owed.active && (rc = run_owed(s, err, errlen)) < 0)
-            return rc;
-        goto one_off;
-    }
-    if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER) {
-        uint64_t consistent;
-        return pgcdc_slot_create(&s->slot, s->repl, NULL, 0, PGCDC_SLOT_STREAMING, &consistent, err,
-                                 errlen);
-    }
-    rc = take_snapshot(s, err, errlen);
-    if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
-    one_off: /* A one-off export: leave no slot behind to pin WAL. */
-        *done = true;
-        rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen);
-        if (rc == PGCDC_OK)
-            pgcdc_log(PGCDC_LOG_INFO, "snapshot.mode is initial_only: dropped the slot, exiting",
-                      "slot", cfg->source_slot, NULL);
-    }
+    struct pgcdc_snapshot_out out = SNAPSHOT_OUT(s);
+    uint64_t durable = 0;
+    int rc = pgcdc_snapshot_prepare_slot(&s->owed, &s->slot, s->repl, &out, fresh, done, &durable,
+                                         err, errlen);
+    if (durable)
+        s->skip_upto = durable;
     return rc;
 }
 
 /*
+ * Poll mode, caught up and idle: confirm, close every source connection (replication and
+ * catalog; the snapshot's close when it ends) while the sink's stay open, and sleep until
+ * the next poll, which resumes from what is confirmed.
+ */
+static int let_go(struct stream *s, char *err, size_t errlen)
+{
+    int rc = finish(s, false, err, errlen);
+    if (rc < 0)
+        return rc;
+    pgcdc_poll_end(&s->poll, s->n_events, s->n_txns, flush_pos(s));
+    pgcdc_repl_close(s->repl);
+    s->repl = NULL;
+    pgcdc_relations_reset(&s->rels);
+    s->streaming = s->leave = false;
+    s->idle_end = 0;
+    s->attempt = 0;
+    uint64_t durable = pgcdc_txn_track_confirmed(s->track);
+    uint64_t resume = s->sink->ops->resume_lsn(s->sink);
+    s->skip_upto = durable > resume ? durable : resume;
+    atomic_store(&pgcdc_metrics.connected, 0);
+    pgcdc_poll_sleep(&s->poll);
+    return PGCDC_OK;
+}
+
+/*
  * One connection's life: connect, the slot (and snapshot), stream until it ends. *done
- * when the run ends with the result returned; otherwise the result is a failure for
- * after_failure to judge.
+ * when the run ends with the result returned; otherwise PGCDC_OK after a poll (the next
+ * follows), or a failure for after_failure to judge.
  */
 static int session(struct stream *s, bool *done, char *err, size_t errlen)
 {
     bool fresh = false;
+    int64_t connect_ms = pgcdc_mono_ms();
     int rc = start(s, &fresh, err, errlen);
     if (rc < 0)
         return rc;
+    if (s->once && !s->end_lsn && !(s->end_lsn = s->slot.server_xlogpos)) {
+        snprintf(err, errlen, "IDENTIFY_SYSTEM gave no WAL position for run --once to reach");
+        *done = true;
+        return PGCDC_ERR;
+    }
     if ((rc = note_db(s, err, errlen)) < 0) {
         *done = true; /* out of memory: no retry */
         return rc;
@@ -782,10 +792,14 @@ static int session(struct stream *s, bool *done, char *err, size_t errlen)
     s->busy_since = 0;
     s->last_status_ms = s->last_sync_ms = s->last_recv_ms = pgcdc_mono_ms();
     s->ping_sent_ms = 0;
+    pgcdc_poll_begin(&s->poll, connect_ms, s->slot.server_xlogpos, flush_pos(s), s->n_events,
+                     s->n_txns);
     enum loop_outcome how;
     if ((rc = loop(s, &how, err, errlen)) < 0)
         return rc;
-    rc = finish(s, err, errlen); /* stopped or --end-lsn reached: either way, cleanly */
+    if (how == LOOP_IDLE)
+        return let_go(s, err, errlen);
+    rc = finish(s, true, err, errlen); /* stopped or the end reached: either way, cleanly */
     if (rc == PGCDC_ERR_RETRY && how == LOOP_END_REACHED && !pgcdc_stop_requested)
         return rc; /* the last flush failed for now (a refused batch): go again for the end */
     *done = true;
@@ -795,6 +809,8 @@ static int session(struct stream *s, bool *done, char *err, size_t errlen)
         pgcdc_log(PGCDC_LOG_WARN, "stopping with unacknowledged changes", "detail", err, NULL);
         rc = PGCDC_OK;
     }
+    if (s->once && how == LOOP_END_REACHED)
+        pgcdc_poll_end(&s->poll, s->n_events, s->n_txns, flush_pos(s));
     return rc;
 }
 
@@ -841,25 +857,29 @@ static int after_failure(struct stream *s, int rc, char *err, size_t errlen)
     if (confirmed_now > s->confirmed_at_failure)
         s->attempt = 0;
     s->confirmed_at_failure = confirmed_now;
-    int ms = backoff_ms(s->attempt++);
+    int ms = pgcdc_poll_backoff_ms(s->attempt++);
+    atomic_store(&pgcdc_metrics.poll_failed, 1); /* /healthz in poll mode: until a catch-up */
     char delay[16];
     snprintf(delay, sizeof(delay), "%dms", ms);
     pgcdc_log(PGCDC_LOG_WARN, "stream interrupted; retrying", "error", err, "backoff", delay, NULL);
     reset_after_disconnect(s);
     *err = '\0';
-    nap(ms);
+    pgcdc_poll_nap(ms);
     return PGCDC_ERR_RETRY;
 }
 
-int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, char *err, size_t errlen)
+int pgcdc_stream_run(const struct pgcdc_config *cfg, uint64_t end_lsn, bool once, char *err,
+                     size_t errlen)
 {
     struct stream st;
-    int rc = stream_open(&st, cfg, end_lsn, err, errlen);
+    int rc = stream_open(&st, cfg, end_lsn, once, err, errlen);
     while (rc == PGCDC_OK && !pgcdc_stop_requested) {
         bool done = false;
         rc = session(&st, &done, err, errlen);
         if (done)
             break;
+        if (rc == PGCDC_OK)
+            continue; /* a poll ended: the next one follows */
         if ((rc = after_failure(&st, rc, err, errlen)) == PGCDC_ERR_RETRY)
             rc = PGCDC_OK; /* go again */
         else

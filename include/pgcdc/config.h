@@ -16,16 +16,29 @@
 #include "pgcdc/config_keys.h" /* the key table; pgcdc_config_key_is_secret */
 
 enum pgcdc_snapshot_mode { PGCDC_SNAPSHOT_INITIAL = 0, PGCDC_SNAPSHOT_NEVER, PGCDC_SNAPSHOT_INITIAL_ONLY };
-enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA };
+enum pgcdc_sink_type { PGCDC_SINK_FILE = 0, PGCDC_SINK_KAFKA, PGCDC_SINK_HTTP, PGCDC_SINK_S3 };
+/* sink.s3.compression */
+enum pgcdc_s3_compression { PGCDC_S3_GZIP = 0, PGCDC_S3_NONE };
 /* replay.missing_rows: what an update or delete that matches no row in replay is. */
 enum pgcdc_missing_rows { PGCDC_MISSING_ROWS_ERROR = 0, PGCDC_MISSING_ROWS_WARN };
 /* What a sink does with an event its destination refuses for good. */
 enum pgcdc_on_permanent_error { PGCDC_ON_ERROR_STOP = 0, PGCDC_ON_ERROR_DEAD_LETTER };
+/* source.invalid_utf8: what a value that is not valid UTF-8 (a SQL_ASCII source) does. */
+enum pgcdc_invalid_utf8 { PGCDC_INVALID_UTF8_ERROR = 0, PGCDC_INVALID_UTF8_REPLACE };
 
 struct pgcdc_kv {
     char *key;   /* without the "kafka." prefix, e.g. "bootstrap.servers" */
     char *value;
 };
+
+/* The prefix of the one-key-per-header family: sink.http.header.<Name> = value. */
+#define PGCDC_HTTP_HEADER_KEY "sink.http.header."
+
+/* Set key to value in a kv array (copies both; a key set again is replaced in place).
+ * Returns 0, or PGCDC_ERR on ENOMEM with the reason in err. */
+int pgcdc_config_kv_set(struct pgcdc_kv **kv, size_t *n, const char *key, const char *value,
+                        char *err, size_t errlen);
+void pgcdc_config_kv_free(struct pgcdc_kv *kv, size_t n);
 
 struct pgcdc_config {
     char *source_dsn;
@@ -46,9 +59,32 @@ struct pgcdc_config {
     uint64_t sink_kafka_max_message_bytes;  /* 0: the topic's max.message.bytes from the brokers */
     struct pgcdc_kv *kafka;
     size_t nkafka;
+    char *sink_http_url;
+    int sink_http_batch_max_events;
+    uint64_t sink_http_batch_max_bytes;
+    int sink_http_linger_ms;
+    int sink_http_timeout_ms;
+    char *sink_http_ca_file;        /* NULL: the system's CA store */
+    char *sink_http_signing_secret; /* NULL: requests are not signed */
+    int sink_http_on_permanent_error; /* enum pgcdc_on_permanent_error */
+    struct pgcdc_kv *http_headers; /* sink.http.header.<Name>: key is the Name, in order */
+    size_t nhttp_headers;
+    char *sink_s3_url;               /* s3://BUCKET[/PREFIX]; parsed by s3_conf.c */
+    char *sink_s3_endpoint;          /* NULL: AWS for sink_s3_region */
+    char *sink_s3_region;
+    bool sink_s3_path_style;
+    char *sink_s3_access_key_id;     /* NULL: AWS_ACCESS_KEY_ID */
+    char *sink_s3_secret_access_key; /* secret; NULL: AWS_SECRET_ACCESS_KEY */
+    char *sink_s3_session_token;     /* secret; NULL: AWS_SESSION_TOKEN */
+    int sink_s3_flush_ms;
+    uint64_t sink_s3_flush_bytes;    /* uncompressed bytes staged before a flush */
+    int sink_s3_compression;         /* enum pgcdc_s3_compression */
     char *state_dir;
     int status_interval_ms;
     int source_slot_busy_timeout_ms; /* how long a slot held by another process is waited for */
+    int source_invalid_utf8;         /* enum pgcdc_invalid_utf8 */
+    int source_poll_interval_ms;     /* 0: stay connected; else sleep this long between polls */
+    int source_idle_disconnect_ms;   /* poll mode: quiet this long, then disconnect */
     char *metrics_listen; /* NULL: off */
     int metrics_stall_ms; /* /healthz is 503 after this long without progress */
     int replay_missing_rows; /* enum pgcdc_missing_rows */

@@ -59,7 +59,8 @@ const struct pgcdc_config_key *pgcdc_config_key_from_env(const char *var);
 
 /*
  * Whether a key's value is a secret that must never appear in a message or a log line:
- * source.dsn, and kafka.* keys naming a password, secret, private key or OAuth config.
+ * source.dsn, sink.s3.secret_access_key and sink.s3.session_token, and kafka.* keys naming
+ * a password, secret, private key or OAuth config.
  */
 bool pgcdc_config_key_is_secret(const char *key);
 

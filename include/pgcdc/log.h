@@ -34,6 +34,20 @@ void pgcdc_log_redact_dsn(const char *dsn, char *out, size_t outlen);
  */
 void pgcdc_log_scrub_dsn_arg(char *val);
 
+/*
+ * Remember the secret parts of dsn (each password, and its pieces a misread DSN may put in
+ * libpq's messages) so that no log record shows them, whoever wrote its text: every
+ * record is masked ("****") as it is written. Call it for every DSN pgcdc is given.
+ */
+void pgcdc_log_add_secrets(const char *dsn);
+
+/* Mask the remembered secrets in s (NUL-terminated, size bytes of room) in place, for
+ * text printed without pgcdc_log (check's lines). */
+void pgcdc_log_scrub(char *s, size_t size);
+
+/* Forget every remembered secret (tests). */
+void pgcdc_log_forget_secrets(void);
+
 /* Make a (libpq) message one line in place: newlines, CRs and tabs become spaces,
  * trailing blanks go. */
 void pgcdc_log_one_line(char *s);

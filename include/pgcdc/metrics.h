@@ -15,6 +15,9 @@
 
 #include "pgcdc/common.h"
 
+/* Upper bounds of the HTTP batch latency histogram, in ms (metrics.c). */
+#define PGCDC_METRICS_HTTP_BUCKETS 12
+
 struct pgcdc_metrics {
     _Atomic uint64_t events_c, events_u, events_d, events_r, events_t;
     _Atomic uint64_t bytes;
@@ -28,8 +31,21 @@ struct pgcdc_metrics {
     _Atomic uint64_t snapshot_rows;
     _Atomic uint64_t snapshot_tables_remaining; /* tables whose snapshot is still owed */
     _Atomic int snapshot_running;               /* 1 while a snapshot is being read */
+    _Atomic uint64_t invalid_utf8_replaced; /* source.invalid_utf8 = replace: sequences */
     _Atomic int connected;
     _Atomic int64_t last_ok_mono_ms; /* last sign of progress (see pgcdc_metrics_healthy) */
+    /* Poll mode (source.poll_interval_ms > 0) and `run --once`: see pgcdc_metrics_catchup. */
+    _Atomic int sleeping;                 /* disconnected on purpose until the next poll */
+    _Atomic int poll_failed;              /* the last poll failed; cleared by a catch-up */
+    _Atomic int64_t last_catchup_unix_ms; /* wall time of the last catch-up; 0 none yet */
+    _Atomic int64_t last_catchup_mono_ms;
+    _Atomic int64_t poll_duration_ms; /* the last poll, connect to disconnect */
+    /* The HTTP sink: requests by status class (1xx..5xx, [0] no answer), retries, and the
+     * latency of a batch from its first attempt to its 2xx. */
+    _Atomic uint64_t http_requests[6];
+    _Atomic uint64_t http_retries;
+    _Atomic uint64_t http_batch_le[PGCDC_METRICS_HTTP_BUCKETS + 1]; /* +Inf last */
+    _Atomic uint64_t http_batch_sum_ms;
 };
 
 extern struct pgcdc_metrics pgcdc_metrics;
@@ -40,8 +56,28 @@ void pgcdc_metrics_event(char op, size_t bytes);
 /* Something moved forward: the confirmed LSN advanced, or the server said it is idle. */
 void pgcdc_metrics_progress(void);
 
-/* Connected and streaming (or snapshotting), with progress in the last stall_ms. */
+/*
+ * Caught up with the server's position at connect time, and everything durable and
+ * confirmed: the last catch-up is now, and a failed poll is behind us.
+ */
+void pgcdc_metrics_catchup(void);
+
+/*
+ * Poll mode with this interval (call before pgcdc_metrics_start): /healthz then stays 200
+ * while disconnected on purpose, and is 503 when the last poll failed or the last catch-up
+ * is older than 2 x interval_ms + metrics.stall_ms. The first poll gets that long from now.
+ */
+void pgcdc_metrics_poll_mode(int interval_ms);
+
+/*
+ * Connected and streaming (or snapshotting), with progress in the last stall_ms; in poll
+ * mode also asleep between polls (see pgcdc_metrics_poll_mode).
+ */
 bool pgcdc_metrics_healthy(void);
+
+/* The HTTP sink: one finished request (status 0: no HTTP answer), one delivered batch. */
+void pgcdc_metrics_http_request(long status);
+void pgcdc_metrics_http_batch(int64_t ms);
 
 /* Append the Prometheus text exposition of every metric to out. */
 int pgcdc_metrics_render(struct pgcdc_buf *out);

@@ -52,6 +52,10 @@ int pgcdc_repl_connect(struct pgcdc_repl **out, const char *dsn, char *err, size
 /* The database name the connection is for (PQdb). */
 const char *pgcdc_repl_dbname(const struct pgcdc_repl *r);
 
+/* The server's encoding (server_encoding, e.g. "UTF8", "LATIN1"), in which wal2json's
+ * messages arrive; "" when the server did not say. */
+const char *pgcdc_repl_server_encoding(const struct pgcdc_repl *r);
+
 /*
  * Server-side preconditions that no retry can fix, each with its fix in err (PGCDC_ERR):
  * wal_level is logical, wal2json is allowed by output_plugin_libraries where the server has

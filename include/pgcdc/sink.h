@@ -62,6 +62,10 @@ struct pgcdc_sink_ops {
      * its checkpoint), or 0 when it cannot tell (Kafka). Transactions ending at or before
      * it are skipped when the server sends them again. */
     uint64_t (*resume_lsn)(struct pgcdc_sink *s);
+    /* Optional (NULL: nothing to do). START_REPLICATION succeeded, so the slot is ours and
+     * no other pgcdc streams from it: the S3 sink re-reads its position and deletes what a
+     * crashed flush left. resume_lsn is asked again afterwards. */
+    int (*started)(struct pgcdc_sink *s, char *err, size_t errlen);
     void (*close)(struct pgcdc_sink *s);
 };
 

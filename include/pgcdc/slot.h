@@ -51,6 +51,7 @@ struct pgcdc_slot {
     char statefile[4096]; /* state.dir/slot */
     struct pgcdc_slot_record rec; /* as read by pgcdc_slot_find, and as written since */
     char sysid[32];               /* the server's, learnt by pgcdc_slot_find */
+    uint64_t server_xlogpos;      /* IDENTIFY_SYSTEM's xlogpos then: `run --once`'s target */
     /* The slot's confirmed_flush_lsn when found (0 for a slot created since): the flush
      * position reported to the server never goes below it. */
     uint64_t server_confirmed;
@@ -96,7 +97,10 @@ int pgcdc_slot_create(struct pgcdc_slot *sl, struct pgcdc_repl *repl, char *snap
 /* Read state.dir/slot into sl->rec (absent: rec.present false). Returns 0 or PGCDC_ERR_CONFIG. */
 int pgcdc_slot_read_record(struct pgcdc_slot *sl, char *err, size_t errlen);
 
-/* The server's system_identifier into sl->sysid (IDENTIFY_SYSTEM over repl). */
+/*
+ * The server's system_identifier into sl->sysid and its WAL position into
+ * sl->server_xlogpos (IDENTIFY_SYSTEM over repl).
+ */
 int pgcdc_slot_identify(struct pgcdc_slot *sl, struct pgcdc_repl *repl, char *err, size_t errlen);
 
 /* Remove state.dir's record (after the slot it names was dropped on purpose). */
@@ -124,9 +128,9 @@ int pgcdc_slot_mark_streamed(struct pgcdc_slot *sl, char *err, size_t errlen);
 void pgcdc_slot_note_numeric_strings(struct pgcdc_slot *sl, bool supported);
 
 /*
- * Create state.dir if needed and hold state.dir/lock (flock, with our pid in it) until the
- * process ends: *lockfd is the open descriptor. A second pgcdc on the same state.dir is
- * refused, naming the holder's pid. Returns 0, PGCDC_ERR_CONFIG or PGCDC_ERR.
+ * Create state.dir if needed and take its lock (flock on state.dir/lock, which holds the
+ * holder's pid), so two runs never share one state.dir. *lockfd is held until exit. A
+ * second pgcdc is PGCDC_ERR naming its pid; an unusable directory PGCDC_ERR_CONFIG.
  */
 int pgcdc_slot_lock_state_dir(const char *dir, int *lockfd, char *err, size_t errlen);
 

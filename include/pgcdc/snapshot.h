@@ -76,8 +76,20 @@ struct pgcdc_snapshot_owed {
  * session, lock those tables, close the temporary slot, and record their new point in
  * state.dir. o->active says whether anything is owed. Returns 0 or a negative code.
  */
-int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot, bool exact_sink,
+int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
                            const struct pgcdc_snapshot_out *out, char *err, size_t errlen);
+
+/*
+ * Ready source.slot for streaming, once pgcdc_slot_find has decided: when fresh, create it
+ * (with the initial snapshot, *durable_lsn its consistent point once durable; without one
+ * under snapshot.mode = never); otherwise prepare the owed snapshots. With initial_only,
+ * finish the snapshot (the rest of one cut short at a new point), drop the slot and set
+ * *done. Returns 0 or a negative code.
+ */
+int pgcdc_snapshot_prepare_slot(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
+                                struct pgcdc_repl *repl, const struct pgcdc_snapshot_out *out,
+                                bool fresh, bool *done, uint64_t *durable_lsn, char *err,
+                                size_t errlen);
 
 /* Whether the stream has reached the owed tables' point (pos: a commit or walEnd). */
 bool pgcdc_snapshot_due(const struct pgcdc_snapshot_owed *o, uint64_t pos);

@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "pgcdc/common.h"
 #include "pgcdc/config.h"
 #include "pgcdc/decode.h"
 
@@ -27,6 +28,13 @@ struct pgcdc_snapreader {
     volatile sig_atomic_t *stop; /* non-zero: end early with PGCDC_ERR_RETRY */
     bool numeric_strings;        /* wal2json's numeric-data-types-as-string is in use */
     uint32_t xmin;               /* the snapshot's xmin: the txId of its rows */
+    /* A SQL_ASCII server sends its bytes as they are stored, which need not be UTF-8:
+     * each row is checked and source.invalid_utf8 applied (other servers' text arrives
+     * as UTF-8, see source.h). */
+    bool sql_ascii;
+    int invalid_utf8; /* source.invalid_utf8 */
+    uint64_t point;   /* the rows' LSN, for those messages */
+    struct pgcdc_buf fix; /* a repaired row */
 };
 
 /* One selected table, as the snapshot sees it; the strings live in the listing. */
@@ -59,6 +67,8 @@ struct pgcdc_snapreader_opts {
     const char *probe_slot;
     uint64_t probe_lsn;
     volatile sig_atomic_t *stop;
+    int invalid_utf8; /* source.invalid_utf8 */
+    uint64_t point;   /* the snapshot's point, named in messages about invalid text */
 };
 
 /*

@@ -60,7 +60,9 @@ def column_kinds(cluster, table):
 
 def source_texts(cluster, table, key="id", where=None):
     """{int(key text): {column: text or None}} — every column's text output form (see
-    output_text), read in a plain session (the server's DateStyle, TimeZone, extra_float_digits, bytea_output=hex)."""
+    output_text), read in a plain session with the settings every pgcdc source session pins
+    (DateStyle ISO, IntervalStyle postgres, TimeZone UTC, extra_float_digits 3: see
+    docs/events.md) and bytea_output=hex."""
     cols = [r[0] for r in cluster.sql(
         "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT "
         "attisdropped ORDER BY attnum", (table,))]
@@ -72,7 +74,9 @@ def source_texts(cluster, table, key="id", where=None):
     c = cluster.connect()
     try:
         with c.cursor() as cur:
-            cur.execute("SET bytea_output = 'hex'")
+            cur.execute("SET bytea_output = 'hex'; SET DateStyle = 'ISO'; "
+                        "SET IntervalStyle = 'postgres'; SET TimeZone = 'UTC'; "
+                        "SET extra_float_digits = 3")
             cur.execute(q)
             for row in cur.fetchall():
                 d = dict(zip(cols, row))

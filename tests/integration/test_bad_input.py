@@ -79,7 +79,7 @@ def test_unknown_key_in_option(make_pgcdc):
 @pytest.mark.parametrize("key,value", [
     ("status.interval_ms", "abc"),
     ("snapshot.mode", "sometimes"),
-    ("sink.type", "s3"),
+    ("sink.type", "nats"),
     ("sink.file.segment_bytes", "-5"),
     ("source.create_slot", "maybe"),
 ])

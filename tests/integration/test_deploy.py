@@ -25,6 +25,9 @@ DOCKERFILE = os.path.join(DEPLOY, "Dockerfile")
 COMPOSE = os.path.join(DEPLOY, "docker-compose.yml")
 K8S = os.path.join(DEPLOY, "kubernetes.yaml")
 IMAGE_CONF = os.path.join(DEPLOY, "pgcdc.conf")
+ONCE_UNIT = os.path.join(DEPLOY, "pgcdc-once.service")
+ONCE_TIMER = os.path.join(DEPLOY, "pgcdc-once.timer")
+K8S_CRON = os.path.join(DEPLOY, "kubernetes-cronjob.yaml")
 
 
 def project_version():
@@ -154,6 +157,59 @@ def test_systemd_analyze_verify(pgcdc_bin, tmp_path):
     if m is None:
         pytest.skip("this systemd-analyze cannot score a unit offline")
     assert float(m.group(1)) <= 2.0, "exposure %s:\n%s" % (m.group(1), r.stdout)
+
+
+SANDBOX_KEYS = ("User", "Group", "StateDirectory", "ReadWritePaths", "UMask", "NoNewPrivileges",
+                "CapabilityBoundingSet", "ProtectSystem", "ProtectHome", "PrivateTmp",
+                "PrivateDevices", "PrivateUsers", "RestrictAddressFamilies", "SystemCallFilter",
+                "MemoryDenyWriteExecute", "RestrictSUIDSGID", "LockPersonality")
+
+
+def test_systemd_once_timer():
+    """pgcdc-once.service runs `run --once` as a oneshot, sandboxed like pgcdc.service;
+    pgcdc-once.timer starts it."""
+    u, main = parse_unit(ONCE_UNIT), parse_unit(UNIT)
+    svc = lambda k: unit_get(u, "Service", k)  # noqa: E731
+    assert svc("Type") == "oneshot"
+    exec_start = shlex.split(svc("ExecStart"))
+    assert exec_start[0] == shlex.split(unit_get(main, "Service", "ExecStart"))[0]
+    assert exec_start[1] == "run" and "--once" in exec_start and "-c" in exec_start, exec_start
+    assert "--end-lsn" not in exec_start
+    assert not any("dsn" in a.lower() or "password" in a.lower() for a in exec_start)
+    assert svc("EnvironmentFile") == unit_get(main, "Service", "EnvironmentFile")
+    assert svc("Restart") in (None, "no"), "the timer is the retry"
+    assert 10 < seconds(svc("TimeoutStopSec")) <= 30
+    for key in SANDBOX_KEYS:
+        assert [v for k, v in u["Service"] if k == key] == \
+            [v for k, v in main["Service"] if k == key], "%s differs from pgcdc.service" % key
+    assert "Install" not in u, "started by the timer, not enabled on its own"
+    t = parse_unit(ONCE_TIMER)
+    assert set(t) == {"Unit", "Timer", "Install"}, sorted(t)
+    assert unit_get(t, "Timer", "OnCalendar") or unit_get(t, "Timer", "OnUnitActiveSec")
+    assert unit_get(t, "Timer", "Unit") in (None, "pgcdc-once.service")
+    assert unit_get(t, "Timer", "Persistent") == "yes"
+    assert unit_get(t, "Install", "WantedBy") == "timers.target"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
+                    reason="systemd-analyze is not installed (apt-get install systemd)")
+def test_systemd_analyze_verify_once_timer(pgcdc_bin, tmp_path):
+    with open(ONCE_UNIT) as f:
+        text = f.read()
+    text, n = re.subn(r"(?m)^ExecStart=\S+", "ExecStart=%s" % pgcdc_bin, text)
+    assert n == 1
+    (tmp_path / "pgcdc-once.service").write_text(text)
+    shutil.copy(ONCE_TIMER, tmp_path / "pgcdc-once.timer")
+    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "pgcdc-once.timer"),
+                        str(tmp_path / "pgcdc-once.service")], capture_output=True, text=True,
+                       timeout=60, cwd=str(tmp_path))
+    assert r.returncode == 0 and not r.stdout.strip() and not r.stderr.strip(), (
+        "systemd-analyze verify (exit %d):\n%s%s" % (r.returncode, r.stdout, r.stderr))
+    # The command line itself is accepted up to the missing DSN (-o metrics.listen= too).
+    args = shlex.split(re.search(r"(?m)^ExecStart=(.*)$", text).group(1))
+    conf = args[args.index("-c") + 1]
+    rest = [a for a in args[2:] if a not in ("-c", conf)]
+    assert_config_accepted(pgcdc_bin, IMAGE_CONF, rest)
 
 
 def test_sysusers_snippet():
@@ -297,6 +353,61 @@ def test_kubernetes_config_accepted(pgcdc_bin, tmp_path):
         p = tmp_path / name
         p.write_text(text)
         assert_config_accepted(pgcdc_bin, str(p))
+
+
+def test_kubernetes_cronjob():
+    """deploy/kubernetes-cronjob.yaml: `run --once` on a schedule, never two at a time,
+    a configuration error not retried, state on a volume, the DSN from the Secret."""
+    with open(K8S_CRON) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d]
+    by_kind = {}
+    for d in docs:
+        assert d.get("apiVersion") and d.get("kind") and d["metadata"].get("name"), d
+        by_kind.setdefault(d["kind"], []).append(d)
+    (cj,) = by_kind["CronJob"]
+    assert cj["apiVersion"] == "batch/v1"
+    spec = cj["spec"]
+    assert len(spec["schedule"].split()) == 5
+    assert spec["concurrencyPolicy"] == "Forbid", "two runs on one slot must never overlap"
+    job = spec["jobTemplate"]["spec"]
+    rules = job["podFailurePolicy"]["rules"]
+    assert any(r["action"] == "FailJob" and 2 in r["onExitCodes"]["values"] for r in rules), (
+        "exit 2 (configuration) must not be retried")
+    pod = job["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"  # podFailurePolicy needs it
+    assert 10 < pod["terminationGracePeriodSeconds"] <= 60
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    (c,) = pod["containers"]
+    assert c["name"] == rules[0]["onExitCodes"]["containerName"]
+    args = c["args"]
+    assert args[0] == "run" and "--once" in args and "--end-lsn" not in args, args
+    deployment = [d for d in k8s_docs() if d["kind"] == "Deployment"][0]
+    assert c["image"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"]
+    ref = {e["name"]: e for e in c["env"]}["PGCDC_SOURCE_DSN"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == "pgcdc-source" and ref["key"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    conf_path = args[args.index("-c") + 1]
+    (cm_vol,) = [n for n, v in vols.items() if "configMap" in v]
+    (cm,) = [m for m in by_kind["ConfigMap"]
+             if m["metadata"]["name"] == vols[cm_vol]["configMap"]["name"]]
+    assert os.path.dirname(conf_path) == mounts[cm_vol]
+    conf = parse_conf_text(cm["data"][os.path.basename(conf_path)])
+    assert "source.dsn" not in conf
+    (pvc_vol,) = [n for n, v in vols.items() if "persistentVolumeClaim" in v]
+    claim = vols[pvc_vol]["persistentVolumeClaim"]["claimName"]
+    assert claim in [p["metadata"]["name"] for p in by_kind["PersistentVolumeClaim"]]
+    for key in ("state.dir", "sink.file.dir"):
+        assert conf[key].startswith(mounts[pvc_vol].rstrip("/") + "/"), (key, conf[key])
+
+
+def test_kubernetes_cronjob_config_accepted(pgcdc_bin, tmp_path):
+    with open(K8S_CRON) as f:
+        (cm,) = [d for d in yaml.safe_load_all(f) if d and d["kind"] == "ConfigMap"]
+    for name, text in cm["data"].items():
+        p = tmp_path / name
+        p.write_text(text)
+        assert_config_accepted(pgcdc_bin, str(p), ["--once"])
 
 
 # --------------------------------------------------------------------------------------

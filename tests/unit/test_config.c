@@ -34,6 +34,14 @@ static const char *const documented_keys[] = {
     "sink.kafka.on_permanent_error",
     "sink.kafka.allow_weaker_delivery",
     "sink.kafka.max_message_bytes",
+    "sink.http.url",
+    "sink.http.batch_max_events",
+    "sink.http.batch_max_bytes",
+    "sink.http.linger_ms",
+    "sink.http.timeout_ms",
+    "sink.http.ca_file",
+    "sink.http.signing_secret",
+    "sink.http.on_permanent_error",
     "state.dir",
     "status.interval_ms",
     "metrics.listen",
@@ -255,7 +263,7 @@ static void test_bad_values(void)
         expect_bad("sink.file.segment_bytes", seg_bad[i], "whole number from 4096", NULL);
     expect_bad("snapshot.mode", "always", "\"always\"", "initial, never or initial_only", NULL);
     expect_bad("snapshot.mode", "INITIAL", NULL); /* enums are exactly as listed */
-    expect_bad("sink.type", "s3", "\"s3\"", "file or kafka", NULL);
+    expect_bad("sink.type", "nats", "\"nats\"", "file, kafka, http or s3", NULL);
     expect_bad("log.level", "trace", "\"trace\"", "error, warn, info or debug", NULL);
     expect_bad("log.level", "warning", NULL);
     expect_bad("log.format", "logfmt", "\"logfmt\"", "text or json", NULL);
@@ -550,8 +558,8 @@ static void test_env_mapping(void)
         const char *badval = "???";
         if (strcmp(documented_keys[i], "source.dsn") == 0)
             badval = "${PGCDC_TEST_UNSET}";
-        else if (strstr(documented_keys[i], ".dir"))
-            badval = "";
+        else if (pgcdc_config_key_find(documented_keys[i])->type == PGCDC_KEY_STR)
+            badval = ""; /* any string but the empty one is good */
         snprintf(entry, sizeof entry, "%s=%s", var, badval);
         char *one[] = {entry, NULL};
         pgcdc_config_init(&c);
@@ -565,12 +573,12 @@ static void test_env_mapping(void)
     }
 
     /* A bad value names the variable. */
-    char *bad[] = {"PGCDC_SINK_TYPE=s3", NULL};
+    char *bad[] = {"PGCDC_SINK_TYPE=nats", NULL};
     pgcdc_config_init(&c);
     CHECK_INT_EQ(pgcdc_config_load_env(&c, bad, err, sizeof err), PGCDC_ERR_CONFIG);
     CHECK_CONTAINS(err, "PGCDC_SINK_TYPE");
-    CHECK_CONTAINS(err, "\"s3\"");
-    CHECK_CONTAINS(err, "file or kafka");
+    CHECK_CONTAINS(err, "\"nats\"");
+    CHECK_CONTAINS(err, "file, kafka, http or s3");
     pgcdc_config_free(&c);
 }
 
@@ -730,6 +738,8 @@ static void test_no_secret_in_messages(void)
         {"source.dsn:postgres://u:hunter2@h/db", "x"}, /* mangled key */
         {"source.dsn postgres://u:hunter2@h/db", "x"},
         {"kafka.sasl.password hunter2", "x"},
+        {"sink.s3.secret_access_key", "hunter2${NOPE_UNSET_VAR}"},
+        {"sink.s3.session_token", "hunter2${"},
     };
 
     unsetenv("NOPE_UNSET_VAR");
@@ -762,6 +772,12 @@ static void test_no_secret_in_messages(void)
 
     CHECK(pgcdc_config_key_is_secret("source.dsn"));
     CHECK(pgcdc_config_key_is_secret("kafka.sasl.password"));
+    CHECK(pgcdc_config_key_is_secret("sink.http.signing_secret"));
+    CHECK(pgcdc_config_key_is_secret("sink.http.header.Authorization"));
+    CHECK(pgcdc_config_key_is_secret("sink.http.header.X-Api-Key"));
+    CHECK(pgcdc_config_key_is_secret("sink.http.header.Cookie"));
+    CHECK(!pgcdc_config_key_is_secret("sink.http.header.X-Source"));
+    CHECK(!pgcdc_config_key_is_secret("sink.http.url"));
     CHECK(pgcdc_config_key_is_secret("kafka.ssl.key.password"));
     CHECK(pgcdc_config_key_is_secret("kafka.ssl.keystore.password"));
     CHECK(pgcdc_config_key_is_secret("kafka.sasl.oauthbearer.client.secret"));
@@ -844,7 +860,7 @@ static void test_example_config(void)
     FILE *f = fopen(example, "r");
     char line[1024];
     char *on = calloc(1, 65536);
-    bool seen[32] = {false};
+    bool seen[64] = {false};
 
     CHECK(f != NULL);
     if (f == NULL) {
@@ -860,7 +876,7 @@ static void test_example_config(void)
         size_t klen;
         /* "# key = value": a dotted lower-case key, then " = ". */
         if (strncmp(l, "# ", 2) == 0 && l[2] >= 'a' && l[2] <= 'z' &&
-            (klen = strspn(l + 2, "abcdefghijklmnopqrstuvwxyz_.")) > 0 &&
+            (klen = strspn(l + 2, "abcdefghijklmnopqrstuvwxyz_.0123456789")) > 0 &&
             strncmp(l + 2 + klen, " = ", 3) == 0 && memchr(l + 2, '.', klen)) {
             strcat(on, l + 2);
             for (size_t i = 0; documented_keys[i]; i++)
@@ -883,6 +899,9 @@ static void test_example_config(void)
 
     setenv("KAFKA_PASSWORD", "kpw", 1);
     setenv("SOURCE_PASSWORD", "spw", 1);
+    setenv("WEBHOOK_SECRET", "wsec", 1);
+    setenv("S3_SECRET_ACCESS_KEY", "s3secret", 1);
+    setenv("S3_SESSION_TOKEN", "s3token", 1);
     pgcdc_config_init(&c);
     const char *path = write_file(on);
     int rc = pgcdc_config_load_file(&c, path, err, sizeof err);
@@ -908,8 +927,22 @@ static void test_example_config(void)
     CHECK_INT_EQ(c.log_level, PGCDC_LOG_INFO);
     CHECK_INT_EQ(c.log_format, PGCDC_LOG_TEXT);
     CHECK_STR_EQ(kafka_get(&c, "sasl.password"), "kpw");
+    CHECK_INT_EQ(c.sink_http_batch_max_events, 1000);
+    CHECK_U64_EQ(c.sink_http_batch_max_bytes, 1048576);
+    CHECK_INT_EQ(c.sink_http_linger_ms, 50);
+    CHECK_INT_EQ(c.sink_http_timeout_ms, 10000);
+    CHECK_INT_EQ(c.sink_http_on_permanent_error, PGCDC_ON_ERROR_STOP);
+    CHECK_STR_EQ(c.sink_http_signing_secret, "wsec");
+    CHECK_STR_EQ(c.sink_s3_region, "us-east-1");
+    CHECK(c.sink_s3_path_style == false);
+    CHECK_INT_EQ(c.sink_s3_flush_ms, 60000);
+    CHECK_U64_EQ(c.sink_s3_flush_bytes, 67108864);
+    CHECK_INT_EQ(c.sink_s3_compression, PGCDC_S3_GZIP);
+    CHECK_STR_EQ(c.sink_s3_secret_access_key, "s3secret");
     CHECK_INT_EQ(pgcdc_config_validate(&c, err, sizeof err), 0);
     pgcdc_config_free(&c);
+    unsetenv("S3_SECRET_ACCESS_KEY");
+    unsetenv("S3_SESSION_TOKEN");
     unsetenv("KAFKA_PASSWORD");
     unsetenv("SOURCE_PASSWORD");
     free(on);

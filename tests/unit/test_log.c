@@ -186,6 +186,8 @@ static void test_redact(void)
     check_redact("sslpassword=k sslmode=verify-full", "sslpassword=**** sslmode=verify-full");
     check_redact("dbname='my db' user=u", "dbname='my db' user=u");
     check_redact("justaword", "justaword");
+    /* An unquoted space in a password: libpq reads the rest as a stray word. */
+    check_redact("host=h password=p ss user=u", "host=h password=**** **** user=u");
     check_redact("", "");
     check_redact("   ", "   ");
     check_redact("=x password=y", "=x password=****");
@@ -241,6 +243,37 @@ static void test_redact_fuzz(void)
     CHECK_INT_EQ(bad, 0);
 }
 
+/* libpq's messages about a misread DSN quote pieces of the password: every line masks them. */
+static void test_secrets(void)
+{
+    pgcdc_log_setup(PGCDC_LOG_INFO, PGCDC_LOG_TEXT);
+    pgcdc_log_add_secrets("postgres://u:p@ss@db.example.com/app");
+    pgcdc_log(PGCDC_LOG_ERROR,
+              "cannot connect: could not translate host name \"ss@db.example.com\" to address",
+              "error", "host \"ss@db.example.com\": no address; p@ss", NULL);
+    CHECK_STR_EQ(after_ts(captured(), "ts=", " "),
+                 "level=error msg=\"cannot connect: could not translate host name "
+                 "\\\"****@db.example.com\\\" to address\" error=\"host "
+                 "\\\"****@db.example.com\\\": no address; ****\"\n");
+    /* A piece stands as a whole word only: "ss" in "address" stays; one of under 3 bytes
+     * only next to a quote or a delimiter ("p" of "p@ss"). */
+    char text[256] = "process \"p\" at address p x";
+    pgcdc_log_scrub(text, sizeof text);
+    CHECK_STR_EQ(text, "process \"****\" at address p x");
+    pgcdc_log_setup(PGCDC_LOG_INFO, PGCDC_LOG_JSON);
+    pgcdc_log(PGCDC_LOG_WARN, "x", "error", "missing \"=\" after \"ss\"", NULL);
+    CHECK(strstr(captured(), "\"error\":\"missing \\\"=\\\" after \\\"****\\\"\"") != NULL);
+    pgcdc_log_forget_secrets();
+
+    /* key=value: a quoted password and the stray word after an unquoted one. */
+    pgcdc_log_add_secrets("host=h password=p%40ss word user=u");
+    snprintf(text, sizeof text, "missing \"=\" after \"word\"; p@ss; p%%40ss; user u");
+    pgcdc_log_scrub(text, sizeof text);
+    CHECK_STR_EQ(text, "missing \"=\" after \"****\"; ****; ****; user u");
+    pgcdc_log_forget_secrets();
+    pgcdc_log_setup(PGCDC_LOG_INFO, PGCDC_LOG_TEXT);
+}
+
 int main(void)
 {
     if (pipe(pipefd) != 0)
@@ -255,6 +288,7 @@ int main(void)
     test_errno_kept();
     test_redact();
     test_redact_fuzz();
+    test_secrets();
     pgcdc_log_set_fd(2);
     return UNIT_DONE();
 }
