@@ -94,8 +94,7 @@ int pgcdc_slot_read_record(struct pgcdc_slot *sl, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
-/* fsync the directory of path, so a rename or unlink in it survives a crash. */
-static int sync_dir_of(const char *path)
+int pgcdc_slot_sync_dir_of(const char *path)
 {
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s", path);
@@ -133,7 +132,7 @@ static int write_record(struct pgcdc_slot *sl, char *err, size_t errlen)
         errno = e;
         goto fail;
     }
-    if (fclose(fp) != 0 || rename(tmp, sl->statefile) != 0 || sync_dir_of(sl->statefile) != 0)
+    if (fclose(fp) != 0 || rename(tmp, sl->statefile) != 0 || pgcdc_slot_sync_dir_of(sl->statefile) != 0)
         goto fail;
     return PGCDC_OK;
 fail:
@@ -156,7 +155,7 @@ int pgcdc_slot_forget(struct pgcdc_slot *sl, char *err, size_t errlen)
             return PGCDC_OK;
         goto fail;
     }
-    if (sync_dir_of(sl->statefile) < 0)
+    if (pgcdc_slot_sync_dir_of(sl->statefile) < 0)
         goto fail;
     return PGCDC_OK;
 fail:

@@ -66,6 +66,28 @@ int pgcdc_snapcopy_token(struct pgcdc_buf *b, uint32_t oid, const char *v, size_
 /* Bytes that COPY's text or JSON's string form writes otherwise: backslash, quote, controls. */
 static const unsigned char special[256] = {[0 ... 0x1f] = 1, ['"'] = 1, ['\\'] = 1};
 
+/* The byte COPY's text format escapes as backslash + e (\b \f \n \r \t \v; any other e,
+ * a backslash or the delimiter, stands for itself). */
+static unsigned char copy_unescape(char e)
+{
+    switch (e) {
+    case 'b':
+        return '\b';
+    case 'f':
+        return '\f';
+    case 'n':
+        return '\n';
+    case 'r':
+        return '\r';
+    case 't':
+        return '\t';
+    case 'v':
+        return '\v';
+    default:
+        return (unsigned char)e;
+    }
+}
+
 /*
  * A COPY-escaped string value v (n bytes) as a JSON string: the same bytes
  * pgcdc_buf_append_json_str would write for the unescaped value. Runs of plain bytes are
@@ -73,7 +95,6 @@ static const unsigned char special[256] = {[0 ... 0x1f] = 1, ['"'] = 1, ['\\'] =
  */
 static int copy_json_str(struct pgcdc_buf *b, const char *v, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     /* At most \u00XX (6 bytes) for each byte, and the quotes. */
     if (pgcdc_buf_reserve(b, n * 6 + 2) < 0)
         return PGCDC_ERR;
@@ -89,72 +110,9 @@ static int copy_json_str(struct pgcdc_buf *b, const char *v, size_t n)
         if ((i = run) >= n)
             break;
         unsigned char c = (unsigned char)v[i++];
-        if (c == '\\' && i < n) {
-            switch (v[i++]) {
-            case 'b':
-                c = '\b';
-                break;
-            case 'f':
-                c = '\f';
-                break;
-            case 'n':
-                c = '\n';
-                break;
-            case 'r':
-                c = '\r';
-                break;
-            case 't':
-                c = '\t';
-                break;
-            case 'v':
-                c = '\v';
-                break;
-            default:
-                c = (unsigned char)v[i - 1];
-                break; /* \\, or an escaped delimiter */
-            }
-        }
-        switch (c) {
-        case '"':
-            *o++ = '\\';
-            *o++ = '"';
-            break;
-        case '\\':
-            *o++ = '\\';
-            *o++ = '\\';
-            break;
-        case '\n':
-            *o++ = '\\';
-            *o++ = 'n';
-            break;
-        case '\r':
-            *o++ = '\\';
-            *o++ = 'r';
-            break;
-        case '\t':
-            *o++ = '\\';
-            *o++ = 't';
-            break;
-        case '\b':
-            *o++ = '\\';
-            *o++ = 'b';
-            break;
-        case '\f':
-            *o++ = '\\';
-            *o++ = 'f';
-            break;
-        default:
-            if (c < 0x20) {
-                *o++ = '\\';
-                *o++ = 'u';
-                *o++ = '0';
-                *o++ = '0';
-                *o++ = hex[c >> 4];
-                *o++ = hex[c & 15];
-            } else {
-                *o++ = (char)c;
-            }
-        }
+        if (c == '\\' && i < n)
+            c = copy_unescape(v[i++]);
+        o = pgcdc_json_escape_byte(o, c);
     }
     *o++ = '"';
     b->len = (size_t)(o - b->data);
@@ -168,35 +126,8 @@ static int unescape(struct pgcdc_buf *tmp, const char *v, size_t n)
     pgcdc_buf_reset(tmp);
     if (pgcdc_buf_reserve(tmp, n) < 0)
         return PGCDC_ERR;
-    for (size_t i = 0; i < n; i++) {
-        char c = v[i];
-        if (c == '\\' && i + 1 < n) {
-            switch (v[++i]) {
-            case 'b':
-                c = '\b';
-                break;
-            case 'f':
-                c = '\f';
-                break;
-            case 'n':
-                c = '\n';
-                break;
-            case 'r':
-                c = '\r';
-                break;
-            case 't':
-                c = '\t';
-                break;
-            case 'v':
-                c = '\v';
-                break;
-            default:
-                c = v[i];
-                break;
-            }
-        }
-        tmp->data[tmp->len++] = c;
-    }
+    for (size_t i = 0; i < n; i++)
+        tmp->data[tmp->len++] = v[i] == '\\' && i + 1 < n ? (char)copy_unescape(v[++i]) : v[i];
     tmp->data[tmp->len] = '\0';
     return PGCDC_OK;
 }

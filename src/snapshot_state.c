@@ -24,6 +24,7 @@
 #include "pgcdc/errors.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/segdir.h"
+#include "pgcdc/slot.h"
 
 static void encode(FILE *fp, const char *s)
 {
@@ -202,24 +203,6 @@ int pgcdc_snapstate_load(struct pgcdc_snapstate *st, const char *state_dir, char
     return PGCDC_OK;
 }
 
-/* fsync the directory holding path, so the rename survives a crash. */
-static int sync_dir(const char *path)
-{
-    char dir[4096];
-    snprintf(dir, sizeof(dir), "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash)
-        *slash = '\0';
-    int fd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    int e = errno;
-    close(fd);
-    errno = e;
-    return rc;
-}
-
 int pgcdc_snapstate_save(struct pgcdc_snapstate *st, char *err, size_t errlen)
 {
     char tmp[4200], a[PGCDC_LSN_BUFLEN], b[PGCDC_LSN_BUFLEN];
@@ -252,7 +235,7 @@ int pgcdc_snapstate_save(struct pgcdc_snapstate *st, char *err, size_t errlen)
         errno = e;
         goto fail;
     }
-    if (fclose(fp) != 0 || rename(tmp, st->path) != 0 || sync_dir(st->path) != 0)
+    if (fclose(fp) != 0 || rename(tmp, st->path) != 0 || pgcdc_slot_sync_dir_of(st->path) != 0)
         goto fail;
     st->present = true;
     return PGCDC_OK;

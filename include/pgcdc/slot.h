@@ -134,4 +134,8 @@ void pgcdc_slot_note_numeric_strings(struct pgcdc_slot *sl, bool supported);
  */
 int pgcdc_slot_lock_state_dir(const char *dir, int *lockfd, char *err, size_t errlen);
 
+/* fsync the directory of path (a state.dir record), so a rename or unlink in it survives a
+ * crash. Returns 0, or -1 with errno. */
+int pgcdc_slot_sync_dir_of(const char *path);
+
 #endif
