@@ -214,18 +214,10 @@ int pgcdc_repl_slot_info(struct pgcdc_repl *r, const char *slot, struct pgcdc_sl
 int pgcdc_repl_create_slot(struct pgcdc_repl *r, const char *slot, char *snapshot_name,
                            size_t snaplen, uint64_t *consistent_lsn, char *err, size_t errlen)
 {
-    return pgcdc_repl_create_slot_ex(r, slot, false, snapshot_name, snaplen, consistent_lsn, err,
-                                     errlen);
-}
-
-int pgcdc_repl_create_slot_ex(struct pgcdc_repl *r, const char *slot, bool temporary,
-                              char *snapshot_name, size_t snaplen, uint64_t *consistent_lsn,
-                              char *err, size_t errlen)
-{
     char sql[256];
     /* The pre-15 spelling of the snapshot option, so PostgreSQL 12-14 accept it too. */
-    snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" %sLOGICAL wal2json %s", slot,
-             temporary ? "TEMPORARY " : "", snapshot_name ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
+    snprintf(sql, sizeof(sql), "CREATE_REPLICATION_SLOT \"%s\" LOGICAL wal2json %s", slot,
+             snapshot_name ? "EXPORT_SNAPSHOT" : "NOEXPORT_SNAPSHOT");
     int rc;
     PGresult *res = run(r, sql, PGRES_TUPLES_OK, "cannot create replication slot", &rc, err,
                         errlen);

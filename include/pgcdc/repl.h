@@ -75,13 +75,6 @@ int pgcdc_repl_slot_info(struct pgcdc_repl *r, const char *slot, struct pgcdc_sl
 int pgcdc_repl_create_slot(struct pgcdc_repl *r, const char *slot, char *snapshot_name,
                            size_t snaplen, uint64_t *consistent_lsn, char *err, size_t errlen);
 
-/*
- * pgcdc_repl_create_slot, or with temporary a TEMPORARY slot, dropped by the server when
- * this connection ends (the snapshot's second replication connection).
- */
-int pgcdc_repl_create_slot_ex(struct pgcdc_repl *r, const char *slot, bool temporary,
-                              char *snapshot_name, size_t snaplen, uint64_t *consistent_lsn,
-                              char *err, size_t errlen);
 int pgcdc_repl_drop_slot(struct pgcdc_repl *r, const char *slot, char *err, size_t errlen);
 
 /*
