@@ -2,7 +2,7 @@
 """The pgcdc benchmark (scripts/bench.sh builds, then runs this). Standard library only;
 SQL goes through the server's own psql.
 
-    bench.py --build DIR [MODE...]   MODE: throughput latency bigtxn decode wholerun
+    bench.py --build DIR [MODE...]   MODE: throughput latency bigtxn decode wholerun snapshot
                                      (default: all)
 
 A throwaway PostgreSQL 15 + wal2json is started in a temp dir (as `postgres` when run as
@@ -22,6 +22,12 @@ one copy per contender, one contender at a time:
               Beside the file sink, bench_disk_floor.py measures the same disk's floor in
               the same minute: a bare group-commit append+fdatasync loop at the same rate.
   bigtxn      one transaction updating 1,000,000 rows; peak RSS of each contender.
+  snapshot    a 2,000,000-row table of the throughput workload's seven column types: psql
+              `\copy t to '/dev/null'` (the reference) against `pgcdc run` with
+              snapshot.mode = initial_only into the file sink, on tmpfs (/dev/shm, so the
+              figure measures the worker) and on disk; rows/s, ratio, CPU, peak RSS; and
+              with BENCH_SNAP_WORKERS="1 2 4", the speed-up of snapshot.workers (once it
+              exists) on tmpfs.
   decode      bench_decode under callgrind: instructions per change, decode+encode.
   wholerun    the whole `pgcdc run` (file sink, then Kafka sink with librdkafka's threads)
               under callgrind on 35,000 changes: instructions per change, everything
@@ -33,7 +39,8 @@ Environment (all optional):
   BENCH_SCALE=0.1           multiply every workload size (and the latency duration)
   BENCH_ROUNDS=N            throughput rounds, 3 by default (the contender order rotates);
                             the best round of each contender is reported, all are in the JSON
-  BENCH_LAT_SECONDS, BENCH_LAT_RATE, BENCH_BIG_ROWS, BENCH_WHOLE_ROWS   override one size
+  BENCH_LAT_SECONDS, BENCH_LAT_RATE, BENCH_BIG_ROWS, BENCH_WHOLE_ROWS, BENCH_SNAP_ROWS
+                            override one size
   BENCH_KAFKA_OPTS="k=v k=v"   extra kafka.* settings for the pgcdc Kafka contender
   BENCH_PGCDC=/path/pgcdc      run this binary instead of DIR/pgcdc
   BENCH_COMPARE=/path/pgcdc    throughput, latency and wholerun also run this second binary (file
@@ -71,7 +78,8 @@ PLUGIN_OPTIONS = [("format-version", "2"), ("include-xids", "1"), ("include-time
                   ("include-lsn", "1"), ("include-pk", "1"), ("include-type-oids", "1"),
                   ("include-types", "0"), ("include-transaction", "1")]
 
-TARGETS = {"file_ratio": 0.9, "kafka_ratio": 0.8, "http_vs_file": 0.8, "p99_ms": 100.0, "rss_mb": 64.0}
+TARGETS = {"file_ratio": 0.9, "kafka_ratio": 0.8, "http_vs_file": 0.8, "p99_ms": 100.0, "rss_mb": 64.0,
+           "snapshot_ratio": 0.9}
 
 
 def env_float(name, default):
@@ -1046,6 +1054,102 @@ s.serve_forever()
             print("%-18s %16d %14.0f" % (label, r["instructions"], r["per_change"]))
 
     # ----------------------------------------------------------------------------------
+    def snapshot_pgcdc(self, table, segdir, workers=None):
+        """One `pgcdc run` with snapshot.mode = initial_only of `table` into segdir."""
+        d = self.dir("snapshot")
+        slot = "snap_%d" % self.seq
+        args = [self.pgcdc, "run", "-o", "source.dsn=" + self.pg.dsn(), "-o",
+                "source.slot=" + slot, "-o", "snapshot.mode=initial_only", "-o",
+                "source.tables.include=public." + table, "-o",
+                "state.dir=" + os.path.join(d, "state"), "-o", "log.level=warn", "-o",
+                "sink.file.dir=" + segdir]
+        if workers is not None:
+            args += ["-o", "snapshot.workers=%d" % workers]
+        try:
+            p, wcpu = self.run_drain("pgcdc snapshot", args, d)
+            events = self.count_segment_events(segdir)
+        finally:
+            shutil.rmtree(segdir, ignore_errors=True)
+        return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb(), "events": events,
+                "runq_wait": p.runq_wait()}
+
+    def snapshot_copy(self, table):
+        """psql's \\copy of the whole table to /dev/null: the reference."""
+        d = self.dir("copy")
+        p = Proc([self.pg.bin("psql"), "-XAtq", "-v", "ON_ERROR_STOP=1", "-h", self.pg.dir,
+                  "-p", str(self.pg.port), "-U", "postgres", "-d", self.pg.db, "-c",
+                  "\\copy %s to '/dev/null'" % table], os.path.join(d, "log"))
+        if p.wait(3600) != 0:
+            raise RuntimeError("psql \\copy failed: " + open(os.path.join(d, "log")).read())
+        return {"wall": p.wall, "cpu": p.cpu(), "rss_mb": p.rss_mb()}
+
+    def mode_snapshot(self):
+        rows = self.n(2000000, "BENCH_SNAP_ROWS")
+        rounds = int(env_float("BENCH_ROUNDS", 3))
+        workers = [int(w) for w in os.environ.get("BENCH_SNAP_WORKERS", "").split()]
+        pg = self.pg
+        table = "bench_snap"
+        log("snapshot: %d rows, %d round(s), workers %s" % (rows, rounds, workers))
+        pg.psql("CREATE TABLE %s (id bigint PRIMARY KEY, account int NOT NULL, "
+                "amount numeric(12,2), status text, note text, created timestamptz, "
+                "flag boolean)" % table)
+        pg.psql("INSERT INTO %s SELECT g, g %% 10000, (g %% 100000) / 100.0 + 0.57, 'active', "
+                "'row ' || g || ' of the benchmark workload', now() - g * interval '1 ms', "
+                "g %% 2 = 0 FROM generate_series(1, %d) g" % (table, rows))
+        pg.psql("VACUUM ANALYZE %s" % table)
+        size = int(pg.psql("SELECT pg_table_size('%s')" % table))
+        shm = tempfile.mkdtemp(prefix="pgcdc-bench-snap-", dir="/dev/shm")
+        disk = os.path.join(self.work, "snap-disk")
+        runs = {"copy": [], "tmpfs": [], "disk": []}
+        for w in workers:
+            runs["w%d" % w] = []
+        try:
+            for r in range(rounds):
+                log("snapshot round %d" % (r + 1))
+                # Warm the cache once per round, so neither contender pays for the first read.
+                runs["copy"].append(self.snapshot_copy(table))
+                runs["tmpfs"].append(self.snapshot_pgcdc(table, os.path.join(shm, "seg")))
+                runs["disk"].append(self.snapshot_pgcdc(table, disk))
+                if r == 0:
+                    for w in workers:
+                        runs["w%d" % w].append(self.snapshot_pgcdc(
+                            table, os.path.join(shm, "seg"), w))
+        finally:
+            shutil.rmtree(shm, ignore_errors=True)
+        pg.psql("DROP TABLE %s" % table)
+        for k, lst in runs.items():
+            for x in lst:
+                if k != "copy" and x["events"] != rows:
+                    raise RuntimeError("snapshot (%s): %d events for %d rows" % (
+                        k, x["events"], rows))
+        best = {k: min(v, key=lambda x: x["wall"]) for k, v in runs.items() if v}
+        self.results["snapshot"] = {"rows": rows, "table_bytes": size, "runs": runs,
+                                    "best": best}
+        print()
+        print("== snapshot: %d rows, %.0f MB (best of %d)" % (rows, size / 1e6, rounds))
+        print("%-38s %9s %11s %7s %9s %9s" % ("contender", "seconds", "rows/s", "ratio",
+                                              "cpu s", "peak RSS"))
+        ref = rows / best["copy"]["wall"]
+        labels = [("copy", "psql \\copy to /dev/null"), ("tmpfs", "pgcdc, sink on tmpfs"),
+                  ("disk", "pgcdc, sink on disk")]
+        labels += [("w%d" % w, "pgcdc tmpfs, snapshot.workers=%d" % w) for w in workers]
+        for k, label in labels:
+            b = best[k]
+            print("%-38s %9.2f %11.0f %7.2f %9.2f %6.1f MB" % (
+                label, b["wall"], rows / b["wall"], rows / b["wall"] / ref, b["cpu"],
+                b["rss_mb"]))
+        if workers:
+            base = best["w%d" % workers[0]]["wall"]
+            print("speed-up over %d worker(s): %s" % (workers[0], ", ".join(
+                "%d: %.2fx" % (w, base / best["w%d" % w]["wall"]) for w in workers)))
+        ratio = rows / best["tmpfs"]["wall"] / ref
+        self.target("snapshot >= %.1f x psql \\copy (sink on tmpfs)" % TARGETS["snapshot_ratio"],
+                    ratio >= TARGETS["snapshot_ratio"], "%.2f" % ratio)
+        rss = max(x["rss_mb"] for k, v in runs.items() if k != "copy" for x in v)
+        self.target("RSS <= %d MB (snapshot)" % TARGETS["rss_mb"], rss <= TARGETS["rss_mb"],
+                    "%.1f MB" % rss)
+
+    # ----------------------------------------------------------------------------------
     def target(self, what, ok, value):
         self.results.setdefault("targets", []).append({"target": what, "pass": ok, "value": value})
         print("%s %s: %s" % ("PASS" if ok else "MISS", what, value))
@@ -1088,7 +1192,7 @@ def main():
     if len(args) < 2 or args[0] != "--build":
         sys.exit(__doc__)
     build = os.path.abspath(args[1])
-    all_modes = ["throughput", "latency", "bigtxn", "decode", "wholerun"]
+    all_modes = ["throughput", "latency", "bigtxn", "decode", "wholerun", "snapshot"]
     modes = args[2:] or all_modes
     for m in modes:
         if m not in all_modes:

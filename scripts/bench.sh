@@ -4,7 +4,7 @@
 #   bash scripts/bench.sh                        everything (about 10 minutes on 2 cores)
 #   BENCH_SCALE=0.1 bash scripts/bench.sh        a quick run: every size x0.1
 #   bash scripts/bench.sh throughput decode      only some modes
-#                                                (throughput latency bigtxn decode wholerun)
+#                                                (throughput latency bigtxn decode wholerun snapshot)
 #
 # Builds an optimised pgcdc (Release) in $BENCH_BUILD_DIR (default build-bench), starts a
 # throwaway PostgreSQL 15 + wal2json, and runs scripts/bench.py: see its docstring for what

@@ -16,6 +16,7 @@
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
+#include "pgcdc/snapshot_signal.h"
 #include "pgcdc/sink_http.h"
 #include "pgcdc/s3_bucket.h"
 #include "pgcdc/slot.h"
@@ -62,6 +63,17 @@ static const char *scalar(PGconn *c, const char *sql, char *out, size_t outlen)
     snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
     PQclear(res);
     return out;
+}
+
+/* 1 when the slot exists, 0 when it does not (or the question fails). */
+static int slot_exists(PGconn *c, const char *slot)
+{
+    const char *params[1] = {slot};
+    PGresult *res = PQexecParams(c, "SELECT 1 FROM pg_catalog.pg_replication_slots WHERE "
+                                    "slot_name = $1", 1, NULL, params, NULL, NULL, 0);
+    int n = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) > 0 : 0;
+    PQclear(res);
+    return n;
 }
 
 static void check_slot(struct report *r, PGconn *c, const struct pgcdc_config *cfg)
@@ -242,6 +254,12 @@ int pgcdc_admin_check(const struct pgcdc_config *cfg)
         if (atoi(v) <= 0)
             line(&r, "FAIL", "slots",
                  "0 of %s free: fix: drop an unused slot or raise max_replication_slots", v2);
+        else if (atoi(v) < 2 - slot_exists(c, cfg->source_slot))
+            line(&r, "WARN", "slots",
+                 "%s of %s free: a snapshot taken after the first (a table added later, or "
+                 "the rest of one a crash cut short) needs a temporary slot besides pgcdc's "
+                 "own: drop an unused slot or raise max_replication_slots",
+                 v, v2);
         else
             line(&r, "PASS", "slots", "%s of %s free", v, v2);
     }
@@ -250,11 +268,23 @@ int pgcdc_admin_check(const struct pgcdc_config *cfg)
         scalar(c, "SHOW max_wal_senders", v2, sizeof(v2))) {
         if (atoi(v) <= 0)
             line(&r, "FAIL", "wal_senders", "0 of %s free: fix: raise max_wal_senders", v2);
+        else if (atoi(v) < 2)
+            line(&r, "WARN", "wal_senders",
+                 "%s of %s free: pgcdc's stream takes one and a later snapshot's temporary "
+                 "slot another: raise max_wal_senders, or stop what holds the others",
+                 v, v2);
         else
             line(&r, "PASS", "wal_senders", "%s of %s free", v, v2);
     }
 
     check_slot(&r, c, cfg);
+    int sig = pgcdc_signal_exists(c);
+    if (sig == 1)
+        line(&r, "PASS", "signal", "pgcdc.signal exists: `pgcdc snapshot` can ask for snapshots");
+    else if (sig == 0) /* optional: no signal table, no on-demand snapshots */
+        line(&r, "PASS", "signal",
+             "pgcdc.signal does not exist, so `pgcdc snapshot` cannot ask for snapshots "
+             "(optional; the DDL is in docs/operations.md, \"On-demand snapshots\")");
 
     char missing[512];
     rc = pgcdc_catalog_missing_included(c, cfg, missing, sizeof(missing), err, sizeof(err));

@@ -86,31 +86,13 @@ int pgcdc_buf_append_i64(struct pgcdc_buf *b, int64_t v)
 
 int pgcdc_buf_append_json_str(struct pgcdc_buf *b, const char *s, size_t n)
 {
-    static const char hex[] = "0123456789abcdef";
     /* Worst case every byte becomes \u00XX. */
     if (pgcdc_buf_reserve(b, n * 6 + 2) < 0)
         return PGCDC_ERR;
     char *o = b->data + b->len;
     *o++ = '"';
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"': *o++ = '\\'; *o++ = '"'; break;
-        case '\\': *o++ = '\\'; *o++ = '\\'; break;
-        case '\n': *o++ = '\\'; *o++ = 'n'; break;
-        case '\r': *o++ = '\\'; *o++ = 'r'; break;
-        case '\t': *o++ = '\\'; *o++ = 't'; break;
-        case '\b': *o++ = '\\'; *o++ = 'b'; break;
-        case '\f': *o++ = '\\'; *o++ = 'f'; break;
-        default:
-            if (c < 0x20) {
-                *o++ = '\\'; *o++ = 'u'; *o++ = '0'; *o++ = '0';
-                *o++ = hex[c >> 4]; *o++ = hex[c & 15];
-            } else {
-                *o++ = (char)c;
-            }
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        o = pgcdc_json_escape_byte(o, (unsigned char)s[i]);
     *o++ = '"';
     b->len = (size_t)(o - b->data);
     b->data[b->len] = '\0';

@@ -61,6 +61,8 @@ const struct pgcdc_config_key pgcdc_config_keys[] = {
     {"source.idle_disconnect_ms", PGCDC_KEY_INT, OFF(source_idle_disconnect_ms), 0, 86400000, NULL,
      "10000", NULL},
     {"snapshot.mode", PGCDC_KEY_ENUM, OFF(snapshot_mode), 0, 0, snapshot_names, "initial", NULL},
+    {"snapshot.slot_timeout_ms", PGCDC_KEY_INT, OFF(snapshot_slot_timeout_ms), 1000, 86400000,
+     NULL, "300000", NULL},
     {"sink.type", PGCDC_KEY_ENUM, OFF(sink_type), 0, 0, sink_names, "file", NULL},
     {"sink.file.dir", PGCDC_KEY_STR, OFF(sink_file_dir), 0, 0, NULL, "./pgcdc-data", HELP_PATH},
     /* At least a page; at most 1 TiB, far past any sane segment but safe from overflow. */

@@ -17,6 +17,7 @@
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/replay.h"
+#include "pgcdc/snapshot_signal.h"
 #include "pgcdc/stream.h"
 #include "pgcdc/verify.h"
 
@@ -27,6 +28,7 @@ static const char usage_text[] =
     "\n"
     "Usage:\n"
     "  pgcdc run     [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN | --once]\n"
+    "  pgcdc snapshot --table SCHEMA.TABLE... [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc check   [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc slot    create|drop|status [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc replay  --input DIR --target DSN [--follow] [--end-lsn LSN] [-o KEY=VALUE]...\n"
@@ -68,6 +70,22 @@ static const char check_help[] =
     "allowed, the REPLICATION attribute, free slots and WAL senders, the slot's state, the\n"
     "listed tables, tables without a key; with sink.type = http, the receiver: TLS,\n"
     "401/403). Every FAIL names its fix. Exits 1 if any check fails.\n";
+
+static const char snapshot_help[] =
+    "Usage: pgcdc snapshot --table SCHEMA.TABLE... [-c FILE] [-o KEY=VALUE]...\n"
+    "\n"
+    "Ask `run` (running now or started later) for a fresh snapshot of these tables: inserts\n"
+    "a request row into the signal table pgcdc.signal in the source database (the DDL is in\n"
+    "docs/operations.md; PostgreSQL's privileges on it decide who may ask), prints the LSN\n"
+    "after the request, and exits 0. `run` sees the request in stream order, snapshots the\n"
+    "tables at a new point and resumes; their other changes are not dropped, and rows\n"
+    "deleted earlier are not deleted downstream.\n"
+    "\n"
+    "  -t, --table S.T      a table to snapshot again (repeatable); it must exist and be\n"
+    "                       selected by source.tables.include/exclude (else exit 2)\n"
+    "  -c, --config FILE    read settings from FILE (key = value lines)\n"
+    "  -o KEY=VALUE         set one setting; repeatable\n"
+    "  -h, --help           this text\n";
 
 static const char slot_help[] =
     "Usage: pgcdc slot create|drop|status [-c FILE] [-o KEY=VALUE]...\n"
@@ -192,7 +210,7 @@ static int bad_arg(const char *fmt, const char *arg, char *err, size_t errlen)
     return PGCDC_ERR_CONFIG;
 }
 
-enum command { CMD_RUN, CMD_CHECK, CMD_SLOT };
+enum command { CMD_RUN, CMD_CHECK, CMD_SLOT, CMD_SNAPSHOT };
 
 /* Options every command shares, then the command itself. */
 static int command(enum command cmd, int argc, char **argv)
@@ -201,10 +219,16 @@ static int command(enum command cmd, int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"end-lsn", required_argument, NULL, 'e'},
         {"once", no_argument, NULL, '1'},
+        {"table", required_argument, NULL, 't'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *help = cmd == CMD_RUN ? run_help : cmd == CMD_CHECK ? check_help : slot_help;
+    const char *help = cmd == CMD_RUN        ? run_help
+                       : cmd == CMD_CHECK    ? check_help
+                       : cmd == CMD_SNAPSHOT ? snapshot_help
+                                             : slot_help;
+    const char *tables[argc + 1]; /* --table values, borrowed from argv */
+    int ntables = 0;
     const char *file = NULL, *end = NULL, *action = NULL;
     char **over = calloc((size_t)argc + 1, sizeof(char *));
     int nover = 0, c, rc;
@@ -214,10 +238,17 @@ static int command(enum command cmd, int argc, char **argv)
         return fail(PGCDC_ERR, "out of memory");
     optind = 1;
     opterr = 0; /* getopt would echo the option, value and all: bad_arg redacts it */
-    while ((c = getopt_long(argc, argv, "c:o:h", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, cmd == CMD_SNAPSHOT ? "c:o:t:h" : "c:o:h", longopts,
+                            NULL)) != -1) {
         switch (c) {
         case 'c': file = optarg; break;
         case 'o': over[nover++] = optarg; break;
+        case 't':
+            if (cmd == CMD_SNAPSHOT) {
+                tables[ntables++] = optarg;
+                break;
+            }
+            /* fallthrough */
         case 'e':
         case '1':
             if (cmd == CMD_RUN) {
@@ -232,7 +263,9 @@ static int command(enum command cmd, int argc, char **argv)
             free(over);
             bad_arg(cmd == CMD_RUN     ? "unknown or incomplete option \"%s\": see pgcdc run --help"
                     : cmd == CMD_CHECK ? "unknown or incomplete option \"%s\": see pgcdc check --help"
-                                       : "unknown or incomplete option \"%s\": see pgcdc slot --help",
+                    : cmd == CMD_SNAPSHOT
+                        ? "unknown or incomplete option \"%s\": see pgcdc snapshot --help"
+                        : "unknown or incomplete option \"%s\": see pgcdc slot --help",
                     argv[optind - 1], err, sizeof(err));
             return fail(PGCDC_ERR_CONFIG, err);
         case 'h': fputs(help, stdout); free(over); return PGCDC_EXIT_OK;
@@ -285,6 +318,17 @@ static int command(enum command cmd, int argc, char **argv)
         case CMD_SLOT:
             rc = pgcdc_admin_slot(&cfg, action, err, sizeof(err));
             break;
+        case CMD_SNAPSHOT: {
+            char lsn[64];
+            if (ntables == 0) {
+                snprintf(err, sizeof(err), "pgcdc snapshot needs --table SCHEMA.TABLE (repeatable)");
+                rc = PGCDC_ERR_CONFIG;
+            } else if ((rc = pgcdc_signal_request(&cfg, tables, ntables, lsn, sizeof(lsn), err,
+                                                  sizeof(err))) == PGCDC_OK) {
+                printf("%s\n", lsn);
+            }
+            break;
+        }
         }
     }
     pgcdc_config_free(&cfg);
@@ -577,6 +621,8 @@ int main(int argc, char **argv)
         return command(CMD_RUN, argc - 1, argv + 1);
     if (strcmp(cmd, "check") == 0)
         return command(CMD_CHECK, argc - 1, argv + 1);
+    if (strcmp(cmd, "snapshot") == 0)
+        return command(CMD_SNAPSHOT, argc - 1, argv + 1);
     if (strcmp(cmd, "slot") == 0)
         return command(CMD_SLOT, argc - 1, argv + 1);
     if (strcmp(cmd, "replay") == 0)

@@ -198,8 +198,13 @@ int pgcdc_metrics_render(struct pgcdc_buf *b)
         metric(b, "pgcdc_inflight_transactions", "gauge",
                "Transactions received and not yet confirmed.", NULL,
                (double)atomic_load(&m->inflight)) < 0 ||
-        metric(b, "pgcdc_snapshot_rows_total", "counter", "Rows emitted by the initial snapshot.",
+        metric(b, "pgcdc_snapshot_rows_total", "counter", "Rows emitted by snapshots.",
                NULL, (double)atomic_load(&m->snapshot_rows)) < 0 ||
+        metric(b, "pgcdc_snapshot_tables_remaining", "gauge",
+               "Tables whose snapshot is owed and not yet durable.", NULL,
+               (double)atomic_load(&m->snapshot_tables_remaining)) < 0 ||
+        metric(b, "pgcdc_snapshot_running", "gauge", "1 while a snapshot is being read.", NULL,
+               (double)atomic_load(&m->snapshot_running)) < 0 ||
         metric(b, "pgcdc_invalid_utf8_replaced_total", "counter",
                "Byte sequences that were not valid UTF-8, written as U+FFFD "
                "(source.invalid_utf8 = replace).",

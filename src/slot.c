@@ -22,6 +22,7 @@
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/repl.h"
+#include "pgcdc/snapshot_signal.h"
 
 #define NUMERIC_AS_STRING "numeric-data-types-as-string"
 
@@ -93,8 +94,7 @@ int pgcdc_slot_read_record(struct pgcdc_slot *sl, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
-/* fsync the directory of path, so a rename or unlink in it survives a crash. */
-static int sync_dir_of(const char *path)
+int pgcdc_slot_sync_dir_of(const char *path)
 {
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s", path);
@@ -132,7 +132,7 @@ static int write_record(struct pgcdc_slot *sl, char *err, size_t errlen)
         errno = e;
         goto fail;
     }
-    if (fclose(fp) != 0 || rename(tmp, sl->statefile) != 0 || sync_dir_of(sl->statefile) != 0)
+    if (fclose(fp) != 0 || rename(tmp, sl->statefile) != 0 || pgcdc_slot_sync_dir_of(sl->statefile) != 0)
         goto fail;
     return PGCDC_OK;
 fail:
@@ -142,13 +142,20 @@ fail:
 
 int pgcdc_slot_forget(struct pgcdc_slot *sl, char *err, size_t errlen)
 {
+    char snap[4200];
     memset(&sl->rec, 0, sizeof(sl->rec));
+    /* The snapshot record belongs to the slot: the next slot takes its own snapshot. */
+    snprintf(snap, sizeof(snap), "%s/snapshot", sl->cfg->state_dir);
+    if (unlink(snap) < 0 && errno != ENOENT) {
+        snprintf(err, errlen, "cannot remove %s: %s", snap, strerror(errno));
+        return PGCDC_ERR;
+    }
     if (unlink(sl->statefile) < 0) {
         if (errno == ENOENT)
             return PGCDC_OK;
         goto fail;
     }
-    if (sync_dir_of(sl->statefile) < 0)
+    if (pgcdc_slot_sync_dir_of(sl->statefile) < 0)
         goto fail;
     return PGCDC_OK;
 fail:
@@ -246,8 +253,9 @@ static int slot_recorded(const struct pgcdc_config *cfg, const struct pgcdc_slot
                  cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY ? "initial_only" : "initial");
         return PGCDC_ERR_CONFIG;
     }
-    /* Snapshotting: it became durable just before a crash, or it was cut short. */
-    if (sink_resume_lsn > 0 && sink_resume_lsn >= rec->created_lsn)
+    /* Snapshotting: it became durable just before a crash, or it was cut short; with its
+     * tables recorded, the rest is taken at a new point (snapshot.h). */
+    if (rec->resumable || (sink_resume_lsn > 0 && sink_resume_lsn >= rec->created_lsn))
         return PGCDC_OK;
     if (info->active) {
         snprintf(err, errlen,
@@ -318,6 +326,21 @@ int pgcdc_slot_decide(const struct pgcdc_config *cfg, const struct pgcdc_slot_re
     return PGCDC_ERR_CONFIG;
 }
 
+/* Whether state.dir/snapshot records the tables of a snapshot this slot began. */
+static int note_resumable(struct pgcdc_slot *sl, char *err, size_t errlen)
+{
+    char path[4200];
+    snprintf(path, sizeof(path), "%s/snapshot", sl->cfg->state_dir);
+    if (access(path, F_OK) == 0) {
+        sl->rec.resumable = sl->rec.present;
+        return PGCDC_OK;
+    }
+    if (errno == ENOENT)
+        return PGCDC_OK;
+    snprintf(err, errlen, "cannot read %s: %s; fix its permissions", path, strerror(errno));
+    return PGCDC_ERR_CONFIG;
+}
+
 int pgcdc_slot_find(struct pgcdc_slot *sl, struct pgcdc_repl *repl, uint64_t sink_resume_lsn,
                     bool *fresh, char *err, size_t errlen)
 {
@@ -328,6 +351,7 @@ int pgcdc_slot_find(struct pgcdc_slot *sl, struct pgcdc_repl *repl, uint64_t sin
     int rc = pgcdc_repl_slot_info(repl, cfg->source_slot, &info, err, errlen);
     if (rc < 0 || (rc = pgcdc_slot_identify(sl, repl, err, errlen)) < 0 ||
         (rc = pgcdc_slot_read_record(sl, err, errlen)) < 0 ||
+        (rc = note_resumable(sl, err, errlen)) < 0 ||
         (rc = pgcdc_slot_decide(cfg, &sl->rec, &info, sl->sysid, sink_resume_lsn, &act, err,
                                 errlen)) < 0)
         return rc;
@@ -469,6 +493,9 @@ static int plugin_options(const struct pgcdc_slot *sl, const char **opts, struct
     if (server_filter && cfg->source_tables_include &&
         wal2json_pattern_ok(cfg->source_tables_include)) {
         strip_spaces(p->inc, sizeof(p->inc), cfg->source_tables_include);
+        /* Snapshot requests arrive through the signal table, selected or not. */
+        strncat(p->inc, "," PGCDC_SIGNAL_SCHEMA "." PGCDC_SIGNAL_TABLE,
+                sizeof(p->inc) - strlen(p->inc) - 1);
         opts[n++] = "add-tables";
         opts[n++] = p->inc;
     }

@@ -1,22 +1,20 @@
 /*
- * snapshot.c — the initial snapshot: every included table read in the slot's exported
- * snapshot, each row turned into the tokens wal2json would have sent for it, encoded as an
- * 'r' event and written to the sink as one transaction at the slot's consistent point.
+ * snapshot.c — the snapshot driver (see snapshot.h): which tables are owed a snapshot and
+ * at which point, and how each table's rows reach the sink: one sink transaction per
+ * table, made durable and recorded done in state.dir before the next table starts, so a
+ * crash takes back at most the table being written.
  */
 #include "pgcdc/snapshot.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
-#include <errno.h>
-#include <sys/select.h>
+#include <unistd.h>
 
-#include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
-#include "pgcdc/encoding.h"
 #include "pgcdc/errors.h"
 #include "pgcdc/event.h"
 #include "pgcdc/log.h"
@@ -25,714 +23,261 @@
 #include "pgcdc/repl.h"
 #include "pgcdc/sink.h"
 #include "pgcdc/slot.h"
-#include "pgcdc/source.h"
+#include "pgcdc/snapshot_signal.h"
 #include "pgcdc/txn_track.h"
 
-#define PROGRESS_EVERY_MS 10000
-#define SNAP_NAME_MAX 256
-
-struct table {
-    char *oid, *schema, *name;
-    char *report_schema, *report_name; /* the root's, with source.partitions_as_root */
-};
-
-static int sql_fail(PGconn *c, PGresult *res, const char *what, char *err, size_t errlen)
-{
-    int rc = pgcdc_errors_pg(c, res, PGCDC_ERRCTX_SOURCE);
-    snprintf(err, errlen, "snapshot: %s: %s", what,
-             res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(c));
-    pgcdc_log_one_line(err);
-    PQclear(res);
-    return rc;
-}
-
-static bool numeric_strings; /* set per run: wal2json 2.6's numeric-data-types-as-string */
+#define KEEPALIVE_EVERY_ROWS 4096
+#define STOPPED_MSG "stopped during the snapshot; the next run takes the unfinished tables again"
 
 /*
- * Set per run. Other sessions read UTF-8 (client_encoding, see source.h), but a SQL_ASCII
- * server sends its bytes as they are stored, which need not be UTF-8.
+ * One table's rows as one sink transaction. Each row is encoded as it arrives and written
+ * when the next one arrives, so the final one can still be made to say "last": the two
+ * buffers take turns.
  */
-static struct {
-    bool on;
-    int policy;          /* source.invalid_utf8 */
-    uint64_t lsn;        /* the snapshot's rows' LSN, for the message */
-    struct pgcdc_buf fix; /* the repaired text of one value */
-} sql_ascii;
-
-/*
- * Make *v (n bytes) UTF-8 on a SQL_ASCII source: an invalid sequence becomes U+FFFD when
- * source.invalid_utf8 = replace (counted and logged), and is an error naming the table and
- * column otherwise. *v and *n then point at the text to use.
- */
-static int utf8_text(const struct table *t, const char *column, const char **v, size_t *n,
-                     char *err, size_t errlen)
-{
-    if (!sql_ascii.on || pgcdc_utf8_valid_prefix(*v, *n) == *n)
-        return PGCDC_OK;
-    size_t nbad = 0;
-    pgcdc_buf_reset(&sql_ascii.fix);
-    if (pgcdc_utf8_append_repaired(&sql_ascii.fix, *v, *n, &nbad) < 0) {
-        snprintf(err, errlen, "snapshot: out of memory");
-        return PGCDC_ERR;
-    }
-    *v = sql_ascii.fix.data;
-    *n = sql_ascii.fix.len;
-    return pgcdc_encoding_invalid(sql_ascii.policy, "SQL_ASCII", t->report_schema,
-                                  t->report_name, column, sql_ascii.lsn, nbad, err, errlen);
-}
-static volatile sig_atomic_t *stop_flag; /* set per run: the caller's stop request */
-
-static bool stopping(void)
-{
-    return stop_flag && *stop_flag;
-}
-
-/* Ask the server to abandon the running query, so draining its results is quick. */
-static void cancel_query(PGconn *c)
-{
-    PGcancel *cancel = PQgetCancel(c);
-    char buf[256];
-    if (cancel) {
-        PQcancel(cancel, buf, sizeof(buf));
-        PQfreeCancel(cancel);
-    }
-}
-
-/*
- * Wait until a result is ready without blocking past a stop request (then PGCDC_ERR_RETRY:
- * the caller cancels the query and closes the connection, never waiting on a server that
- * may not answer).
- */
-static int wait_result(PGconn *c, char *err, size_t errlen)
-{
-    while (PQisBusy(c)) {
-        if (stopping()) {
-            snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
-            return PGCDC_ERR_RETRY;
-        }
-        int fd = PQsocket(c);
-        fd_set rfds;
-        FD_ZERO(&rfds);
-        FD_SET(fd, &rfds);
-        struct timeval tv = {0, 100000};
-        if (select(fd + 1, &rfds, NULL, NULL, &tv) < 0 && errno != EINTR)
-            break;
-        if (!PQconsumeInput(c))
-            break; /* PQgetResult reports the error */
-    }
-    return PGCDC_OK;
-}
-
-/*
- * PQexecParams that a stop request interrupts: NULL with *rc = PGCDC_ERR_RETRY then.
- * Otherwise the last result (the caller checks its status and PQclears it).
- */
-static PGresult *query(PGconn *c, const char *sql, int nparams, const char *const *params,
-                       int *rc, char *err, size_t errlen)
-{
-    *rc = PGCDC_OK;
-    if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0))
-        return NULL;
-    if ((*rc = wait_result(c, err, errlen)) < 0) {
-        cancel_query(c);
-        return NULL;
-    }
-    PGresult *last = NULL, *res;
-    while ((res = PQgetResult(c))) {
-        PQclear(last);
-        last = res;
-    }
-    return last;
-}
-
-static int exec_ok(PGconn *c, const char *sql, char *err, size_t errlen)
-{
-    int rc;
-    PGresult *res = query(c, sql, 0, NULL, &rc, err, errlen);
-    if (rc < 0)
-        return rc;
-    if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK)
-        return sql_fail(c, res, sql, err, errlen);
-    PQclear(res);
-    return PGCDC_OK;
-}
-
-/*
- * The JSON token wal2json's pg_decode_write_value writes for a text value of type oid:
- * numbers bare (NaN and infinities as null), booleans as true/false, bytea as a string
- * without its "\x", everything else as an escaped string.
- */
-static int append_token(struct pgcdc_buf *b, uint32_t oid, const char *v, size_t n)
-{
-    switch (oid) {
-    case PGCDC_OID_INT2:
-    case PGCDC_OID_INT4:
-    case PGCDC_OID_INT8:
-    case PGCDC_OID_OID:
-    case PGCDC_OID_FLOAT4:
-    case PGCDC_OID_FLOAT8:
-    case PGCDC_OID_NUMERIC:
-        if (numeric_strings) /* then wal2json quotes every number, NaN included */
-            return pgcdc_buf_append_json_str(b, v, n);
-        if (strncasecmp(v, "NaN", 3) == 0 || strncasecmp(v, "Infinity", 8) == 0 ||
-            strncasecmp(v, "-Infinity", 9) == 0)
-            return pgcdc_buf_append_str(b, "null");
-        return pgcdc_buf_append(b, v, n);
-    case PGCDC_OID_BOOL:
-        return pgcdc_buf_append_str(b, strcmp(v, "t") == 0 ? "true" : "false");
-    case PGCDC_OID_BYTEA:
-        if (n >= 2 && v[0] == '\\' && v[1] == 'x')
-            return pgcdc_buf_append_json_str(b, v + 2, n - 2);
-        return pgcdc_buf_append_json_str(b, v, n);
-    default:
-        return pgcdc_buf_append_json_str(b, v, n);
-    }
-}
-
-static int lock_table(PGconn *c, const struct table *t, char *err, size_t errlen)
-{
-    char *qs = PQescapeIdentifier(c, t->schema, strlen(t->schema));
-    char *qt = PQescapeIdentifier(c, t->name, strlen(t->name));
-    int rc = PGCDC_ERR;
-    if (qs && qt) {
-        char sql[600];
-        snprintf(sql, sizeof(sql), "LOCK TABLE ONLY %s.%s IN ACCESS SHARE MODE", qs, qt);
-        rc = exec_ok(c, sql, err, errlen);
-    } else {
-        snprintf(err, errlen, "snapshot: out of memory");
-    }
-    PQfreemem(qs);
-    PQfreemem(qt);
-    return rc;
-}
-
-/* Stream one table's rows through row(). */
-static int copy_table(PGconn *c, const struct table *t, const struct pgcdc_snapshot_req *req,
-                      pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *st,
-                      char *err, size_t errlen)
-{
-    char sql[1536];
-    /* Column 2: a key column, of the replica identity index under USING INDEX, else of the
-     * primary key (as the stream's key, relations.c). Column 3: the type's ultimate base
-     * through any domains (see pgcdc_event_rule_oid). */
-    snprintf(sql, sizeof(sql),
-             "SELECT a.attname, a.atttypid, EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE "
-             "i.indrelid = a.attrelid AND a.attnum = ANY (i.indkey) AND CASE WHEN EXISTS "
-             "(SELECT 1 FROM pg_catalog.pg_class r JOIN pg_catalog.pg_index x ON x.indrelid = "
-             "r.oid WHERE r.oid = a.attrelid AND r.relreplident = 'i' AND x.indisreplident) "
-             "THEN i.indisreplident ELSE i.indisprimary END), "
-             "(WITH RECURSIVE d(o, depth) AS (SELECT a.atttypid, 0 UNION ALL SELECT "
-             "t.typbasetype, d.depth + 1 FROM d JOIN pg_catalog.pg_type t ON t.oid = d.o WHERE "
-             "t.typtype = 'd') SELECT o FROM d ORDER BY depth DESC LIMIT 1) "
-             "FROM pg_catalog.pg_attribute a WHERE a.attrelid = %s AND a.attnum > 0 AND NOT "
-             "a.attisdropped ORDER BY a.attnum",
-             t->oid);
-    int qrc;
-    PGresult *cols = query(c, sql, 0, NULL, &qrc, err, errlen);
-    if (qrc < 0)
-        return qrc;
-    if (PQresultStatus(cols) != PGRES_TUPLES_OK)
-        return sql_fail(c, cols, "cannot read columns", err, errlen);
-    int ncols = PQntuples(cols);
-    int rc = PGCDC_ERR;
-    struct pgcdc_buf names = {0}, vals = {0};
-    size_t *name_off = calloc((size_t)ncols + 1, sizeof(size_t));
-    size_t *val_off = calloc((size_t)ncols + 1, sizeof(size_t));
-    uint32_t *oids = calloc((size_t)ncols + 1, sizeof(uint32_t));
-    struct pgcdc_col *row_cols = calloc((size_t)ncols + 1, sizeof(*row_cols));
-    struct pgcdc_col *pk = calloc((size_t)ncols + 1, sizeof(*pk));
-    struct pgcdc_buf schema_json = {0}, table_json = {0};
-    char *qs = NULL, *qt = NULL;
-    size_t npk = 0;
-    if (!name_off || !val_off || !oids || !row_cols || !pk)
-        goto oom;
-    for (int i = 0; i < ncols; i++) {
-        name_off[i] = names.len;
-        const char *n = PQgetvalue(cols, i, 0);
-        size_t nlen = strlen(n);
-        if ((rc = utf8_text(t, n, &n, &nlen, err, errlen)) < 0)
-            goto out;
-        if (pgcdc_buf_append_json_str(&names, n, nlen) < 0)
-            goto oom;
-        oids[i] = (uint32_t)strtoul(PQgetvalue(cols, i, 1), NULL, 10);
-    }
-    name_off[ncols] = names.len;
-    for (int i = 0; i < ncols; i++) {
-        struct pgcdc_span nm = {names.data + name_off[i], name_off[i + 1] - name_off[i]};
-        row_cols[i].name = nm;
-        /* Tokens are made from the column's own type (as wal2json does), the event's rules
-         * follow its base type. */
-        row_cols[i].typeoid =
-            pgcdc_event_rule_oid(oids[i], (uint32_t)strtoul(PQgetvalue(cols, i, 3), NULL, 10));
-        if (PQgetvalue(cols, i, 2)[0] == 't')
-            pk[npk++] = (struct pgcdc_col){.name = nm, .typeoid = oids[i]};
-    }
-    if (pgcdc_buf_append_json_str(&schema_json, t->report_schema, strlen(t->report_schema)) < 0 ||
-        pgcdc_buf_append_json_str(&table_json, t->report_name, strlen(t->report_name)) < 0)
-        goto oom;
-
-    qs = PQescapeIdentifier(c, t->schema, strlen(t->schema));
-    qt = PQescapeIdentifier(c, t->name, strlen(t->name));
-    if (!qs || !qt)
-        goto oom;
-    /* ONLY: an inheritance parent must not repeat its children's rows. */
-    snprintf(sql, sizeof(sql), "SELECT * FROM ONLY %s.%s", qs, qt);
-    if (!PQsendQuery(c, sql) || !PQsetSingleRowMode(c)) {
-        rc = sql_fail(c, NULL, "cannot read table", err, errlen);
-        goto out;
-    }
-    struct pgcdc_change ch = {
-        .action = PGCDC_ACT_INSERT,
-        .schema = {schema_json.data, schema_json.len},
-        .table = {table_json.data, table_json.len},
-        .has_columns = true,
-        .columns = row_cols,
-        .ncolumns = (size_t)ncols,
-        .pk = pk,
-        .npk = npk,
-    };
-    uint64_t nrows = 0;
-    int64_t started = pgcdc_mono_ms(), last_log = started;
-    PGresult *res;
-    rc = PGCDC_OK;
-    bool cancelled = false;
-    for (;;) {
-        if (rc == PGCDC_OK)
-            rc = wait_result(c, err, errlen);
-        if (rc != PGCDC_OK && !cancelled) {
-            cancel_query(c); /* stopping, or a row failed: no need to read the rest */
-            cancelled = true;
-        }
-        /* Stopping: do not wait for a server that may not answer; the caller closes the
-         * connection, which ends the query as well. */
-        if (rc != PGCDC_OK && stopping())
-            break;
-        if (!(res = PQgetResult(c)))
-            break;
-        ExecStatusType status = PQresultStatus(res);
-        if (status == PGRES_SINGLE_TUPLE && rc == PGCDC_OK) {
-            pgcdc_buf_reset(&vals);
-            for (int i = 0; i < ncols; i++) {
-                val_off[i] = vals.len;
-                int r;
-                const char *v = PQgetvalue(res, 0, i);
-                size_t vlen = (size_t)PQgetlength(res, 0, i);
-                if (PQgetisnull(res, 0, i))
-                    r = pgcdc_buf_append_str(&vals, "null");
-                else if ((rc = utf8_text(t, PQgetvalue(cols, i, 0), &v, &vlen, err, errlen)) < 0)
-                    break; /* the row is not written; the query is cancelled above */
-                else
-                    r = append_token(&vals, oids[i], v, vlen);
-                if (r < 0) {
-                    PQclear(res);
-                    goto oom;
-                }
-            }
-            val_off[ncols] = vals.len;
-            for (int i = 0; i < ncols; i++)
-                row_cols[i].value = (struct pgcdc_span){vals.data + val_off[i],
-                                                        val_off[i + 1] - val_off[i]};
-            if (rc == PGCDC_OK)
-                rc = row(ctx, &ch, t->report_schema, t->report_name, err, errlen);
-            nrows++;
-            st->rows++;
-            int64_t now = pgcdc_mono_ms();
-            if (now - last_log >= PROGRESS_EVERY_MS) {
-                char n[24], rate[24];
-                snprintf(n, sizeof(n), "%" PRIu64, nrows);
-                snprintf(rate, sizeof(rate), "%.0f", nrows * 1000.0 / (double)(now - started + 1));
-                pgcdc_log(PGCDC_LOG_INFO, "snapshot progress", "table", t->name, "rows", n,
-                          "rows_per_s", rate, NULL);
-                last_log = now;
-            }
-        } else if (status != PGRES_SINGLE_TUPLE && status != PGRES_TUPLES_OK && rc == PGCDC_OK) {
-            rc = sql_fail(c, res, "cannot read table", err, errlen);
-            res = NULL;
-        }
-        PQclear(res);
-    }
-    if (rc == PGCDC_OK) {
-        char n[24], ms[24];
-        snprintf(n, sizeof(n), "%" PRIu64, nrows);
-        snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
-        pgcdc_log(PGCDC_LOG_INFO, "snapshot table done", "schema", t->schema, "table", t->name,
-                  "rows", n, "ms", ms, NULL);
-    }
-    goto out;
-oom:
-    snprintf(err, errlen, "snapshot: out of memory");
-    rc = PGCDC_ERR;
-out:
-    PQfreemem(qs);
-    PQfreemem(qt);
-    PQclear(cols);
-    pgcdc_buf_free(&names);
-    pgcdc_buf_free(&vals);
-    pgcdc_buf_free(&schema_json);
-    pgcdc_buf_free(&table_json);
-    free(name_off);
-    free(val_off);
-    free(oids);
-    free(row_cols);
-    free(pk);
-    return rc;
-}
-
-/*
- * Does the slot's wal2json accept numeric-data-types-as-string (2.6+)? Peeking with the
- * option up to the consistent point decodes nothing but runs the plugin's option parser.
- * Must run outside the snapshot transaction: an error would abort it.
- */
-static int probe_numeric_strings(PGconn *c, const struct pgcdc_snapshot_req *req)
-{
-    char lsn[32];
-    snprintf(lsn, sizeof(lsn), "%X/%X", (unsigned)(req->consistent_lsn >> 32),
-             (unsigned)req->consistent_lsn);
-    const char *params[2] = {req->slot, lsn};
-    char err[256];
-    int rc;
-    PGresult *res = query(c,
-                          "SELECT count(*) FROM pg_catalog.pg_logical_slot_peek_changes("
-                          "$1, $2::pg_lsn, NULL, 'format-version', '2', "
-                          "'numeric-data-types-as-string', '1')",
-                          2, params, &rc, err, sizeof(err));
-    if (rc < 0)
-        return -1;
-    int ok = PQresultStatus(res) == PGRES_TUPLES_OK;
-    const char *msg = res ? PQresultErrorMessage(res) : "";
-    int known = ok || strstr(msg, "numeric-data-types-as-string") != NULL;
-    PQclear(res);
-    return known ? ok : -1;
-}
-
-/*
- * PQconnectdbParams that a stop request interrupts: a server that stops answering during
- * the handshake must not keep SIGTERM waiting. Returns the connection in whatever state it
- * reached (NULL only on ENOMEM).
- */
-static PGconn *connect_interruptible(const char *const *keys, const char *const *vals)
-{
-    PGconn *c = PQconnectStartParams(keys, vals, 1);
-    if (!c || PQstatus(c) == CONNECTION_BAD)
-        return c;
-    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && !stopping()) {
-        int fd = PQsocket(c);
-        if (fd < 0)
-            break;
-        fd_set fds;
-        FD_ZERO(&fds);
-        FD_SET(fd, &fds);
-        struct timeval tv = {0, 100000};
-        int n = st == PGRES_POLLING_READING ? select(fd + 1, &fds, NULL, NULL, &tv)
-                                            : select(fd + 1, NULL, &fds, NULL, &tv);
-        if (n < 0 && errno != EINTR)
-            break;
-        if (n > 0)
-            st = PQconnectPoll(c);
-    }
-    return c;
-}
-
-int pgcdc_snapshot_run(struct pgcdc_snapshot_req *req, const struct pgcdc_config *cfg,
-                       pgcdc_snapshot_row_fn row, void *ctx, struct pgcdc_snapshot_stats *stats,
-                       char *err, size_t errlen)
-{
-    struct pgcdc_source_params params;
-    memset(stats, 0, sizeof(*stats));
-    stop_flag = req->stop;
-    int prc = pgcdc_source_params(&params, req->dsn, PGCDC_SOURCE_SNAPSHOT, err, errlen);
-    if (prc < 0)
-        return prc;
-    PGconn *c = connect_interruptible(params.keys, params.vals);
-    if (stopping()) {
-        PQfinish(c);
-        snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
-        return PGCDC_ERR_RETRY;
-    }
-    if (!c || PQstatus(c) != CONNECTION_OK) {
-        snprintf(err, errlen, "snapshot: cannot connect: %s", c ? PQerrorMessage(c) : "");
-        pgcdc_log_one_line(err);
-        int crc = pgcdc_errors_connect(c);
-        PQfinish(c);
-        return crc;
-    }
-    int rc;
-    PGresult *tables = NULL;
-    char sql[256];
-    if (req->numeric_strings < 0)
-        req->numeric_strings = probe_numeric_strings(c, req);
-    if (stopping()) { /* the probe was interrupted: its query is not drained */
-        snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
-        rc = PGCDC_ERR_RETRY;
-        goto out;
-    }
-    numeric_strings = req->numeric_strings == 1;
-    char encoding[32];
-    pgcdc_source_server_encoding(c, encoding, sizeof(encoding));
-    sql_ascii.on = strcmp(encoding, "SQL_ASCII") == 0;
-    sql_ascii.policy = cfg->source_invalid_utf8;
-    sql_ascii.lsn = req->consistent_lsn;
-    /* SQL_ASCII to UTF8 is not converted but checked, and a bad byte would fail the
-     * query: take the bytes as they are and judge them here (utf8_text). */
-    if (sql_ascii.on && (rc = exec_ok(c, "SET client_encoding = 'SQL_ASCII'", err, errlen)) < 0)
-        goto out;
-    if ((rc = exec_ok(c, "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY", err, errlen)) < 0)
-        goto out;
-    snprintf(sql, sizeof(sql), "SET TRANSACTION SNAPSHOT '%s'", req->snapshot_name);
-    if ((rc = exec_ok(c, sql, err, errlen)) < 0)
-        goto out;
-    /* Text output as the walsender prints it (hex bytea); the session's settings (UTF-8,
-     * ISO dates in UTC: see source.h) are the stream's. */
-    if ((rc = exec_ok(c, "SELECT pg_catalog.set_config('bytea_output', 'hex', true)", err,
-                      errlen)) < 0)
-        goto out;
-    PGresult *x = query(c, "SELECT pg_catalog.txid_snapshot_xmin(pg_catalog.txid_current_snapshot())",
-                        0, NULL, &rc, err, errlen);
-    if (rc < 0)
-        goto out;
-    if (PQresultStatus(x) == PGRES_TUPLES_OK)
-        stats->xmin = (uint32_t)strtoull(PQgetvalue(x, 0, 0), NULL, 10);
-    PQclear(x);
-    tables = query(c, pgcdc_catalog_tables_sql, 0, NULL, &rc, err, errlen);
-    if (rc < 0)
-        goto out;
-    if (PQresultStatus(tables) != PGRES_TUPLES_OK) {
-        rc = sql_fail(c, tables, "cannot list tables", err, errlen);
-        tables = NULL;
-        goto out;
-    }
-    /*
-     * Two passes: first lock every selected table, as pg_dump does, so that none can be
-     * rewritten (ALTER TABLE ... TYPE, VACUUM FULL: MVCC-unsafe, the snapshot would see it
-     * empty) while we read the others; then read them.
-     */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int i = 0; i < PQntuples(tables); i++) {
-            struct table t = {PQgetvalue(tables, i, 0), PQgetvalue(tables, i, 1),
-                              PQgetvalue(tables, i, 2), PQgetvalue(tables, i, 1),
-                              PQgetvalue(tables, i, 2)};
-            if (cfg->source_partitions_as_root) {
-                t.report_schema = PQgetvalue(tables, i, 3);
-                t.report_name = PQgetvalue(tables, i, 4);
-            }
-            if (!pgcdc_config_table_selected(cfg, t.report_schema, t.report_name))
-                continue;
-            if (pass == 0) {
-                if ((rc = lock_table(c, &t, err, errlen)) < 0)
-                    goto out;
-                continue;
-            }
-            if ((rc = copy_table(c, &t, req, row, ctx, stats, err, errlen)) < 0)
-                goto out;
-            stats->tables++;
-        }
-    }
-    rc = exec_ok(c, "COMMIT", err, errlen);
-out:
-    PQclear(tables);
-    PQfinish(c);
-    pgcdc_buf_free(&sql_ascii.fix);
-    return rc;
-}
-
-/*
- * The initial snapshot as one sink transaction. Rows are held back by one, so the final
- * one is encoded saying "last"; the reader's spans last only for its call, so the held
- * row is copied into storage reused from row to row.
- */
-struct held_row {
-    struct pgcdc_change ch;
-    struct pgcdc_buf bytes; /* every span of ch points in here */
-    struct pgcdc_col *cols; /* ch.columns, ch.identity, ch.pk, one after another */
-    size_t capcols;
-    char schema[SNAP_NAME_MAX], table[SNAP_NAME_MAX]; /* reported, unescaped */
-    bool pending;
-};
-
-struct take {
+struct table_txn {
     const struct pgcdc_snapshot_out *out;
-    struct pgcdc_snapshot_stats stats;
     struct pgcdc_txn_meta txn;
     struct pgcdc_event_ctx ectx;
-    struct held_row held;
-    struct pgcdc_buf value, key;
-    uint64_t lsn; /* the slot's consistent point: every row's lsn and commit_lsn */
+    struct pgcdc_buf value[2], key[2];
+    bool haskey[2];
+    int held;                   /* the buffer holding the encoded row not yet written; -1: none */
+    const char *schema, *table; /* reported, unescaped */
+    uint64_t rows;
 };
 
-static size_t span_bytes(const struct pgcdc_col *cols, size_t n)
+static void table_txn_free(struct table_txn *t)
 {
-    size_t b = 0;
-    for (size_t i = 0; i < n; i++)
-        b += cols[i].name.len + cols[i].value.len;
-    return b;
-}
-
-/* Copy s's bytes into b, which has room for them. */
-static struct pgcdc_span keep_span(struct pgcdc_buf *b, struct pgcdc_span s)
-{
-    if (!s.len)
-        return (struct pgcdc_span){NULL, 0};
-    struct pgcdc_span kept = {b->data + b->len, s.len};
-    memcpy(b->data + b->len, s.p, s.len);
-    b->len += s.len;
-    return kept;
-}
-
-static struct pgcdc_col *keep_cols(struct pgcdc_buf *b, struct pgcdc_col *dst,
-                                   const struct pgcdc_col *src, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        dst[i] = (struct pgcdc_col){keep_span(b, src[i].name), src[i].typeoid,
-                                    keep_span(b, src[i].value)};
-    return dst;
-}
-
-static int hold(struct held_row *h, const struct pgcdc_change *ch, uint64_t lsn, const char *schema,
-                const char *table)
-{
-    size_t ncols = ch->ncolumns + ch->nidentity + ch->npk;
-    if (ncols + 1 > h->capcols) {
-        struct pgcdc_col *c = realloc(h->cols, (ncols + 1) * sizeof(*c));
-        if (!c)
-            return PGCDC_ERR;
-        h->cols = c;
-        h->capcols = ncols + 1;
+    for (int i = 0; i < 2; i++) {
+        pgcdc_buf_free(&t->value[i]);
+        pgcdc_buf_free(&t->key[i]);
     }
-    pgcdc_buf_reset(&h->bytes);
-    if (pgcdc_buf_reserve(&h->bytes, ch->schema.len + ch->table.len +
-                                         span_bytes(ch->columns, ch->ncolumns) +
-                                         span_bytes(ch->identity, ch->nidentity) +
-                                         span_bytes(ch->pk, ch->npk)) < 0)
-        return PGCDC_ERR;
-    h->ch = *ch;
-    h->ch.lsn = lsn;
-    h->ch.schema = keep_span(&h->bytes, ch->schema);
-    h->ch.table = keep_span(&h->bytes, ch->table);
-    h->ch.columns = keep_cols(&h->bytes, h->cols, ch->columns, ch->ncolumns);
-    h->ch.identity =
-        keep_cols(&h->bytes, h->ch.columns + ch->ncolumns, ch->identity, ch->nidentity);
-    h->ch.pk = keep_cols(&h->bytes, h->ch.identity + ch->nidentity, ch->pk, ch->npk);
-    snprintf(h->schema, sizeof(h->schema), "%s", schema);
-    snprintf(h->table, sizeof(h->table), "%s", table);
-    h->pending = true;
-    return PGCDC_OK;
 }
 
-/* Encode the held row, saying "last" when it is the snapshot's final one, and write it. */
-static int flush_held(struct take *t, bool last, char *err, size_t errlen)
+/* Write the held row; when it is the table's last, its source.snapshot becomes "last". */
+static int write_held(struct table_txn *t, bool last, char *err, size_t errlen)
 {
-    struct held_row *h = &t->held;
-    if (!h->pending)
+    int h = t->held;
+    if (h < 0)
         return PGCDC_OK;
-    t->ectx.snapshot = last ? "last" : "true";
-    pgcdc_buf_reset(&t->value);
-    pgcdc_buf_reset(&t->key);
-    int haskey;
-    if (pgcdc_event_encode(&t->value, &t->ectx, &h->ch, 'r', pgcdc_now_ms()) < 0 ||
-        (haskey = pgcdc_event_key(&t->key, &h->ch, 0)) < 0) {
-        snprintf(err, errlen, "out of memory encoding a snapshot row");
-        return PGCDC_ERR;
+    struct pgcdc_buf *v = &t->value[h];
+    if (last) {
+        /* The source block follows "after", so the last occurrence is its own. "true" and
+         * "last" have the same length: the bytes are patched in place. */
+        static const char pat[] = "\"snapshot\":\"true\"";
+        size_t pl = sizeof(pat) - 1;
+        for (size_t i = v->len >= pl ? v->len - pl + 1 : 0; i-- > 0;)
+            if (memcmp(v->data + i, pat, pl) == 0) {
+                memcpy(v->data + i + 12, "last", 4);
+                break;
+            }
     }
     struct pgcdc_record r = {
-        .schema = h->schema,
-        .table = h->table,
+        .schema = t->schema,
+        .table = t->table,
         .op = 'r',
-        .key = haskey ? t->key.data : NULL,
-        .key_len = haskey ? t->key.len : 0,
-        .value = t->value.data,
-        .value_len = t->value.len,
-        .lsn = t->lsn,
-        .commit_lsn = t->lsn,
+        .key = t->haskey[h] ? t->key[h].data : NULL,
+        .key_len = t->haskey[h] ? t->key[h].len : 0,
+        .value = v->data,
+        .value_len = v->len,
+        .lsn = t->txn.commit_lsn,
+        .commit_lsn = t->txn.commit_lsn,
         .xid = t->txn.xid,
     };
-    h->pending = false;
+    t->held = -1;
     atomic_fetch_add(&pgcdc_metrics.snapshot_rows, 1);
-    pgcdc_metrics_progress();
     return t->out->write(t->out->ctx, &r, err, errlen);
 }
 
-static int snap_row(void *ctx, const struct pgcdc_change *ch, const char *schema, const char *table,
-                    char *err, size_t errlen)
+static int table_row(void *ctx, const struct pgcdc_change *ch, char *err, size_t errlen)
 {
-    struct take *t = ctx;
+    struct table_txn *t = ctx;
     if (pgcdc_stop_requested) {
-        snprintf(err, errlen, "stopped during the snapshot; the next run takes it again");
+        snprintf(err, errlen, STOPPED_MSG);
         return PGCDC_ERR_RETRY;
     }
-    int rc = flush_held(t, false, err, errlen);
-    if (rc < 0)
-        return rc;
-    t->ectx.xid = t->txn.xid = t->stats.xmin;
-    if (hold(&t->held, ch, t->lsn, schema, table) < 0) {
+    int i = t->held == 0 ? 1 : 0, rc;
+    struct pgcdc_change row = *ch;
+    row.lsn = t->txn.commit_lsn;
+    pgcdc_buf_reset(&t->value[i]);
+    pgcdc_buf_reset(&t->key[i]);
+    int haskey;
+    if (pgcdc_event_encode(&t->value[i], &t->ectx, &row, 'r', pgcdc_now_ms()) < 0 ||
+        (haskey = pgcdc_event_key(&t->key[i], &row, 0)) < 0) {
         snprintf(err, errlen, "out of memory encoding a snapshot row");
         return PGCDC_ERR;
+    }
+    t->haskey[i] = haskey > 0;
+    if ((rc = write_held(t, false, err, errlen)) < 0)
+        return rc;
+    t->held = i;
+    if (++t->rows % KEEPALIVE_EVERY_ROWS == 0) {
+        pgcdc_metrics_progress();
+        if (t->out->keepalive && (rc = t->out->keepalive(t->out->ctx, err, errlen)) < 0)
+            return rc;
     }
     return PGCDC_OK;
 }
 
-/* Open the snapshot's transaction in the tracker (waiting for room) and in the sink. */
-static int take_begin(struct take *t, char *err, size_t errlen)
+/* Make everything written durable: under a broker outage, wait like the stream does. */
+static int make_durable(const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
+{
+    int rc;
+    while ((rc = out->sink->ops->flush(out->sink, 1000, err, errlen)) == PGCDC_AGAIN &&
+           !pgcdc_stop_requested)
+        if (out->keepalive && (rc = out->keepalive(out->ctx, err, errlen)) < 0)
+            return rc;
+    if (rc == PGCDC_AGAIN) {
+        snprintf(err, errlen, STOPPED_MSG);
+        return PGCDC_ERR_RETRY;
+    }
+    return rc;
+}
+
+/* Open the table's transaction in the tracker (waiting for room) and in the sink. */
+static int table_begin(struct table_txn *t, char *err, size_t errlen)
 {
     struct pgcdc_sink *sink = t->out->sink;
     int rc;
-    while ((rc = pgcdc_txn_track_begin(t->out->track, t->lsn)) == PGCDC_AGAIN)
+    while ((rc = pgcdc_txn_track_begin(t->out->track, t->txn.end_lsn)) == PGCDC_AGAIN)
         if (pgcdc_stop_requested || (rc = sink->ops->poll(sink, 100, err, errlen)) < 0)
             return rc;
     return sink->ops->begin(sink, &t->txn, err, errlen);
 }
 
-/* Read every selected table through snap_row, then commit the snapshot's transaction. */
-static int take_rows(struct take *t, struct pgcdc_slot *slot, const char *snapname, char *err,
-                     size_t errlen)
+/* What one unit (a reported table: its leaves) needs to be written. */
+struct unit {
+    const struct pgcdc_snaptable *leaves;
+    size_t n;
+    uint64_t point;
+};
+
+/* The leaves at tl->t[i] sharing its reported name: how many. */
+static size_t unit_len(const struct pgcdc_snaptables *tl, size_t i)
 {
-    const struct pgcdc_config *cfg = slot->cfg;
-    struct pgcdc_sink *sink = t->out->sink;
-    struct pgcdc_snapshot_req req = {
-        .dsn = cfg->source_dsn,
-        .snapshot_name = snapname,
-        .slot = cfg->source_slot,
-        .consistent_lsn = t->lsn,
-        .numeric_strings = slot->numeric_strings,
-        .stop = &pgcdc_stop_requested,
-    };
-    int rc = pgcdc_snapshot_run(&req, cfg, snap_row, t, &t->stats, err, errlen);
-    if (req.numeric_strings >= 0)
-        pgcdc_slot_note_numeric_strings(slot, req.numeric_strings == 1);
+    size_t n = 1;
+    while (i + n < tl->n && strcmp(tl->t[i + n].report_schema, tl->t[i].report_schema) == 0 &&
+           strcmp(tl->t[i + n].report_name, tl->t[i].report_name) == 0)
+        n++;
+    return n;
+}
+
+static void log_table_done(const struct unit *u, uint64_t rows, int64_t started)
+{
+    char n[24], ms[24], p[PGCDC_LSN_BUFLEN];
+    snprintf(n, sizeof(n), "%" PRIu64, rows);
+    snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
+    pgcdc_log(PGCDC_LOG_INFO, "snapshot table done", "schema", u->leaves[0].report_schema, "table",
+              u->leaves[0].report_name, "rows", n, "ms", ms, "point", pgcdc_lsn_format(u->point, p),
+              NULL);
+}
+
+/*
+ * Write one unit as one sink transaction at its point: everything before it made durable
+ * first (so the file sink's checkpoint, recorded as the table's mark, moves only with this
+ * table), then its rows, then durable again, then recorded done.
+ */
+static int write_unit(struct pgcdc_snapreader *r, const struct unit *u, struct pgcdc_snapstate *st,
+                      const struct pgcdc_config *cfg, bool exact_sink,
+                      const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
+{
+    const char *schema = u->leaves[0].report_schema, *table = u->leaves[0].report_name;
+    struct pgcdc_snapstate_table *e = pgcdc_snapstate_add(st, schema, table, u->point);
+    if (!e) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    int rc = make_durable(out, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (!e->first)
+        e->first = u->point;
+    e->point = u->point;
+    if ((rc = pgcdc_snapstate_save(st, err, errlen)) < 0)
+        return rc;
+    struct table_txn t = {.out = out, .held = -1, .schema = schema, .table = table};
+    t.txn = (struct pgcdc_txn_meta){.xid = r->xmin,
+                                    .commit_lsn = u->point,
+                                    .end_lsn = u->point,
+                                    .commit_ts_ms = pgcdc_now_ms()};
+    t.ectx = (struct pgcdc_event_ctx){.name_json = out->name_json,
+                                      .db_json = out->db_json,
+                                      .xid = r->xmin,
+                                      .commit_lsn = u->point,
+                                      .commit_ts_ms = t.txn.commit_ts_ms,
+                                      .snapshot = "true"};
+    int64_t started = pgcdc_mono_ms();
+    if ((rc = table_begin(&t, err, errlen)) < 0)
+        goto out;
+    for (size_t i = 0; i < u->n && rc == PGCDC_OK; i++) {
+        uint64_t rows = 0;
+        rc = pgcdc_snapreader_copy(r, &u->leaves[i], table_row, &t, &rows, err, errlen);
+    }
     if (rc == PGCDC_OK)
-        rc = flush_held(t, true, err, errlen);
+        rc = write_held(&t, true, err, errlen);
     if (rc == PGCDC_OK)
-        rc = sink->ops->commit(sink, &t->txn, err, errlen);
-    if (rc == PGCDC_OK)
-        pgcdc_txn_track_commit(t->out->track);
+        rc = out->sink->ops->commit(out->sink, &t.txn, err, errlen);
+    if (rc < 0)
+        goto out;
+    pgcdc_txn_track_commit(out->track);
+    if ((rc = make_durable(out, err, errlen)) < 0)
+        goto out;
+    e = pgcdc_snapstate_find(st, schema, table);
+    e->done = true;
+    if ((rc = pgcdc_snapstate_save(st, err, errlen)) < 0)
+        goto out;
+    if (atomic_load(&pgcdc_metrics.snapshot_tables_remaining) > 0)
+        atomic_fetch_sub(&pgcdc_metrics.snapshot_tables_remaining, 1);
+    log_table_done(u, t.rows, started);
+out:
+    table_txn_free(&t);
     return rc;
 }
 
-/* Wait until the sink holds the snapshot durably: under a broker outage, like the stream. */
-static int take_durable(struct take *t, char *err, size_t errlen)
+/* Write every unit of tl at point, in order. */
+static int write_all(struct pgcdc_snapreader *r, const struct pgcdc_snaptables *tl, uint64_t point,
+                     struct pgcdc_snapstate *st, const struct pgcdc_config *cfg, bool exact_sink,
+                     const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
 {
-    struct pgcdc_sink *sink = t->out->sink;
-    int rc;
-    while ((rc = sink->ops->flush(sink, 1000, err, errlen)) == PGCDC_AGAIN && !pgcdc_stop_requested)
-        ;
-    if (rc == PGCDC_AGAIN)
-        rc = PGCDC_ERR_RETRY; /* stopped: the next run takes the snapshot again */
-    if (rc < 0)
-        return rc;
-    if (pgcdc_txn_track_confirmed(t->out->track) < t->lsn) {
-        snprintf(err, errlen, "the sink did not acknowledge every snapshot row; not streaming");
-        return PGCDC_ERR;
+    int rc = PGCDC_OK;
+    atomic_store(&pgcdc_metrics.snapshot_running, 1);
+    for (size_t i = 0; i < tl->n && rc == PGCDC_OK;) {
+        struct unit u = {&tl->t[i], unit_len(tl, i), point};
+        rc = write_unit(r, &u, st, cfg, exact_sink, out, err, errlen);
+        i += u.n;
+    }
+    atomic_store(&pgcdc_metrics.snapshot_running, 0);
+    return rc;
+}
+
+/* Lock every leaf of tl (all before any is read, as pg_dump does). */
+static int lock_all(struct pgcdc_snapreader *r, const struct pgcdc_snaptables *tl, char *err,
+                    size_t errlen)
+{
+    for (size_t i = 0; i < tl->n; i++) {
+        int rc = pgcdc_snapreader_lock(r, &tl->t[i], err, errlen);
+        if (rc < 0)
+            return rc;
     }
     return PGCDC_OK;
 }
 
-static void log_done(const struct take *t, int64_t started)
+/* Record every unit of tl as owed at point (keeping a table's first point). */
+static int record_owed(struct pgcdc_snapstate *st, const struct pgcdc_snaptables *tl,
+                       uint64_t point, char *err, size_t errlen)
 {
-    char rows[24], tables[24], ms[24];
-    snprintf(rows, sizeof(rows), "%" PRIu64, t->stats.rows);
-    snprintf(tables, sizeof(tables), "%" PRIu64, t->stats.tables);
-    snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
-    pgcdc_log(PGCDC_LOG_INFO, "snapshot complete", "tables", tables, "rows", rows, "ms", ms, NULL);
+    size_t units = 0;
+    for (size_t i = 0; i < tl->n; i += unit_len(tl, i), units++) {
+        struct pgcdc_snapstate_table *e =
+            pgcdc_snapstate_add(st, tl->t[i].report_schema, tl->t[i].report_name, point);
+        if (!e) {
+            snprintf(err, errlen, "out of memory");
+            return PGCDC_ERR;
+        }
+        e->done = false;
+        e->point = point;
+    }
+    atomic_store(&pgcdc_metrics.snapshot_tables_remaining, units);
+    return pgcdc_snapstate_save(st, err, errlen);
 }
 
 int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
@@ -740,8 +285,18 @@ int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
                         size_t errlen)
 {
     const struct pgcdc_config *cfg = slot->cfg;
+    struct pgcdc_snapstate st = {0};
+    struct pgcdc_snapreader r = {0};
+    struct pgcdc_snaptables tl = {0};
     char snapname[128];
     uint64_t consistent = 0;
+    /* A new slot starts a new record: an older one (of a slot since dropped) goes first,
+     * so that a crash before the new one is written cannot be read as this slot's. */
+    snprintf(st.path, sizeof(st.path), "%s/snapshot", cfg->state_dir);
+    if (unlink(st.path) < 0 && errno != ENOENT) {
+        snprintf(err, errlen, "cannot remove %s: %s", st.path, strerror(errno));
+        return pgcdc_errors_errno(errno, PGCDC_ERRFILE_IO);
+    }
     /* Recorded in state.dir before any row is read: a crash mid-snapshot finds it ours. */
     int rc = pgcdc_slot_create(slot, repl, snapname, sizeof(snapname), PGCDC_SLOT_SNAPSHOTTING,
                                &consistent, err, errlen);
@@ -753,26 +308,382 @@ int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
               snapname, NULL);
     atomic_store(&pgcdc_metrics.connected, 1);
     pgcdc_metrics_progress();
-    struct take t = {.out = out, .lsn = consistent};
-    t.txn = (struct pgcdc_txn_meta){
-        .commit_lsn = consistent, .end_lsn = consistent, .commit_ts_ms = pgcdc_now_ms()};
-    t.ectx = (struct pgcdc_event_ctx){.name_json = out->name_json,
-                                      .db_json = out->db_json,
-                                      .commit_lsn = consistent,
-                                      .commit_ts_ms = t.txn.commit_ts_ms,
-                                      .snapshot = "true"};
+    int numeric = slot->numeric_strings;
+    struct pgcdc_snapreader_opts ro = {.dsn = cfg->source_dsn,
+                                       .snapshot_name = snapname,
+                                       .numeric_strings = &numeric,
+                                       .probe_slot = cfg->source_slot,
+                                       .probe_lsn = consistent,
+                                       .stop = &pgcdc_stop_requested,
+                                       .invalid_utf8 = cfg->source_invalid_utf8,
+                                       .point = consistent};
     int64_t started = pgcdc_mono_ms();
-    if ((rc = take_begin(&t, err, errlen)) < 0 ||
-        (rc = take_rows(&t, slot, snapname, err, errlen)) < 0 ||
-        (rc = take_durable(&t, err, errlen)) < 0)
+    rc = pgcdc_snapreader_open(&r, &ro, err, errlen);
+    if (numeric >= 0)
+        pgcdc_slot_note_numeric_strings(slot, numeric == 1);
+    if (rc < 0 || (rc = pgcdc_snapreader_tables(&r, cfg, &tl, err, errlen)) < 0 ||
+        (rc = lock_all(&r, &tl, err, errlen)) < 0)
         goto out;
+    if (pgcdc_snapstate_set_patterns(&st, cfg) < 0) {
+        snprintf(err, errlen, "out of memory");
+        rc = PGCDC_ERR;
+        goto out;
+    }
+    if ((rc = record_owed(&st, &tl, consistent, err, errlen)) < 0 ||
+        (rc = write_all(&r, &tl, consistent, &st, cfg, cfg->sink_type == PGCDC_SINK_FILE, out, err,
+                        errlen)) < 0)
+        goto out;
+    if (pgcdc_txn_track_confirmed(out->track) < consistent) {
+        snprintf(err, errlen, "the sink did not acknowledge every snapshot row; not streaming");
+        rc = PGCDC_ERR;
+        goto out;
+    }
     *durable_lsn = consistent;
-    log_done(&t, started);
+    char tables[24], ms[24];
+    snprintf(tables, sizeof(tables), "%zu", st.n);
+    snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
+    pgcdc_log(PGCDC_LOG_INFO, "snapshot complete", "tables", tables, "ms", ms, NULL);
     rc = pgcdc_slot_mark_streamed(slot, err, errlen);
 out:
-    pgcdc_buf_free(&t.held.bytes);
-    free(t.held.cols);
-    pgcdc_buf_free(&t.value);
-    pgcdc_buf_free(&t.key);
+    pgcdc_snapreader_tables_free(&tl);
+    pgcdc_snapreader_close(&r);
+    pgcdc_snapstate_free(&st);
+    return rc;
+}
+
+void pgcdc_snapshot_owed_free(struct pgcdc_snapshot_owed *o)
+{
+    pgcdc_snapreader_tables_free(&o->tables);
+    pgcdc_snapreader_close(&o->reader);
+    pgcdc_snapstate_free(&o->st);
+    o->active = false;
+}
+
+static bool same_pattern(const char *a, const char *b)
+{
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+/*
+ * A pending table whose last row ends the file sink: its rows became durable just before a
+ * crash that came before "done" was recorded. Returns whether any changed.
+ */
+static bool settle_durable(struct pgcdc_snapstate *st, const struct pgcdc_config *cfg)
+{
+    for (size_t i = 0; i < st->n; i++) {
+        struct pgcdc_snapstate_table *e = &st->t[i];
+        if (!e->done && e->first &&
+            pgcdc_snapstate_sink_ends_with(cfg->sink_file_dir, e->schema, e->name, e->point)) {
+            e->done = true;
+            return true; /* only the last table written can end the sink */
+        }
+    }
+    return false;
+}
+
+/*
+ * Keep in o->tables only the leaves owed a snapshot: their table is pending in the record,
+ * or selected now and not by the recorded patterns. Pending tables no longer listed (gone,
+ * or no longer selected) are owed nothing.
+ */
+static void keep_owed(struct pgcdc_snapshot_owed *o, const struct pgcdc_config *cfg)
+{
+    struct pgcdc_snaptables *tl = &o->tables;
+    size_t kept = 0;
+    bool *listed = calloc(o->st.n + 1, sizeof(bool));
+    for (size_t i = 0; i < tl->n; i++) {
+        const struct pgcdc_snaptable *t = &tl->t[i];
+        struct pgcdc_snapstate_table *e =
+            pgcdc_snapstate_find(&o->st, t->report_schema, t->report_name);
+        if (e && listed)
+            listed[e - o->st.t] = true;
+        if ((e && !e->done) ||
+            !pgcdc_snapstate_was_selected(&o->st, cfg, t->report_schema, t->report_name))
+            tl->t[kept++] = *t;
+    }
+    tl->n = kept;
+    for (size_t i = 0; listed && i < o->st.n; i++)
+        if (!listed[i])
+            o->st.t[i].done = true;
+    free(listed);
+}
+
+/*
+ * CREATE_REPLICATION_SLOT ... TEMPORARY ... EXPORT_SNAPSHOT on tmp: it waits for the
+ * transactions open at that moment to end, at most snapshot.slot_timeout_ms, keeping the
+ * stream's connection alive meanwhile. The point into o->point, the snapshot's name into
+ * snapname.
+ */
+static int create_temporary_slot(struct pgcdc_snapshot_owed *o, struct pgcdc_repl *tmp,
+                                 const struct pgcdc_config *cfg,
+                                 const struct pgcdc_snapshot_out *out, char *snapname,
+                                 size_t snaplen, char *err, size_t errlen)
+{
+    PGconn *c = (PGconn *)pgcdc_repl_conn(tmp);
+    char sql[160];
+    /* Unique per process, within NAMEDATALEN; the server drops it with the connection. The
+     * pre-15 spelling of the snapshot option, so PostgreSQL 12-14 accept it too. */
+    snprintf(sql, sizeof(sql),
+             "CREATE_REPLICATION_SLOT \"pgcdc_snap_%d\" TEMPORARY LOGICAL wal2json "
+             "EXPORT_SNAPSHOT",
+             (int)getpid());
+    int64_t deadline = pgcdc_mono_ms() + cfg->snapshot_slot_timeout_ms;
+    int rc = PGCDC_OK;
+    if (!PQsendQuery(c, sql))
+        goto fail;
+    while (PQisBusy(c) && rc == PGCDC_OK) {
+        if (pgcdc_stop_requested) {
+            snprintf(err, errlen, STOPPED_MSG);
+            rc = PGCDC_ERR_RETRY;
+        } else if (pgcdc_mono_ms() > deadline) {
+            snprintf(err, errlen,
+                     "the temporary slot for a snapshot waited %d ms for transactions open "
+                     "on the source to end (snapshot.slot_timeout_ms); retrying: end or "
+                     "commit them, or raise snapshot.slot_timeout_ms",
+                     cfg->snapshot_slot_timeout_ms);
+            rc = PGCDC_ERR_RETRY;
+        } else if (out->keepalive && (rc = out->keepalive(out->ctx, err, errlen)) < 0) {
+            break;
+        } else if (pgcdc_repl_wait(tmp, 100) < 0 || !PQconsumeInput(c)) {
+            goto fail;
+        }
+    }
+    if (rc < 0)
+        return rc; /* the caller closes the connection, which ends the command */
+    PGresult *res = PQgetResult(c);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1 ||
+        pgcdc_lsn_parse_str(PQgetvalue(res, 0, 1), &o->point) < 0) {
+        rc = pgcdc_errors_pg(c, res, PGCDC_ERRCTX_SOURCE);
+        snprintf(err, errlen, "cannot create a temporary slot for a snapshot: %s",
+                 res && *PQresultErrorMessage(res) ? PQresultErrorMessage(res) : PQerrorMessage(c));
+        pgcdc_log_one_line(err);
+        PQclear(res);
+        return rc < 0 ? rc : PGCDC_ERR;
+    }
+    snprintf(snapname, snaplen, "%s", PQgetvalue(res, 0, 2));
+    PQclear(res);
+    while ((res = PQgetResult(c)))
+        PQclear(res);
+    return PGCDC_OK;
+fail:
+    snprintf(err, errlen, "cannot create a temporary slot for a snapshot: %s", PQerrorMessage(c));
+    pgcdc_log_one_line(err);
+    return pgcdc_errors_pg(c, NULL, PGCDC_ERRCTX_SOURCE);
+}
+
+/* A second replication connection exports a new point; the reader imports it. */
+static int open_at_new_point(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
+                             const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
+{
+    const struct pgcdc_config *cfg = slot->cfg;
+    struct pgcdc_repl *tmp = NULL;
+    char snapname[128];
+    int rc = pgcdc_repl_connect(&tmp, cfg->source_dsn, err, errlen);
+    if (rc == PGCDC_OK)
+        rc = create_temporary_slot(o, tmp, cfg, out, snapname, sizeof(snapname), err, errlen);
+    if (rc < 0)
+        goto out;
+    int numeric = slot->numeric_strings;
+    struct pgcdc_snapreader_opts ro = {.dsn = cfg->source_dsn,
+                                       .snapshot_name = snapname,
+                                       .numeric_strings = &numeric,
+                                       .probe_slot = cfg->source_slot,
+                                       .probe_lsn = slot->server_confirmed,
+                                       .stop = &pgcdc_stop_requested,
+                                       .invalid_utf8 = cfg->source_invalid_utf8,
+                                       .point = o->point};
+    rc = pgcdc_snapreader_open(&o->reader, &ro, err, errlen);
+    if (numeric >= 0)
+        pgcdc_slot_note_numeric_strings(slot, numeric == 1);
+    /* Imported: the reader's transaction holds the snapshot from now on. The temporary slot
+     * (a replication slot and a WAL sender of the server's few) goes with its connection. */
+out:
+    if (tmp)
+        pgcdc_repl_close(tmp);
+    return rc;
+}
+
+int pgcdc_snapshot_prepare(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
+                           const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
+{
+    const struct pgcdc_config *cfg = slot->cfg;
+    bool exact_sink = cfg->sink_type == PGCDC_SINK_FILE; /* takes back a cut table */
+    pgcdc_snapshot_owed_free(o);
+    memset(o, 0, sizeof(*o));
+    o->exact_sink = exact_sink;
+    int rc = pgcdc_snapstate_load(&o->st, cfg->state_dir, err, errlen);
+    if (rc < 0)
+        return rc;
+    bool changed = exact_sink && settle_durable(&o->st, cfg);
+    bool owed = pgcdc_snapstate_pending(&o->st) > 0;
+    bool new_patterns = !o->st.have_patterns ||
+                        !same_pattern(o->st.include, cfg->source_tables_include) ||
+                        !same_pattern(o->st.exclude, cfg->source_tables_exclude);
+    if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER || !o->st.have_patterns) {
+        /* No earlier patterns to compare with (a slot made without a snapshot, or by an
+         * older pgcdc), or no snapshots wanted: what is selected now counts as captured. */
+        changed = changed || new_patterns;
+        new_patterns = false;
+        if (pgcdc_snapstate_set_patterns(&o->st, cfg) < 0)
+            goto oom;
+    }
+    if (!owed && !new_patterns) {
+        atomic_store(&pgcdc_metrics.snapshot_tables_remaining, 0);
+        return changed ? pgcdc_snapstate_save(&o->st, err, errlen) : PGCDC_OK;
+    }
+    if ((rc = open_at_new_point(o, slot, out, err, errlen)) < 0 ||
+        (rc = pgcdc_snapreader_tables(&o->reader, cfg, &o->tables, err, errlen)) < 0)
+        goto fail;
+    keep_owed(o, cfg);
+    if (pgcdc_snapstate_set_patterns(&o->st, cfg) < 0)
+        goto oom;
+    if ((rc = lock_all(&o->reader, &o->tables, err, errlen)) < 0 ||
+        (rc = record_owed(&o->st, &o->tables, o->point, err, errlen)) < 0)
+        goto fail;
+    if (o->tables.n == 0) {
+        pgcdc_snapshot_owed_free(o);
+        return PGCDC_OK;
+    }
+    o->active = true;
+    char n[24], p[PGCDC_LSN_BUFLEN];
+    snprintf(n, sizeof(n), "%zu", (size_t)atomic_load(&pgcdc_metrics.snapshot_tables_remaining));
+    pgcdc_log(PGCDC_LOG_INFO, "tables owed a snapshot; streaming up to their point first", "tables",
+              n, "point", pgcdc_lsn_format(o->point, p), NULL);
+    return PGCDC_OK;
+oom:
+    snprintf(err, errlen, "out of memory");
+    rc = PGCDC_ERR;
+fail:
+    pgcdc_snapshot_owed_free(o);
+    return rc;
+}
+
+bool pgcdc_snapshot_due(const struct pgcdc_snapshot_owed *o, uint64_t pos)
+{
+    return o->active && pos >= o->point;
+}
+
+bool pgcdc_snapshot_drops(const struct pgcdc_snapshot_owed *o, const char *schema,
+                          const char *table, uint64_t commit_lsn)
+{
+    if (!o->active || commit_lsn >= o->point)
+        return false;
+    struct pgcdc_snapstate_table *e =
+        pgcdc_snapstate_find((struct pgcdc_snapstate *)&o->st, schema, table);
+    if (!e || e->done || e->again || e->point != o->point)
+        return false; /* not owed at this point, or asked for again: changes flow */
+    /* A sink that keeps a cut table's rows keeps its changes from their point on. */
+    uint64_t from = !o->exact_sink && e->first && e->first < o->point ? e->first : o->point;
+    return commit_lsn < from;
+}
+
+int pgcdc_snapshot_run_owed(struct pgcdc_snapshot_owed *o, const struct pgcdc_config *cfg,
+                            const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
+{
+    char p[PGCDC_LSN_BUFLEN];
+    pgcdc_log(PGCDC_LOG_INFO, "snapshot of the owed tables starts; other changes wait", "point",
+              pgcdc_lsn_format(o->point, p), NULL);
+    int64_t started = pgcdc_mono_ms();
+    int rc =
+        write_all(&o->reader, &o->tables, o->point, &o->st, cfg, o->exact_sink, out, err, errlen);
+    if (rc == PGCDC_OK) {
+        char ms[24];
+        snprintf(ms, sizeof(ms), "%" PRId64, pgcdc_mono_ms() - started);
+        pgcdc_log(PGCDC_LOG_INFO, "snapshot of the owed tables done; streaming resumes", "ms", ms,
+                  NULL);
+    }
+    pgcdc_snapshot_owed_free(o);
+    return rc;
+}
+
+/* One table a request names: owed from now on (merged when it is owed already). */
+struct request {
+    struct pgcdc_snapstate *st;
+    const struct pgcdc_snapshot_owed *o;
+    const struct pgcdc_config *cfg;
+    size_t n;
+};
+
+static int request_table(void *ctx, const char *schema, const char *table)
+{
+    struct request *q = ctx;
+    if (!pgcdc_config_table_selected(q->cfg, schema, table)) {
+        pgcdc_log(PGCDC_LOG_WARN, "snapshot request for a table the selection leaves out; skipped",
+                  "schema", schema, "table", table, NULL);
+        return PGCDC_OK;
+    }
+    struct pgcdc_snapstate_table *e = pgcdc_snapstate_find(q->st, schema, table);
+    if (e && !e->done)
+        return PGCDC_OK; /* owed already: it is taken at a point after this request */
+    bool captured = e || pgcdc_snapstate_was_selected(q->st, q->cfg, schema, table);
+    if (!e && !(e = pgcdc_snapstate_add(q->st, schema, table, 0)))
+        return PGCDC_ERR;
+    e->done = false;
+    e->again = captured;
+    e->point = e->first = 0;
+    q->n++;
+    return PGCDC_OK;
+}
+
+int pgcdc_snapshot_signal(struct pgcdc_snapshot_owed *o, const struct pgcdc_config *cfg,
+                          const char *schema, const char *table, const struct pgcdc_change *ch,
+                          uint64_t commit_lsn, char *err, size_t errlen)
+{
+    struct pgcdc_snapstate mine = {0}, *st = &o->st;
+    if (strcmp(schema, PGCDC_SIGNAL_SCHEMA) != 0 || strcmp(table, PGCDC_SIGNAL_TABLE) != 0)
+        return PGCDC_OK;
+    int rc;
+    if (!o->active && (rc = pgcdc_snapstate_load(st = &mine, cfg->state_dir, err, errlen)) < 0)
+        return rc;
+    struct request q = {st, o, cfg, 0};
+    rc = pgcdc_signal_parse(schema, table, ch, request_table, &q, err, errlen);
+    if (rc > 0 && q.n > 0) {
+        /* Recorded before the request's transaction can be confirmed: a crash after that
+         * still finds the tables owed. */
+        if ((rc = pgcdc_snapstate_save(st, err, errlen)) == PGCDC_OK) {
+            char n[24], l[PGCDC_LSN_BUFLEN];
+            snprintf(n, sizeof(n), "%zu", q.n);
+            pgcdc_log(PGCDC_LOG_INFO, "snapshot requested through pgcdc.signal", "tables", n,
+                      "request_lsn", pgcdc_lsn_format(commit_lsn, l), NULL);
+            o->requested = true;
+        }
+    }
+    if (rc == PGCDC_ERR) /* a malformed request: reported, never retried for ever */
+        pgcdc_log(PGCDC_LOG_WARN, "ignored a snapshot request", "error", err, NULL);
+    pgcdc_snapstate_free(&mine);
+    return rc < 0 && rc != PGCDC_ERR ? rc : PGCDC_OK;
+}
+
+int pgcdc_snapshot_prepare_slot(struct pgcdc_snapshot_owed *o, struct pgcdc_slot *slot,
+                                struct pgcdc_repl *repl, const struct pgcdc_snapshot_out *out,
+                                bool fresh, bool *done, uint64_t *durable_lsn, char *err,
+                                size_t errlen)
+{
+    const struct pgcdc_config *cfg = slot->cfg;
+    int rc;
+    if (!fresh) {
+        bool resumed = slot->rec.state == PGCDC_SLOT_SNAPSHOTTING;
+        rc = pgcdc_snapshot_prepare(o, slot, out, err, errlen);
+        /* initial_only, its snapshot cut short: the rest at the new point, then done. */
+        if (rc < 0 || !resumed || cfg->snapshot_mode != PGCDC_SNAPSHOT_INITIAL_ONLY)
+            return rc;
+        if (o->active && (rc = pgcdc_snapshot_run_owed(o, cfg, out, err, errlen)) < 0)
+            return rc;
+        goto one_off;
+    }
+    if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER) {
+        uint64_t consistent;
+        return pgcdc_slot_create(slot, repl, NULL, 0, PGCDC_SLOT_STREAMING, &consistent, err,
+                                 errlen);
+    }
+    rc = pgcdc_snapshot_take(slot, repl, out, durable_lsn, err, errlen);
+    if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
+    one_off: /* A one-off export: leave no slot behind to pin WAL. */
+        *done = true;
+        rc = pgcdc_repl_drop_slot(repl, cfg->source_slot, err, errlen);
+        if (rc == PGCDC_OK)
+            pgcdc_log(PGCDC_LOG_INFO, "snapshot.mode is initial_only: dropped the slot, exiting",
+                      "slot", cfg->source_slot, NULL);
+    }
     return rc;
 }

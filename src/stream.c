@@ -35,6 +35,7 @@
 #include "pgcdc/sink_s3.h"
 #include "pgcdc/slot.h"
 #include "pgcdc/snapshot.h"
+#include "pgcdc/snapshot_signal.h"
 #include "pgcdc/txn_track.h"
 
 #define TRACK_CAPACITY 65536
@@ -78,6 +79,7 @@ struct stream {
 
     struct pgcdc_slot slot;      /* the slot and its state.dir record */
     struct pgcdc_relations rels; /* what each table wal2json names becomes in events */
+    struct pgcdc_snapshot_owed owed; /* tables owed a snapshot at a later point */
 
     int64_t last_sync_ms, last_status_ms, last_progress_ms;
     int64_t last_recv_ms, ping_sent_ms; /* silence detection; ping_sent_ms 0: none out */
@@ -129,7 +131,8 @@ static int send_status(struct stream *s, bool force, char *err, size_t errlen)
  */
 static int check_alive(struct stream *s, int64_t now, char *err, size_t errlen)
 {
-    if (now - s->last_recv_ms < PING_AFTER_MS)
+    /* Owed snapshots wait for the server's position: ask for it sooner. */
+    if (now - s->last_recv_ms < (s->owed.active ? 1000 : PING_AFTER_MS))
         return PGCDC_OK;
     if (!s->ping_sent_ms) {
         uint64_t confirmed = flush_pos(s);
@@ -220,6 +223,39 @@ static int emit(struct stream *s, const struct pgcdc_relation *rel, const struct
     return sink_write(s, &r, err, errlen);
 }
 
+/* The snapshot's way to the sink: the stream's own back-pressure handling. */
+static int snapshot_write(void *ctx, const struct pgcdc_record *r, char *err, size_t errlen)
+{
+    struct stream *s = ctx;
+    s->n_events++;
+    return sink_write(s, r, err, errlen);
+}
+
+/* While a snapshot is read mid-stream: the walsender must keep hearing from us. */
+static int snapshot_keepalive(void *ctx, char *err, size_t errlen)
+{
+    return send_status(ctx, false, err, errlen);
+}
+#define SNAPSHOT_OUT(s)                                                                            \
+    {(s)->sink, (s)->track, (s)->ectx.name_json, (s)->ectx.db_json, snapshot_write,              \
+     snapshot_keepalive, (s)}
+
+/* Tables owed a snapshot (cut short, added, requested): their new point (snapshot.h). */
+static int prepare_owed(struct stream *s, char *err, size_t errlen)
+{
+    struct pgcdc_snapshot_out out = SNAPSHOT_OUT(s);
+    return pgcdc_snapshot_prepare(&s->owed, &s->slot, &out, err, errlen);
+}
+
+/* The stream reached the owed tables' point: write their rows there, then any requested since. */
+static int run_owed(struct stream *s, char *err, size_t errlen)
+{
+    struct pgcdc_snapshot_out out = SNAPSHOT_OUT(s);
+    int rc = pgcdc_snapshot_run_owed(&s->owed, s->cfg, &out, err, errlen);
+    s->dirty = true; /* sync (and confirm) what the snapshot wrote */
+    return rc == PGCDC_OK && s->owed.requested ? prepare_owed(s, err, errlen) : rc;
+}
+
 static bool end_reached_at(struct stream *s, uint64_t pos)
 {
     return s->end_lsn && pos >= s->end_lsn;
@@ -234,6 +270,8 @@ static int begin_txn(struct stream *s, const struct pgcdc_change *ch, bool *end,
         *end = true; /* commits after --end-lsn: not ours */
         return PGCDC_OK;
     }
+    if (pgcdc_snapshot_due(&s->owed, ch->lsn) && (rc = run_owed(s, err, errlen)) < 0)
+        return rc;
     s->in_txn = true;
     s->txn = (struct pgcdc_txn_meta){
         .xid = ch->xid, .commit_lsn = ch->lsn, .end_lsn = ch->nextlsn, .commit_ts_ms = ch->ts_ms};
@@ -277,7 +315,7 @@ static int commit_txn(struct stream *s, const struct pgcdc_change *ch, bool *end
     }
     s->skipping = false;
     *end = end_reached_at(s, ch->nextlsn);
-    return PGCDC_OK;
+    return s->owed.requested && !s->owed.active ? prepare_owed(s, err, errlen) : PGCDC_OK;
 }
 
 /* A row change (or truncate): name its table, and emit it when the table is selected. */
@@ -293,8 +331,11 @@ static int handle_row(struct stream *s, const struct pgcdc_change *ch, char *err
     const struct pgcdc_relation *rel;
     if ((rc = pgcdc_relations_resolve(&s->rels, ch, &rel, err, errlen)) < 0)
         return rc;
-    if (!rel->selected)
-        return PGCDC_OK;
+    if (!rel->selected || pgcdc_signal_is(rel->schema, rel->table)) /* a request is heard */
+        return pgcdc_snapshot_signal(&s->owed, s->cfg, rel->schema, rel->table, ch,
+                                     s->txn.commit_lsn, err, errlen);
+    if (pgcdc_snapshot_drops(&s->owed, rel->schema, rel->table, s->txn.commit_lsn))
+        return PGCDC_OK; /* in an owed snapshot: the boundary rule */
     if (s->enc.nbad && (rc = pgcdc_encoding_check_change(&s->enc, ch, rel->schema, rel->table,
                                                          s->cfg->source_invalid_utf8, err,
                                                          errlen)) < 0)
@@ -391,31 +432,6 @@ static void progress(struct stream *s, int64_t now)
               "inflight", inflight, NULL);
 }
 
-/* The snapshot's way to the sink: the stream's own back-pressure handling. */
-static int snapshot_write(void *ctx, const struct pgcdc_record *r, char *err, size_t errlen)
-{
-    struct stream *s = ctx;
-    s->n_events++;
-    return sink_write(s, r, err, errlen);
-}
-
-static int take_snapshot(struct stream *s, char *err, size_t errlen)
-{
-    struct pgcdc_snapshot_out out = {
-        .sink = s->sink,
-        .track = s->track,
-        .name_json = s->ectx.name_json,
-        .db_json = s->ectx.db_json,
-        .write = snapshot_write,
-        .ctx = s,
-    };
-    uint64_t durable = 0;
-    int rc = pgcdc_snapshot_take(&s->slot, s->repl, &out, &durable, err, errlen);
-    if (durable)
-        s->skip_upto = durable;
-    return rc;
-}
-
 /*
  * With nothing open, unsynced or unacknowledged, everything before the last keepalive's
  * walEnd is durable or not ours: confirm it (idle tables must not pin WAL). Returns true
@@ -467,6 +483,9 @@ static int on_message(struct stream *s, const struct pgcdc_repl_msg *msg, bool *
         if (msg->wal_end > s->received)
             s->received = msg->wal_end;
     }
+    if (!s->in_txn && pgcdc_snapshot_due(&s->owed, msg->wal_end) &&
+        (rc = run_owed(s, err, errlen)) < 0)
+        return rc;
     if (msg->reply_requested)
         return send_status(s, true, err, errlen);
     return PGCDC_OK;
@@ -687,6 +706,7 @@ static void stream_close(struct stream *s)
     pgcdc_buf_free(&s->name_json);
     pgcdc_buf_free(&s->db_json);
     pgcdc_relations_free(&s->rels);
+    pgcdc_snapshot_owed_free(&s->owed);
     if (s->lockfd >= 0)
         close(s->lockfd);
 }
@@ -706,28 +726,17 @@ static int note_db(struct stream *s, char *err, size_t errlen)
 
 /*
  * The slot is ready to stream from: created when it is new (with the initial snapshot, or
- * without one under snapshot.mode = never). *done when the run ends here instead
- * (initial_only: the snapshot is the whole job).
+ * without one under snapshot.mode = never), owed snapshots prepared otherwise. *done when
+ * the run ends here instead (initial_only: the snapshot is the whole job).
  */
 static int prepare_slot(struct stream *s, bool fresh, bool *done, char *err, size_t errlen)
 {
-    const struct pgcdc_config *cfg = s->cfg;
-    if (!fresh)
-        return PGCDC_OK;
-    if (cfg->snapshot_mode == PGCDC_SNAPSHOT_NEVER) {
-        uint64_t consistent;
-        return pgcdc_slot_create(&s->slot, s->repl, NULL, 0, PGCDC_SLOT_STREAMING, &consistent, err,
-                                 errlen);
-    }
-    int rc = take_snapshot(s, err, errlen);
-    if (rc == PGCDC_OK && cfg->snapshot_mode == PGCDC_SNAPSHOT_INITIAL_ONLY) {
-        /* A one-off export: leave no slot behind to pin WAL. */
-        *done = true;
-        rc = pgcdc_repl_drop_slot(s->repl, cfg->source_slot, err, errlen);
-        if (rc == PGCDC_OK)
-            pgcdc_log(PGCDC_LOG_INFO, "snapshot.mode is initial_only: dropped the slot, exiting",
-                      "slot", cfg->source_slot, NULL);
-    }
+    struct pgcdc_snapshot_out out = SNAPSHOT_OUT(s);
+    uint64_t durable = 0;
+    int rc = pgcdc_snapshot_prepare_slot(&s->owed, &s->slot, s->repl, &out, fresh, done, &durable,
+                                         err, errlen);
+    if (durable)
+        s->skip_upto = durable;
     return rc;
 }
 

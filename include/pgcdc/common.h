@@ -66,6 +66,33 @@ void pgcdc_buf_free(struct pgcdc_buf *b);
 extern volatile sig_atomic_t pgcdc_stop_requested;
 void pgcdc_install_stop_signals(void);
 
+/*
+ * Write byte c as it goes inside a JSON string (PostgreSQL's escape_json: \" \\ \n \r \t
+ * \b \f, other controls as \u00XX, the rest as itself) at o, which has room for 6 bytes;
+ * returns the position after it.
+ */
+static inline char *pgcdc_json_escape_byte(char *o, unsigned char c)
+{
+    static const char hex[] = "0123456789abcdef";
+    switch (c) {
+    case '"': *o++ = '\\'; *o++ = '"'; break;
+    case '\\': *o++ = '\\'; *o++ = '\\'; break;
+    case '\n': *o++ = '\\'; *o++ = 'n'; break;
+    case '\r': *o++ = '\\'; *o++ = 'r'; break;
+    case '\t': *o++ = '\\'; *o++ = 't'; break;
+    case '\b': *o++ = '\\'; *o++ = 'b'; break;
+    case '\f': *o++ = '\\'; *o++ = 'f'; break;
+    default:
+        if (c < 0x20) {
+            *o++ = '\\'; *o++ = 'u'; *o++ = '0'; *o++ = '0';
+            *o++ = hex[c >> 4]; *o++ = hex[c & 15];
+        } else {
+            *o++ = (char)c;
+        }
+    }
+    return o;
+}
+
 /* The value of one hex digit, or -1. */
 static inline int pgcdc_hex_digit(char c)
 {

@@ -48,6 +48,7 @@ struct pgcdc_config {
     char *source_tables_exclude; /* NULL: none */
     bool source_partitions_as_root; /* publish partitions' changes under their root table */
     enum pgcdc_snapshot_mode snapshot_mode;
+    int snapshot_slot_timeout_ms; /* how long a temporary slot may wait for open transactions */
     enum pgcdc_sink_type sink_type;
     char *sink_file_dir;
     uint64_t sink_file_segment_bytes;

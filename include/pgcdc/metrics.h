@@ -29,6 +29,8 @@ struct pgcdc_metrics {
     _Atomic uint64_t dead_letters; /* events written to state.dir/dead-letter/ */
     _Atomic uint64_t inflight;
     _Atomic uint64_t snapshot_rows;
+    _Atomic uint64_t snapshot_tables_remaining; /* tables whose snapshot is still owed */
+    _Atomic int snapshot_running;               /* 1 while a snapshot is being read */
     _Atomic uint64_t invalid_utf8_replaced; /* source.invalid_utf8 = replace: sequences */
     _Atomic int connected;
     _Atomic int64_t last_ok_mono_ms; /* last sign of progress (see pgcdc_metrics_healthy) */

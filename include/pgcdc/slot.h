@@ -34,6 +34,9 @@ struct pgcdc_slot_record {
     char sysid[32];       /* the server's system_identifier; "" unknown (an older pgcdc) */
     uint64_t created_lsn; /* consistent point at creation (position when adopted); 0 unknown */
     enum pgcdc_slot_state state;
+    /* Not in the file: state.dir/snapshot records the snapshot's tables, so one cut short
+     * resumes table by table on this slot instead of recreating it. */
+    bool resumable;
 };
 
 /* What pgcdc_slot_decide tells the caller to do with source.slot. */
@@ -130,5 +133,9 @@ void pgcdc_slot_note_numeric_strings(struct pgcdc_slot *sl, bool supported);
  * second pgcdc is PGCDC_ERR naming its pid; an unusable directory PGCDC_ERR_CONFIG.
  */
 int pgcdc_slot_lock_state_dir(const char *dir, int *lockfd, char *err, size_t errlen);
+
+/* fsync the directory of path (a state.dir record), so a rename or unlink in it survives a
+ * crash. Returns 0, or -1 with errno. */
+int pgcdc_slot_sync_dir_of(const char *path);
 
 #endif

@@ -43,15 +43,23 @@ def _rebuild_and_compare(cluster, events, table):
 
 
 def _check_snapshot_block(events, expect_rows=None):
-    """The snapshot rows come first, contiguous, each key once, flags "true"... "last"."""
+    """The snapshot rows come first, contiguous, each key once; each table's rows are
+    contiguous and flagged "true"... "last" (the last row of EACH table says "last")."""
     snap = [e for e in events if e["op"] == "r"]
     n = len(snap)
     assert events[:n] == snap, "snapshot rows are not a contiguous block at the start"
-    flags = [e["source"]["snapshot"] for e in snap]
-    assert flags[-1] == "last", "the final snapshot row says %r" % flags[-1]
-    assert flags.count("last") == 1 and flags.count("true") == n - 1, (
-        "snapshot flags: %d true, %d last, others %r" % (
-            flags.count("true"), flags.count("last"), sorted(set(flags) - {"true", "last"})))
+    tables = []
+    for e in snap:
+        if not tables or tables[-1][0] != e.table:
+            assert e.table not in [t for t, _ in tables], "%s's rows are split" % e.table
+            tables.append((e.table, []))
+        tables[-1][1].append(e["source"]["snapshot"])
+    for table, flags in tables:
+        assert flags[-1] == "last", "%s's final snapshot row says %r" % (table, flags[-1])
+        assert flags.count("last") == 1 and flags.count("true") == len(flags) - 1, (
+            "%s's snapshot flags: %d true, %d last, others %r" % (
+                table, flags.count("true"), flags.count("last"),
+                sorted(set(flags) - {"true", "last"})))
     keys = [(e.table, e["after"]["id"]) for e in snap]
     assert len(set(keys)) == n, "%d snapshot rows, %d distinct keys" % (n, len(set(keys)))
     if expect_rows is not None:
