@@ -24,7 +24,8 @@
 extern char **environ;
 
 static const char usage_text[] =
-    "pgcdc " PGCDC_VERSION " - stream every row change out of PostgreSQL (wal2json) into files or Kafka\n"
+    "pgcdc " PGCDC_VERSION " - stream every row change out of PostgreSQL (wal2json) \n"
+    "into files, Kafka, a web service (HTTP) or S3-compatible object storage\n"
     "\n"
     "Usage:\n"
     "  pgcdc run     [-c FILE] [-o KEY=VALUE]... [--end-lsn LSN | --once]\n"
