@@ -24,7 +24,7 @@
 extern char **environ;
 
 static const char usage_text[] =
-    "pgcdc " PGCDC_VERSION " - stream every row change out of PostgreSQL (wal2json) \n"
+    "pgcdc " PGCDC_VERSION " - stream every row change out of PostgreSQL (wal2json)\n"
     "into files, Kafka, a web service (HTTP) or S3-compatible object storage\n"
     "\n"
     "Usage:\n"
