@@ -363,7 +363,10 @@ static int session_start(struct replay *r, char *err, size_t errlen)
             return rc;
     }
     /* Read from the first segment again; whole segments before the position are passed. */
-    pgcdc_replay_reader_restart(&r->rd, r->pos.commit);
+    /* Segments wholly before the resume point need no reading. While the snapshot at
+     * pos.commit is only partly applied, its rows (one sink transaction per table, all at
+     * that commit LSN) may span segments, each of which counts toward partial_events. */
+    pgcdc_replay_reader_restart(&r->rd, r->pos.partial > 0 ? r->pos.commit - 1 : r->pos.commit);
     r->in_txn = r->batch_open = r->beyond_end = false;
     r->batch_rows = r->batch_txns = 0;
     r->ntrunc = 0; /* a TRUNCATE pending when the last session ended is read again */

@@ -49,7 +49,8 @@ static void read_position(struct pgcdc_replay_reader *r)
 /*
  * Move to the segment after cur. Returns 1 when there is one, 0 when none yet, <0 on error.
  * A segment whose successor starts at or below skip_lsn holds only transactions already
- * applied (commit LSNs increase and no transaction spans segments): it is not read.
+ * applied (commit LSNs never decrease, and a commit LSN that spans segments, a snapshot's
+ * tables at one point, is wholly at or below skip_lsn): it is not read.
  */
 static int next_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {

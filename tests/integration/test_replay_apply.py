@@ -172,3 +172,39 @@ def test_update_or_delete_of_a_missing_row(cluster, dbs, make_pgcdc, workdir):
     assert "update of public.acct" in warns[0] and "delete from public.acct" in warns[1], warns
     assert journal() == [1, 2, 3], journal()
     run.stop()
+
+
+def test_resume_inside_a_snapshot_that_spans_segments(cluster, dbs, make_pgcdc, workdir):
+    """The snapshot writes one sink transaction per table, all at the slot's point, and a
+    segment can close between two tables: replay's one snapshot transaction then spans
+    segments. Resuming in it (partial_events = the first table's rows) must still read the
+    first table's segment to count them, not pass it over as wholly applied."""
+    src, tgt = dbs
+    cluster.sql("CREATE TABLE sa (id int PRIMARY KEY, pad text); "
+                "CREATE TABLE sb (id int PRIMARY KEY, pad text); "
+                "INSERT INTO sa SELECT g, repeat('a', 200) FROM generate_series(1, 300) g; "
+                "INSERT INTO sb SELECT g, repeat('b', 200) FROM generate_series(1, 300) g",
+                dbname=src)
+    ch.copy_schema(cluster, src, tgt)
+    run = capture(make_pgcdc, cluster, src, **{"sink.file.segment_bytes": "4096"})
+    captured_up_to_now(cluster, run)
+    run.stop()
+    snap = [e for e in harness.read_events(run.data_dir) if e["op"] == "r"]
+    first = snap[0]["source"]["table"]
+    point = snap[0]["source"]["commit_lsn"]
+    at_point = [s.name for s in harness.list_segments(run.data_dir)
+                if s.first_commit_lsn == point]
+    assert len(at_point) >= 2, "the snapshot should span segments: %r" % at_point
+    p, rc = replay(workdir, cluster, tgt, run, "full")
+    assert rc == 0, p.describe()
+
+    # As if replay had been killed right after committing the first table's rows.
+    n_first = sum(1 for e in snap if e["source"]["table"] == first)
+    second = "sb" if first == "sa" else "sa"
+    cluster.sql("DELETE FROM %s; UPDATE pgcdc.replay_position SET commit_lsn = '%s', "
+                "partial_events = %d" % (second, lsn_format(snap[0]["source"]["commit_lsn"]),
+                                         n_first), dbname=tgt)
+    p, rc = replay(workdir, cluster, tgt, run, "resumed")
+    assert rc == 0, p.describe()
+    rc, lines, err = ch.verify(cluster, src, tgt)
+    assert rc == 0, (lines, err)
