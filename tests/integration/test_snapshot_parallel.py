@@ -3,7 +3,10 @@ split into one-page ctid ranges give the same events, byte for byte apart from t
 the point (txId, lsn: each run has its own), as one reader: every row once, in the same order, "last" once per table on its last row.
 Out-of-range settings exit 2."""
 
+import json
+import os
 import re
+import time
 
 import harness as h
 
@@ -70,3 +73,46 @@ def test_out_of_range_settings_exit_2(make_pgcdc, name):
         p = make_pgcdc(settings={key: value}, sub="bad%d" % i)
         assert p.run(timeout=30) == 2, p.describe()
         assert key in p.stderr(), p.describe()
+
+
+def test_alter_queued_behind_the_snapshot_does_not_hang_it(cluster, make_pgcdc, name):
+    """An ALTER TABLE queued behind the snapshot's locks: a worker that then waited for the
+    table would wait for ever (the ALTER waits for the snapshot, the snapshot for the
+    worker). The worker's NOWAIT lock fails instead, the snapshot is retried, the ALTER
+    goes through, and the table's rows come at a new point."""
+    a, b, c = name + "_a", name + "_b", name + "_c"
+    for t, n in ((a, 300000), (b, 60000), (c, 10)):
+        cluster.sql("CREATE TABLE %s (id bigint PRIMARY KEY, v bigint NOT NULL)" % t)
+        cluster.sql("INSERT INTO %s SELECT g, g FROM generate_series(1, %d) g" % (t, n))
+    p = make_pgcdc(settings={"snapshot.mode": "initial", "snapshot.workers": "2",
+                             "source.tables.include": "public.%s_*" % name})
+    p.start()
+    # Worker 1 reads a, worker 2 fills its chunks with b and waits for the writer: c is
+    # not taken yet.
+    p.wait_log("snapshot readers started", timeout=30)
+    conn = cluster.connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '40s'")
+            started = time.monotonic()
+            cur.execute("ALTER TABLE %s ADD COLUMN z int DEFAULT 7" % c)
+            waited = time.monotonic() - started
+    finally:
+        conn.close()
+    assert waited < 30, "the ALTER waited %.1f s behind the snapshot" % waited
+    p.wait_log(r"snapshot table done.*table=%s\b" % c, timeout=60)
+    assert p.stop(timeout=15) == 0, p.describe()
+    rows = _lines_of(p.data_dir, c)
+    assert sorted(e["after"]["id"] for e in rows) == list(range(1, 11))
+    assert all(e["after"].get("z") == 7 for e in rows), rows
+
+
+def _lines_of(d, table):
+    """The events of one table, without parsing the others'."""
+    needle = ('"table":"%s"' % table).encode()
+    out = []
+    for root, _, files in os.walk(d):
+        for f in files:
+            with open(os.path.join(root, f), "rb") as fh:
+                out += [json.loads(l) for l in fh if needle in l]
+    return out
