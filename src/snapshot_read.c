@@ -474,8 +474,7 @@ static void log_progress(const struct pgcdc_snaptable *t, uint64_t nrows, int64_
  * wal2json does.
  */
 static int start_copy(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
-                      const struct columns *k, uint64_t from, uint64_t to, char *err,
-                      size_t errlen)
+                      const struct columns *k, uint64_t from, uint64_t to, char *err, size_t errlen)
 {
     char q[1100], sql[1400];
     if (qualified(r->c, t, q, sizeof(q)) < 0) {
@@ -541,8 +540,7 @@ int pgcdc_snapreader_copy(struct pgcdc_snapreader *r, const struct pgcdc_snaptab
                           pgcdc_snapreader_row_fn row, void *ctx, uint64_t *rows, char *err,
                           size_t errlen)
 {
-    return pgcdc_snapreader_copy_range(r, t, 0, PGCDC_SNAP_ALL_BLOCKS, row, ctx, rows, err,
-                                       errlen);
+    return pgcdc_snapreader_copy_range(r, t, 0, PGCDC_SNAP_ALL_BLOCKS, row, ctx, rows, err, errlen);
 }
 
 int pgcdc_snapreader_export(struct pgcdc_snapreader *r, char *name, size_t namelen, char *err,
@@ -578,8 +576,8 @@ int pgcdc_snapreader_blocks(struct pgcdc_snapreader *r, const struct pgcdc_snapt
 }
 
 int pgcdc_snapreader_copy_range(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
-                                uint64_t from, uint64_t to, pgcdc_snapreader_row_fn row,
-                                void *ctx, uint64_t *rows, char *err, size_t errlen)
+                                uint64_t from, uint64_t to, pgcdc_snapreader_row_fn row, void *ctx,
+                                uint64_t *rows, char *err, size_t errlen)
 {
     struct columns k = {0};
     struct pgcdc_snapcopy sc = {0};

@@ -113,8 +113,8 @@ int pgcdc_snapreader_copy(struct pgcdc_snapreader *r, const struct pgcdc_snaptab
  */
 #define PGCDC_SNAP_ALL_BLOCKS UINT64_MAX
 int pgcdc_snapreader_copy_range(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
-                                uint64_t from, uint64_t to, pgcdc_snapreader_row_fn row,
-                                void *ctx, uint64_t *rows, char *err, size_t errlen);
+                                uint64_t from, uint64_t to, pgcdc_snapreader_row_fn row, void *ctx,
+                                uint64_t *rows, char *err, size_t errlen);
 
 /*
  * Export the reader's snapshot (pg_export_snapshot) for other readers to import; valid
