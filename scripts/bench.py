@@ -26,8 +26,8 @@ one copy per contender, one contender at a time:
               `\copy t to '/dev/null'` (the reference) against `pgcdc run` with
               snapshot.mode = initial_only into the file sink, on tmpfs (/dev/shm, so the
               figure measures the worker) and on disk; rows/s, ratio, CPU, peak RSS; and
-              with BENCH_SNAP_WORKERS="1 2 4", the speed-up of snapshot.workers (once it
-              exists) on tmpfs.
+              with BENCH_SNAP_WORKERS="1 2 4", the speed-up of snapshot.workers on tmpfs,
+              the table read in ranges of BENCH_SNAP_CHUNK_PAGES (4096) pages.
   decode      bench_decode under callgrind: instructions per change, decode+encode.
   wholerun    the whole `pgcdc run` (file sink, then Kafka sink with librdkafka's threads)
               under callgrind on 35,000 changes: instructions per change, everything
@@ -1063,8 +1063,9 @@ s.serve_forever()
                 "source.tables.include=public." + table, "-o",
                 "state.dir=" + os.path.join(d, "state"), "-o", "log.level=warn", "-o",
                 "sink.file.dir=" + segdir]
-        if workers is not None:
-            args += ["-o", "snapshot.workers=%d" % workers]
+        if workers is not None:  # the one table in ranges, so that workers can share it
+            args += ["-o", "snapshot.workers=%d" % workers, "-o", "snapshot.chunk_pages=%d" %
+                     int(os.environ.get("BENCH_SNAP_CHUNK_PAGES", "4096"))]
         try:
             p, wcpu = self.run_drain("pgcdc snapshot", args, d)
             events = self.count_segment_events(segdir)

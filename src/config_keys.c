@@ -63,6 +63,10 @@ const struct pgcdc_config_key pgcdc_config_keys[] = {
     {"snapshot.mode", PGCDC_KEY_ENUM, OFF(snapshot_mode), 0, 0, snapshot_names, "initial", NULL},
     {"snapshot.slot_timeout_ms", PGCDC_KEY_INT, OFF(snapshot_slot_timeout_ms), 1000, 86400000,
      NULL, "300000", NULL},
+    {"snapshot.workers", PGCDC_KEY_INT, OFF(snapshot_workers), 1, 32, NULL, "2", NULL},
+    /* 32768 pages of 8 KiB: 256 MiB a range; at most 2^31, a block number's range. */
+    {"snapshot.chunk_pages", PGCDC_KEY_U64, OFF(snapshot_chunk_pages), 1, 1ULL << 31, NULL,
+     "32768", NULL},
     {"sink.type", PGCDC_KEY_ENUM, OFF(sink_type), 0, 0, sink_names, "file", NULL},
     {"sink.file.dir", PGCDC_KEY_STR, OFF(sink_file_dir), 0, 0, NULL, "./pgcdc-data", HELP_PATH},
     /* At least a page; at most 1 TiB, far past any sane segment but safe from overflow. */

@@ -23,6 +23,7 @@
 #include "pgcdc/repl.h"
 #include "pgcdc/sink.h"
 #include "pgcdc/slot.h"
+#include "pgcdc/snapshot_par.h"
 #include "pgcdc/snapshot_signal.h"
 #include "pgcdc/txn_track.h"
 
@@ -88,25 +89,10 @@ static int write_held(struct table_txn *t, bool last, char *err, size_t errlen)
     return t->out->write(t->out->ctx, &r, err, errlen);
 }
 
-static int table_row(void *ctx, const struct pgcdc_change *ch, char *err, size_t errlen)
+/* The row now in buffer i follows the held one, which is written (not the last). */
+static int table_next(struct table_txn *t, int i, char *err, size_t errlen)
 {
-    struct table_txn *t = ctx;
-    if (pgcdc_stop_requested) {
-        snprintf(err, errlen, STOPPED_MSG);
-        return PGCDC_ERR_RETRY;
-    }
-    int i = t->held == 0 ? 1 : 0, rc;
-    struct pgcdc_change row = *ch;
-    row.lsn = t->txn.commit_lsn;
-    pgcdc_buf_reset(&t->value[i]);
-    pgcdc_buf_reset(&t->key[i]);
-    int haskey;
-    if (pgcdc_event_encode(&t->value[i], &t->ectx, &row, 'r', pgcdc_now_ms()) < 0 ||
-        (haskey = pgcdc_event_key(&t->key[i], &row, 0)) < 0) {
-        snprintf(err, errlen, "out of memory encoding a snapshot row");
-        return PGCDC_ERR;
-    }
-    t->haskey[i] = haskey > 0;
+    int rc;
     if ((rc = write_held(t, false, err, errlen)) < 0)
         return rc;
     t->held = i;
@@ -116,6 +102,59 @@ static int table_row(void *ctx, const struct pgcdc_change *ch, char *err, size_t
             return rc;
     }
     return PGCDC_OK;
+}
+
+/* The buffer the next row goes into, free once the held row is written. */
+static int next_buffer(struct table_txn *t, char *err, size_t errlen)
+{
+    if (pgcdc_stop_requested) {
+        snprintf(err, errlen, STOPPED_MSG);
+        return PGCDC_ERR_RETRY;
+    }
+    int i = t->held == 0 ? 1 : 0;
+    pgcdc_buf_reset(&t->value[i]);
+    pgcdc_buf_reset(&t->key[i]);
+    return i;
+}
+
+static int table_row(void *ctx, const struct pgcdc_change *ch, char *err, size_t errlen)
+{
+    struct table_txn *t = ctx;
+    int i = next_buffer(t, err, errlen), haskey;
+    if (i < 0)
+        return i;
+    struct pgcdc_change row = *ch;
+    row.lsn = t->txn.commit_lsn;
+    if (pgcdc_event_encode(&t->value[i], &t->ectx, &row, 'r', pgcdc_now_ms()) < 0 ||
+        (haskey = pgcdc_event_key(&t->key[i], &row, 0)) < 0) {
+        snprintf(err, errlen, "out of memory encoding a snapshot row");
+        return PGCDC_ERR;
+    }
+    t->haskey[i] = haskey > 0;
+    return table_next(t, i, err, errlen);
+}
+
+/* A row a parallel worker encoded (snapshot_par.h). */
+static int table_record(void *ctx, const char *value, size_t vlen, const char *key, size_t klen,
+                        char *err, size_t errlen)
+{
+    struct table_txn *t = ctx;
+    int i = next_buffer(t, err, errlen);
+    if (i < 0)
+        return i;
+    if (pgcdc_buf_append(&t->value[i], value, vlen) < 0 ||
+        (key && pgcdc_buf_append(&t->key[i], key, klen) < 0)) {
+        snprintf(err, errlen, "out of memory writing a snapshot row");
+        return PGCDC_ERR;
+    }
+    t->haskey[i] = key != NULL;
+    return table_next(t, i, err, errlen);
+}
+
+static int table_idle(void *ctx, char *err, size_t errlen)
+{
+    struct table_txn *t = ctx;
+    return t->out->keepalive ? t->out->keepalive(t->out->ctx, err, errlen) : PGCDC_OK;
 }
 
 /* Make everything written durable: under a broker outage, wait like the stream does. */
@@ -149,6 +188,9 @@ struct unit {
     const struct pgcdc_snaptable *leaves;
     size_t n;
     uint64_t point;
+    struct pgcdc_snappar *par; /* the parallel readers; NULL: r reads */
+    size_t first;              /* the leaves' index in the listing */
+    int64_t ts_ms;             /* the workers' commit time; 0: now */
 };
 
 /* The leaves at tl->t[i] sharing its reported name: how many. */
@@ -198,7 +240,7 @@ static int write_unit(struct pgcdc_snapreader *r, const struct unit *u, struct p
     t.txn = (struct pgcdc_txn_meta){.xid = r->xmin,
                                     .commit_lsn = u->point,
                                     .end_lsn = u->point,
-                                    .commit_ts_ms = pgcdc_now_ms()};
+                                    .commit_ts_ms = u->ts_ms ? u->ts_ms : pgcdc_now_ms()};
     t.ectx = (struct pgcdc_event_ctx){.name_json = out->name_json,
                                       .db_json = out->db_json,
                                       .xid = r->xmin,
@@ -208,7 +250,9 @@ static int write_unit(struct pgcdc_snapreader *r, const struct unit *u, struct p
     int64_t started = pgcdc_mono_ms();
     if ((rc = table_begin(&t, err, errlen)) < 0)
         goto out;
-    for (size_t i = 0; i < u->n && rc == PGCDC_OK; i++) {
+    if (u->par)
+        rc = pgcdc_snappar_unit(u->par, u->first, u->n, table_record, table_idle, &t, err, errlen);
+    for (size_t i = 0; !u->par && i < u->n && rc == PGCDC_OK; i++) {
         uint64_t rows = 0;
         rc = pgcdc_snapreader_copy(r, &u->leaves[i], table_row, &t, &rows, err, errlen);
     }
@@ -239,13 +283,27 @@ static int write_all(struct pgcdc_snapreader *r, const struct pgcdc_snaptables *
                      const struct pgcdc_snapshot_out *out, char *err, size_t errlen)
 {
     int rc = PGCDC_OK;
+    struct pgcdc_snappar *par = NULL;
+    int64_t ts = 0;
+    if (cfg->snapshot_workers > 1 && tl->n > 0) {
+        struct pgcdc_snappar_opts po = {.main = r,
+                                        .tl = tl,
+                                        .cfg = cfg,
+                                        .name_json = out->name_json,
+                                        .db_json = out->db_json,
+                                        .point = point,
+                                        .ts_ms = ts = pgcdc_now_ms()};
+        if ((rc = pgcdc_snappar_start(&par, &po, err, errlen)) < 0)
+            return rc;
+    }
     atomic_store(&pgcdc_metrics.snapshot_running, 1);
     for (size_t i = 0; i < tl->n && rc == PGCDC_OK;) {
-        struct unit u = {&tl->t[i], unit_len(tl, i), point};
+        struct unit u = {&tl->t[i], unit_len(tl, i), point, par, i, ts};
         rc = write_unit(r, &u, st, cfg, exact_sink, out, err, errlen);
         i += u.n;
     }
     atomic_store(&pgcdc_metrics.snapshot_running, 0);
+    pgcdc_snappar_stop(par);
     return rc;
 }
 

@@ -31,7 +31,7 @@
 
 static bool stopping(const struct pgcdc_snapreader *r)
 {
-    return r->stop && *r->stop;
+    return (r->stop && *r->stop) || (r->cancel && atomic_load(r->cancel));
 }
 
 static int sql_fail(PGconn *c, PGresult *res, const char *what, char *err, size_t errlen)
@@ -181,6 +181,7 @@ int pgcdc_snapreader_open(struct pgcdc_snapreader *r, const struct pgcdc_snaprea
     struct pgcdc_source_params params;
     memset(r, 0, sizeof(*r));
     r->stop = o->stop;
+    r->cancel = o->cancel;
     r->invalid_utf8 = o->invalid_utf8;
     r->point = o->point;
     int rc = pgcdc_source_params(&params, o->dsn, PGCDC_SOURCE_SNAPSHOT, err, errlen);
@@ -304,16 +305,29 @@ static int qualified(PGconn *c, const struct pgcdc_snaptable *t, char *out, size
     return ok ? PGCDC_OK : PGCDC_ERR;
 }
 
-int pgcdc_snapreader_lock(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t, char *err,
-                          size_t errlen)
+static int lock_table(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t, bool nowait,
+                      char *err, size_t errlen)
 {
     char q[1100], sql[1200];
     if (qualified(r->c, t, q, sizeof(q)) < 0) {
         snprintf(err, errlen, "snapshot: out of memory");
         return PGCDC_ERR;
     }
-    snprintf(sql, sizeof(sql), "LOCK TABLE ONLY %s IN ACCESS SHARE MODE", q);
+    snprintf(sql, sizeof(sql), "LOCK TABLE ONLY %s IN ACCESS SHARE MODE%s", q,
+             nowait ? " NOWAIT" : "");
     return exec_ok(r, sql, err, errlen);
+}
+
+int pgcdc_snapreader_lock(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t, char *err,
+                          size_t errlen)
+{
+    return lock_table(r, t, false, err, errlen);
+}
+
+int pgcdc_snapreader_lock_nowait(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
+                                 char *err, size_t errlen)
+{
+    return lock_table(r, t, true, err, errlen);
 }
 
 /* One table's columns as the rows need them; every array has ncols + 1 entries. */
@@ -460,14 +474,24 @@ static void log_progress(const struct pgcdc_snaptable *t, uint64_t nrows, int64_
  * wal2json does.
  */
 static int start_copy(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
-                      const struct columns *k, char *err, size_t errlen)
+                      const struct columns *k, uint64_t from, uint64_t to, char *err, size_t errlen)
 {
-    char q[1100], sql[1300];
+    char q[1100], sql[1400];
     if (qualified(r->c, t, q, sizeof(q)) < 0) {
         snprintf(err, errlen, "snapshot: out of memory");
         return PGCDC_ERR;
     }
-    if (k->generated) /* ONLY: an inheritance parent must not repeat its children's rows */
+    if (to != PGCDC_SNAP_ALL_BLOCKS) /* a range: a TID Range Scan on PostgreSQL 14+ */
+        snprintf(sql, sizeof(sql),
+                 "COPY (SELECT * FROM ONLY %s WHERE ctid >= '(%" PRIu64 ",0)'::pg_catalog.tid "
+                 "AND ctid < '(%" PRIu64 ",0)'::pg_catalog.tid) TO STDOUT",
+                 q, from, to);
+    else if (from > 0)
+        snprintf(sql, sizeof(sql),
+                 "COPY (SELECT * FROM ONLY %s WHERE ctid >= '(%" PRIu64
+                 ",0)'::pg_catalog.tid) TO STDOUT",
+                 q, from);
+    else if (k->generated) /* ONLY: an inheritance parent must not repeat its children's rows */
         snprintf(sql, sizeof(sql), "COPY (SELECT * FROM ONLY %s) TO STDOUT", q);
     else
         snprintf(sql, sizeof(sql), "COPY %s TO STDOUT", q);
@@ -516,6 +540,45 @@ int pgcdc_snapreader_copy(struct pgcdc_snapreader *r, const struct pgcdc_snaptab
                           pgcdc_snapreader_row_fn row, void *ctx, uint64_t *rows, char *err,
                           size_t errlen)
 {
+    return pgcdc_snapreader_copy_range(r, t, 0, PGCDC_SNAP_ALL_BLOCKS, row, ctx, rows, err, errlen);
+}
+
+int pgcdc_snapreader_export(struct pgcdc_snapreader *r, char *name, size_t namelen, char *err,
+                            size_t errlen)
+{
+    int rc;
+    PGresult *res = query(r, "SELECT pg_catalog.pg_export_snapshot()", 0, NULL, &rc, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        return sql_fail(r->c, res, "cannot export the snapshot to parallel readers", err, errlen);
+    snprintf(name, namelen, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    return PGCDC_OK;
+}
+
+int pgcdc_snapreader_blocks(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
+                            uint64_t *blocks, char *err, size_t errlen)
+{
+    int rc;
+    const char *params[1] = {t->oid};
+    PGresult *res = query(r,
+                          "SELECT pg_catalog.pg_relation_size($1::pg_catalog.oid) / "
+                          "pg_catalog.current_setting('block_size')::pg_catalog.int8",
+                          1, params, &rc, err, errlen);
+    if (rc < 0)
+        return rc;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        return sql_fail(r->c, res, "cannot read a table's size", err, errlen);
+    *blocks = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    return PGCDC_OK;
+}
+
+int pgcdc_snapreader_copy_range(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
+                                uint64_t from, uint64_t to, pgcdc_snapreader_row_fn row, void *ctx,
+                                uint64_t *rows, char *err, size_t errlen)
+{
     struct columns k = {0};
     struct pgcdc_snapcopy sc = {0};
     struct pgcdc_buf schema_json = {0}, table_json = {0};
@@ -529,7 +592,7 @@ int pgcdc_snapreader_copy(struct pgcdc_snapreader *r, const struct pgcdc_snaptab
         rc = PGCDC_ERR;
         goto out;
     }
-    if ((rc = start_copy(r, t, &k, err, errlen)) < 0)
+    if ((rc = start_copy(r, t, &k, from, to, err, errlen)) < 0)
         goto out;
     struct pgcdc_change ch = {
         .action = PGCDC_ACT_INSERT,

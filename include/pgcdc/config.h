@@ -49,6 +49,8 @@ struct pgcdc_config {
     bool source_partitions_as_root; /* publish partitions' changes under their root table */
     enum pgcdc_snapshot_mode snapshot_mode;
     int snapshot_slot_timeout_ms; /* how long a temporary slot may wait for open transactions */
+    int snapshot_workers;         /* reader connections and threads of a snapshot */
+    uint64_t snapshot_chunk_pages; /* a table larger than this is read in ctid ranges (PG 14+) */
     enum pgcdc_sink_type sink_type;
     char *sink_file_dir;
     uint64_t sink_file_segment_bytes;

@@ -12,6 +12,7 @@
 #define PGCDC_SNAPSHOT_READ_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,6 +27,7 @@ struct pg_result;
 struct pgcdc_snapreader {
     struct pg_conn *c;
     volatile sig_atomic_t *stop; /* non-zero: end early with PGCDC_ERR_RETRY */
+    const atomic_int *cancel;    /* the same, set by another thread (NULL: none) */
     bool numeric_strings;        /* wal2json's numeric-data-types-as-string is in use */
     uint32_t xmin;               /* the snapshot's xmin: the txId of its rows */
     /* A SQL_ASCII server sends its bytes as they are stored, which need not be UTF-8:
@@ -67,6 +69,7 @@ struct pgcdc_snapreader_opts {
     const char *probe_slot;
     uint64_t probe_lsn;
     volatile sig_atomic_t *stop;
+    const atomic_int *cancel; /* a parallel reader's: set when the snapshot is abandoned */
     int invalid_utf8; /* source.invalid_utf8 */
     uint64_t point;   /* the snapshot's point, named in messages about invalid text */
 };
@@ -90,10 +93,39 @@ void pgcdc_snapreader_tables_free(struct pgcdc_snaptables *tl);
 int pgcdc_snapreader_lock(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t, char *err,
                           size_t errlen);
 
+/*
+ * The same without waiting, for a parallel reader (as pg_dump's workers do): the first
+ * reader holds the lock, so an exclusive lock requested since (ALTER TABLE) waits behind
+ * it, and a wait behind that one would never end. Fails with 55P03 (retried) instead.
+ */
+int pgcdc_snapreader_lock_nowait(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
+                                 char *err, size_t errlen);
+
 /* Read table t with COPY, calling row() for each row; *rows counts them as they go. */
 int pgcdc_snapreader_copy(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
                           pgcdc_snapreader_row_fn row, void *ctx, uint64_t *rows, char *err,
                           size_t errlen);
+
+/*
+ * Read the blocks [from, to) of table t (to = PGCDC_SNAP_ALL_BLOCKS: to its end) with
+ * COPY (SELECT * FROM ONLY t WHERE ctid ...), a TID Range Scan on PostgreSQL 14+; from 0
+ * to the end is the whole table, read as pgcdc_snapreader_copy does.
+ */
+#define PGCDC_SNAP_ALL_BLOCKS UINT64_MAX
+int pgcdc_snapreader_copy_range(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
+                                uint64_t from, uint64_t to, pgcdc_snapreader_row_fn row, void *ctx,
+                                uint64_t *rows, char *err, size_t errlen);
+
+/*
+ * Export the reader's snapshot (pg_export_snapshot) for other readers to import; valid
+ * while this reader's transaction lasts. The name into name.
+ */
+int pgcdc_snapreader_export(struct pgcdc_snapreader *r, char *name, size_t namelen, char *err,
+                            size_t errlen);
+
+/* The table's size in blocks as the server has it now (never less than the snapshot's). */
+int pgcdc_snapreader_blocks(struct pgcdc_snapreader *r, const struct pgcdc_snaptable *t,
+                            uint64_t *blocks, char *err, size_t errlen);
 
 /* End the transaction and close the connection (safe on a closed reader). */
 void pgcdc_snapreader_close(struct pgcdc_snapreader *r);
