@@ -82,7 +82,7 @@ def test_kill9_during_multi_table_snapshot_resumes_table_by_table(cluster, make_
             pending = _state_pending(p)
             if attempt > 0 and pending is not None and not pending:
                 break  # every table done: the next run only streams
-            time.sleep(rng.uniform(0.05, 0.4))
+            time.sleep(rng.uniform(0.02, 0.2))
             if kills >= KILLS or not p.alive():
                 break
             assert p.kill9() == -9, p.describe()
