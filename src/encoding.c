@@ -261,22 +261,23 @@ int pgcdc_encoding_invalid(int policy, const char *encoding, const char *schema,
                  schema, table, column, l, encoding);
         return PGCDC_ERR;
     }
-    static int64_t last_log_ms;
-    static uint64_t unlogged;
+    /* Parallel snapshot readers get here from several threads: the counters are atomic,
+     * and one thread wins each 10 s window's warning. */
+    static _Atomic int64_t last_log_ms;
+    static _Atomic uint64_t unlogged;
     atomic_fetch_add(&pgcdc_metrics.invalid_utf8_replaced, nbad);
-    unlogged += nbad;
-    int64_t now = pgcdc_mono_ms();
-    if (last_log_ms && now - last_log_ms < LOG_EVERY_MS)
+    atomic_fetch_add(&unlogged, nbad);
+    int64_t now = pgcdc_mono_ms(), last = atomic_load(&last_log_ms);
+    if ((last && now - last < LOG_EVERY_MS) ||
+        !atomic_compare_exchange_strong(&last_log_ms, &last, now))
         return PGCDC_OK;
     char n[24], where[600];
-    snprintf(n, sizeof(n), "%" PRIu64, unlogged);
+    snprintf(n, sizeof(n), "%" PRIu64, atomic_exchange(&unlogged, 0));
     snprintf(where, sizeof(where), "%s.%s", schema, table);
     pgcdc_log(PGCDC_LOG_WARN,
               "bytes that are not valid UTF-8 were replaced by U+FFFD (source.invalid_utf8 = "
               "replace)",
               "table", where, "column", column, "lsn", l, "server_encoding", encoding,
               "replaced_since_last_warning", n, NULL);
-    last_log_ms = now;
-    unlogged = 0;
     return PGCDC_OK;
 }
