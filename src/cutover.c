@@ -1,0 +1,420 @@
+/*
+ * cutover.c — `pgcdc cutover`: a client that asks the running `pgcdc migrate` over the
+ * unix socket DIR/cutover.sock (mode 0600: only migrate's user may ask; nothing secret is
+ * written to disk, the DSNs stay in migrate's memory), and the server side migrate runs
+ * once it follows.
+ *
+ * Protocol: the client sends one line, "cutover keep_slot=0|1 tables=S.T,S.T\n"; the
+ * server answers with report lines and a last line "exit N", then closes.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "pgcdc/admin.h"
+#include "pgcdc/common.h"
+#include "pgcdc/errors.h"
+#include "pgcdc/log.h"
+#include "pgcdc/lsn.h"
+#include "pgcdc/migrate.h"
+#include "pgcdc/verify.h"
+
+struct request {
+    bool keep_slot;
+    char tables[4096]; /* comma list, "" for every table */
+};
+
+static void say(int fd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(int fd, const char *fmt, ...)
+{
+    char line[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(line, sizeof(line) - 1, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n > sizeof(line) - 2)
+        n = sizeof(line) - 2;
+    line[n++] = '\n';
+    if (write(fd, line, (size_t)n) < 0)
+        pgcdc_log(PGCDC_LOG_WARN, "cutover: the client went away", NULL);
+}
+
+/* Wait for a child; its exit code, -1 on signal. SIGTERM to migrate aborts the wait. */
+static int wait_child(pid_t pid)
+{
+    int st;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (pgcdc_stop_requested) {
+            kill(pid, SIGTERM);
+            waitpid(pid, &st, 0);
+            return -1;
+        }
+        poll(NULL, 0, 50);
+    }
+}
+
+/*
+ * Every source sequence onto the target: last_value and is_called read on the sequence
+ * itself (pg_sequences' last_value hides is_called), set with setval. Missing ones are
+ * named. Returns the number set, or a negative code.
+ */
+static int carry_sequences(struct pgcdc_migrate *m, int fd, char *err, size_t errlen)
+{
+    PGconn *s = PQconnectdb(m->source), *t = PQconnectdb(m->target);
+    PGresult *list = NULL;
+    int rc = 0;
+    if (PQstatus(s) != CONNECTION_OK || PQstatus(t) != CONNECTION_OK) {
+        snprintf(err, errlen, "cutover: cannot connect to carry the sequences: %s",
+                 PQerrorMessage(PQstatus(s) != CONNECTION_OK ? s : t));
+        rc = PGCDC_ERR;
+        goto out;
+    }
+    list = PQexec(s, "SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences "
+                     "WHERE schemaname <> 'pgcdc' ORDER BY 1");
+    if (PQresultStatus(list) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "cutover: cannot list the source's sequences: %s",
+                 PQresultErrorMessage(list));
+        rc = PGCDC_ERR;
+        goto out;
+    }
+    for (int i = 0; i < PQntuples(list); i++) {
+        const char *seq = PQgetvalue(list, i, 0);
+        char sql[1024];
+        snprintf(sql, sizeof(sql), "SELECT last_value, is_called FROM %s", seq);
+        PGresult *v = PQexec(s, sql);
+        if (PQresultStatus(v) != PGRES_TUPLES_OK || PQntuples(v) != 1) {
+            snprintf(err, errlen, "cutover: cannot read sequence %s: %s", seq,
+                     PQresultErrorMessage(v));
+            PQclear(v);
+            rc = PGCDC_ERR;
+            goto out;
+        }
+        const char *p[3] = {seq, PQgetvalue(v, 0, 0), PQgetvalue(v, 0, 1)};
+        PGresult *r = PQexecParams(t, "SELECT pg_catalog.setval(to_regclass($1), $2::bigint, $3::bool) "
+                                      "WHERE to_regclass($1) IS NOT NULL",
+                                   3, NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            snprintf(err, errlen, "cutover: cannot set sequence %s on the target: %s", seq,
+                     PQresultErrorMessage(r));
+            rc = PGCDC_ERR;
+        } else if (PQntuples(r) == 0) {
+            say(fd, "MISSING sequence %s on target", seq);
+        } else {
+            rc++;
+        }
+        PQclear(r);
+        PQclear(v);
+        if (rc < 0)
+            goto out;
+    }
+out:
+    pgcdc_log_one_line(err);
+    PQclear(list);
+    PQfinish(s);
+    PQfinish(t);
+    return rc;
+}
+
+/* verify in a child whose stdout is DIR/verify.out; its exit code. */
+static int run_verify(struct pgcdc_migrate *m, const struct request *q, const char *out)
+{
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        char err[2048] = "", buf[4096];
+        const char *tables[256];
+        int n = 0;
+        int ofd = open(out, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (ofd < 0 || dup2(ofd, 1) < 0)
+            _exit(1);
+        snprintf(buf, sizeof(buf), "%s", q->tables);
+        char *save = NULL;
+        for (char *t = strtok_r(buf, ",", &save); t && n < 256; t = strtok_r(NULL, ",", &save))
+            tables[n++] = t;
+        struct pgcdc_verify_opts o = {
+            .source = m->source, .target = m->target, .tables = tables, .ntables = n};
+        int rc = pgcdc_verify_run(&o, err, sizeof(err));
+        fflush(stdout);
+        if (rc < 0)
+            pgcdc_log(PGCDC_LOG_ERROR, err, NULL);
+        _exit(rc < 0 ? (rc == PGCDC_ERR_CONFIG ? 2 : 1) : 0);
+    }
+    return wait_child(pid);
+}
+
+/* The cutover itself, report lines to fd. Returns the client's exit code. */
+static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
+{
+    char err[2048] = "", *end = NULL, lsn[PGCDC_LSN_BUFLEN];
+    int64_t t0 = pgcdc_mono_ms();
+    PGconn *s = PQconnectdb(m->source);
+    PGresult *r = PQstatus(s) == CONNECTION_OK ? PQexec(s, "SELECT pg_current_wal_lsn()") : NULL;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK ||
+        pgcdc_lsn_parse_str(PQgetvalue(r, 0, 0), &m->point) < 0) {
+        say(fd, "FAILED cannot read the source's current LSN: %s",
+            r ? PQresultErrorMessage(r) : PQerrorMessage(s));
+        PQclear(r);
+        PQfinish(s);
+        return 1;
+    }
+    PQclear(r);
+    PQfinish(s);
+    free(end);
+    say(fd, "END %s (writes are trusted to have stopped)", pgcdc_lsn_format(m->point, lsn));
+    /* The follower makes way for a replay that ends at END. */
+    pgcdc_migrate_stop(m->replay);
+    m->replay = 0;
+    pid_t fin;
+    if (pgcdc_migrate_spawn(m, pgcdc_migrate_replay_bulk_main, &fin, err, sizeof(err)) < 0 ||
+        wait_child(fin) != 0) {
+        say(fd, "FAILED replay did not reach END %s%s%s; the source is untouched: point the "
+                "application back at it", lsn, err[0] ? ": " : "", err);
+        return 1;
+    }
+    int64_t applied = pgcdc_mono_ms();
+    int nseq = carry_sequences(m, fd, err, sizeof(err));
+    if (nseq < 0) {
+        say(fd, "FAILED %s", err);
+        return 1;
+    }
+    int64_t paused = pgcdc_mono_ms() - t0;
+    say(fd, "APPLIED END in %" PRId64 " ms; %d sequences set", applied - t0, nseq);
+    char out[4300];
+    snprintf(out, sizeof(out), "%s/verify.out", m->dir_abs);
+    int64_t v0 = pgcdc_mono_ms();
+    int vrc = run_verify(m, q, out);
+    int64_t vms = pgcdc_mono_ms() - v0;
+    FILE *f = fopen(out, "r");
+    char line[4096];
+    while (f && fgets(line, sizeof(line), f)) {
+        line[strcspn(line, "\n")] = '\0';
+        say(fd, "%s", line);
+    }
+    if (f)
+        fclose(f);
+    if (vrc != 0) {
+        say(fd, "FAILED verify found differences (exit %d); the slot is kept. The source is "
+                "untouched: point the application back at it", vrc);
+        return 1;
+    }
+    /* Capture stops before its slot is dropped (a slot in use cannot be). */
+    pgcdc_migrate_stop(m->capture);
+    m->capture = 0;
+    if (!q->keep_slot) {
+        if (pgcdc_admin_slot(&m->cfg, "drop", err, sizeof(err)) < 0) {
+            say(fd, "FAILED dropping the slot: %s", err);
+            return 1;
+        }
+        say(fd, "DROPPED slot %s", m->cfg.source_slot);
+    } else {
+        say(fd, "KEPT slot %s: drop it when you no longer need it (pgcdc slot drop)",
+            m->cfg.source_slot);
+    }
+    say(fd, "DONE write pause %" PRId64 " ms (from the cutover's start until END was applied "
+            "and the sequences set); verify %" PRId64 " ms",
+        paused, vms);
+    return 0;
+}
+
+static int read_request(int fd, struct request *q)
+{
+    char buf[8192];
+    size_t n = 0;
+    while (n < sizeof(buf) - 1) {
+        ssize_t k = read(fd, buf + n, sizeof(buf) - 1 - n);
+        if (k <= 0)
+            break;
+        n += (size_t)k;
+        if (memchr(buf, '\n', n))
+            break;
+    }
+    buf[n] = '\0';
+    if (strncmp(buf, "cutover ", 8) != 0)
+        return -1;
+    q->keep_slot = strstr(buf, " keep_slot=1") != NULL;
+    const char *t = strstr(buf, " tables=");
+    q->tables[0] = '\0';
+    if (t)
+        snprintf(q->tables, sizeof(q->tables), "%.*s", (int)strcspn(t + 8, " \n"), t + 8);
+    return 0;
+}
+
+int pgcdc_cutover_serve(struct pgcdc_migrate *m, char *err, size_t errlen)
+{
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (strlen(m->sock) >= sizeof(a.sun_path)) {
+        snprintf(err, errlen, "--dir is too long for a unix socket path (%s): use a shorter one",
+                 m->sock);
+        return PGCDC_ERR_CONFIG;
+    }
+    snprintf(a.sun_path, sizeof(a.sun_path), "%s", m->sock);
+    unlink(m->sock);
+    int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    mode_t old = umask(0177); /* the socket is born 0600 */
+    int b = ls < 0 ? -1 : bind(ls, (struct sockaddr *)&a, sizeof(a));
+    umask(old);
+    if (b < 0 || listen(ls, 4) < 0) {
+        snprintf(err, errlen, "cannot listen on %s: %s", m->sock, strerror(errno));
+        if (ls >= 0)
+            close(ls);
+        return PGCDC_ERR;
+    }
+    int rc = PGCDC_OK;
+    for (;;) {
+        struct pollfd p = {.fd = ls, .events = POLLIN};
+        int k = poll(&p, 1, 200);
+        if (pgcdc_stop_requested)
+            break;
+        int st;
+        if (m->capture > 0 && waitpid(m->capture, &st, WNOHANG) == m->capture) {
+            m->capture = 0;
+            snprintf(err, errlen, "migrate: capture stopped; run migrate again to resume");
+            rc = PGCDC_ERR;
+            break;
+        }
+        if (m->replay > 0 && waitpid(m->replay, &st, WNOHANG) == m->replay) {
+            m->replay = 0;
+            snprintf(err, errlen, "migrate: replay stopped; run migrate again to resume");
+            rc = PGCDC_ERR;
+            break;
+        }
+        if (k <= 0)
+            continue;
+        int c = accept4(ls, NULL, NULL, SOCK_CLOEXEC);
+        if (c < 0)
+            continue;
+        struct request q;
+        if (read_request(c, &q) < 0) {
+            say(c, "FAILED not a cutover request");
+            say(c, "exit 2");
+            close(c);
+            continue;
+        }
+        pgcdc_log(PGCDC_LOG_INFO, "cutover: started", NULL);
+        int code = cutover(m, &q, c);
+        say(c, "exit %d", code);
+        close(c);
+        if (code == 0) {
+            pgcdc_log(PGCDC_LOG_INFO, "cutover: done; migrate exits", NULL);
+            break;
+        }
+        /* A failed cutover leaves migrate following again, so it can be retried. */
+        if (m->replay == 0 && pgcdc_migrate_spawn(m, pgcdc_migrate_replay_follow_main,
+                                                  &m->replay, err, errlen) < 0) {
+            rc = PGCDC_ERR;
+            break;
+        }
+    }
+    close(ls);
+    unlink(m->sock);
+    return rc;
+}
+
+int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen)
+{
+    static const struct option longopts[] = {
+        {"dir", required_argument, NULL, 'd'},
+        {"table", required_argument, NULL, 't'},
+        {"keep-slot", no_argument, NULL, 'k'},
+        {"max-lag-ms", required_argument, NULL, 'm'},
+        {"read-only-source", no_argument, NULL, 'r'},
+        {"abort", no_argument, NULL, 'a'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *dir = NULL;
+    char req[8192] = "cutover";
+    size_t rn = strlen(req);
+    bool keep = false;
+    int c, ntables = 0;
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "d:t:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd': dir = optarg; break;
+        case 'k': keep = true; break;
+        case 'm': break; /* see the help: END is taken at once */
+        case 't':
+            rn += (size_t)snprintf(req + rn, sizeof(req) - rn, "%s%s",
+                                   ntables++ ? "," : " tables=", optarg);
+            if (rn >= sizeof(req) - 32 || strpbrk(optarg, ", \n")) {
+                snprintf(err, errlen, "--table %s: give one SCHEMA.TABLE per --table", optarg);
+                return PGCDC_ERR_CONFIG;
+            }
+            break;
+        case 'r':
+        case 'a':
+            snprintf(err, errlen, "%s is not supported yet: stop writes yourself (docs/cutover.md, "
+                     "step 5a), then run pgcdc cutover --dir DIR",
+                     c == 'r' ? "--read-only-source" : "--abort");
+            return PGCDC_ERR_CONFIG;
+        default:
+            snprintf(err, errlen, "unknown or incomplete option: see pgcdc cutover --help");
+            return PGCDC_ERR_CONFIG;
+        }
+    }
+    if (!dir || optind < argc) {
+        snprintf(err, errlen, "pgcdc cutover needs --dir DIR (the one pgcdc migrate runs with)");
+        return PGCDC_ERR_CONFIG;
+    }
+    snprintf(req + rn, sizeof(req) - rn, " keep_slot=%d\n", keep ? 1 : 0);
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    if (snprintf(a.sun_path, sizeof(a.sun_path), "%s/cutover.sock", dir) >=
+        (int)sizeof(a.sun_path)) {
+        snprintf(err, errlen, "--dir %s is too long for a unix socket path", dir);
+        return PGCDC_ERR_CONFIG;
+    }
+    int s = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        snprintf(err, errlen,
+                 "no pgcdc migrate is following for --dir %s (%s): start it, and wait for its "
+                 "\"following\" line",
+                 dir, strerror(errno));
+        if (s >= 0)
+            close(s);
+        return PGCDC_ERR_CONFIG;
+    }
+    if (write(s, req, strlen(req)) < 0) {
+        snprintf(err, errlen, "cannot ask migrate: %s", strerror(errno));
+        close(s);
+        return PGCDC_ERR;
+    }
+    FILE *f = fdopen(s, "r");
+    char line[4096];
+    int code = -1;
+    while (f && fgets(line, sizeof(line), f)) {
+        if (sscanf(line, "exit %d", &code) == 1)
+            break;
+        fputs(line, stdout);
+    }
+    if (f)
+        fclose(f);
+    fflush(stdout);
+    if (code == 0)
+        return PGCDC_OK;
+    snprintf(err, errlen, code < 0 ? "migrate closed the connection before the cutover ended: "
+                                     "see its log"
+                                   : "cutover failed: see the lines above");
+    return code == 2 ? PGCDC_ERR_CONFIG : PGCDC_ERR;
+}
