@@ -219,6 +219,20 @@ static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
                 "untouched: point the application back at it", vrc);
         return 1;
     }
+    /* What was held back while following: after verify, so that a failed cutover leaves
+     * the target as replay needs it to follow again. */
+    int64_t f0 = pgcdc_mono_ms();
+    int nfk = -1;
+    if (pgcdc_migrate_run_script(m, "cutover.sql", err, sizeof(err)) < 0 ||
+        (nfk = pgcdc_migrate_validate_fks(m, err, sizeof(err))) < 0) {
+        say(fd, "FAILED restoring foreign keys, triggers or identity columns: %s; the source "
+                "is untouched: point the application back at it",
+            err);
+        return 1;
+    }
+    say(fd, "RESTORED foreign keys (%d validated), triggers and identity columns in %" PRId64
+            " ms",
+        nfk, pgcdc_mono_ms() - f0);
     /* Capture stops before its slot is dropped (a slot in use cannot be). */
     pgcdc_migrate_stop(m->capture);
     m->capture = 0;

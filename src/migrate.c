@@ -35,7 +35,7 @@ extern char **environ;
 static struct pgcdc_migrate *hook_m; /* the capture child's, for the snapshot hook */
 
 /* One value of one query on a fresh connection (NULL params allowed); *out malloc'd. */
-static int query1(const char *dsn, const char *sql, const char *param, char **out, char *err,
+int pgcdc_migrate_query1(const char *dsn, const char *sql, const char *param, char **out, char *err,
                   size_t errlen)
 {
     PGconn *c = PQconnectdb(dsn);
@@ -76,7 +76,7 @@ static int write_file(const char *path, const char *text, char *err, size_t errl
 }
 
 /* pg_restore beside migrate.pg_dump (or on PATH when that is a bare name). */
-static void sibling_tool(const struct pgcdc_migrate *m, const char *name, char *out, size_t n)
+void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name, char *out, size_t n)
 {
     const char *slash = strrchr(m->cfg.migrate_pg_dump, '/');
     if (!slash)
@@ -173,7 +173,7 @@ static int tick(struct pgcdc_migrate *m, char *err, size_t errlen)
 static int set_phase(struct pgcdc_migrate *m, const char *phase, char *err, size_t errlen)
 {
     char *v = NULL;
-    int rc = query1(m->target, "UPDATE pgcdc.migrate SET phase = $1", phase, &v, err, errlen);
+    int rc = pgcdc_migrate_query1(m->target, "UPDATE pgcdc.migrate SET phase = $1", phase, &v, err, errlen);
     free(v);
     if (rc == PGCDC_OK) {
         snprintf(m->phase, sizeof(m->phase), "%s", phase);
@@ -189,7 +189,7 @@ static int set_phase(struct pgcdc_migrate *m, const char *phase, char *err, size
 static int check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
     char *v = NULL;
-    int rc = query1(m->target, "SELECT to_regclass('pgcdc.migrate') IS NOT NULL", NULL, &v, err,
+    int rc = pgcdc_migrate_query1(m->target, "SELECT to_regclass('pgcdc.migrate') IS NOT NULL", NULL, &v, err,
                     errlen);
     if (rc < 0)
         return rc;
@@ -197,7 +197,7 @@ static int check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
     free(v);
     v = NULL;
     if (marked) {
-        rc = query1(m->target,
+        rc = pgcdc_migrate_query1(m->target,
                     "SELECT source_sysid || ' ' || dir || ' ' || phase FROM pgcdc.migrate",
                     NULL, &v, err, errlen);
         if (rc < 0)
@@ -216,7 +216,7 @@ static int check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
         snprintf(m->phase, sizeof(m->phase), "%s", phase);
         return PGCDC_OK;
     }
-    rc = query1(m->target,
+    rc = pgcdc_migrate_query1(m->target,
                 "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ' ORDER BY 1) "
                 "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', "
@@ -239,7 +239,7 @@ static int check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
 static int check_pg_dump(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
     char *v = NULL, out[4300];
-    int rc = query1(m->source, "SELECT current_setting('server_version_num')", NULL, &v, err,
+    int rc = pgcdc_migrate_query1(m->source, "SELECT current_setting('server_version_num')", NULL, &v, err,
                     errlen);
     if (rc < 0)
         return rc;
@@ -278,43 +278,13 @@ static int restore_predata(struct pgcdc_migrate *m, char *err, size_t errlen)
     char raw[4300], sql[4300], restore[4300], marker[6000], lsn[PGCDC_LSN_BUFLEN];
     snprintf(raw, sizeof(raw), "%s/pre-data.raw.sql", m->dir_abs);
     snprintf(sql, sizeof(sql), "%s/pre-data.sql", m->dir_abs);
-    sibling_tool(m, "pg_restore", restore, sizeof(restore));
+    pgcdc_migrate_sibling_tool(m, "pg_restore", restore, sizeof(restore));
     char *rargv[] = {restore, "--section=pre-data", "-f", raw, m->dump, NULL};
     int rc = pgcdc_migrate_tool(NULL, rargv, NULL, err, errlen);
     if (rc < 0)
         return rc;
-    FILE *in = fopen(raw, "r"), *out = fopen(sql, "w");
-    char line[8192];
-    if (!in || !out) {
-        snprintf(err, errlen, "cannot write %s: %s", sql, strerror(errno));
-        rc = PGCDC_ERR;
-        goto out;
-    }
-    while (fgets(line, sizeof(line), in)) {
-        char name[128];
-        if (sscanf(line, "SET %127[a-z_.] =", name) == 1) {
-            char *known = NULL;
-            if ((rc = query1(m->target, "SELECT 1 FROM pg_settings WHERE name = $1", name,
-                             &known, err, errlen)) < 0)
-                goto out;
-            if (!known) {
-                pgcdc_log(PGCDC_LOG_INFO, "migrate: the target does not know a dump setting; "
-                          "skipped", "setting", name, NULL);
-                continue;
-            }
-            free(known);
-        }
-        fputs(line, out);
-    }
-    fclose(in);
-    in = NULL;
-    if (fclose(out) != 0) {
-        out = NULL;
-        snprintf(err, errlen, "cannot write %s: %s", sql, strerror(errno));
-        rc = PGCDC_ERR;
-        goto out;
-    }
-    out = NULL;
+    if ((rc = pgcdc_migrate_filter_sql(m, raw, sql, err, errlen)) < 0)
+        return rc;
     /* dir_abs is a real path; quotes in it are doubled for the literal. */
     char dirq[8300];
     size_t k = 0;
@@ -330,30 +300,12 @@ static int restore_predata(struct pgcdc_migrate *m, char *err, size_t errlen)
              "INSERT INTO pgcdc.migrate VALUES ('%s', '%.4000s', '%s', '%s')",
              m->sysid, dirq, PGCDC_MIGRATE_PREDATA, pgcdc_lsn_format(m->point, lsn));
     char psql[4300];
-    sibling_tool(m, "psql", psql, sizeof(psql));
+    pgcdc_migrate_sibling_tool(m, "psql", psql, sizeof(psql));
     char *pargv[] = {psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", sql, "-c", marker,
                      NULL};
     if ((rc = pgcdc_migrate_tool(m->target, pargv, NULL, err, errlen)) == PGCDC_OK)
         snprintf(m->phase, sizeof(m->phase), "%s", PGCDC_MIGRATE_PREDATA);
-out:
-    if (in)
-        fclose(in);
-    if (out)
-        fclose(out);
     return rc;
-}
-
-/* Indexes, constraints, triggers: pg_restore -j; --clean so that a restart redoes it. */
-static int restore_postdata(struct pgcdc_migrate *m, char *err, size_t errlen)
-{
-    char restore[4300], jobs[16];
-    sibling_tool(m, "pg_restore", restore, sizeof(restore));
-    snprintf(jobs, sizeof(jobs), "-j%d", m->jobs);
-    char *argv[] = {restore, "--section=post-data", "--clean", "--if-exists", jobs, "-d",
-                    m->target_db, m->dump, NULL};
-    pgcdc_log(PGCDC_LOG_INFO, "migrate: restoring post-data (indexes, constraints, triggers)",
-              NULL);
-    return pgcdc_migrate_tool(m->target, argv, NULL, err, errlen);
 }
 
 /* Run one replay child to its end: 0 when it exited 0. */
@@ -413,13 +365,13 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
     m->jobs = c->migrate_jobs;
     pgcdc_log_setup(c->log_level, c->log_format);
     char *v = NULL;
-    if ((rc = query1(m->source, "SELECT system_identifier::text FROM pg_control_system()", NULL,
+    if ((rc = pgcdc_migrate_query1(m->source, "SELECT system_identifier::text FROM pg_control_system()", NULL,
                      &v, err, errlen)) < 0)
         return rc;
     snprintf(m->sysid, sizeof(m->sysid), "%s", v ? v : "");
     free(v);
     v = NULL;
-    if ((rc = query1(m->target, "SELECT current_database()", NULL, &v, err, errlen)) < 0)
+    if ((rc = pgcdc_migrate_query1(m->target, "SELECT current_database()", NULL, &v, err, errlen)) < 0)
         return rc;
     snprintf(m->target_db, sizeof(m->target_db), "%s", v ? v : "");
     free(v);
@@ -454,12 +406,12 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
             return rc;
     }
     if (strcmp(m->phase, PGCDC_MIGRATE_BULK) == 0 &&
-        ((rc = restore_postdata(m, err, errlen)) < 0 ||
+        ((rc = pgcdc_migrate_postdata(m, err, errlen)) < 0 ||
          (rc = set_phase(m, PGCDC_MIGRATE_POSTDATA, err, errlen)) < 0))
         return rc;
     if (strcmp(m->phase, PGCDC_MIGRATE_POSTDATA) == 0) {
         char *v = NULL;
-        if ((rc = query1(m->target, "ANALYZE", NULL, &v, err, errlen)) < 0 ||
+        if ((rc = pgcdc_migrate_query1(m->target, "ANALYZE", NULL, &v, err, errlen)) < 0 ||
             (rc = set_phase(m, PGCDC_MIGRATE_FOLLOWING, err, errlen)) < 0)
             return rc;
     }

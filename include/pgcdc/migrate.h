@@ -70,6 +70,40 @@ int pgcdc_migrate_capture_main(struct pgcdc_migrate *m);
 int pgcdc_migrate_replay_bulk_main(struct pgcdc_migrate *m);
 int pgcdc_migrate_replay_follow_main(struct pgcdc_migrate *m);
 
+/* ---- migrate.c: helpers the other files share */
+
+/* One value of one statement on a fresh connection (param may be NULL); *out malloc'd,
+ * NULL when there is no row or the value is NULL. */
+int pgcdc_migrate_query1(const char *dsn, const char *sql, const char *param, char **out,
+                         char *err, size_t errlen);
+
+/* name (pg_restore, psql) from migrate.pg_dump's directory, or PATH. */
+void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name, char *out,
+                                size_t n);
+
+/* ---- migrate_defer.c: what the target holds back until cutover */
+
+/* Copy the SQL script in to out without the header settings (SET x = ...) the target
+ * does not know: a newer pg_dump's. */
+int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *in, const char *out,
+                             char *err, size_t errlen);
+
+/*
+ * Post-data without foreign keys (pg_restore -j, --clean so that a restart redoes it),
+ * then hold back what would change rows behind replay's back without
+ * session_replication_role: user triggers disabled, GENERATED ALWAYS columns that are not
+ * keys made BY DEFAULT. DIR/cutover.sql records how to undo both and adds the foreign keys
+ * NOT VALID; DIR/rollback.sql only the undo.
+ */
+int pgcdc_migrate_postdata(struct pgcdc_migrate *m, char *err, size_t errlen);
+
+/* Run DIR/<file> on the target in one transaction (psql -1). */
+int pgcdc_migrate_run_script(struct pgcdc_migrate *m, const char *file, char *err,
+                             size_t errlen);
+
+/* VALIDATE every foreign key of the target added NOT VALID; how many, or negative. */
+int pgcdc_migrate_validate_fks(struct pgcdc_migrate *m, char *err, size_t errlen);
+
 /* ---- cutover.c: the server side, run by migrate once following */
 
 /* Listen on m->sock (mode 0600) and serve cutover until it succeeds (*done) or stop is
