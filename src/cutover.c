@@ -33,6 +33,8 @@
 #include "pgcdc/verify.h"
 
 struct request {
+    bool abort;     /* cutover --abort: give the source its previous setting back */
+    bool read_only; /* --read-only-source */
     bool keep_slot;
     char tables[4096]; /* comma list, "" for every table */
 };
@@ -164,41 +166,179 @@ static int run_verify(struct pgcdc_migrate *m, const struct request *q, const ch
     return wait_child(pid);
 }
 
+/* One statement on c; 0, or -1 with the server's message in err. */
+static int exec1(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
+                 size_t errlen)
+{
+    PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok) {
+        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+        pgcdc_log_one_line(err);
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+/*
+ * --read-only-source: the role must own the database (or be a superuser); the database's
+ * own default_transaction_read_only (none: "-") is recorded in DIR/read-only.prev before
+ * it is set, then client sessions are ended one pid at a time, skipping superusers and
+ * pgcdc's own (application_name pgcdc-*). Returns 0 or -1 (err says why).
+ */
+static int make_read_only(struct pgcdc_migrate *m, int fd, char *err, size_t errlen)
+{
+    PGconn *s = PQconnectdb(m->source);
+    PGresult *r = NULL;
+    int rc = -1, ended = 0;
+    char prev_path[4400];
+    snprintf(prev_path, sizeof(prev_path), "%s/read-only.prev", m->dir_abs);
+    if (PQstatus(s) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to the source: %s", PQerrorMessage(s));
+        pgcdc_log_one_line(err);
+        goto out;
+    }
+    r = PQexec(s, "SELECT (d.datdba = r.oid OR r.rolsuper), quote_ident(d.datname), "
+                  "COALESCE((SELECT substr(c, 31) FROM pg_db_role_setting st, "
+                  "unnest(st.setconfig) c WHERE st.setdatabase = d.oid AND st.setrole = 0 AND "
+                  "c LIKE 'default\\_transaction\\_read\\_only=%'), '-') FROM pg_database d, "
+                  "pg_roles r WHERE d.datname = current_database() AND r.rolname = "
+                  "current_user");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+        goto out;
+    }
+    if (PQgetvalue(r, 0, 0)[0] != 't') {
+        snprintf(err, errlen, "--read-only-source needs a role that owns the source database; "
+                              "stop writes yourself and run cutover without it");
+        goto out;
+    }
+    char db[256], sql[512];
+    snprintf(db, sizeof(db), "%s", PQgetvalue(r, 0, 1));
+    /* A file already there holds the setting from before an earlier cutover: keep it. */
+    if (access(prev_path, F_OK) != 0) {
+        FILE *f = fopen(prev_path, "w");
+        bool ok = f && fprintf(f, "%s\n", PQgetvalue(r, 0, 2)) >= 0 && fflush(f) == 0 &&
+                  fsync(fileno(f)) == 0;
+        if (f && fclose(f) != 0)
+            ok = false;
+        if (!ok) {
+            snprintf(err, errlen, "cannot record the source's setting in %.1500s: %s", prev_path,
+                     strerror(errno));
+            goto out;
+        }
+    }
+    snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET default_transaction_read_only = on", db);
+    if (exec1(s, sql, 0, NULL, err, errlen) < 0)
+        goto out;
+    PQclear(r);
+    r = PQexec(s, "SELECT a.pid FROM pg_stat_activity a LEFT JOIN pg_roles o ON o.oid = "
+                  "a.usesysid WHERE a.datname = current_database() AND a.backend_type = 'client "
+                  "backend' AND a.pid <> pg_backend_pid() AND NOT COALESCE(o.rolsuper, false) AND "
+                  "a.application_name NOT LIKE 'pgcdc%'");
+    for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
+        const char *p[1] = {PQgetvalue(r, i, 0)};
+        if (exec1(s, "SELECT pg_terminate_backend($1::int, 5000)", 1, p, err, errlen) == 0)
+            ended++;
+    }
+    say(fd, "READ-ONLY source: default_transaction_read_only = on; %d sessions ended", ended);
+    rc = 0;
+out:
+    PQclear(r);
+    PQfinish(s);
+    return rc;
+}
+
+/* Give the source its setting from before --read-only-source (DIR/read-only.prev):
+ * the previous value, or none (RESET) when it had none. 1 restored, 0 nothing to do, -1. */
+static int restore_source(struct pgcdc_migrate *m, int fd, char *err, size_t errlen)
+{
+    char path[4400], prev[256] = "", sql[600];
+    snprintf(path, sizeof(path), "%s/read-only.prev", m->dir_abs);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    if (!fgets(prev, sizeof(prev), f))
+        prev[0] = '\0';
+    fclose(f);
+    prev[strcspn(prev, "\n")] = '\0';
+    PGconn *s = PQconnectdb(m->source);
+    int rc = -1;
+    if (PQstatus(s) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to the source: %s", PQerrorMessage(s));
+        pgcdc_log_one_line(err);
+        goto out;
+    }
+    /* This session too starts read-only now. */
+    if (exec1(s, "SET default_transaction_read_only = off", 0, NULL, err, errlen) < 0)
+        goto out;
+    PGresult *r = PQexec(s, "SELECT quote_ident(current_database())");
+    char db[256] = "";
+    if (PQresultStatus(r) == PGRES_TUPLES_OK)
+        snprintf(db, sizeof(db), "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (strcmp(prev, "-") == 0 || !prev[0])
+        snprintf(sql, sizeof(sql), "ALTER DATABASE %s RESET default_transaction_read_only", db);
+    else
+        snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET default_transaction_read_only = %s", db,
+                 strcmp(prev, "on") == 0 || strcmp(prev, "true") == 0 ? "on" : "off");
+    if (exec1(s, sql, 0, NULL, err, errlen) < 0)
+        goto out;
+    unlink(path);
+    say(fd, "RESTORED the source's default_transaction_read_only (%s)",
+        strcmp(prev, "-") == 0 ? "not set" : prev);
+    rc = 1;
+out:
+    PQfinish(s);
+    return rc;
+}
+
+/* A failed cutover: the source back as it was, and the way back in the report. */
+static int failed(struct pgcdc_migrate *m, int fd, const char *what, const char *why)
+{
+    char err[1024] = "";
+    say(fd, "FAILED %s%s%s", what, why && why[0] ? ": " : "", why ? why : "");
+    if (restore_source(m, fd, err, sizeof(err)) < 0)
+        say(fd, "FAILED restoring the source's setting: %s; run pgcdc cutover --dir DIR --abort",
+            err);
+    say(fd, "ROLLBACK the source is untouched: keep the application on it; migrate goes on "
+            "following, so the cutover can be run again");
+    return 1;
+}
+
 /* The cutover itself, report lines to fd. Returns the client's exit code. */
 static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
 {
-    char err[2048] = "", *end = NULL, lsn[PGCDC_LSN_BUFLEN];
+    char err[2048] = "", lsn[PGCDC_LSN_BUFLEN];
     int64_t t0 = pgcdc_mono_ms();
+    if (q->read_only && make_read_only(m, fd, err, sizeof(err)) < 0)
+        return failed(m, fd, "making the source read-only", err);
     PGconn *s = PQconnectdb(m->source);
     PGresult *r = PQstatus(s) == CONNECTION_OK ? PQexec(s, "SELECT pg_current_wal_lsn()") : NULL;
     if (PQresultStatus(r) != PGRES_TUPLES_OK ||
         pgcdc_lsn_parse_str(PQgetvalue(r, 0, 0), &m->point) < 0) {
-        say(fd, "FAILED cannot read the source's current LSN: %s",
-            r ? PQresultErrorMessage(r) : PQerrorMessage(s));
+        snprintf(err, sizeof(err), "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(s));
+        pgcdc_log_one_line(err);
         PQclear(r);
         PQfinish(s);
-        return 1;
+        return failed(m, fd, "reading the source's current LSN", err);
     }
     PQclear(r);
     PQfinish(s);
-    free(end);
-    say(fd, "END %s (writes are trusted to have stopped)", pgcdc_lsn_format(m->point, lsn));
+    say(fd, "END %s%s", pgcdc_lsn_format(m->point, lsn),
+        q->read_only ? "" : " (writes are trusted to have stopped)");
     /* The follower makes way for a replay that ends at END. */
     pgcdc_migrate_stop(m->replay);
     m->replay = 0;
     pid_t fin;
     if (pgcdc_migrate_spawn(m, pgcdc_migrate_replay_bulk_main, &fin, err, sizeof(err)) < 0 ||
         wait_child(fin) != 0) {
-        say(fd, "FAILED replay did not reach END %s%s%s; the source is untouched: point the "
-                "application back at it", lsn, err[0] ? ": " : "", err);
-        return 1;
+        return failed(m, fd, "replay did not reach END", err);
     }
     int64_t applied = pgcdc_mono_ms();
     int nseq = carry_sequences(m, fd, err, sizeof(err));
-    if (nseq < 0) {
-        say(fd, "FAILED %s", err);
-        return 1;
-    }
+    if (nseq < 0)
+        return failed(m, fd, "carrying the sequences", err);
     int64_t paused = pgcdc_mono_ms() - t0;
     say(fd, "APPLIED END in %" PRId64 " ms; %d sequences set", applied - t0, nseq);
     char out[4300];
@@ -214,21 +354,15 @@ static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
     }
     if (f)
         fclose(f);
-    if (vrc != 0) {
-        say(fd, "FAILED verify found differences (exit %d); the slot is kept. The source is "
-                "untouched: point the application back at it", vrc);
-        return 1;
-    }
+    if (vrc != 0)
+        return failed(m, fd, "verify found differences; the slot is kept", NULL);
     /* What was held back while following: after verify, so that a failed cutover leaves
      * the target as replay needs it to follow again. */
     int64_t f0 = pgcdc_mono_ms();
     int nfk = -1;
     if (pgcdc_migrate_run_script(m, "cutover.sql", err, sizeof(err)) < 0 ||
         (nfk = pgcdc_migrate_validate_fks(m, err, sizeof(err))) < 0) {
-        say(fd, "FAILED restoring foreign keys, triggers or identity columns: %s; the source "
-                "is untouched: point the application back at it",
-            err);
-        return 1;
+        return failed(m, fd, "restoring foreign keys, triggers or identity columns", err);
     }
     say(fd, "RESTORED foreign keys (%d validated), triggers and identity columns in %" PRId64
             " ms",
@@ -246,9 +380,9 @@ static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
         say(fd, "KEPT slot %s: drop it when you no longer need it (pgcdc slot drop)",
             m->cfg.source_slot);
     }
-    say(fd, "DONE write pause %" PRId64 " ms (from the cutover's start until END was applied "
-            "and the sequences set); verify %" PRId64 " ms",
-        paused, vms);
+    say(fd, "DONE write pause %" PRId64 " ms (from %s until END was applied and the "
+            "sequences set); verify %" PRId64 " ms",
+        paused, q->read_only ? "the read-only switch" : "the cutover's start", vms);
     return 0;
 }
 
@@ -265,8 +399,10 @@ static int read_request(int fd, struct request *q)
             break;
     }
     buf[n] = '\0';
-    if (strncmp(buf, "cutover ", 8) != 0)
+    q->abort = strncmp(buf, "abort", 5) == 0;
+    if (!q->abort && strncmp(buf, "cutover ", 8) != 0)
         return -1;
+    q->read_only = strstr(buf, " read_only=1") != NULL;
     q->keep_slot = strstr(buf, " keep_slot=1") != NULL;
     const char *t = strstr(buf, " tables=");
     q->tables[0] = '\0';
@@ -326,8 +462,20 @@ int pgcdc_cutover_serve(struct pgcdc_migrate *m, char *err, size_t errlen)
             close(c);
             continue;
         }
+        int code;
+        if (q.abort) {
+            char e[1024] = "";
+            int r = restore_source(m, c, e, sizeof(e));
+            if (r == 0)
+                say(c, "NOTHING to abort: the source's setting was not changed");
+            else if (r < 0)
+                say(c, "FAILED %s", e);
+            say(c, "exit %d", r < 0 ? 1 : 0);
+            close(c);
+            continue;
+        }
         pgcdc_log(PGCDC_LOG_INFO, "cutover: started", NULL);
-        int code = cutover(m, &q, c);
+        code = cutover(m, &q, c);
         say(c, "exit %d", code);
         close(c);
         if (code == 0) {
@@ -360,7 +508,7 @@ int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen)
     const char *dir = NULL;
     char req[8192] = "cutover";
     size_t rn = strlen(req);
-    bool keep = false;
+    bool keep = false, ro = false, abort_ = false;
     int c, ntables = 0;
     optind = 1;
     opterr = 0;
@@ -377,12 +525,8 @@ int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen)
                 return PGCDC_ERR_CONFIG;
             }
             break;
-        case 'r':
-        case 'a':
-            snprintf(err, errlen, "%s is not supported yet: stop writes yourself (docs/cutover.md, "
-                     "step 5a), then run pgcdc cutover --dir DIR",
-                     c == 'r' ? "--read-only-source" : "--abort");
-            return PGCDC_ERR_CONFIG;
+        case 'r': ro = true; break;
+        case 'a': abort_ = true; break;
         default:
             snprintf(err, errlen, "unknown or incomplete option: see pgcdc cutover --help");
             return PGCDC_ERR_CONFIG;
@@ -392,7 +536,15 @@ int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen)
         snprintf(err, errlen, "pgcdc cutover needs --dir DIR (the one pgcdc migrate runs with)");
         return PGCDC_ERR_CONFIG;
     }
-    snprintf(req + rn, sizeof(req) - rn, " keep_slot=%d\n", keep ? 1 : 0);
+    if (abort_ && (ro || keep || ntables)) {
+        snprintf(err, errlen, "--abort takes only --dir");
+        return PGCDC_ERR_CONFIG;
+    }
+    if (abort_)
+        snprintf(req, sizeof(req), "abort\n");
+    else
+        snprintf(req + rn, sizeof(req) - rn, " keep_slot=%d read_only=%d\n", keep ? 1 : 0,
+                 ro ? 1 : 0);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     if (snprintf(a.sun_path, sizeof(a.sun_path), "%s/cutover.sock", dir) >=
         (int)sizeof(a.sun_path)) {

@@ -19,10 +19,79 @@
 #include "pgcdc/log.h"
 #include "pgcdc/migrate.h"
 
+/* Roles the filter has asked the target about: whether the target role may use each. */
+struct role_cache {
+    char name[16][128];
+    bool ok[16];
+    int n;
+};
+
+/* 1 when the target has role and the session's role may act as it, 0 when not, or negative. */
+static int role_usable(PGconn *t, struct role_cache *rc, const char *role, char *err,
+                       size_t errlen)
+{
+    for (int i = 0; i < rc->n; i++)
+        if (strcmp(rc->name[i], role) == 0)
+            return rc->ok[i];
+    const char *p[1] = {role};
+    PGresult *res = PQexecParams(t,
+                                 "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1), "
+                                 "EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1 AND "
+                                 "pg_has_role(current_user, oid, 'MEMBER'))",
+                                 1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "migrate: %s", PQresultErrorMessage(res));
+        pgcdc_log_one_line(err);
+        PQclear(res);
+        return PGCDC_ERR;
+    }
+    bool exists = PQgetvalue(res, 0, 0)[0] == 't', ok = PQgetvalue(res, 0, 1)[0] == 't';
+    PQclear(res);
+    if (!ok)
+        pgcdc_log(PGCDC_LOG_WARN,
+                  exists ? "migrate: the target role may not act as this role; its owners and "
+                           "grants are left out (objects owned by the target role)"
+                         : "migrate: this role is missing on the target; its owners and grants "
+                           "are left out (objects owned by the target role)",
+                  "role", role, NULL);
+    if (rc->n < 16) {
+        snprintf(rc->name[rc->n], sizeof(rc->name[0]), "%s", role);
+        rc->ok[rc->n++] = ok;
+    }
+    return ok;
+}
+
+/* The role a line of pg_dump's names as owner or grantee, or NULL: "... OWNER TO r;",
+ * "GRANT ... TO r;", "REVOKE ... FROM r;". Quotes are dropped; r points into buf. */
+static const char *line_role(const char *line, char *buf, size_t n)
+{
+    const char *k = strstr(line, " OWNER TO ");
+    size_t skip = 10;
+    if (!k && (strncmp(line, "GRANT ", 6) == 0 || strncmp(line, "REVOKE ", 7) == 0)) {
+        k = strncmp(line, "GRANT ", 6) == 0 ? strstr(line, " TO ") : strstr(line, " FROM ");
+        skip = line[0] == 'G' ? 4 : 6;
+    }
+    if (!k)
+        return NULL;
+    k += skip;
+    size_t len = strcspn(k, "; \n");
+    if (len == 0 || len >= n)
+        return NULL;
+    if (k[0] == '"' && len >= 2 && k[len - 1] == '"') {
+        k++;
+        len -= 2;
+    }
+    memcpy(buf, k, len);
+    buf[len] = '\0';
+    return strcmp(buf, "PUBLIC") == 0 ? NULL : buf;
+}
+
 int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *inp, const char *outp,
                              char *err, size_t errlen)
 {
     FILE *in = fopen(inp, "r"), *out = fopen(outp, "w");
+    PGconn *t = PQconnectdb(m->target);
+    struct role_cache roles = {0};
     char line[8192];
     int rc = PGCDC_OK;
     if (!in || !out) {
@@ -30,23 +99,39 @@ int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *inp, const cha
         rc = PGCDC_ERR;
         goto out;
     }
+    if (PQstatus(t) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to the target: %s", PQerrorMessage(t));
+        pgcdc_log_one_line(err);
+        rc = pgcdc_errors_connect(t);
+        goto out;
+    }
     while (fgets(line, sizeof(line), in)) {
         char name[128];
-        if (sscanf(line, "SET %127[a-z_.] =", name) == 1) {
-            char *known = NULL;
-            if ((rc = pgcdc_migrate_query1(m->target, "SELECT 1 FROM pg_settings WHERE name = $1",
-                                           name, &known, err, errlen)) < 0)
+        const char *role = line_role(line, name, sizeof(name));
+        if (role) {
+            int ok = role_usable(t, &roles, role, err, errlen);
+            if (ok < 0) {
+                rc = ok;
                 goto out;
+            }
+            if (!ok)
+                continue;
+        } else if (sscanf(line, "SET %127[a-z_.] =", name) == 1) {
+            const char *p[1] = {name};
+            PGresult *res = PQexecParams(t, "SELECT 1 FROM pg_settings WHERE name = $1", 1, NULL,
+                                         p, NULL, NULL, 0);
+            int known = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) : 1;
+            PQclear(res);
             if (!known) {
                 pgcdc_log(PGCDC_LOG_INFO, "migrate: the target does not know a dump setting; "
                           "skipped", "setting", name, NULL);
                 continue;
             }
-            free(known);
         }
         fputs(line, out);
     }
 out:
+    PQfinish(t);
     if (in)
         fclose(in);
     if (out && fclose(out) != 0 && rc == PGCDC_OK) {
@@ -225,7 +310,7 @@ int pgcdc_migrate_postdata(struct pgcdc_migrate *m, char *err, size_t errlen)
         return rc;
     pgcdc_log(PGCDC_LOG_INFO, "migrate: restoring post-data (indexes, constraints, triggers; "
               "foreign keys wait for cutover)", NULL);
-    char *pargv[] = {restore, "--section=post-data", "--clean", "--if-exists", jobs, "-L",
+    char *pargv[] = {restore, "--section=post-data", "--clean", "--if-exists", "--no-owner", jobs, "-L",
                      rest, "-d", m->target_db, m->dump, NULL};
     if ((rc = pgcdc_migrate_tool(m->target, pargv, NULL, err, errlen)) < 0)
         return rc;

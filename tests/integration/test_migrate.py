@@ -85,11 +85,11 @@ def dbs(cluster, name):
     return src, tgt
 
 
-def migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name, opts=None):
+def migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name, opts=None, target_user="postgres"):
     o = {"source.slot": name[:60], "migrate.pg_dump": os.path.join(cluster.bindir, "pg_dump"),
          "status.interval_ms": "200", "sink.file.segment_bytes": "262144"}
     o.update(opts or {})
-    a = ["migrate", "--source", cluster.dsn(dbname=src), "--target", cluster.dsn(dbname=tgt),
+    a = ["migrate", "--source", cluster.dsn(dbname=src), "--target", cluster.dsn(dbname=tgt, user=target_user),
          "--dir", os.path.join(workdir, "mig")]
     for k, v in o.items():
         a += ["-o", "%s=%s" % (k, v)]
@@ -135,8 +135,15 @@ def check_done(cluster, src, tgt, lines, slot):
     assert held_back(cluster, tgt) == held_back(cluster, src) == (1, "O", "a")
 
 
-def test_migrate_under_writes_then_cutover(cluster, dbs, workdir, pgcdc_bin, name, writers):
+@pytest.mark.parametrize("role", ["postgres", "owner"])
+def test_migrate_under_writes_then_cutover(cluster, dbs, workdir, pgcdc_bin, name, writers, role):
+    """As a superuser, and as the target database's owner, who (like Neon's neondb_owner)
+    may not set session_replication_role and may not act as the source's owner role."""
     src, tgt = dbs
+    if role == "owner":
+        role = "own_%s" % name[-6:]
+        cluster.sql("CREATE ROLE %s LOGIN" % role)
+        cluster.sql("ALTER DATABASE %s OWNER TO %s" % (tgt, role))
     ch.load_initial(cluster, src, accounts=5000, history=3000)
     cluster.sql(EXTRA, dbname=src)
     w = ch.CutoverWriter(cluster, src, seed=3, pause=0.002)
@@ -144,10 +151,15 @@ def test_migrate_under_writes_then_cutover(cluster, dbs, workdir, pgcdc_bin, nam
     writers += [w, x]
     w.start()
     x.start()
-    m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name)
+    m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name, target_user=role)
     m.start()
     try:
         m.wait_log("migrate: following", timeout=120)
+        if role != "postgres":
+            assert any("cannot set session_replication_role" in l for l in m.lines), \
+                m.describe()
+            assert cluster.scalar("SELECT tableowner FROM pg_tables WHERE tablename = "
+                                  "'accounts'", dbname=tgt) == role
         # While following, nothing on the target changes rows behind replay's back: no
         # foreign key (the cascade), the trigger disabled, the identity column BY DEFAULT.
         assert held_back(cluster, tgt) == (0, "D", "d")
@@ -176,9 +188,13 @@ def test_kill9_each_phase_resumes(cluster, dbs, workdir, pgcdc_bin, name, writer
     seen = set()
     for stage in ("predata", "postdata", "following"):
         m.start()
-        wait_until(lambda: phase(cluster, tgt) in (stage, "bulk", "postdata", "following")
-                   if stage != "following" else phase(cluster, tgt) == "following", 120,
-                   interval=0.01, what="phase %s" % stage)
+
+        def reached():
+            assert m.alive(), m.describe()
+            p = phase(cluster, tgt)
+            return p == "following" if stage == "following" else p in (
+                stage, "bulk", "postdata", "following")
+        wait_until(reached, 120, interval=0.01, what="phase %s" % stage)
         seen.add(phase(cluster, tgt))
         m.kill9()
         m.wait(10)
@@ -207,3 +223,49 @@ def test_bad_input(cluster, dbs, workdir, pgcdc_bin, name):
     assert m.run(timeout=60) == 2, m.describe()
     assert any("not empty" in l and "public.stray" in l for l in m.lines), m.describe()
     assert cluster.slot(name[:60]) is None
+
+
+def test_read_only_source_failed_cutover_restores(cluster, dbs, workdir, pgcdc_bin, name):
+    """cutover --read-only-source makes the source read-only and ends client sessions; when
+    the cutover fails (the target was written to outside replay), the source gets its
+    previous setting back (off, not RESET), and migrate follows on for a second cutover."""
+    src, tgt = dbs
+    ch.load_initial(cluster, src, accounts=500)
+    cluster.sql("ALTER DATABASE %s SET default_transaction_read_only = off" % src)
+    role = "app_%s" % name[-6:]
+    cluster.sql("CREATE ROLE %s LOGIN" % role)
+    m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name)
+    m.start()
+    try:
+        m.wait_log("migrate: following", timeout=120)
+        app = harness.psycopg2.connect(host=cluster.sockdir, port=cluster.port, user=role,
+                                       dbname=src)
+        app.autocommit = True
+        cluster.sql("INSERT INTO scratch VALUES (99999, 'written outside replay')", dbname=tgt)
+        rc, lines, err = cutover(workdir, pgcdc_bin, "--read-only-source")
+        assert rc == 1, (lines, err)
+        assert any(l.startswith("READ-ONLY source") and "1 sessions ended" in l
+                   for l in lines), lines
+        assert any(l.startswith("DIFF public.scratch") for l in lines), lines
+        assert any(l.startswith("ROLLBACK") for l in lines), lines
+        with pytest.raises(harness.psycopg2.Error):
+            app.cursor().execute("SELECT 1")
+        setting = cluster.scalar(
+            "SELECT setconfig::text FROM pg_db_role_setting s JOIN pg_database d ON "
+            "d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0", (src,))
+        assert setting == "{default_transaction_read_only=off}", setting
+        rc, lines, err = cutover(workdir, pgcdc_bin, "--abort")
+        assert rc == 0 and any(l.startswith("NOTHING to abort") for l in lines), (lines, err)
+        # Fixed, the cutover runs again.
+        cluster.sql("DELETE FROM scratch WHERE id = 99999", dbname=tgt)
+        rc, lines, err = cutover(workdir, pgcdc_bin, "--read-only-source", "--keep-slot")
+        assert rc == 0, (lines, err, m.describe())
+        assert any(l.startswith("KEPT slot") for l in lines), lines
+        assert cluster.scalar("SELECT setconfig::text FROM pg_db_role_setting s JOIN "
+                              "pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s",
+                              (src,)) == "{default_transaction_read_only=on}"
+        assert m.wait(60) == 0, m.describe()
+    finally:
+        m.kill_now()
+    cluster.sql("ALTER DATABASE %s RESET default_transaction_read_only" % src)
+    cluster.drop_slot(name[:60])
