@@ -36,6 +36,7 @@ struct request {
     bool abort;     /* cutover --abort: give the source its previous setting back */
     bool read_only; /* --read-only-source */
     bool keep_slot;
+    int max_lag_ms;
     char tables[4096]; /* comma list, "" for every table */
 };
 
@@ -306,10 +307,58 @@ static int failed(struct pgcdc_migrate *m, int fd, const char *what, const char 
     return 1;
 }
 
+/* Whether the client is still there (it may have given up while the lag was high). */
+static bool client_gone(int fd)
+{
+    char b;
+    return recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+}
+
+/*
+ * Step 1: the lag is how long replay takes to catch up with the source's current LSN,
+ * sampled now; replay is caught up at the file sink's position, which the server's
+ * keepalive walEnd moves on, so an idle source gives 0. Repeated until under max_ms.
+ */
+static int wait_lag(struct pgcdc_migrate *m, const struct request *q, int fd, char *err,
+                    size_t errlen)
+{
+    for (int round = 0;; round++) {
+        char *v = NULL;
+        uint64_t want = 0;
+        int rc = pgcdc_migrate_query1(m->source, "SELECT pg_current_wal_lsn()", NULL, &v, err,
+                                      errlen);
+        if (rc < 0 || !v || pgcdc_lsn_parse_str(v, &want) < 0) {
+            free(v);
+            return rc < 0 ? rc : PGCDC_ERR;
+        }
+        free(v);
+        int64_t t0 = pgcdc_mono_ms();
+        while (atomic_load(m->caught_up) < want) {
+            if (m->replay > 0 && waitpid(m->replay, NULL, WNOHANG) == m->replay)
+                m->replay = 0;
+            if (pgcdc_stop_requested || client_gone(fd) || m->replay <= 0) {
+                snprintf(err, errlen, "stopped while waiting for the lag (migrate stopping, "
+                                      "the client gone, or replay stopped)");
+                return PGCDC_ERR;
+            }
+            poll(NULL, 0, 20);
+        }
+        int64_t lag = pgcdc_mono_ms() - t0;
+        if (lag < q->max_lag_ms) {
+            say(fd, "LAG %" PRId64 " ms (under %d ms)", lag, q->max_lag_ms);
+            return PGCDC_OK;
+        }
+        if (round % 10 == 0)
+            say(fd, "WAITING lag %" PRId64 " ms, not yet under %d ms", lag, q->max_lag_ms);
+    }
+}
+
 /* The cutover itself, report lines to fd. Returns the client's exit code. */
 static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
 {
     char err[2048] = "", lsn[PGCDC_LSN_BUFLEN];
+    if (wait_lag(m, q, fd, err, sizeof(err)) < 0)
+        return failed(m, fd, "waiting for the lag", err);
     int64_t t0 = pgcdc_mono_ms();
     if (q->read_only && make_read_only(m, fd, err, sizeof(err)) < 0)
         return failed(m, fd, "making the source read-only", err);
@@ -403,6 +452,8 @@ static int read_request(int fd, struct request *q)
     if (!q->abort && strncmp(buf, "cutover ", 8) != 0)
         return -1;
     q->read_only = strstr(buf, " read_only=1") != NULL;
+    const char *lag = strstr(buf, " max_lag_ms=");
+    q->max_lag_ms = lag ? atoi(lag + 12) : 1000;
     q->keep_slot = strstr(buf, " keep_slot=1") != NULL;
     const char *t = strstr(buf, " tables=");
     q->tables[0] = '\0';
@@ -446,7 +497,9 @@ int pgcdc_cutover_serve(struct pgcdc_migrate *m, char *err, size_t errlen)
         }
         if (m->replay > 0 && waitpid(m->replay, &st, WNOHANG) == m->replay) {
             m->replay = 0;
-            snprintf(err, errlen, "migrate: replay stopped; run migrate again to resume");
+            snprintf(err, errlen, "migrate: replay stopped (%s %d); run migrate again to resume",
+                     WIFEXITED(st) ? "exit" : "signal",
+                     WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
             rc = PGCDC_ERR;
             break;
         }
@@ -509,14 +562,21 @@ int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen)
     char req[8192] = "cutover";
     size_t rn = strlen(req);
     bool keep = false, ro = false, abort_ = false;
-    int c, ntables = 0;
+    int c, ntables = 0, max_lag = 1000;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "d:t:", longopts, NULL)) != -1) {
         switch (c) {
         case 'd': dir = optarg; break;
         case 'k': keep = true; break;
-        case 'm': break; /* see the help: END is taken at once */
+        case 'm':
+            max_lag = atoi(optarg);
+            if (max_lag <= 0 || strspn(optarg, "0123456789") != strlen(optarg)) {
+                snprintf(err, errlen, "--max-lag-ms %s: give a positive whole number of ms",
+                         optarg);
+                return PGCDC_ERR_CONFIG;
+            }
+            break;
         case 't':
             rn += (size_t)snprintf(req + rn, sizeof(req) - rn, "%s%s",
                                    ntables++ ? "," : " tables=", optarg);
@@ -543,8 +603,8 @@ int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen)
     if (abort_)
         snprintf(req, sizeof(req), "abort\n");
     else
-        snprintf(req + rn, sizeof(req) - rn, " keep_slot=%d read_only=%d\n", keep ? 1 : 0,
-                 ro ? 1 : 0);
+        snprintf(req + rn, sizeof(req) - rn, " keep_slot=%d read_only=%d max_lag_ms=%d\n",
+                 keep ? 1 : 0, ro ? 1 : 0, max_lag);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     if (snprintf(a.sun_path, sizeof(a.sun_path), "%s/cutover.sock", dir) >=
         (int)sizeof(a.sun_path)) {

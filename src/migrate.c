@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -235,6 +236,60 @@ static int check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
+/*
+ * What migrate cannot carry: unlogged tables (not in the WAL, so not captured) unless the
+ * selection leaves them out, and large objects. Exit 2 naming them.
+ */
+static int check_source(struct pgcdc_migrate *m, char *err, size_t errlen)
+{
+    PGconn *c = PQconnectdb(m->source);
+    PGresult *res = NULL;
+    int rc = PGCDC_OK;
+    if (PQstatus(c) != CONNECTION_OK) {
+        snprintf(err, errlen, "cannot connect to the source: %s", PQerrorMessage(c));
+        pgcdc_log_one_line(err);
+        rc = pgcdc_errors_connect(c);
+        goto out;
+    }
+    res = PQexec(c, "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                    "c.relnamespace WHERE c.relpersistence = 'u' AND c.relkind IN ('r', 'p') "
+                    "ORDER BY 1, 2");
+    struct pgcdc_buf names = {0};
+    for (int i = 0; PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++) {
+        if (!pgcdc_config_table_selected(&m->cfg, PQgetvalue(res, i, 0), PQgetvalue(res, i, 1)))
+            continue;
+        if (names.len)
+            pgcdc_buf_append_str(&names, ", ");
+        pgcdc_buf_append_str(&names, PQgetvalue(res, i, 0));
+        pgcdc_buf_append_char(&names, '.');
+        pgcdc_buf_append_str(&names, PQgetvalue(res, i, 1));
+    }
+    PQclear(res);
+    if (names.len) {
+        snprintf(err, errlen,
+                 "unlogged tables are not in the WAL, so not captured: %.1500s; leave them out "
+                 "with -o source.tables.exclude=... (and copy them yourself), or make them "
+                 "logged (ALTER TABLE ... SET LOGGED)",
+                 names.data);
+        pgcdc_buf_free(&names);
+        rc = PGCDC_ERR_CONFIG;
+        goto out;
+    }
+    pgcdc_buf_free(&names);
+    res = PQexec(c, "SELECT count(*) FROM pg_largeobject_metadata");
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "0") != 0) {
+        snprintf(err, errlen,
+                 "the source holds %s large objects (pg_largeobject), which neither logical "
+                 "decoding nor migrate carries: move them into bytea columns, or remove them",
+                 PQgetvalue(res, 0, 0));
+        rc = PGCDC_ERR_CONFIG;
+    }
+    PQclear(res);
+out:
+    PQfinish(c);
+    return rc;
+}
+
 /* pg_dump must be at least the source's major version. */
 static int check_pg_dump(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
@@ -351,6 +406,15 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
     snprintf(m->sock, sizeof(m->sock), "%s/cutover.sock", m->dir_abs);
     struct pgcdc_config *c = &m->cfg;
     int rc;
+    /* Shared with the replay children, which outlive no migrate (PR_SET_PDEATHSIG). */
+    void *shared = mmap(NULL, sizeof(*m->caught_up), PROT_READ | PROT_WRITE,
+                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (shared == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map shared memory: %s", strerror(errno));
+        return PGCDC_ERR;
+    }
+    m->caught_up = shared;
+    atomic_store(m->caught_up, 0);
     if ((rc = pgcdc_config_set(c, "source.dsn", m->source, "migrate", err, errlen)) < 0 ||
         (rc = pgcdc_config_set(c, "sink.type", "file", "migrate", err, errlen)) < 0 ||
         (rc = pgcdc_config_set(c, "sink.file.dir", m->data_dir, "migrate", err, errlen)) < 0 ||
@@ -384,7 +448,11 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
                  m->dir);
         return PGCDC_ERR_CONFIG;
     }
-    return m->phase[0] ? PGCDC_OK : check_pg_dump(m, err, errlen);
+    if (m->phase[0])
+        return PGCDC_OK;
+    if ((rc = check_source(m, err, errlen)) < 0)
+        return rc;
+    return check_pg_dump(m, err, errlen);
 }
 
 static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
@@ -484,6 +552,8 @@ out:
         pgcdc_migrate_stop(m.replay);
     if (m.capture > 0)
         pgcdc_migrate_stop(m.capture);
+    if (m.caught_up)
+        munmap((void *)m.caught_up, sizeof(*m.caught_up));
     pgcdc_config_free(&m.cfg);
     free(m.source);
     free(m.target);

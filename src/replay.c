@@ -32,6 +32,7 @@
 #include "pgcdc/replay.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,6 +329,8 @@ static bool at_end(struct replay *r)
     uint64_t at = r->tg.done.commit;
     if (upto && r->rd.pos_lsn > at)
         at = r->rd.pos_lsn;
+    if (upto && r->o->caught_up)
+        atomic_store(r->o->caught_up, at);
     bool done = r->o->end_lsn ? r->beyond_end || (upto && r->rd.pos_lsn >= r->o->end_lsn) ||
                                     r->tg.done.commit > r->o->end_lsn
                               : !r->o->follow;

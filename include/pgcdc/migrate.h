@@ -12,6 +12,7 @@
 #ifndef PGCDC_MIGRATE_H
 #define PGCDC_MIGRATE_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -40,6 +41,8 @@ struct pgcdc_migrate {
     int jobs;                  /* pg_restore -j */
     pid_t capture, replay;     /* children; 0: not running */
     int replay_status;         /* the last replay child's exit status */
+    _Atomic uint64_t *caught_up; /* shared with the replay children (mmap): where replay
+                                    last caught up, for cutover's lag */
 };
 
 /* `pgcdc migrate` / `pgcdc cutover` (argv[0] is the command). 0 or a negative code. */

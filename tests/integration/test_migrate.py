@@ -122,6 +122,8 @@ def check_done(cluster, src, tgt, lines, slot):
     matched = sorted(l.split()[1] for l in lines if l.startswith("MATCH "))
     assert matched == TABLES, lines
     assert any(l.startswith("DONE write pause") for l in lines), lines
+    # The writes stopped: replay catches up with the server's walEnd, the lag is small.
+    assert any(l.startswith("LAG ") for l in lines), lines
     # Every sequence gives the same next value on both sides.
     seqs = [r[0] for r in cluster.sql(
         "SELECT format('%I.%I', schemaname, sequencename) FROM pg_sequences "
@@ -222,6 +224,27 @@ def test_bad_input(cluster, dbs, workdir, pgcdc_bin, name):
     m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name)
     assert m.run(timeout=60) == 2, m.describe()
     assert any("not empty" in l and "public.stray" in l for l in m.lines), m.describe()
+    assert cluster.slot(name[:60]) is None
+    # Unlogged tables are named, unless left out; large objects are refused.
+    cluster.sql("DROP TABLE stray", dbname=tgt)
+    cluster.sql("CREATE UNLOGGED TABLE scratchpad (id int)", dbname=src)
+    assert m.run(timeout=60) == 2, m.describe()
+    assert any("unlogged" in l and "public.scratchpad" in l for l in m.lines), m.describe()
+    m2 = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name,
+                      {"source.tables.exclude": "public.scratchpad"})
+    cluster.sql("SELECT lo_from_bytea(0, 'x')", dbname=src)
+    assert m2.run(timeout=60) == 2, m2.describe()
+    assert any("1 large objects" in l for l in m2.lines), m2.describe()
+    # A pg_dump older than the source: exit 2 naming what is needed.
+    old = os.path.join(workdir, "old_pg_dump")
+    with open(old, "w") as f:
+        f.write("#!/bin/sh\necho 'pg_dump (PostgreSQL) 12.1'\n")
+    os.chmod(old, 0o755)
+    cluster.sql("SELECT lo_unlink(oid) FROM pg_largeobject_metadata", dbname=src)
+    m3 = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name,
+                      {"source.tables.exclude": "public.scratchpad", "migrate.pg_dump": old})
+    assert m3.run(timeout=60) == 2, m3.describe()
+    assert any("version 12" in l and "migrate.pg_dump" in l for l in m3.lines), m3.describe()
     assert cluster.slot(name[:60]) is None
 
 
