@@ -30,6 +30,7 @@
 #include "pgcdc/lsn.h"
 #include "pgcdc/migrate.h"
 #include "pgcdc/snapshot.h"
+#include "pgcdc/snapshot_state.h"
 
 extern char **environ;
 
@@ -377,6 +378,27 @@ static int replay_until_done(struct pgcdc_migrate *m, char *err, size_t errlen)
     return rc;
 }
 
+/*
+ * Whether capture's snapshot is whole: every table recorded done in state.dir/snapshot.
+ * Replay reads the snapshot's rows only then: a capture killed mid-snapshot takes back
+ * the table it cut (the file sink's segments change) and reads it again at a later point,
+ * which then ends the bulk load (*end).
+ */
+static int snapshot_done(struct pgcdc_migrate *m, uint64_t *end, char *err, size_t errlen)
+{
+    struct pgcdc_snapstate st = {0};
+    int rc = pgcdc_snapstate_load(&st, m->state_dir, err, errlen);
+    if (rc < 0)
+        return rc;
+    bool done = st.present && st.n > 0 && pgcdc_snapstate_pending(&st) == 0;
+    *end = m->point;
+    for (size_t i = 0; done && i < st.n; i++)
+        if (st.t[i].point > *end)
+            *end = st.t[i].point;
+    pgcdc_snapstate_free(&st);
+    return done ? 1 : 0;
+}
+
 static int read_point(struct pgcdc_migrate *m)
 {
     char path[4300], buf[64] = "";
@@ -468,6 +490,13 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
     if (!m->phase[0] && (rc = restore_predata(m, err, errlen)) < 0)
         return rc;
     if (strcmp(m->phase, PGCDC_MIGRATE_PREDATA) == 0) {
+        uint64_t end = 0;
+        while ((rc = snapshot_done(m, &end, err, errlen)) == 0)
+            if ((rc = tick(m, err, errlen)) < 0)
+                return rc;
+        if (rc < 0)
+            return rc;
+        m->point = end;
         pgcdc_log(PGCDC_LOG_INFO, "migrate: bulk load (the snapshot's rows)", NULL);
         if ((rc = replay_until_done(m, err, errlen)) < 0 ||
             (rc = set_phase(m, PGCDC_MIGRATE_BULK, err, errlen)) < 0)

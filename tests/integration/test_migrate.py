@@ -169,7 +169,7 @@ def test_migrate_under_writes_then_cutover(cluster, dbs, workdir, pgcdc_bin, nam
         w.stop()
         x.stop()
         rc, lines, err = cutover(workdir, pgcdc_bin)
-        assert rc == 0, (lines, err, m.describe())
+        assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
         check_done(cluster, src, tgt, lines, name[:60])
         assert m.wait(60) == 0, m.describe()
     finally:
@@ -206,7 +206,7 @@ def test_kill9_each_phase_resumes(cluster, dbs, workdir, pgcdc_bin, name, writer
         time.sleep(1)
         w.stop()
         rc, lines, err = cutover(workdir, pgcdc_bin)
-        assert rc == 0, (lines, err, m.describe())
+        assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
         check_done(cluster, src, tgt, lines, name[:60])
         assert m.wait(60) == 0, m.describe()
     finally:
@@ -282,7 +282,7 @@ def test_read_only_source_failed_cutover_restores(cluster, dbs, workdir, pgcdc_b
         # Fixed, the cutover runs again.
         cluster.sql("DELETE FROM scratch WHERE id = 99999", dbname=tgt)
         rc, lines, err = cutover(workdir, pgcdc_bin, "--read-only-source", "--keep-slot")
-        assert rc == 0, (lines, err, m.describe())
+        assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
         assert any(l.startswith("KEPT slot") for l in lines), lines
         assert cluster.scalar("SELECT setconfig::text FROM pg_db_role_setting s JOIN "
                               "pg_database d ON d.oid = s.setdatabase WHERE d.datname = %s",
