@@ -167,20 +167,6 @@ static int run_verify(struct pgcdc_migrate *m, const struct request *q, const ch
     return wait_child(pid);
 }
 
-/* One statement on c; 0, or -1 with the server's message in err. */
-static int exec1(PGconn *c, const char *sql, int nparams, const char *const *params, char *err,
-                 size_t errlen)
-{
-    PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
-    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
-    if (!ok) {
-        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
-        pgcdc_log_one_line(err);
-    }
-    PQclear(r);
-    return ok ? 0 : -1;
-}
-
 /*
  * --read-only-source: the role must own the database (or be a superuser); the database's
  * own default_transaction_read_only (none: "-") is recorded in DIR/read-only.prev before
@@ -230,7 +216,7 @@ static int make_read_only(struct pgcdc_migrate *m, int fd, char *err, size_t err
         }
     }
     snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET default_transaction_read_only = on", db);
-    if (exec1(s, sql, 0, NULL, err, errlen) < 0)
+    if (pgcdc_migrate_exec(s, sql, 0, NULL, err, errlen) < 0)
         goto out;
     PQclear(r);
     r = PQexec(s, "SELECT a.pid FROM pg_stat_activity a LEFT JOIN pg_roles o ON o.oid = "
@@ -239,7 +225,7 @@ static int make_read_only(struct pgcdc_migrate *m, int fd, char *err, size_t err
                   "a.application_name NOT LIKE 'pgcdc%'");
     for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
         const char *p[1] = {PQgetvalue(r, i, 0)};
-        if (exec1(s, "SELECT pg_terminate_backend($1::int, 5000)", 1, p, err, errlen) == 0)
+        if (pgcdc_migrate_exec(s, "SELECT pg_terminate_backend($1::int, 5000)", 1, p, err, errlen) == 0)
             ended++;
     }
     say(fd, "READ-ONLY source: default_transaction_read_only = on; %d sessions ended", ended);
@@ -271,7 +257,7 @@ static int restore_source(struct pgcdc_migrate *m, int fd, char *err, size_t err
         goto out;
     }
     /* This session too starts read-only now. */
-    if (exec1(s, "SET default_transaction_read_only = off", 0, NULL, err, errlen) < 0)
+    if (pgcdc_migrate_exec(s, "SET default_transaction_read_only = off", 0, NULL, err, errlen) < 0)
         goto out;
     PGresult *r = PQexec(s, "SELECT quote_ident(current_database())");
     char db[256] = "";
@@ -283,7 +269,7 @@ static int restore_source(struct pgcdc_migrate *m, int fd, char *err, size_t err
     else
         snprintf(sql, sizeof(sql), "ALTER DATABASE %s SET default_transaction_read_only = %s", db,
                  strcmp(prev, "on") == 0 || strcmp(prev, "true") == 0 ? "on" : "off");
-    if (exec1(s, sql, 0, NULL, err, errlen) < 0)
+    if (pgcdc_migrate_exec(s, sql, 0, NULL, err, errlen) < 0)
         goto out;
     unlink(path);
     say(fd, "RESTORED the source's default_transaction_read_only (%s)",
@@ -470,7 +456,7 @@ int pgcdc_cutover_serve(struct pgcdc_migrate *m, char *err, size_t errlen)
                  m->sock);
         return PGCDC_ERR_CONFIG;
     }
-    snprintf(a.sun_path, sizeof(a.sun_path), "%s", m->sock);
+    memcpy(a.sun_path, m->sock, strlen(m->sock) + 1); /* fits: checked above */
     unlink(m->sock);
     int ls = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     mode_t old = umask(0177); /* the socket is born 0600 */

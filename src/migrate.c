@@ -17,7 +17,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -63,6 +65,19 @@ out:
     return rc;
 }
 
+int pgcdc_migrate_exec(PGconn *c, const char *sql, int nparams, const char *const *params,
+                       char *err, size_t errlen)
+{
+    PGresult *r = PQexecParams(c, sql, nparams, NULL, params, NULL, NULL, 0);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK || PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok) {
+        snprintf(err, errlen, "%s", PQresultErrorMessage(r));
+        pgcdc_log_one_line(err);
+    }
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
 static int write_file(const char *path, const char *text, char *err, size_t errlen)
 {
     char tmp[4400];
@@ -71,7 +86,7 @@ static int write_file(const char *path, const char *text, char *err, size_t errl
     size_t n = strlen(text);
     if (fd < 0 || write(fd, text, n) != (ssize_t)n || fsync(fd) < 0 || close(fd) < 0 ||
         rename(tmp, path) < 0) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        snprintf(err, errlen, "cannot write %.900s: %s", path, strerror(errno));
         return PGCDC_ERR;
     }
     return PGCDC_OK;
@@ -122,19 +137,58 @@ static int dump_in_snapshot(const char *snapname, uint64_t point, char *err, siz
     argv[n] = NULL;
     pgcdc_log(PGCDC_LOG_INFO, "migrate: dumping the schema in the slot's snapshot", "snapshot",
               snapname, NULL);
-    int rc = pgcdc_migrate_tool(m->source, argv, NULL, err, errlen);
+    /*
+     * pg_dump runs beside the snapshot's reader, not before it: the reader holds ACCESS
+     * SHARE on every table until its rows are written, so a TRUNCATE queued behind it would
+     * block pg_dump's own lock, and a reader waiting for pg_dump would never let go. pg_dump
+     * only has to import the snapshot while the slot still exports it (until the snapshot
+     * ends), so this waits for the import, and a child of ours waits for pg_dump: it
+     * renames the dump and writes DIR/point, or DIR/dump.failed.
+     */
+    char appname[64];
+    snprintf(appname, sizeof(appname), "pgcdc-dump-%d", (int)getpid());
+    fflush(NULL);
+    pid_t waiter = fork();
+    if (waiter == 0) {
+        char e[1024] = "", path[4300];
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        setenv("PGAPPNAME", appname, 1);
+        int rc = pgcdc_migrate_tool(m->source, argv, NULL, e, sizeof(e));
+        if (rc == 0 && rename(tmp, m->dump) < 0) {
+            snprintf(e, sizeof(e), "cannot rename %.900s: %s", tmp, strerror(errno));
+            rc = PGCDC_ERR;
+        }
+        snprintf(path, sizeof(path), "%s/%s", m->dir_abs, rc == 0 ? "point" : "dump.failed");
+        if (write_file(path, rc == 0 ? pgcdc_lsn_format(point, lsn) : e, e, sizeof(e)) < 0)
+            _exit(1);
+        _exit(rc == 0 ? 0 : 1);
+    }
     free(inc);
     free(exc);
-    if (rc < 0)
-        return rc;
-    if (rename(tmp, m->dump) < 0) {
-        snprintf(err, errlen, "cannot rename %s: %s", tmp, strerror(errno));
+    if (waiter < 0) {
+        snprintf(err, errlen, "cannot fork: %s", strerror(errno));
         return PGCDC_ERR;
     }
-    char path[4300];
-    snprintf(path, sizeof(path), "%s/point", m->dir_abs);
-    pgcdc_lsn_format(point, lsn);
-    return write_file(path, lsn, err, errlen);
+    /* The import is done once pg_dump's session has a transaction with a snapshot. */
+    for (;;) {
+        char *v = NULL;
+        int st;
+        if (waitpid(waiter, &st, WNOHANG) == waiter)
+            return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? PGCDC_OK : PGCDC_ERR;
+        int rc = pgcdc_migrate_query1(m->source,
+                                      "SELECT 1 FROM pg_stat_activity WHERE application_name = "
+                                      "$1 AND xact_start IS NOT NULL AND backend_xmin IS NOT NULL",
+                                      appname, &v, err, errlen);
+        bool imported = v != NULL;
+        free(v);
+        if (rc < 0 || imported)
+            return rc;
+        if (pgcdc_stop_requested) {
+            snprintf(err, errlen, "stopped while pg_dump started");
+            return PGCDC_ERR;
+        }
+        poll(NULL, 0, 20);
+    }
 }
 
 static int capture_main(struct pgcdc_migrate *m)
@@ -484,9 +538,18 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
         return rc;
     if ((rc = pgcdc_migrate_spawn(m, capture_main, &m->capture, err, errlen)) < 0)
         return rc;
-    while (read_point(m) < 0)
+    char failed[4400];
+    snprintf(failed, sizeof(failed), "%s/dump.failed", m->dir_abs);
+    unlink(failed);
+    while (read_point(m) < 0) {
+        if (access(failed, F_OK) == 0) {
+            snprintf(err, errlen, "migrate: pg_dump failed (see its messages above, and %s); "
+                     "drop the slot and start again with an empty DIR", failed);
+            return PGCDC_ERR;
+        }
         if ((rc = tick(m, err, errlen)) < 0)
             return rc;
+    }
     if (!m->phase[0] && (rc = restore_predata(m, err, errlen)) < 0)
         return rc;
     if (strcmp(m->phase, PGCDC_MIGRATE_PREDATA) == 0) {

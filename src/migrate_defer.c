@@ -277,13 +277,8 @@ static int hold_back(struct pgcdc_migrate *m, FILE *cut, FILE *back, char *err, 
     if ((rc = hold(t, t, triggers, cut, back, err, errlen)) < 0 ||
         (rc = hold(s, t, identity, cut, back, err, errlen)) < 0)
         goto out;
-    PGresult *res = PQexec(t, "COMMIT");
-    if (PQresultStatus(res) != PGRES_COMMAND_OK) {
-        snprintf(err, errlen, "migrate: %s", PQresultErrorMessage(res));
-        pgcdc_log_one_line(err);
+    if (pgcdc_migrate_exec(t, "COMMIT", 0, NULL, err, errlen) < 0)
         rc = PGCDC_ERR;
-    }
-    PQclear(res);
 out:
     PQfinish(t);
     PQfinish(s);

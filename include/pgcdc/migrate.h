@@ -20,6 +20,8 @@
 
 #include "pgcdc/config.h"
 
+struct pg_conn;
+
 /* The phases, in order, recorded in pgcdc.migrate.phase. */
 #define PGCDC_MIGRATE_PREDATA "predata"     /* schema restored; bulk load under way */
 #define PGCDC_MIGRATE_BULK "bulk"           /* every snapshot row applied */
@@ -79,6 +81,10 @@ int pgcdc_migrate_replay_follow_main(struct pgcdc_migrate *m);
  * NULL when there is no row or the value is NULL. */
 int pgcdc_migrate_query1(const char *dsn, const char *sql, const char *param, char **out,
                          char *err, size_t errlen);
+
+/* One statement on c; 0, or -1 with the server's message (one line) in err. */
+int pgcdc_migrate_exec(struct pg_conn *c, const char *sql, int nparams,
+                       const char *const *params, char *err, size_t errlen);
 
 /* name (pg_restore, psql) from migrate.pg_dump's directory, or PATH. */
 void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name, char *out,
