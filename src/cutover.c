@@ -113,9 +113,11 @@ static int carry_sequences(struct pgcdc_migrate *m, int fd, char *err, size_t er
             goto out;
         }
         const char *p[3] = {seq, PQgetvalue(v, 0, 0), PQgetvalue(v, 0, 1)};
-        PGresult *r = PQexecParams(t, "SELECT pg_catalog.setval(to_regclass($1), $2::bigint, $3::bool) "
-                                      "WHERE to_regclass($1) IS NOT NULL",
-                                   3, NULL, p, NULL, NULL, 0);
+        PGresult *r =
+            PQexecParams(t,
+                         "SELECT pg_catalog.setval(to_regclass($1), $2::bigint, $3::bool) "
+                         "WHERE to_regclass($1) IS NOT NULL",
+                         3, NULL, p, NULL, NULL, 0);
         if (PQresultStatus(r) != PGRES_TUPLES_OK) {
             snprintf(err, errlen, "cutover: cannot set sequence %s on the target: %s", seq,
                      PQresultErrorMessage(r));
@@ -196,8 +198,9 @@ static int make_read_only(struct pgcdc_migrate *m, int fd, char *err, size_t err
         goto out;
     }
     if (PQgetvalue(r, 0, 0)[0] != 't') {
-        snprintf(err, errlen, "--read-only-source needs a role that owns the source database; "
-                              "stop writes yourself and run cutover without it");
+        snprintf(err, errlen,
+                 "--read-only-source needs a role that owns the source database; "
+                 "stop writes yourself and run cutover without it");
         goto out;
     }
     char db[256], sql[512];
@@ -225,7 +228,8 @@ static int make_read_only(struct pgcdc_migrate *m, int fd, char *err, size_t err
                   "a.application_name NOT LIKE 'pgcdc%'");
     for (int i = 0; PQresultStatus(r) == PGRES_TUPLES_OK && i < PQntuples(r); i++) {
         const char *p[1] = {PQgetvalue(r, i, 0)};
-        if (pgcdc_migrate_exec(s, "SELECT pg_terminate_backend($1::int, 5000)", 1, p, err, errlen) == 0)
+        if (pgcdc_migrate_exec(s, "SELECT pg_terminate_backend($1::int, 5000)", 1, p, err,
+                               errlen) == 0)
             ended++;
     }
     say(fd, "READ-ONLY source: default_transaction_read_only = on; %d sessions ended", ended);
@@ -311,8 +315,8 @@ static int wait_lag(struct pgcdc_migrate *m, const struct request *q, int fd, ch
     for (int round = 0;; round++) {
         char *v = NULL;
         uint64_t want = 0;
-        int rc = pgcdc_migrate_query1(m->source, "SELECT pg_current_wal_lsn()", NULL, &v, err,
-                                      errlen);
+        int rc =
+            pgcdc_migrate_query1(m->source, "SELECT pg_current_wal_lsn()", NULL, &v, err, errlen);
         if (rc < 0 || !v || pgcdc_lsn_parse_str(v, &want) < 0) {
             free(v);
             return rc < 0 ? rc : PGCDC_ERR;
@@ -323,8 +327,9 @@ static int wait_lag(struct pgcdc_migrate *m, const struct request *q, int fd, ch
             if (m->replay > 0 && waitpid(m->replay, NULL, WNOHANG) == m->replay)
                 m->replay = 0;
             if (pgcdc_stop_requested || client_gone(fd) || m->replay <= 0) {
-                snprintf(err, errlen, "stopped while waiting for the lag (migrate stopping, "
-                                      "the client gone, or replay stopped)");
+                snprintf(err, errlen,
+                         "stopped while waiting for the lag (migrate stopping, "
+                         "the client gone, or replay stopped)");
                 return PGCDC_ERR;
             }
             poll(NULL, 0, 20);
@@ -399,8 +404,7 @@ static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
         (nfk = pgcdc_migrate_validate_fks(m, err, sizeof(err))) < 0) {
         return failed(m, fd, "restoring foreign keys, triggers or identity columns", err);
     }
-    say(fd, "RESTORED foreign keys (%d validated), triggers and identity columns in %" PRId64
-            " ms",
+    say(fd, "RESTORED foreign keys (%d validated), triggers and identity columns in %" PRId64 " ms",
         nfk, pgcdc_mono_ms() - f0);
     /* Capture stops before its slot is dropped (a slot in use cannot be). */
     pgcdc_migrate_stop(m->capture);
@@ -415,8 +419,9 @@ static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
         say(fd, "KEPT slot %s: drop it when you no longer need it (pgcdc slot drop)",
             m->cfg.source_slot);
     }
-    say(fd, "DONE write pause %" PRId64 " ms (from %s until END was applied and the "
-            "sequences set); verify %" PRId64 " ms",
+    say(fd,
+        "DONE write pause %" PRId64 " ms (from %s until END was applied and the "
+        "sequences set); verify %" PRId64 " ms",
         paused, q->read_only ? "the read-only switch" : "the cutover's start", vms);
     return 0;
 }
@@ -522,8 +527,8 @@ int pgcdc_cutover_serve(struct pgcdc_migrate *m, char *err, size_t errlen)
             break;
         }
         /* A failed cutover leaves migrate following again, so it can be retried. */
-        if (m->replay == 0 && pgcdc_migrate_spawn(m, pgcdc_migrate_replay_follow_main,
-                                                  &m->replay, err, errlen) < 0) {
+        if (m->replay == 0 &&
+            pgcdc_migrate_spawn(m, pgcdc_migrate_replay_follow_main, &m->replay, err, errlen) < 0) {
             rc = PGCDC_ERR;
             break;
         }
@@ -553,8 +558,12 @@ int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen)
     opterr = 0;
     while ((c = getopt_long(argc, argv, "d:t:", longopts, NULL)) != -1) {
         switch (c) {
-        case 'd': dir = optarg; break;
-        case 'k': keep = true; break;
+        case 'd':
+            dir = optarg;
+            break;
+        case 'k':
+            keep = true;
+            break;
         case 'm':
             max_lag = atoi(optarg);
             if (max_lag <= 0 || strspn(optarg, "0123456789") != strlen(optarg)) {
@@ -571,8 +580,12 @@ int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen)
                 return PGCDC_ERR_CONFIG;
             }
             break;
-        case 'r': ro = true; break;
-        case 'a': abort_ = true; break;
+        case 'r':
+            ro = true;
+            break;
+        case 'a':
+            abort_ = true;
+            break;
         default:
             snprintf(err, errlen, "unknown or incomplete option: see pgcdc cutover --help");
             return PGCDC_ERR_CONFIG;
@@ -625,8 +638,9 @@ int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen)
     fflush(stdout);
     if (code == 0)
         return PGCDC_OK;
-    snprintf(err, errlen, code < 0 ? "migrate closed the connection before the cutover ended: "
-                                     "see its log"
-                                   : "cutover failed: see the lines above");
+    snprintf(err, errlen,
+             code < 0 ? "migrate closed the connection before the cutover ended: "
+                        "see its log"
+                      : "cutover failed: see the lines above");
     return code == 2 ? PGCDC_ERR_CONFIG : PGCDC_ERR;
 }

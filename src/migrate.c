@@ -40,7 +40,7 @@ static struct pgcdc_migrate *hook_m; /* the capture child's, for the snapshot ho
 
 /* One value of one query on a fresh connection (NULL params allowed); *out malloc'd. */
 int pgcdc_migrate_query1(const char *dsn, const char *sql, const char *param, char **out, char *err,
-                  size_t errlen)
+                         size_t errlen)
 {
     PGconn *c = PQconnectdb(dsn);
     int rc = PGCDC_OK;
@@ -93,7 +93,8 @@ static int write_file(const char *path, const char *text, char *err, size_t errl
 }
 
 /* pg_restore beside migrate.pg_dump (or on PATH when that is a bare name). */
-void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name, char *out, size_t n)
+void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name, char *out,
+                                size_t n)
 {
     const char *slash = strrchr(m->cfg.migrate_pg_dump, '/');
     if (!slash)
@@ -229,7 +230,8 @@ static int tick(struct pgcdc_migrate *m, char *err, size_t errlen)
 static int set_phase(struct pgcdc_migrate *m, const char *phase, char *err, size_t errlen)
 {
     char *v = NULL;
-    int rc = pgcdc_migrate_query1(m->target, "UPDATE pgcdc.migrate SET phase = $1", phase, &v, err, errlen);
+    int rc = pgcdc_migrate_query1(m->target, "UPDATE pgcdc.migrate SET phase = $1", phase, &v, err,
+                                  errlen);
     free(v);
     if (rc == PGCDC_OK) {
         snprintf(m->phase, sizeof(m->phase), "%s", phase);
@@ -245,17 +247,17 @@ static int set_phase(struct pgcdc_migrate *m, const char *phase, char *err, size
 static int check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
     char *v = NULL;
-    int rc = pgcdc_migrate_query1(m->target, "SELECT to_regclass('pgcdc.migrate') IS NOT NULL", NULL, &v, err,
-                    errlen);
+    int rc = pgcdc_migrate_query1(m->target, "SELECT to_regclass('pgcdc.migrate') IS NOT NULL",
+                                  NULL, &v, err, errlen);
     if (rc < 0)
         return rc;
     bool marked = v && strcmp(v, "t") == 0;
     free(v);
     v = NULL;
     if (marked) {
-        rc = pgcdc_migrate_query1(m->target,
-                    "SELECT source_sysid || ' ' || dir || ' ' || phase FROM pgcdc.migrate",
-                    NULL, &v, err, errlen);
+        rc = pgcdc_migrate_query1(
+            m->target, "SELECT source_sysid || ' ' || dir || ' ' || phase FROM pgcdc.migrate", NULL,
+            &v, err, errlen);
         if (rc < 0)
             return rc;
         char sys[64] = "", dir[4096] = "", phase[32] = "";
@@ -272,12 +274,13 @@ static int check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
         snprintf(m->phase, sizeof(m->phase), "%s", phase);
         return PGCDC_OK;
     }
-    rc = pgcdc_migrate_query1(m->target,
-                "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ' ORDER BY 1) "
-                "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', "
-                "'information_schema', 'pgcdc') AND n.nspname NOT LIKE 'pg\\_%'",
-                NULL, &v, err, errlen);
+    rc = pgcdc_migrate_query1(
+        m->target,
+        "SELECT string_agg(format('%I.%I', n.nspname, c.relname), ', ' ORDER BY 1) "
+        "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relkind IN ('r', 'p') AND n.nspname NOT IN ('pg_catalog', "
+        "'information_schema', 'pgcdc') AND n.nspname NOT LIKE 'pg\\_%'",
+        NULL, &v, err, errlen);
     if (rc < 0)
         return rc;
     if (v) {
@@ -349,8 +352,8 @@ out:
 static int check_pg_dump(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
     char *v = NULL, out[4300];
-    int rc = pgcdc_migrate_query1(m->source, "SELECT current_setting('server_version_num')", NULL, &v, err,
-                    errlen);
+    int rc = pgcdc_migrate_query1(m->source, "SELECT current_setting('server_version_num')", NULL,
+                                  &v, err, errlen);
     if (rc < 0)
         return rc;
     int server = v ? atoi(v) / 10000 : 0;
@@ -411,9 +414,9 @@ static int restore_predata(struct pgcdc_migrate *m, char *err, size_t errlen)
              m->sysid, dirq, PGCDC_MIGRATE_PREDATA, pgcdc_lsn_format(m->point, lsn));
     char psql[4300];
     pgcdc_migrate_sibling_tool(m, "psql", psql, sizeof(psql));
-    char *pargv[] = {psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", sql, "-c", marker,
-                     NULL};
-    if ((rc = pgcdc_migrate_tool(m->target, pargv, NULL, err, errlen)) == PGCDC_OK)
+    char *pargv[] = {psql, "-X", "-q",   "-v", "ON_ERROR_STOP=1", "-1", "-f",
+                     sql,  "-c", marker, NULL};
+    if ((rc = pgcdc_migrate_tool(m->target, pargv, "/dev/null", err, errlen)) == PGCDC_OK)
         snprintf(m->phase, sizeof(m->phase), "%s", PGCDC_MIGRATE_PREDATA);
     return rc;
 }
@@ -425,8 +428,10 @@ static int replay_until_done(struct pgcdc_migrate *m, char *err, size_t errlen)
     while (rc == PGCDC_OK && m->replay > 0)
         rc = tick(m, err, errlen);
     if (rc == PGCDC_OK && m->replay_status != 0) {
-        snprintf(err, errlen, "migrate: the bulk load's replay failed (exit %d); run migrate "
-                 "again to resume", m->replay_status);
+        snprintf(err, errlen,
+                 "migrate: the bulk load's replay failed (exit %d); run migrate "
+                 "again to resume",
+                 m->replay_status);
         rc = PGCDC_ERR;
     }
     return rc;
@@ -505,13 +510,15 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
     m->jobs = c->migrate_jobs;
     pgcdc_log_setup(c->log_level, c->log_format);
     char *v = NULL;
-    if ((rc = pgcdc_migrate_query1(m->source, "SELECT system_identifier::text FROM pg_control_system()", NULL,
-                     &v, err, errlen)) < 0)
+    if ((rc = pgcdc_migrate_query1(m->source,
+                                   "SELECT system_identifier::text FROM pg_control_system()", NULL,
+                                   &v, err, errlen)) < 0)
         return rc;
     snprintf(m->sysid, sizeof(m->sysid), "%s", v ? v : "");
     free(v);
     v = NULL;
-    if ((rc = pgcdc_migrate_query1(m->target, "SELECT current_database()", NULL, &v, err, errlen)) < 0)
+    if ((rc = pgcdc_migrate_query1(m->target, "SELECT current_database()", NULL, &v, err, errlen)) <
+        0)
         return rc;
     snprintf(m->target_db, sizeof(m->target_db), "%s", v ? v : "");
     free(v);
@@ -543,8 +550,10 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
     unlink(failed);
     while (read_point(m) < 0) {
         if (access(failed, F_OK) == 0) {
-            snprintf(err, errlen, "migrate: pg_dump failed (see its messages above, and %s); "
-                     "drop the slot and start again with an empty DIR", failed);
+            snprintf(err, errlen,
+                     "migrate: pg_dump failed (see its messages above, and %s); "
+                     "drop the slot and start again with an empty DIR",
+                     failed);
             return PGCDC_ERR;
         }
         if ((rc = tick(m, err, errlen)) < 0)
@@ -575,8 +584,8 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
             (rc = set_phase(m, PGCDC_MIGRATE_FOLLOWING, err, errlen)) < 0)
             return rc;
     }
-    if ((rc = pgcdc_migrate_spawn(m, pgcdc_migrate_replay_follow_main, &m->replay, err,
-                                  errlen)) < 0)
+    if ((rc = pgcdc_migrate_spawn(m, pgcdc_migrate_replay_follow_main, &m->replay, err, errlen)) <
+        0)
         return rc;
     pgcdc_log(PGCDC_LOG_INFO, "migrate: following; run pgcdc cutover --dir DIR to finish", "dir",
               m->dir_abs, NULL);

@@ -27,8 +27,7 @@ struct role_cache {
 };
 
 /* 1 when the target has role and the session's role may act as it, 0 when not, or negative. */
-static int role_usable(PGconn *t, struct role_cache *rc, const char *role, char *err,
-                       size_t errlen)
+static int role_usable(PGconn *t, struct role_cache *rc, const char *role, char *err, size_t errlen)
 {
     for (int i = 0; i < rc->n; i++)
         if (strcmp(rc->name[i], role) == 0)
@@ -86,8 +85,8 @@ static const char *line_role(const char *line, char *buf, size_t n)
     return strcmp(buf, "PUBLIC") == 0 ? NULL : buf;
 }
 
-int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *inp, const char *outp,
-                             char *err, size_t errlen)
+int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *inp, const char *outp, char *err,
+                             size_t errlen)
 {
     FILE *in = fopen(inp, "r"), *out = fopen(outp, "w");
     PGconn *t = PQconnectdb(m->target);
@@ -118,13 +117,15 @@ int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *inp, const cha
                 continue;
         } else if (sscanf(line, "SET %127[a-z_.] =", name) == 1) {
             const char *p[1] = {name};
-            PGresult *res = PQexecParams(t, "SELECT 1 FROM pg_settings WHERE name = $1", 1, NULL,
-                                         p, NULL, NULL, 0);
+            PGresult *res = PQexecParams(t, "SELECT 1 FROM pg_settings WHERE name = $1", 1, NULL, p,
+                                         NULL, NULL, 0);
             int known = PQresultStatus(res) == PGRES_TUPLES_OK ? PQntuples(res) : 1;
             PQclear(res);
             if (!known) {
-                pgcdc_log(PGCDC_LOG_INFO, "migrate: the target does not know a dump setting; "
-                          "skipped", "setting", name, NULL);
+                pgcdc_log(PGCDC_LOG_INFO,
+                          "migrate: the target does not know a dump setting; "
+                          "skipped",
+                          "setting", name, NULL);
                 continue;
             }
         }
@@ -203,8 +204,9 @@ static int fk_statements(struct pgcdc_migrate *m, const char *sql, FILE *cut, ch
                 continue;
             }
         }
-        if (strncmp(line, "SET ", 4) == 0 || strncmp(line, "SELECT pg_catalog.set_config", 28) == 0 ||
-            strncmp(line, "--", 2) == 0 || line[0] == '\\')
+        if (strncmp(line, "SET ", 4) == 0 ||
+            strncmp(line, "SELECT pg_catalog.set_config", 28) == 0 || strncmp(line, "--", 2) == 0 ||
+            line[0] == '\\')
             continue; /* the header: cutover.sql has its own */
         fputs(line, cut);
     }
@@ -303,10 +305,13 @@ int pgcdc_migrate_postdata(struct pgcdc_migrate *m, char *err, size_t errlen)
     if ((rc = pgcdc_migrate_tool(NULL, largv, toc, err, errlen)) < 0 ||
         (rc = split_toc(toc, fkl, rest, &nfk, err, errlen)) < 0)
         return rc;
-    pgcdc_log(PGCDC_LOG_INFO, "migrate: restoring post-data (indexes, constraints, triggers; "
-              "foreign keys wait for cutover)", NULL);
-    char *pargv[] = {restore, "--section=post-data", "--clean", "--if-exists", "--no-owner", jobs, "-L",
-                     rest, "-d", m->target_db, m->dump, NULL};
+    pgcdc_log(PGCDC_LOG_INFO,
+              "migrate: restoring post-data (indexes, constraints, triggers; "
+              "foreign keys wait for cutover)",
+              NULL);
+    char *pargv[] = {
+        restore, "--section=post-data", "--clean", "--if-exists", "--no-owner", jobs, "-L", rest,
+        "-d",    m->target_db,          m->dump,   NULL};
     if ((rc = pgcdc_migrate_tool(m->target, pargv, NULL, err, errlen)) < 0)
         return rc;
     FILE *cut = fopen(cutp, "w"), *back = fopen(backp, "w");
@@ -336,14 +341,13 @@ out:
     return rc;
 }
 
-int pgcdc_migrate_run_script(struct pgcdc_migrate *m, const char *file, char *err,
-                             size_t errlen)
+int pgcdc_migrate_run_script(struct pgcdc_migrate *m, const char *file, char *err, size_t errlen)
 {
     char psql[4300], path[4400];
     pgcdc_migrate_sibling_tool(m, "psql", psql, sizeof(psql));
     snprintf(path, sizeof(path), "%s/%s", m->dir_abs, file);
     char *argv[] = {psql, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-1", "-f", path, NULL};
-    return pgcdc_migrate_tool(m->target, argv, NULL, err, errlen);
+    return pgcdc_migrate_tool(m->target, argv, "/dev/null", err, errlen);
 }
 
 int pgcdc_migrate_validate_fks(struct pgcdc_migrate *m, char *err, size_t errlen)

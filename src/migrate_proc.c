@@ -81,8 +81,7 @@ int pgcdc_migrate_tool(const char *dsn, char *const argv[], const char *out_path
                  argv[0]);
     else
         snprintf(err, errlen, "%s failed (%s %d): see its messages above", argv[0],
-                 WIFEXITED(st) ? "exit" : "signal",
-                 WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+                 WIFEXITED(st) ? "exit" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
     return PGCDC_ERR;
 }
 
@@ -146,8 +145,8 @@ static int replay_main(struct pgcdc_migrate *m, bool follow)
                                   .batch_rows = 5000,
                                   .group_rows = 64,
                                   .poll_ms = 150,
-                                  .missing_rows_warn = m->cfg.replay_missing_rows ==
-                                                       PGCDC_MISSING_ROWS_WARN,
+                                  .missing_rows_warn =
+                                      m->cfg.replay_missing_rows == PGCDC_MISSING_ROWS_WARN,
                                   .caught_up = m->caught_up};
     char err[2048] = "";
     int rc = pgcdc_replay_run(&o, err, sizeof(err));

@@ -29,20 +29,20 @@ struct pg_conn;
 #define PGCDC_MIGRATE_FOLLOWING "following" /* ANALYZE done: caught up means following */
 
 struct pgcdc_migrate {
-    char *source, *target;     /* DSNs, owned */
-    const char *dir;           /* DIR, borrowed from argv */
-    char dir_abs[4096];        /* DIR's real path, recorded in the marker */
+    char *source, *target; /* DSNs, owned */
+    const char *dir;       /* DIR, borrowed from argv */
+    char dir_abs[4096];    /* DIR's real path, recorded in the marker */
     char data_dir[4200], state_dir[4200], dump[4200], sock[4200];
-    char target_db[256];       /* the target's database name, for pg_restore -d */
-    char sysid[32];            /* the source's system_identifier */
-    char phase[32];            /* from the marker; "" before pre-data */
-    uint64_t point;            /* the slot's consistent point (DIR/point) */
-    struct pgcdc_config cfg;   /* capture's settings: -o overrides on top of env */
-    char **over;               /* the -o arguments, borrowed from argv */
+    char target_db[256];     /* the target's database name, for pg_restore -d */
+    char sysid[32];          /* the source's system_identifier */
+    char phase[32];          /* from the marker; "" before pre-data */
+    uint64_t point;          /* the slot's consistent point (DIR/point) */
+    struct pgcdc_config cfg; /* capture's settings: -o overrides on top of env */
+    char **over;             /* the -o arguments, borrowed from argv */
     int nover;
-    int jobs;                  /* pg_restore -j */
-    pid_t capture, replay;     /* children; 0: not running */
-    int replay_status;         /* the last replay child's exit status */
+    int jobs;                    /* pg_restore -j */
+    pid_t capture, replay;       /* children; 0: not running */
+    int replay_status;           /* the last replay child's exit status */
     _Atomic uint64_t *caught_up; /* shared with the replay children (mmap): where replay
                                     last caught up, for cutover's lag */
 };
@@ -79,12 +79,12 @@ int pgcdc_migrate_replay_follow_main(struct pgcdc_migrate *m);
 
 /* One value of one statement on a fresh connection (param may be NULL); *out malloc'd,
  * NULL when there is no row or the value is NULL. */
-int pgcdc_migrate_query1(const char *dsn, const char *sql, const char *param, char **out,
-                         char *err, size_t errlen);
+int pgcdc_migrate_query1(const char *dsn, const char *sql, const char *param, char **out, char *err,
+                         size_t errlen);
 
 /* One statement on c; 0, or -1 with the server's message (one line) in err. */
-int pgcdc_migrate_exec(struct pg_conn *c, const char *sql, int nparams,
-                       const char *const *params, char *err, size_t errlen);
+int pgcdc_migrate_exec(struct pg_conn *c, const char *sql, int nparams, const char *const *params,
+                       char *err, size_t errlen);
 
 /* name (pg_restore, psql) from migrate.pg_dump's directory, or PATH. */
 void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name, char *out,
@@ -94,8 +94,8 @@ void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name,
 
 /* Copy the SQL script in to out without the header settings (SET x = ...) the target
  * does not know: a newer pg_dump's. */
-int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *in, const char *out,
-                             char *err, size_t errlen);
+int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *in, const char *out, char *err,
+                             size_t errlen);
 
 /*
  * Post-data without foreign keys (pg_restore -j, --clean so that a restart redoes it),
@@ -107,8 +107,7 @@ int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *in, const char
 int pgcdc_migrate_postdata(struct pgcdc_migrate *m, char *err, size_t errlen);
 
 /* Run DIR/<file> on the target in one transaction (psql -1). */
-int pgcdc_migrate_run_script(struct pgcdc_migrate *m, const char *file, char *err,
-                             size_t errlen);
+int pgcdc_migrate_run_script(struct pgcdc_migrate *m, const char *file, char *err, size_t errlen);
 
 /* VALIDATE every foreign key of the target added NOT VALID; how many, or negative. */
 int pgcdc_migrate_validate_fks(struct pgcdc_migrate *m, char *err, size_t errlen);
