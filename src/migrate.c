@@ -256,13 +256,13 @@ static int check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
     v = NULL;
     if (marked) {
         rc = pgcdc_migrate_query1(
-            m->target, "SELECT source_sysid || ' ' || dir || ' ' || phase FROM pgcdc.migrate", NULL,
+            m->target, "SELECT source_sysid || ' ' || phase || ' ' || dir FROM pgcdc.migrate", NULL,
             &v, err, errlen);
         if (rc < 0)
             return rc;
         char sys[64] = "", dir[4096] = "", phase[32] = "";
         if (v)
-            sscanf(v, "%63s %4095s %31s", sys, dir, phase);
+            sscanf(v, "%63s %31s %4095[^\n]", sys, phase, dir); /* dir last: it may hold spaces */
         free(v);
         if (strcmp(sys, m->sysid) != 0 || strcmp(dir, m->dir_abs) != 0) {
             snprintf(err, errlen,

@@ -90,14 +90,14 @@ def migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name, opts=None, target_
          "status.interval_ms": "200", "sink.file.segment_bytes": "262144"}
     o.update(opts or {})
     a = ["migrate", "--source", cluster.dsn(dbname=src), "--target", cluster.dsn(dbname=tgt, user=target_user),
-         "--dir", os.path.join(workdir, "mig")]
+         "--dir", os.path.join(workdir, "mig dir")]
     for k, v in o.items():
         a += ["-o", "%s=%s" % (k, v)]
     return harness.Pgcdc(os.path.join(workdir, "proc"), args=a, config=False, binary=pgcdc_bin)
 
 
 def cutover(workdir, pgcdc_bin, *args, timeout=180):
-    r = subprocess.run([pgcdc_bin, "cutover", "--dir", os.path.join(workdir, "mig")] + list(args),
+    r = subprocess.run([pgcdc_bin, "cutover", "--dir", os.path.join(workdir, "mig dir")] + list(args),
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=timeout)
     return r.returncode, r.stdout.decode().splitlines(), r.stderr.decode()
 
@@ -175,7 +175,7 @@ def test_migrate_under_writes_then_cutover(cluster, dbs, workdir, pgcdc_bin, nam
     finally:
         m.kill_now()
     # The dump, not a secret, is all DIR holds besides data; the socket is gone.
-    assert not os.path.exists(os.path.join(workdir, "mig", "cutover.sock"))
+    assert not os.path.exists(os.path.join(workdir, "mig dir", "cutover.sock"))
 
 
 def test_kill9_each_phase_resumes(cluster, dbs, workdir, pgcdc_bin, name, writers):
