@@ -4,6 +4,8 @@
 #   bash scripts/bench_replay.sh                 scale 10, 40000 pgbench transactions
 #   BENCH_SCALE=50 BENCH_TXNS=200000 bash scripts/bench_replay.sh
 #   BENCH_NO_DOC=1 bash scripts/bench_replay.sh   print only; leave docs/benchmarks.md alone
+#   bash scripts/bench_replay.sh migrate         `pgcdc migrate` vs Debian's `pgcopydb clone`
+#                                                (BENCH_MIGRATE_SCALE=20: 2,000,000 accounts)
 #
 # One throwaway cluster (temp dir, free port, 127.0.0.1) with three databases:
 #   src_W       pgbench -i, then the measured workload W (pgbench's built-in tpcb-like:
@@ -27,6 +29,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 BUILD="${PGCDC_BENCH_BUILD_DIR:-$ROOT/build}"
+MODE="${1:-replay}"
 SCALE="${BENCH_SCALE:-10}"
 TXNS="${BENCH_TXNS:-40000}"
 CLIENTS="${BENCH_CLIENTS:-4}"
@@ -96,6 +99,65 @@ echo "== cluster in $WORK (port $PORT), PostgreSQL $("$PGBIN/postgres" --version
   fi
 } >>"$PGDATA/postgresql.conf"
 "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+
+# migrate mode: one source database of several tables (pgbench -i: accounts, tellers,
+# branches, history, with keys and a foreign key added), moved twice into empty databases:
+#   pgcdc migrate, timed from start until its "following" line (schema, bulk load,
+#   post-data and ANALYZE done: caught up), then ended with `pgcdc cutover` (not timed);
+#   pgcopydb clone (Debian's package), timed start to exit.
+# Both targets then verify equal to the source.
+bench_migrate() {
+  local scale="${BENCH_MIGRATE_SCALE:-20}"
+  command -v pgcopydb >/dev/null || die "pgcopydb is not installed (apt-get install -y pgcopydb)"
+  local src=msrc tp=mtgt_pgcdc tc=mtgt_copydb
+  local dsn_src="host=127.0.0.1 port=$PORT user=postgres dbname=$src"
+  local dsn_tp="host=127.0.0.1 port=$PORT user=postgres dbname=$tp"
+  local dsn_tc="host=127.0.0.1 port=$PORT user=postgres dbname=$tc"
+  echo "== migrate: pgbench -i -s $scale, foreign keys"
+  psql_ postgres -c "CREATE DATABASE $src" -c "CREATE DATABASE $tp" -c "CREATE DATABASE $tc"
+  "${AS[@]}" "$PGBIN/pgbench" -i -q -I dtgvpf -s "$scale" -h "$WORK" -p "$PORT" -U postgres "$src" >/dev/null 2>&1
+  psql_ "$src" -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" -c "VACUUM ANALYZE"
+  local rows
+  rows=$(psql_ "$src" -c "SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM pgbench_tellers) + (SELECT count(*) FROM pgbench_branches)")
+
+  echo "== migrate: pgcdc migrate (start to following)"
+  local dir="$WORK/migrate" log="$WORK/migrate.log" t0 t1
+  mkdir -p "$dir"
+  t0=$(now)
+  "$PGCDC" migrate --source "$dsn_src" --target "$dsn_tp" --dir "$dir/d" \
+    -o "migrate.pg_dump=$PGBIN/pg_dump" -o source.slot=bench_migrate 2>"$log" &
+  local pid=$!
+  until grep -q 'migrate: following' "$log"; do
+    kill -0 "$pid" 2>/dev/null || die "pgcdc migrate exited: $(tail -3 "$log")"
+    sleep 0.05
+  done
+  t1=$(now)
+  MIG_S=$(calc "$t1 - $t0")
+  "$PGCDC" cutover --dir "$dir/d" >/dev/null || die "cutover failed: $(tail -3 "$log")"
+  wait "$pid" || die "pgcdc migrate did not exit 0"
+
+  echo "== migrate: pgcopydb clone"
+  t0=$(now)
+  (cd "$WORK" && "${AS[@]}" env PGCOPYDB_SOURCE_PGURI="$dsn_src" PGCOPYDB_TARGET_PGURI="$dsn_tc" \
+    pgcopydb clone --dir "$WORK/copydb" --no-owner >"$WORK/copydb.log" 2>&1) ||
+    die "pgcopydb clone failed: $(tail -3 "$WORK/copydb.log")"
+  t1=$(now)
+  COPYDB_S=$(calc "$t1 - $t0")
+
+  echo "== migrate: verify"
+  local out
+  out=$("$PGCDC" verify --source "$dsn_src" --target "$dsn_tp" 2>&1) || die "migrate target differs: $out"
+  out=$("$PGCDC" verify --source "$dsn_src" --target "$dsn_tc" 2>&1) || die "pgcopydb target differs: $out"
+  echo
+  printf '%-10s %10s %12s %14s %7s\n' scale rows "migrate s" "pgcopydb s" ratio
+  printf '%-10s %10s %12.2f %14.2f %7s\n' "$scale" "$rows" "$MIG_S" "$COPYDB_S" "$(calc "round($COPYDB_S / $MIG_S, 2)")"
+  echo "(ratio = pgcopydb time / migrate time; 1 or above: migrate is no slower)"
+}
+
+if [ "$MODE" = migrate ]; then
+  bench_migrate
+  exit 0
+fi
 
 # measure WORKLOAD: fresh databases, both capture paths set up, the workload, then both
 # applies timed. Sets EVENTS HIST REPLAY_S SINGLE_S NATIVE_S.

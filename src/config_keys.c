@@ -127,6 +127,8 @@ const struct pgcdc_config_key pgcdc_config_keys[] = {
      "or empty for off"},
     {"metrics.stall_ms", PGCDC_KEY_INT, OFF(metrics_stall_ms), 1000, 86400000, NULL, "120000",
      NULL},
+    {"migrate.pg_dump", PGCDC_KEY_STR, OFF(migrate_pg_dump), 0, 0, NULL, "pg_dump", NULL},
+    {"migrate.jobs", PGCDC_KEY_INT, OFF(migrate_jobs), 1, 64, NULL, "4", NULL},
     {"replay.missing_rows", PGCDC_KEY_ENUM, OFF(replay_missing_rows), 0, 0, missing_rows_names,
      "error", NULL},
     {"log.level", PGCDC_KEY_ENUM, OFF(log_level), 0, 0, level_names, "info", NULL},

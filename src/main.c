@@ -16,6 +16,7 @@
 #include "pgcdc/config.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
+#include "pgcdc/migrate.h"
 #include "pgcdc/replay.h"
 #include "pgcdc/snapshot_signal.h"
 #include "pgcdc/stream.h"
@@ -33,6 +34,8 @@ static const char usage_text[] =
     "  pgcdc check   [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc slot    create|drop|status [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc replay  --input DIR --target DSN [--follow] [--end-lsn LSN] [-o KEY=VALUE]...\n"
+    "  pgcdc migrate --source DSN --target DSN --dir DIR [-o KEY=VALUE]...\n"
+    "  pgcdc cutover --dir DIR [--table T]... [--keep-slot]\n"
     "  pgcdc verify  --source DSN --target DSN [--table SCHEMA.TABLE]...\n"
     "  pgcdc --version | --help | SUBCOMMAND --help\n"
     "\n"
@@ -212,6 +215,39 @@ static int bad_arg(const char *fmt, const char *arg, char *err, size_t errlen)
 }
 
 enum command { CMD_RUN, CMD_CHECK, CMD_SLOT, CMD_SNAPSHOT };
+
+static const char migrate_help[] =
+    "Usage: pgcdc migrate --source DSN --target DSN --dir DIR [-o KEY=VALUE]...\n"
+    "\n"
+    "Move a live database into an empty target in one process (docs/cutover.md): create\n"
+    "the slot, pg_dump -Fc --schema-only in its exported snapshot, restore pre-data in one\n"
+    "transaction with the marker pgcdc.migrate, capture (snapshot + stream into DIR/data)\n"
+    "and replay concurrently, restore post-data with pg_restore -j (migrate.jobs), ANALYZE,\n"
+    "then follow until `pgcdc cutover --dir DIR` has finished (exit 0) or SIGTERM. Run it\n"
+    "again with the same DIR to resume. A target that is not empty and holds no marker of\n"
+    "this source and DIR is refused (exit 2), naming its tables.\n"
+    "\n"
+    "  -s, --source DSN     the database to move (on Neon: the direct endpoint)\n"
+    "  -t, --target DSN     an empty database to move it into\n"
+    "  -d, --dir DIR        captured data, state, the schema dump, the cutover socket\n"
+    "  -o KEY=VALUE         any run setting (source.slot, source.tables.include, ...),\n"
+    "                       migrate.pg_dump (a pg_dump at least the source's version),\n"
+    "                       migrate.jobs\n"
+    "  -h, --help           this text\n";
+
+static const char cutover_help[] =
+    "Usage: pgcdc cutover --dir DIR [--table SCHEMA.TABLE]... [--keep-slot]\n"
+    "\n"
+    "Ask the `pgcdc migrate` following with DIR to finish, once writes to the source have\n"
+    "stopped: take the source's current LSN as END, apply everything up to END, set every\n"
+    "sequence on the target from the source, verify every table (or those given), drop\n"
+    "the slot, and print a report with the write pause. Exit 0 only when every verified\n"
+    "table matches; exit 2 when no migrate runs for DIR.\n"
+    "\n"
+    "  -d, --dir DIR        the DIR of the running migrate\n"
+    "  -t, --table S.T      verify only these tables (repeatable)\n"
+    "      --keep-slot      leave the replication slot on the source\n"
+    "  -h, --help           this text\n";
 
 /* Options every command shares, then the command itself. */
 static int command(enum command cmd, int argc, char **argv)
@@ -630,6 +666,10 @@ int main(int argc, char **argv)
         return tool(replay_command, replay_help, argc - 1, argv + 1);
     if (strcmp(cmd, "verify") == 0)
         return tool(verify_command, verify_help, argc - 1, argv + 1);
+    if (strcmp(cmd, "migrate") == 0)
+        return tool(pgcdc_migrate_command, migrate_help, argc - 1, argv + 1);
+    if (strcmp(cmd, "cutover") == 0)
+        return tool(pgcdc_cutover_command, cutover_help, argc - 1, argv + 1);
     char err[256];
     snprintf(err, sizeof(err), "unknown command \"%s\": see pgcdc --help", cmd);
     return fail(PGCDC_ERR_CONFIG, err);

@@ -32,6 +32,7 @@
 #include "pgcdc/replay.h"
 
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -328,6 +329,8 @@ static bool at_end(struct replay *r)
     uint64_t at = r->tg.done.commit;
     if (upto && r->rd.pos_lsn > at)
         at = r->rd.pos_lsn;
+    if (upto && r->o->caught_up)
+        atomic_store(r->o->caught_up, at);
     bool done = r->o->end_lsn ? r->beyond_end || (upto && r->rd.pos_lsn >= r->o->end_lsn) ||
                                     r->tg.done.commit > r->o->end_lsn
                               : !r->o->follow;
@@ -363,10 +366,7 @@ static int session_start(struct replay *r, char *err, size_t errlen)
             return rc;
     }
     /* Read from the first segment again; whole segments before the position are passed. */
-    /* Segments wholly before the resume point need no reading. While the snapshot at
-     * pos.commit is only partly applied, its rows (one sink transaction per table, all at
-     * that commit LSN) may span segments, each of which counts toward partial_events. */
-    pgcdc_replay_reader_restart(&r->rd, r->pos.partial > 0 ? r->pos.commit - 1 : r->pos.commit);
+    pgcdc_replay_reader_restart(&r->rd, r->pos.commit);
     r->in_txn = r->batch_open = r->beyond_end = false;
     r->batch_rows = r->batch_txns = 0;
     r->ntrunc = 0; /* a TRUNCATE pending when the last session ended is read again */

@@ -48,9 +48,11 @@ static void read_position(struct pgcdc_replay_reader *r)
 
 /*
  * Move to the segment after cur. Returns 1 when there is one, 0 when none yet, <0 on error.
- * A segment whose successor starts at or below skip_lsn holds only transactions already
- * applied (commit LSNs never decrease, and a commit LSN that spans segments, a snapshot's
- * tables at one point, is wholly at or below skip_lsn): it is not read.
+ * A segment whose successor starts below skip_lsn holds only transactions already applied
+ * (commit LSNs never decrease and no transaction spans segments): it is not read. Not "at
+ * or below": the snapshot's tables are sink transactions sharing one LSN, a rotation may
+ * come between two of them, and a position inside that LSN (partial events) counts the
+ * events of every segment holding it.
  */
 static int next_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {
@@ -72,7 +74,7 @@ static int next_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
     while (j < l.n && strcmp(l.e[j].closed, r->cur) <= 0)
         j++;
     while (j + 1 < l.n && r->skip_lsn && l.e[j + 1].first_lsn &&
-           l.e[j + 1].first_lsn <= r->skip_lsn)
+           l.e[j + 1].first_lsn < r->skip_lsn)
         j++;
     if (j < l.n) {
         memcpy(r->prev, r->cur, sizeof(r->prev));

@@ -338,6 +338,8 @@ static int record_owed(struct pgcdc_snapstate *st, const struct pgcdc_snaptables
     return pgcdc_snapstate_save(st, err, errlen);
 }
 
+int (*pgcdc_snapshot_exported_hook)(const char *, uint64_t, char *, size_t);
+
 int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
                         const struct pgcdc_snapshot_out *out, uint64_t *durable_lsn, char *err,
                         size_t errlen)
@@ -381,6 +383,9 @@ int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
         pgcdc_slot_note_numeric_strings(slot, numeric == 1);
     if (rc < 0 || (rc = pgcdc_snapreader_tables(&r, cfg, &tl, err, errlen)) < 0 ||
         (rc = lock_all(&r, &tl, err, errlen)) < 0)
+        goto out;
+    if (pgcdc_snapshot_exported_hook &&
+        (rc = pgcdc_snapshot_exported_hook(snapname, consistent, err, errlen)) < 0)
         goto out;
     if (pgcdc_snapstate_set_patterns(&st, cfg) < 0) {
         snprintf(err, errlen, "out of memory");

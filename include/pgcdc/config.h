@@ -90,6 +90,8 @@ struct pgcdc_config {
     char *metrics_listen; /* NULL: off */
     int metrics_stall_ms; /* /healthz is 503 after this long without progress */
     int replay_missing_rows; /* enum pgcdc_missing_rows */
+    char *migrate_pg_dump;   /* pg_dump for `pgcdc migrate`; pg_restore is found beside it */
+    int migrate_jobs;        /* pg_restore -j for post-data */
     int log_level;        /* enum pgcdc_log_level */
     int log_format;       /* enum pgcdc_log_format */
 };

@@ -9,6 +9,7 @@
 #ifndef PGCDC_REPLAY_H
 #define PGCDC_REPLAY_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -23,6 +24,9 @@ struct pgcdc_replay_opts {
     int poll_ms;      /* how often --follow looks for new data */
     bool missing_rows_warn; /* replay.missing_rows = warn: an update or delete that matches
                                no row is a warning, not an error */
+    _Atomic uint64_t *caught_up; /* NULL, or set to the LSN replay is caught up at each time
+                                    everything available is applied (`pgcdc migrate` shares
+                                    it with its cutover to measure the lag) */
 };
 
 /*

@@ -54,6 +54,15 @@ struct pgcdc_snapshot_out {
  * last row of each table says source.snapshot "last". *durable_lsn is set to the
  * consistent point once every table is durable. Returns 0 or a negative code.
  */
+/*
+ * Called by pgcdc_snapshot_take while the new slot's snapshot is still exported (its
+ * tables locked, no row read yet), so that another program can import it: `pgcdc
+ * migrate` runs pg_dump --snapshot here. NULL (the default): nothing to do. A negative
+ * return fails the snapshot.
+ */
+extern int (*pgcdc_snapshot_exported_hook)(const char *snapshot_name, uint64_t point, char *err,
+                                           size_t errlen);
+
 int pgcdc_snapshot_take(struct pgcdc_slot *slot, struct pgcdc_repl *repl,
                         const struct pgcdc_snapshot_out *out, uint64_t *durable_lsn, char *err,
                         size_t errlen);

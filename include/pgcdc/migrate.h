@@ -1,0 +1,121 @@
+/*
+ * migrate.h — `pgcdc migrate` and `pgcdc cutover`: the whole move of a live database in
+ * one process, and the command that ends it (docs/cutover.md).
+ *
+ * migrate supervises two child processes of its own (fork, no exec, so no DSN ever
+ * appears in a process title or argument list): capture (`run`'s machinery writing
+ * DIR/data through the file sink, state in DIR/state) and replay (applying DIR/data to
+ * the target). Each child keeps the crash semantics its command already proves (kill -9
+ * safe, resumable), dies with migrate (PR_SET_PDEATHSIG), and a restart with the same
+ * DIR resumes from the phase recorded in the target's marker, pgcdc.migrate.
+ */
+#ifndef PGCDC_MIGRATE_H
+#define PGCDC_MIGRATE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "pgcdc/config.h"
+
+struct pg_conn;
+
+/* The phases, in order, recorded in pgcdc.migrate.phase. */
+#define PGCDC_MIGRATE_PREDATA "predata"     /* schema restored; bulk load under way */
+#define PGCDC_MIGRATE_BULK "bulk"           /* every snapshot row applied */
+#define PGCDC_MIGRATE_POSTDATA "postdata"   /* indexes, constraints, triggers restored */
+#define PGCDC_MIGRATE_FOLLOWING "following" /* ANALYZE done: caught up means following */
+
+struct pgcdc_migrate {
+    char *source, *target; /* DSNs, owned */
+    const char *dir;       /* DIR, borrowed from argv */
+    char dir_abs[4096];    /* DIR's real path, recorded in the marker */
+    char data_dir[4200], state_dir[4200], dump[4200], sock[4200];
+    char target_db[256];     /* the target's database name, for pg_restore -d */
+    char sysid[32];          /* the source's system_identifier */
+    char phase[32];          /* from the marker; "" before pre-data */
+    uint64_t point;          /* the slot's consistent point (DIR/point) */
+    struct pgcdc_config cfg; /* capture's settings: -o overrides on top of env */
+    char **over;             /* the -o arguments, borrowed from argv */
+    int nover;
+    int jobs;                    /* pg_restore -j */
+    pid_t capture, replay;       /* children; 0: not running */
+    int replay_status;           /* the last replay child's exit status */
+    _Atomic uint64_t *caught_up; /* shared with the replay children (mmap): where replay
+                                    last caught up, for cutover's lag */
+};
+
+/* `pgcdc migrate` / `pgcdc cutover` (argv[0] is the command). 0 or a negative code. */
+int pgcdc_migrate_command(int argc, char **argv, char *err, size_t errlen);
+int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen);
+
+/* ---- migrate_proc.c: children and external tools */
+
+/* Put dsn's parameters into the environment as libpq's PG* variables (in a child, before
+ * exec of pg_dump, pg_restore or psql: the secret stays out of argv). */
+int pgcdc_migrate_dsn_env(const char *dsn, char *err, size_t errlen);
+
+/* Run argv (argv[0] looked up in PATH) with dsn's parameters in its environment, stdout
+ * to out_path (NULL: inherited), wait. 0 when it exits 0; else err names it and its
+ * exit status (its own stderr went to ours). */
+int pgcdc_migrate_tool(const char *dsn, char *const argv[], const char *out_path, char *err,
+                       size_t errlen);
+
+/* Fork a child that dies with us and runs fn(m) as its exit status. *pid set. */
+int pgcdc_migrate_spawn(struct pgcdc_migrate *m, int (*fn)(struct pgcdc_migrate *m), pid_t *pid,
+                        char *err, size_t errlen);
+
+/* SIGTERM pid and wait for it; its exit code (0..255), or -1. */
+int pgcdc_migrate_stop(pid_t pid);
+
+/* The child bodies: capture (run's machinery), replay to m->point, replay following. */
+int pgcdc_migrate_capture_main(struct pgcdc_migrate *m);
+int pgcdc_migrate_replay_bulk_main(struct pgcdc_migrate *m);
+int pgcdc_migrate_replay_follow_main(struct pgcdc_migrate *m);
+
+/* ---- migrate.c: helpers the other files share */
+
+/* One value of one statement on a fresh connection (param may be NULL); *out malloc'd,
+ * NULL when there is no row or the value is NULL. */
+int pgcdc_migrate_query1(const char *dsn, const char *sql, const char *param, char **out, char *err,
+                         size_t errlen);
+
+/* One statement on c; 0, or -1 with the server's message (one line) in err. */
+int pgcdc_migrate_exec(struct pg_conn *c, const char *sql, int nparams, const char *const *params,
+                       char *err, size_t errlen);
+
+/* name (pg_restore, psql) from migrate.pg_dump's directory, or PATH. */
+void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name, char *out,
+                                size_t n);
+
+/* ---- migrate_defer.c: what the target holds back until cutover */
+
+/* Copy the SQL script in to out without the header settings (SET x = ...) the target
+ * does not know: a newer pg_dump's. */
+int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *in, const char *out, char *err,
+                             size_t errlen);
+
+/*
+ * Post-data without foreign keys (pg_restore -j, --clean so that a restart redoes it),
+ * then hold back what would change rows behind replay's back without
+ * session_replication_role: user triggers disabled, GENERATED ALWAYS columns that are not
+ * keys made BY DEFAULT. DIR/cutover.sql records how to undo both and adds the foreign keys
+ * NOT VALID; DIR/rollback.sql only the undo.
+ */
+int pgcdc_migrate_postdata(struct pgcdc_migrate *m, char *err, size_t errlen);
+
+/* Run DIR/<file> on the target in one transaction (psql -1). */
+int pgcdc_migrate_run_script(struct pgcdc_migrate *m, const char *file, char *err, size_t errlen);
+
+/* VALIDATE every foreign key of the target added NOT VALID; how many, or negative. */
+int pgcdc_migrate_validate_fks(struct pgcdc_migrate *m, char *err, size_t errlen);
+
+/* ---- cutover.c: the server side, run by migrate once following */
+
+/* Listen on m->sock (mode 0600) and serve cutover until it succeeds (*done) or stop is
+ * requested. Returns 0 or a negative code. */
+int pgcdc_cutover_serve(struct pgcdc_migrate *m, char *err, size_t errlen);
+
+#endif
