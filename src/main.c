@@ -35,7 +35,8 @@ static const char usage_text[] =
     "  pgcdc slot    create|drop|status [-c FILE] [-o KEY=VALUE]...\n"
     "  pgcdc replay  --input DIR --target DSN [--follow] [--end-lsn LSN] [-o KEY=VALUE]...\n"
     "  pgcdc migrate --source DSN --target DSN --dir DIR [-o KEY=VALUE]...\n"
-    "  pgcdc cutover --dir DIR [--table T]... [--keep-slot]\n"
+    "  pgcdc cutover --dir DIR [--read-only-source] [--max-lag-ms N] [--table T]...\n"
+    "                [--keep-slot] | --abort\n"
     "  pgcdc verify  --source DSN --target DSN [--table SCHEMA.TABLE]...\n"
     "  pgcdc --version | --help | SUBCOMMAND --help\n"
     "\n"
@@ -236,18 +237,25 @@ static const char migrate_help[] =
     "  -h, --help           this text\n";
 
 static const char cutover_help[] =
-    "Usage: pgcdc cutover --dir DIR [--table SCHEMA.TABLE]... [--keep-slot]\n"
+    "Usage: pgcdc cutover --dir DIR [--read-only-source] [--max-lag-ms N]\n"
+    "                     [--table SCHEMA.TABLE]... [--keep-slot] | --abort\n"
     "\n"
-    "Ask the `pgcdc migrate` following with DIR to finish, once writes to the source have\n"
-    "stopped: take the source's current LSN as END, apply everything up to END, set every\n"
-    "sequence on the target from the source, verify every table (or those given), drop\n"
-    "the slot, and print a report with the write pause. Exit 0 only when every verified\n"
-    "table matches; exit 2 when no migrate runs for DIR.\n"
+    "Ask the `pgcdc migrate` following with DIR to finish: wait until the lag is under\n"
+    "--max-lag-ms, optionally make the source read-only, take the source's current LSN as\n"
+    "END, apply everything up to END, set every sequence on the target from the source,\n"
+    "verify every table (or those given), restore what was held back while following\n"
+    "(foreign keys, triggers, identity columns), drop the slot, and print a report with\n"
+    "the write pause. Exit 0 only when every verified table matches; exit 2 when no\n"
+    "migrate runs for DIR. On failure the source's previous setting is put back.\n"
     "\n"
-    "  -d, --dir DIR        the DIR of the running migrate\n"
-    "  -t, --table S.T      verify only these tables (repeatable)\n"
-    "      --keep-slot      leave the replication slot on the source\n"
-    "  -h, --help           this text\n";
+    "  -d, --dir DIR            the DIR of the running migrate\n"
+    "      --read-only-source   set default_transaction_read_only on the source (the\n"
+    "                           previous value recorded in DIR) and end client sessions\n"
+    "      --max-lag-ms N       wait until replay is this close to the source (1000)\n"
+    "  -t, --table S.T          verify only these tables (repeatable)\n"
+    "      --keep-slot          leave the replication slot on the source\n"
+    "      --abort              put the source's previous read-only setting back\n"
+    "  -h, --help               this text\n";
 
 /* Options every command shares, then the command itself. */
 static int command(enum command cmd, int argc, char **argv)
