@@ -65,10 +65,12 @@ def main():
         progressed = False
         try:
             names = sorted(n for n in os.listdir(a.dir)
-                           if n.endswith(".jsonl") or n.endswith(".jsonl.open"))
+                           if n.endswith((".jsonl", ".jsonl.open", ".jsonl.part")))
         except FileNotFoundError:
             names = []
         for n in names:
+            if n.endswith(".jsonl.part"):
+                break  # a transaction not yet committed: what follows waits for it
             stem = n.split(".jsonl")[0]
             try:
                 with open(os.path.join(a.dir, n), "rb") as f:

@@ -45,14 +45,18 @@ bool pgcdc_segdir_parse_name(const char *name, struct pgcdc_segdir_entry *e, siz
 {
     size_t len = strlen(name);
     bool open = ends_with(name, len, PGCDC_SEGDIR_OPEN_SUFFIX);
-    if (!open && !ends_with(name, len, PGCDC_SEGDIR_CLOSED_SUFFIX))
+    bool part = !open && ends_with(name, len, PGCDC_SEGDIR_PART_SUFFIX);
+    if (!open && !part && !ends_with(name, len, PGCDC_SEGDIR_CLOSED_SUFFIX))
         return false;
     memset(e, 0, sizeof(*e));
     e->open = open;
+    e->part = part;
     e->seq = (uint32_t)strtoul(name, NULL, 10);
     e->first_lsn = name_lsn(name);
     *closed_len =
-        open ? len - (sizeof(PGCDC_SEGDIR_OPEN_SUFFIX) - sizeof(PGCDC_SEGDIR_CLOSED_SUFFIX)) : len;
+        open   ? len - (sizeof(PGCDC_SEGDIR_OPEN_SUFFIX) - sizeof(PGCDC_SEGDIR_CLOSED_SUFFIX))
+        : part ? len - (sizeof(PGCDC_SEGDIR_PART_SUFFIX) - sizeof(PGCDC_SEGDIR_CLOSED_SUFFIX))
+               : len;
     return true;
 }
 
@@ -87,6 +91,12 @@ int pgcdc_segdir_open_name(const char *closed_name, char *out, size_t outlen)
     return snprintf(out, outlen, "%s%s", closed_name, open_extra);
 }
 
+int pgcdc_segdir_part_name(const char *closed_name, char *out, size_t outlen)
+{
+    return snprintf(out, outlen, "%s%s", closed_name,
+                    PGCDC_SEGDIR_PART_SUFFIX + sizeof(PGCDC_SEGDIR_CLOSED_SUFFIX) - 1);
+}
+
 static int cmp_closed(const void *a, const void *b)
 {
     return strcmp(((const struct pgcdc_segdir_entry *)a)->closed,
@@ -94,11 +104,11 @@ static int cmp_closed(const void *a, const void *b)
 }
 
 /* Append a copy of name (and its closed name) to l. Returns 0 or -1 (ENOMEM). */
-static int list_add(struct pgcdc_segdir_list *l, size_t *cap, const char *name)
+static int list_add(struct pgcdc_segdir_list *l, size_t *cap, const char *name, bool parts)
 {
     struct pgcdc_segdir_entry e;
     size_t closed_len;
-    if (!pgcdc_segdir_parse_name(name, &e, &closed_len))
+    if (!pgcdc_segdir_parse_name(name, &e, &closed_len) || (e.part && !parts))
         return 0;
     if (l->n == *cap) {
         size_t ncap = *cap ? *cap * 2 : 64;
@@ -120,7 +130,7 @@ static int list_add(struct pgcdc_segdir_list *l, size_t *cap, const char *name)
     return 0;
 }
 
-int pgcdc_segdir_list(int dirfd, struct pgcdc_segdir_list *out)
+static int list_dir(int dirfd, struct pgcdc_segdir_list *out, bool parts)
 {
     size_t cap = 0;
     int fd = dup(dirfd), rc = 0;
@@ -136,7 +146,7 @@ int pgcdc_segdir_list(int dirfd, struct pgcdc_segdir_list *out)
     rewinddir(d); /* the duplicate shares its position with dirfd's earlier readers */
     struct dirent *de;
     while ((de = readdir(d)))
-        if ((rc = list_add(out, &cap, de->d_name)) < 0)
+        if ((rc = list_add(out, &cap, de->d_name, parts)) < 0)
             break;
     closedir(d);
     if (rc < 0) {
@@ -147,6 +157,16 @@ int pgcdc_segdir_list(int dirfd, struct pgcdc_segdir_list *out)
     if (out->n > 1)
         qsort(out->e, out->n, sizeof(*out->e), cmp_closed);
     return 0;
+}
+
+int pgcdc_segdir_list(int dirfd, struct pgcdc_segdir_list *out)
+{
+    return list_dir(dirfd, out, false);
+}
+
+int pgcdc_segdir_list_all(int dirfd, struct pgcdc_segdir_list *out)
+{
+    return list_dir(dirfd, out, true);
 }
 
 void pgcdc_segdir_list_free(struct pgcdc_segdir_list *l)

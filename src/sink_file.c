@@ -15,6 +15,17 @@
  *      and never removes it. A failed close, rename or directory fsync is retried like a
  *      failed write (finish_rotation, from the step that failed; the rename may already
  *      have happened), and no new segment is opened before it succeeds.
+ *   5. a transaction that fills segment_bytes on its own is split at an event boundary
+ *      (split_segment): a sync (checkpointing the transactions before it), then its first
+ *      segment is left as it is, still open (readers read it only up to the checkpoint);
+ *      each later one closed before the commit is renamed .jsonl.open -> .jsonl.part,
+ *      which no reader reads. No checkpoint is written until the commit, which syncs at
+ *      once: the checkpoint names the last segment, and then (finish_split) the
+ *      transaction's earlier segments are renamed to .jsonl, the last first (see
+ *      close_before_checkpointed), and the directory fsync'd. So no reader sees a part of
+ *      it that a crash could take back: recovery (and a rewind) closes every open or part
+ *      segment that sorts before the checkpointed one (their bytes were fdatasync'd before
+ *      that checkpoint) and removes every one after it.
  * After each checkpoint the same three facts are also published as
  * <sink.file.dir>/.pgcdc-position (replaced atomically, not fsync'd: it is a hint for
  * readers such as `pgcdc replay --follow`, which may apply the open segment up to that
@@ -86,6 +97,11 @@ struct file_sink {
     uint64_t commit_off;         /* segment length at the end of the last transaction */
     uint64_t commit_end;         /* end LSN of the last transaction seen */
     struct pgcdc_txn_meta txn;   /* the transaction being written */
+    bool in_txn;                 /* between begin and commit */
+    uint64_t split_at;           /* split the segment mid-transaction at this length */
+    /* The transaction has been split across segments: its earlier ones are not yet
+     * renamed to their closed names (see step 5 in the file comment). */
+    bool split;
 
     /* What the checkpoint on disk says, or may say: the last one written, which is known
      * durable only with ck_durable. A failed write may still have reached the disk, so
@@ -196,17 +212,17 @@ static bool seg_in_checkpoint(const struct file_sink *f)
  * Record the checkpoint durably: overwrite the older slot in place, or create the file
  * when there is none yet (or the last write failed, leaving that slot unknown).
  */
-static int write_checkpoint(struct file_sink *f, char *err, size_t errlen)
+static int write_checkpoint_at(struct file_sink *f, uint64_t lsn, const char *seg, uint64_t off,
+                               char *err, size_t errlen)
 {
-    const char *seg = seg_in_checkpoint(f) ? f->seg : "";
-    uint64_t off = seg_in_checkpoint(f) ? f->commit_off : 0;
     uint64_t gen = f->ck_gen + 1;
     char slot[CKPT_SLOT];
-    pgcdc_segdir_format_slot(slot, gen, f->commit_end, seg, off);
+    pgcdc_segdir_format_slot(slot, gen, lsn, seg, off);
     f->ck_durable = false;
     f->ck_gen = gen;
-    f->ck_lsn = f->commit_end;
-    snprintf(f->ck_seg, sizeof(f->ck_seg), "%s", seg);
+    f->ck_lsn = lsn;
+    if (seg != f->ck_seg)
+        snprintf(f->ck_seg, sizeof(f->ck_seg), "%s", seg);
     f->ck_off = off;
     errno = 0;
     if (f->ckfd < 0) {
@@ -225,6 +241,12 @@ static int write_checkpoint(struct file_sink *f, char *err, size_t errlen)
     }
     f->ck_durable = true;
     return PGCDC_OK;
+}
+
+static int write_checkpoint(struct file_sink *f, char *err, size_t errlen)
+{
+    return write_checkpoint_at(f, f->commit_end, seg_in_checkpoint(f) ? f->seg : "",
+                               seg_in_checkpoint(f) ? f->commit_off : 0, err, errlen);
 }
 
 /*
@@ -256,6 +278,46 @@ static int finish_rotation(struct file_sink *f, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
+/*
+ * Close (rename to the closed name) every open or part segment sorting before ck_seg,
+ * the one the durable checkpoint names, then fsync the directory: each holds bytes
+ * fdatasync'd before that checkpoint. With no segment checkpointed, none is closed.
+ * Last first: a reader waits at the first, still open, and when it closes the rest are
+ * there (`pgcdc replay` moves on to the next listed segment, and would pass a part one).
+ */
+static int close_before_checkpointed(struct file_sink *f, char *err, size_t errlen)
+{
+    struct pgcdc_segdir_list segs;
+    char ck_closed[SEG_NAME_MAX];
+    int rc = PGCDC_OK;
+    if (f->ck_seg[0] == '\0')
+        return PGCDC_OK;
+    pgcdc_segdir_closed_name(f->ck_seg, ck_closed, sizeof(ck_closed));
+    if (pgcdc_segdir_list_all(f->dirfd, &segs) < 0)
+        return sys_fail(err, errlen, "cannot list", f->dir);
+    for (size_t i = segs.n; i-- > 0 && rc == PGCDC_OK;) {
+        const struct pgcdc_segdir_entry *e = &segs.e[i];
+        if ((e->open || e->part) && strcmp(e->closed, ck_closed) < 0 &&
+            renameat(f->dirfd, e->name, f->dirfd, e->closed) < 0)
+            rc = sys_fail(err, errlen, "cannot rename segment", e->name);
+    }
+    pgcdc_segdir_list_free(&segs);
+    if (rc == PGCDC_OK && fsync(f->dirfd) < 0)
+        rc = sys_fail(err, errlen, "cannot fsync", f->dir);
+    return rc;
+}
+
+/* The split transaction is checkpointed: make its segments visible (step 5). */
+static int finish_split(struct file_sink *f, char *err, size_t errlen)
+{
+    int rc = close_before_checkpointed(f, err, errlen);
+    if (rc == PGCDC_OK) {
+        f->split = false;
+        pgcdc_log(PGCDC_LOG_DEBUG, "split transaction's segments closed", "segment", f->seg, NULL);
+    }
+    return rc;
+}
+
 static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
 {
     struct file_sink *f = (struct file_sink *)s;
@@ -283,11 +345,15 @@ static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
             f->seg_new = false;
         }
     }
+    if (f->split && f->in_txn)
+        return PGCDC_OK; /* the checkpoint keeps naming the transaction's first segment */
     const char *seg = seg_in_checkpoint(f) ? f->seg : "";
     uint64_t off = seg_in_checkpoint(f) ? f->commit_off : 0;
     bool changed = f->commit_end != f->ck_lsn || off != f->ck_off ||
                    strcmp(seg, f->ck_seg) != 0 || !f->ck_durable;
     if (changed && (rc = write_checkpoint(f, err, errlen)) < 0)
+        return rc;
+    if (f->split && (rc = finish_split(f, err, errlen)) < 0)
         return rc;
     pgcdc_txn_track_ack_all(s->track);
     /* After the acknowledgement: confirmed may now pass what was just checkpointed. */
@@ -327,11 +393,43 @@ static int rotate(struct file_sink *f, char *err, size_t errlen)
     return file_sync(&f->base, err, errlen);
 }
 
+/*
+ * Go on with the transaction in a new segment (step 5 in the file comment): the first
+ * segment it splits stays open, a later one becomes a part segment.
+ */
+static int split_segment(struct file_sink *f, char *err, size_t errlen)
+{
+    int rc = file_sync(&f->base, err, errlen);
+    if (rc < 0)
+        return rc;
+    int fd = f->fd;
+    f->fd = -1;
+    bool first = !f->split;
+    f->split = true; /* from here on a rewind recovers from the directory */
+    if (close(fd) < 0)
+        return sys_fail(err, errlen, "cannot close segment", f->seg);
+    if (!first) {
+        char closed[SEG_NAME_MAX], part[SEG_NAME_MAX];
+        pgcdc_segdir_closed_name(f->seg, closed, sizeof(closed));
+        pgcdc_segdir_part_name(closed, part, sizeof(part));
+        if (renameat(f->dirfd, f->seg, f->dirfd, part) < 0)
+            return sys_fail(err, errlen, "cannot rename segment", f->seg);
+    }
+    if ((rc = open_segment(f, err, errlen)) < 0)
+        return rc;
+    f->split_at = f->segment_bytes;
+    return PGCDC_OK;
+}
+
 static int file_begin(struct pgcdc_sink *s, const struct pgcdc_txn_meta *txn, char *err,
                       size_t errlen)
 {
     struct file_sink *f = (struct file_sink *)s;
     f->txn = *txn;
+    f->in_txn = true;
+    /* Split once the transaction alone has filled a segment: the one it starts in is
+     * below segment_bytes (a commit past it rotates). */
+    f->split_at = (f->fd >= 0 ? f->written + f->wbuf.len : 0) + f->segment_bytes;
     return PGCDC_OK;
 }
 
@@ -345,6 +443,9 @@ static int file_write(struct pgcdc_sink *s, const struct pgcdc_record *r, char *
         return PGCDC_ERR_RETRY;
     }
     if (f->fd < 0 && (rc = open_segment(f, err, errlen)) < 0)
+        return rc;
+    /* Before the event: the new segment starts with one, and carries its commit LSN. */
+    if (f->written + f->wbuf.len >= f->split_at && (rc = split_segment(f, err, errlen)) < 0)
         return rc;
     if (pgcdc_buf_reserve(&f->wbuf, r->value_len + 1) < 0) {
         snprintf(err, errlen, "out of memory buffering an event of %zu bytes", r->value_len);
@@ -364,11 +465,14 @@ static int file_commit(struct pgcdc_sink *s, const struct pgcdc_txn_meta *txn, c
 {
     struct file_sink *f = (struct file_sink *)s;
     f->commit_end = txn->end_lsn;
+    f->in_txn = false;
     if (f->fd < 0)
         return PGCDC_OK;
     f->commit_off = f->written + f->wbuf.len;
     if (f->commit_off >= f->segment_bytes)
         return rotate(f, err, errlen);
+    if (f->split)
+        return file_sync(s, err, errlen); /* now, before another transaction begins */
     return PGCDC_OK;
 }
 
@@ -382,6 +486,30 @@ static int file_flush(struct pgcdc_sink *s, int timeout_ms, char *err, size_t er
     return file_sync(s, err, errlen);
 }
 
+static int recover(struct file_sink *f, bool have_ckpt, char *err, size_t errlen);
+
+/*
+ * Rewind a split transaction: its segments are recovered from the directory as after a
+ * crash. A checkpoint whose write failed may be on disk or not: it is written again
+ * first, as recovery closes the segments before the one it names.
+ */
+static int rewind_split(struct file_sink *f, char *err, size_t errlen)
+{
+    int rc;
+    if (!f->ck_durable &&
+        (rc = write_checkpoint_at(f, f->ck_lsn, f->ck_seg, f->ck_off, err, errlen)) < 0)
+        return rc;
+    if (f->fd >= 0)
+        close(f->fd);
+    f->fd = -1;
+    f->closing = f->seg_new = f->unsynced = false;
+    f->seq = 0; /* recover() finds it again */
+    if ((rc = recover(f, true, err, errlen)) < 0)
+        return rc;
+    f->split = false;
+    return PGCDC_OK;
+}
+
 /*
  * Go back to what the checkpoint says: drop buffered bytes, cut the checkpointed
  * segment to its offset, delete a segment created after it.
@@ -389,8 +517,13 @@ static int file_flush(struct pgcdc_sink *s, int timeout_ms, char *err, size_t er
 static int file_rewind(struct pgcdc_sink *s, char *err, size_t errlen)
 {
     struct file_sink *f = (struct file_sink *)s;
+    int rc;
     pgcdc_buf_reset(&f->wbuf);
-    if (f->fd >= 0) {
+    f->in_txn = false;
+    if (f->split) {
+        if ((rc = rewind_split(f, err, errlen)) < 0)
+            return rc;
+    } else if (f->fd >= 0) {
         if (strcmp(f->seg, f->ck_seg) == 0) {
             /* A fresh descriptor: no writeback error of the old one carries over. */
             close(f->fd);
@@ -533,19 +666,30 @@ static int reopen_checkpointed(struct file_sink *f, const char *n, char *err, si
 static int recover(struct file_sink *f, bool have_ckpt, char *err, size_t errlen)
 {
     struct pgcdc_segdir_list segs;
-    if (pgcdc_segdir_list(f->dirfd, &segs) < 0)
+    char ck_closed[SEG_NAME_MAX];
+    pgcdc_segdir_closed_name(f->ck_seg, ck_closed, sizeof(ck_closed));
+    if (pgcdc_segdir_list_all(f->dirfd, &segs) < 0)
         return sys_fail(err, errlen, "cannot list", f->dir);
     size_t nsegs = segs.n;
     int rc = PGCDC_OK;
     for (size_t i = 0; i < segs.n && rc == PGCDC_OK; i++) {
         const struct pgcdc_segdir_entry *e = &segs.e[i];
-        if (!e->open || !have_ckpt) {
+        if ((!e->open && !e->part) || !have_ckpt) {
             if (e->seq > f->seq)
                 f->seq = e->seq;
             continue;
         }
-        if (strcmp(e->name, f->ck_seg) == 0) {
-            if ((rc = reopen_checkpointed(f, e->name, err, errlen)) == PGCDC_OK && e->seq > f->seq)
+        /* No segment checkpointed: every open or part one came after the checkpoint. */
+        int pos = ck_closed[0] ? strcmp(e->closed, ck_closed) : 1;
+        if (pos < 0) {
+            /* A split transaction's segment, checkpointed complete: closed below. */
+            if (e->seq > f->seq)
+                f->seq = e->seq;
+        } else if (pos == 0) {
+            if (e->part && renameat(f->dirfd, e->name, f->dirfd, f->ck_seg) < 0)
+                rc = sys_fail(err, errlen, "cannot rename segment", e->name);
+            else if ((rc = reopen_checkpointed(f, f->ck_seg, err, errlen)) == PGCDC_OK &&
+                     e->seq > f->seq)
                 f->seq = e->seq;
         } else if (unlinkat(f->dirfd, e->name, 0) < 0) {
             rc = sys_fail(err, errlen, "cannot remove unconfirmed segment", e->name);
@@ -567,6 +711,8 @@ static int recover(struct file_sink *f, bool have_ckpt, char *err, size_t errlen
                  f->dir, f->ckpt_path);
         return PGCDC_ERR_CONFIG;
     }
+    if (have_ckpt && (rc = close_before_checkpointed(f, err, errlen)) < 0)
+        return rc;
     if (f->fd < 0)
         f->ck_seg[0] = '\0'; /* the checkpointed segment was already closed */
     if (fsync(f->dirfd) < 0)

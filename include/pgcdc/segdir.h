@@ -4,10 +4,14 @@
  * and the listing of segments in stream order. No other file spells a suffix or parses a
  * segment name.
  *
- * Names: "<seq:10 digits>-<first commit LSN:16 hex>.jsonl" is a closed segment, complete
- * up to a transaction boundary; the one segment being written carries ".jsonl.open" and is
- * renamed to its closed name when it closes. The lexical order of names is the stream
- * order (the open name sorts by its closed name).
+ * Names: "<seq:10 digits>-<first commit LSN:16 hex>.jsonl" is a closed segment; the one
+ * segment being written carries ".jsonl.open" and is renamed to its closed name when it
+ * closes, at a transaction boundary. A transaction larger than segment_bytes goes on in new
+ * segments: its first one stays open, each later one closed before the commit is renamed
+ * to ".jsonl.part" (no reader reads it), and at the commit, once durable, they are renamed
+ * to their closed names, the first last: no crash takes back anything in a closed
+ * segment. The lexical order of names is the stream order (open and part names sort by
+ * their closed names).
  *
  * Position record (the plain format, and the text inside each checkpoint slot), one
  * "key=value" per line, unknown lines ignored:
@@ -32,6 +36,7 @@
 
 #define PGCDC_SEGDIR_CLOSED_SUFFIX ".jsonl"
 #define PGCDC_SEGDIR_OPEN_SUFFIX ".jsonl.open"
+#define PGCDC_SEGDIR_PART_SUFFIX ".jsonl.part"
 #define PGCDC_SEGDIR_POSITION_FILE ".pgcdc-position"
 #define PGCDC_SEGDIR_POSITION_TMP ".pgcdc-position.tmp"
 /* Any directory entry's name and its NUL (Linux NAME_MAX is 255). */
@@ -54,6 +59,7 @@ struct pgcdc_segdir_entry {
     char *name;         /* as found in the directory (malloc'd, with closed after it) */
     const char *closed; /* the closed name, also for the open segment; inside name's block */
     bool open;          /* found under its open name */
+    bool part;          /* found under its part name (pgcdc_segdir_list_all only) */
     uint32_t seq;       /* the leading number, as strtoul reads it */
     uint64_t first_lsn; /* the 16 hex digits after the first '-'; 0 when not there */
 };
@@ -68,6 +74,9 @@ struct pgcdc_segdir_list {
  * and e->closed left NULL. *closed_len is the length of its closed name.
  */
 bool pgcdc_segdir_parse_name(const char *name, struct pgcdc_segdir_entry *e, size_t *closed_len);
+
+/* The part name of the segment whose closed name is closed_name. Returns as snprintf. */
+int pgcdc_segdir_part_name(const char *closed_name, char *out, size_t outlen);
 
 /* "<seq>-<lsn>.jsonl[.open]" into out. Returns the length snprintf reports. */
 int pgcdc_segdir_name(char *out, size_t outlen, uint32_t seq, uint64_t first_lsn, bool open);
@@ -87,6 +96,8 @@ bool pgcdc_segdir_is_open_of(const char *open_name, const char *closed_name);
  * pgcdc_segdir_list_free.
  */
 int pgcdc_segdir_list(int dirfd, struct pgcdc_segdir_list *out);
+/* The same, with the part segments too (for the writer's recovery). */
+int pgcdc_segdir_list_all(int dirfd, struct pgcdc_segdir_list *out);
 void pgcdc_segdir_list_free(struct pgcdc_segdir_list *l);
 
 /*

@@ -2,7 +2,9 @@
 random moments of a multi-table initial snapshot under concurrent writes keeps the slot and
 the finished tables, and the rest are taken at a new point with no gap and no overlap; a
 table added to source.tables.include on a restart gets its existing rows once as `r`, at
-its own point, and none of its changes from before that point."""
+its own point, and none of its changes from before that point. With a small
+sink.file.segment_bytes a table's snapshot rotates through several segments, yet after
+each kill no reader sees part of a table, and no closed segment is taken back."""
 
 import os
 import random
@@ -54,6 +56,38 @@ def _fold_equals_table(cluster, events, table, positions):
     return counts
 
 
+def _visible(d):
+    """What a reader may read right after a crash (replay, a warehouse): the closed
+    segments, and the open one up to .pgcdc-position's offset. Checks that each table's
+    snapshot rows there end with its last row (no part of a table a crash could take back).
+    Returns ({closed segment: size}, {table: closed segments holding its snapshot rows})."""
+    pos = {}
+    try:
+        with open(os.path.join(d, ".pgcdc-position")) as f:
+            pos = dict(l.strip().split("=", 1) for l in f if "=" in l)
+    except FileNotFoundError:
+        pass
+    closed, spans, started, ended = {}, {}, set(), set()
+    for n in sorted(os.listdir(d)):
+        with open(os.path.join(d, n), "rb") as f:
+            if n.endswith(".jsonl"):
+                data = f.read()
+                closed[n] = len(data)
+            elif n == pos.get("segment"):
+                data = f.read(int(pos["offset"]))
+            else:
+                continue  # part segments, and the open one past the position
+        for line in data.splitlines():
+            if not line.endswith(b'"op":"r"}') and b'"op":"r",' not in line:
+                continue
+            t = _SRC.search(line, line.rfind(b'"source":')).group(1).decode()
+            started.add(t)
+            ended.update([t] if b'"snapshot":"last"' in line else [])
+            spans.setdefault(t, set()).update([n] if n.endswith(".jsonl") else [])
+    assert started <= ended, "a reader sees part of a table's snapshot: %r" % (started - ended)
+    return closed, spans
+
+
 def _state_pending(p):
     try:
         with open(os.path.join(p.state_dir, "snapshot")) as f:
@@ -69,7 +103,7 @@ def test_kill9_during_multi_table_snapshot_resumes_table_by_table(cluster, make_
     churns = [fh.Churn(cluster, t, max_id=ROWS, next_id=10 ** 9, seed=i, pause=0.002)
               for i, t in enumerate(tables[:3])]
     rng = random.Random(int(os.environ.get("PGCDC_IT_SEED", str(int(time.time())))))
-    logs = []
+    logs, seen = [], {}
     settings = {"snapshot.mode": "initial", "source.tables.include": "public.%s_t*" % name,
                 "sink.file.segment_bytes": "1048576"}
     try:
@@ -86,6 +120,7 @@ def test_kill9_during_multi_table_snapshot_resumes_table_by_table(cluster, make_
             if kills >= KILLS or not p.alive():
                 break
             assert p.kill9() == -9, p.describe()
+            seen.update(_visible(p.data_dir)[0])
             logs.append(p.stderr())
             kills += 1
         assert kills >= 3, "only %d kills landed during the snapshot" % kills
@@ -98,6 +133,11 @@ def test_kill9_during_multi_table_snapshot_resumes_table_by_table(cluster, make_
     logs.append(p.stderr())
     events = fh.read_events_fast(p.data_dir)
     h.check_segment_files(p.data_dir, strict=False)
+    closed, spans = _visible(p.data_dir)
+    taken_back = {n: z for n, z in seen.items() if closed.get(n) != z}
+    assert not taken_back, "closed segments changed after a crash: %r" % taken_back
+    assert max(len(v) for v in spans.values()) >= 3, \
+        "no table's snapshot rotated through segments: %r" % spans
     positions = _positions(p.data_dir)
     assert [c for _, c, _ in positions] == sorted(c for _, c, _ in positions), \
         "commit order does not hold in the output"

@@ -377,7 +377,7 @@ static void rotation_fault(const char *ops, const char *suffix, int skip, bool a
         pgcdc_config_set(&e.cfg, "sink.file.segment_bytes", "4096", "test", err, sizeof(err)), 0);
     struct pgcdc_sink *s = sink_open(&e, &t, err, sizeof(err));
     CHECK(s != NULL);
-    txn(s, t, 1000, 3);
+    txn(s, t, 1000, 10); /* 210 bytes */
     sync_ok(s);
 
     char skips[16];
@@ -388,7 +388,9 @@ static void rotation_fault(const char *ops, const char *suffix, int skip, bool a
     setenv("PGCDC_FAULT_AFTER", after ? "1" : "0", 1);
     faultfs_reset();
     setenv("PGCDC_FAULT_OPS", ops, 1);
-    CHECK(txn_rc(s, t, 2000, 200) < 0);           /* 200 events: past 4096 bytes, rotates */
+    /* 178 events, 3984 bytes: the segment passes 4096 and rotates at the commit, while
+     * the transaction alone stays below 4096 and is not split. */
+    CHECK(txn_rc(s, t, 2000, 178) < 0);
     CHECK(s->ops->sync(s, err, sizeof(err)) < 0); /* the retry fails too */
     unsetenv("PGCDC_FAULT_OPS");
 
@@ -412,15 +414,130 @@ static void rotation_fault(const char *ops, const char *suffix, int skip, bool a
     sync_ok(s);
     sink_close(s, t);
     int opens;
-    CHECK_INT_EQ(count_end(&e, 1000, &opens), 3);
-    CHECK_INT_EQ(count_end(&e, 2000, &opens), 200);
+    CHECK_INT_EQ(count_end(&e, 1000, &opens), 10);
+    CHECK_INT_EQ(count_end(&e, 2000, &opens), 178);
     CHECK_INT_EQ(count_end(&e, 3000, &opens), 1);
     CHECK(opens <= 1); /* none left behind */
     env_free(&e);
 }
 
+/* How many entries of the data directory end with suffix. */
+static int count_suffix(struct env *e, const char *suffix)
+{
+    int n = 0;
+    DIR *d = opendir(e->data);
+    CHECK(d != NULL);
+    for (struct dirent *de; d && (de = readdir(d));) {
+        size_t l = strlen(de->d_name), k = strlen(suffix);
+        n += l > k && strcmp(de->d_name + l - k, suffix) == 0;
+    }
+    if (d)
+        closedir(d);
+    return n;
+}
+
+/* Begin transaction end_lsn and write rows events of it, without a commit. */
+static void txn_open(struct pgcdc_sink *s, struct pgcdc_txn_track *t, uint64_t end_lsn, int rows)
+{
+    char err[256], value[64];
+    struct pgcdc_txn_meta m = {
+        .xid = (uint32_t)end_lsn, .commit_lsn = end_lsn - 8, .end_lsn = end_lsn};
+    CHECK_INT_EQ(pgcdc_txn_track_begin(t, end_lsn), PGCDC_OK);
+    CHECK_INT_EQ(s->ops->begin(s, &m, err, sizeof(err)), PGCDC_OK);
+    for (int i = 0; i < rows; i++) {
+        int n = snprintf(value, sizeof(value), "{\"end\":%" PRIu64 ",\"row\":%d}", end_lsn, i);
+        struct pgcdc_record r = {.schema = "public",
+                                 .table = "t",
+                                 .op = 'c',
+                                 .value = value,
+                                 .value_len = (size_t)n,
+                                 .lsn = end_lsn - 16 + (uint64_t)i,
+                                 .commit_lsn = m.commit_lsn,
+                                 .xid = m.xid};
+        CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), PGCDC_OK);
+    }
+}
+
+/*
+ * A transaction of several segment_bytes is split into segments as it is written, but no
+ * closed (.jsonl) segment shows any of it before its commit: the ones closed meanwhile
+ * are .jsonl.part. The commit renames them all to .jsonl. A crash before the commit
+ * (stage 0), or a rewind, removes them and cuts back to the checkpoint; a crash after the
+ * commit's checkpoint but before the renames (stage 1: the rename fails) finishes them.
+ */
+static void test_split_txn(int stage)
+{
+    struct env e;
+    struct pgcdc_txn_track *t;
+    char err[256];
+    int opens;
+    env_init(&e);
+    CHECK_INT_EQ(
+        pgcdc_config_set(&e.cfg, "sink.file.segment_bytes", "4096", "test", err, sizeof(err)), 0);
+    struct pgcdc_sink *s = sink_open(&e, &t, err, sizeof(err));
+    CHECK(s != NULL);
+    txn(s, t, 1000, 10);
+    sync_ok(s);
+    txn_open(s, t, 2000, 800); /* about 18 KB: 4 splits */
+    sync_ok(s);                /* mid-transaction: data only, the checkpoint stays */
+    CHECK(count_suffix(&e, ".jsonl.part") >= 3);
+    CHECK_INT_EQ(count_suffix(&e, ".jsonl"), 0);
+    CHECK_U64_EQ(ckpt_now(&e).lsn, 1000);
+    if (stage == 0) {
+        sink_close(s, t); /* a crash before the commit */
+    } else if (stage == 1) {
+        setenv("PGCDC_FAULT_SUFFIX", ".jsonl.part", 1); /* the first rename, the last part */
+        setenv("PGCDC_FAULT_SKIP", "0", 1);
+        setenv("PGCDC_FAULT_COUNT", "1", 1);
+        setenv("PGCDC_FAULT_AFTER", "0", 1);
+        faultfs_reset();
+        setenv("PGCDC_FAULT_OPS", "rename", 1);
+        struct pgcdc_txn_meta m = {.xid = 2000, .commit_lsn = 2000 - 8, .end_lsn = 2000};
+        CHECK(s->ops->commit(s, &m, err, sizeof(err)) < 0); /* checkpointed, not renamed */
+        unsetenv("PGCDC_FAULT_OPS");
+        CHECK_U64_EQ(ckpt_now(&e).lsn, 2000);
+        CHECK_INT_EQ(count_suffix(&e, ".jsonl"), 0);
+        sink_close(s, t);
+    } else {
+        CHECK_INT_EQ(s->ops->rewind(s, err, sizeof(err)), PGCDC_OK);
+    }
+    if (stage != 2) {
+        s = sink_open(&e, &t, err, sizeof(err));
+        CHECK(s != NULL);
+    }
+    CHECK_INT_EQ(count_suffix(&e, ".jsonl.part"), 0);
+    if (stage == 1) {
+        CHECK_U64_EQ(s->ops->resume_lsn(s), 2000);
+        CHECK(count_suffix(&e, ".jsonl") >= 4);
+        CHECK_INT_EQ(count_end(&e, 2000, &opens), 800);
+    } else {
+        CHECK_U64_EQ(s->ops->resume_lsn(s), 1000);
+        CHECK_INT_EQ(count_suffix(&e, ".jsonl"), 0);
+        CHECK_INT_EQ(count_end(&e, 2000, &opens), 0);
+        CHECK_INT_EQ(opens, 1);
+        CHECK_INT_EQ(open_segment_size(&e), 210); /* cut back to transaction 1000 */
+        txn_open(s, t, 2000, 800);
+        CHECK(count_suffix(&e, ".jsonl.part") >= 3);
+        struct pgcdc_txn_meta m = {.xid = 2000, .commit_lsn = 2000 - 8, .end_lsn = 2000};
+        CHECK_INT_EQ(s->ops->commit(s, &m, err, sizeof(err)), PGCDC_OK);
+        pgcdc_txn_track_commit(t);
+    }
+    CHECK_INT_EQ(count_suffix(&e, ".jsonl.part"), 0);
+    CHECK(count_suffix(&e, ".jsonl") >= 4);
+    CHECK_INT_EQ(count_end(&e, 1000, &opens), 10);
+    CHECK_INT_EQ(count_end(&e, 2000, &opens), 800);
+    CHECK_INT_EQ(opens, 1);
+    struct pgcdc_segdir_record ck = ckpt_now(&e);
+    CHECK_U64_EQ(ck.lsn, 2000);
+    sink_close(s, t);
+    env_free(&e);
+}
+
 int main(void)
 {
+    test_split_txn(0);
+    test_split_txn(1);
+    test_split_txn(2);
     test_reopen_and_in_place();
     test_checkpoint_write_fails();
     test_plain_format();
