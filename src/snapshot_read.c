@@ -131,6 +131,7 @@ static PGconn *connect_interruptible(const struct pgcdc_snapreader *r, const cha
     PGconn *c = PQconnectStartParams(keys, vals, 1);
     if (!c || PQstatus(c) == CONNECTION_BAD)
         return c;
+    pgcdc_source_notices(c, PGCDC_SOURCE_SNAPSHOT);
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
     while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && !stopping(r)) {
         int fd = PQsocket(c);

@@ -87,6 +87,16 @@ static void session_notice(void *arg, const char *msg)
               NULL);
 }
 
+void pgcdc_source_notices(struct pg_conn *c, enum pgcdc_source_session kind)
+{
+    static const char *const names[] = {[PGCDC_SOURCE_REPLICATION] = "replication",
+                                        [PGCDC_SOURCE_CATALOG] = "catalog",
+                                        [PGCDC_SOURCE_SNAPSHOT] = "snapshot",
+                                        [PGCDC_SOURCE_CHECK] = "check"};
+    if (c)
+        PQsetNoticeProcessor(c, session_notice, (void *)names[kind]);
+}
+
 int pgcdc_source_connect(struct pg_conn **out, const char *dsn, enum pgcdc_source_session kind,
                          char *err, size_t errlen)
 {
@@ -98,11 +108,7 @@ int pgcdc_source_connect(struct pg_conn **out, const char *dsn, enum pgcdc_sourc
         snprintf(err, errlen, "out of memory");
         return PGCDC_ERR;
     }
-    static const char *const names[] = {[PGCDC_SOURCE_REPLICATION] = "replication",
-                                        [PGCDC_SOURCE_CATALOG] = "catalog",
-                                        [PGCDC_SOURCE_SNAPSHOT] = "snapshot",
-                                        [PGCDC_SOURCE_CHECK] = "check"};
-    PQsetNoticeProcessor(*out, session_notice, (void *)names[kind]);
+    pgcdc_source_notices(*out, kind);
     return PGCDC_OK;
 }
 

@@ -60,4 +60,11 @@ int pgcdc_source_connect(struct pg_conn **out, const char *dsn, enum pgcdc_sourc
  */
 void pgcdc_source_server_encoding(struct pg_conn *c, char *out, size_t outlen);
 
+/*
+ * Route what the server says on c outside a query (notices, the FATAL of a shutdown on an
+ * idle connection) to the log at debug level, through the redaction, instead of libpq's
+ * default of printing it to stderr. pgcdc_source_connect does this for its connections.
+ */
+void pgcdc_source_notices(struct pg_conn *c, enum pgcdc_source_session kind);
+
 #endif
