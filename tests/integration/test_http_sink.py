@@ -197,6 +197,9 @@ def test_sigterm_during_retries(cluster, make_pgcdc, receivers, name):
     before = cluster.current_lsn()
     cluster.sql("INSERT INTO s_%s VALUES (1)" % name)
     harness.wait_until(lambda: r.requests >= 3, 30, what="retries")
+    # The receiver counts a request before pgcdc has read its answer and counted it.
+    harness.wait_until(lambda: scrape(port)["pgcdc_http_retries_total"] >= 3, 30,
+                       what="the retries counted")
     m = scrape(port)
     assert m['pgcdc_http_requests_total{class="5xx"}'] >= 3, m
     assert m["pgcdc_http_retries_total"] >= 3, m
