@@ -13,7 +13,7 @@ import harness as h
 # The snapshot reads about 1M narrow rows/s on the CI machine: these sizes give a window of
 # about half a second (more under ASan) that the writer and the kill must hit.
 CONCURRENT_ROWS = int(os.environ.get("PGCDC_IT_SNAP_ROWS", "400000"))
-KILL_ROWS = int(os.environ.get("PGCDC_IT_SNAP_KILL_ROWS", "300000"))
+KILL_ROWS = int(os.environ.get("PGCDC_IT_SNAP_KILL_ROWS", "600000"))
 
 NARROW = "CREATE TABLE {t} (id bigint PRIMARY KEY, v bigint NOT NULL, note text)"
 
@@ -115,7 +115,9 @@ def test_snapshot_under_concurrent_writer(cluster, make_pgcdc, name):
 def test_kill9_during_snapshot_then_clean_snapshot(cluster, make_pgcdc, name):
     table = name + "_kb"
     _fill(cluster, table, KILL_ROWS)
-    p = make_pgcdc(settings={"snapshot.mode": "initial", "source.tables.include": "public." + table})
+    # One reader: two read the table before the kill can land on a quiet machine.
+    p = make_pgcdc(settings={"snapshot.mode": "initial", "source.tables.include": "public." + table,
+                             "snapshot.workers": "1"})
     p.start()
     w = fh.SegmentWatcher(p.data_dir)
     needle = b'"snapshot":"last"'
