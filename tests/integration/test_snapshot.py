@@ -10,10 +10,11 @@ import time
 import fidelity_harness as fh
 import harness as h
 
-# The snapshot reads about 1M narrow rows/s on the CI machine: these sizes give a window of
-# about half a second (more under ASan) that the writer and the kill must hit.
+# The snapshot reads about 1M narrow rows/s on the CI machine: the concurrent writer's
+# window is about half a second (more under ASan). The kill test pauses the server's COPY
+# backend instead of racing it, so its table only needs to be larger than one write.
 CONCURRENT_ROWS = int(os.environ.get("PGCDC_IT_SNAP_ROWS", "400000"))
-KILL_ROWS = int(os.environ.get("PGCDC_IT_SNAP_KILL_ROWS", "600000"))
+KILL_ROWS = int(os.environ.get("PGCDC_IT_SNAP_KILL_ROWS", "200000"))
 
 NARROW = "CREATE TABLE {t} (id bigint PRIMARY KEY, v bigint NOT NULL, note text)"
 
@@ -121,12 +122,27 @@ def test_kill9_during_snapshot_then_clean_snapshot(cluster, make_pgcdc, name):
     p.start()
     w = fh.SegmentWatcher(p.data_dir)
     needle = b'"snapshot":"last"'
-
-    def some_rows_written():
-        w.poll([needle])
-        return w.bytes() > 0 or not p.alive()
-    h.wait_until(some_rows_written, 60, interval=0.002, what="the first snapshot rows")
-    rc = p.kill9()
+    # The kill must land mid-snapshot however fast the machine: the server backend that
+    # serves the COPY is stopped (SIGSTOP) as soon as it shows, and let run a few
+    # milliseconds at a time until pgcdc has written some rows.
+    q = ("SELECT pid FROM pg_stat_activity WHERE query ILIKE 'COPY%%' AND query LIKE %s"
+         " AND pid <> pg_backend_pid()")
+    copy_pid = h.wait_until(
+        lambda: cluster.scalar(q, ("%" + table + "%",)) or (not p.alive() and -1), 60,
+        interval=0.002, what="the snapshot's COPY")
+    assert copy_pid > 0, p.describe()
+    os.kill(copy_pid, signal.SIGSTOP)
+    try:
+        deadline = time.monotonic() + 60
+        while not (w.poll([needle]) or w.bytes() > 0):
+            assert time.monotonic() < deadline and p.alive(), p.describe()
+            os.kill(copy_pid, signal.SIGCONT)
+            time.sleep(0.003)
+            os.kill(copy_pid, signal.SIGSTOP)
+            time.sleep(0.2)
+        rc = p.kill9()
+    finally:
+        os.kill(copy_pid, signal.SIGCONT)
     assert rc == -9, p.describe()
     w.poll([needle])
     assert needle not in w.found, (
