@@ -9,7 +9,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdarg.h>
@@ -26,6 +25,7 @@
 
 #include "pgcdc/admin.h"
 #include "pgcdc/common.h"
+#include "pgcdc/cutover.h"
 #include "pgcdc/errors.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
@@ -538,72 +538,23 @@ int pgcdc_cutover_serve(struct pgcdc_migrate *m, char *err, size_t errlen)
     return rc;
 }
 
-int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen)
+int pgcdc_cutover_ask(const struct pgcdc_cutover_opts *o, char *err, size_t errlen)
 {
-    static const struct option longopts[] = {
-        {"dir", required_argument, NULL, 'd'},
-        {"table", required_argument, NULL, 't'},
-        {"keep-slot", no_argument, NULL, 'k'},
-        {"max-lag-ms", required_argument, NULL, 'm'},
-        {"read-only-source", no_argument, NULL, 'r'},
-        {"abort", no_argument, NULL, 'a'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *dir = NULL;
-    char req[8192] = "cutover";
+    const char *dir = o->dir;
+    char req[PGCDC_CUTOVER_REQUEST_MAX] = "cutover";
     size_t rn = strlen(req);
-    bool keep = false, ro = false, abort_ = false;
-    int c, ntables = 0, max_lag = 1000;
-    optind = 1;
-    opterr = 0;
-    while ((c = getopt_long(argc, argv, "d:t:", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'd':
-            dir = optarg;
-            break;
-        case 'k':
-            keep = true;
-            break;
-        case 'm':
-            max_lag = atoi(optarg);
-            if (max_lag <= 0 || strspn(optarg, "0123456789") != strlen(optarg)) {
-                snprintf(err, errlen, "--max-lag-ms %s: give a positive whole number of ms",
-                         optarg);
-                return PGCDC_ERR_CONFIG;
-            }
-            break;
-        case 't':
-            rn += (size_t)snprintf(req + rn, sizeof(req) - rn, "%s%s",
-                                   ntables++ ? "," : " tables=", optarg);
-            if (rn >= sizeof(req) - 32 || strpbrk(optarg, ", \n")) {
-                snprintf(err, errlen, "--table %s: give one SCHEMA.TABLE per --table", optarg);
-                return PGCDC_ERR_CONFIG;
-            }
-            break;
-        case 'r':
-            ro = true;
-            break;
-        case 'a':
-            abort_ = true;
-            break;
-        default:
-            snprintf(err, errlen, "unknown or incomplete option: see pgcdc cutover --help");
-            return PGCDC_ERR_CONFIG;
-        }
-    }
-    if (!dir || optind < argc) {
-        snprintf(err, errlen, "pgcdc cutover needs --dir DIR (the one pgcdc migrate runs with)");
+    for (int i = 0; i < o->ntables && rn < sizeof(req); i++)
+        rn += (size_t)snprintf(req + rn, sizeof(req) - rn, "%s%s",
+                               i ? "," : " tables=", o->tables[i]);
+    if (rn >= sizeof(req) - PGCDC_CUTOVER_REQUEST_SLACK) { /* main.c refuses this first */
+        snprintf(err, errlen, "--table: give fewer tables");
         return PGCDC_ERR_CONFIG;
     }
-    if (abort_ && (ro || keep || ntables)) {
-        snprintf(err, errlen, "--abort takes only --dir");
-        return PGCDC_ERR_CONFIG;
-    }
-    if (abort_)
+    if (o->abort)
         snprintf(req, sizeof(req), "abort\n");
     else
         snprintf(req + rn, sizeof(req) - rn, " keep_slot=%d read_only=%d max_lag_ms=%d\n",
-                 keep ? 1 : 0, ro ? 1 : 0, max_lag);
+                 o->keep_slot ? 1 : 0, o->read_only ? 1 : 0, o->max_lag_ms);
     struct sockaddr_un a = {.sun_family = AF_UNIX};
     if (snprintf(a.sun_path, sizeof(a.sun_path), "%s/cutover.sock", dir) >=
         (int)sizeof(a.sun_path)) {

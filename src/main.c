@@ -14,6 +14,7 @@
 #include "pgcdc/admin.h"
 #include "pgcdc/common.h"
 #include "pgcdc/config.h"
+#include "pgcdc/cutover.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/migrate.h"
@@ -382,7 +383,7 @@ static int command(enum command cmd, int argc, char **argv)
     return PGCDC_EXIT_OK;
 }
 
-/* ---- replay and verify: their own options, then one entry point each */
+/* ---- replay, verify and cutover: their own options, then one entry point each */
 
 static int replay_setting(struct pgcdc_replay_opts *o, const char *arg, char *err, size_t errlen)
 {
@@ -629,7 +630,92 @@ static int verify_command(int argc, char **argv, char *err, size_t errlen)
     return rc;
 }
 
-/* replay and verify parse their own options; --help is answered here. */
+/*
+ * cutover's options into o (--table values and --dir borrowed from argv, into only[],
+ * which has room for argc entries). Errors as `pgcdc cutover --help` promises.
+ */
+static int cutover_options(int argc, char **argv, struct pgcdc_cutover_opts *o, const char **only,
+                           char *err, size_t errlen)
+{
+    static const struct option longopts[] = {
+        {"dir", required_argument, NULL, 'd'},
+        {"table", required_argument, NULL, 't'},
+        {"keep-slot", no_argument, NULL, 'k'},
+        {"max-lag-ms", required_argument, NULL, 'm'},
+        {"read-only-source", no_argument, NULL, 'r'},
+        {"abort", no_argument, NULL, 'a'},
+        {NULL, 0, NULL, 0},
+    };
+    /* The request line's length so far: "cutover", then " tables=" and ","-joined names. */
+    size_t rn = strlen("cutover");
+    int c;
+    *o = (struct pgcdc_cutover_opts){.max_lag_ms = 1000, .tables = only};
+    optind = 1;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "d:t:", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'd':
+            o->dir = optarg;
+            break;
+        case 'k':
+            o->keep_slot = true;
+            break;
+        case 'm':
+            o->max_lag_ms = atoi(optarg);
+            if (o->max_lag_ms <= 0 || strspn(optarg, "0123456789") != strlen(optarg)) {
+                snprintf(err, errlen, "--max-lag-ms %s: give a positive whole number of ms",
+                         optarg);
+                return PGCDC_ERR_CONFIG;
+            }
+            break;
+        case 't':
+            rn += strlen(o->ntables ? "," : " tables=") + strlen(optarg);
+            only[o->ntables++] = optarg;
+            if (rn >= PGCDC_CUTOVER_REQUEST_MAX - PGCDC_CUTOVER_REQUEST_SLACK ||
+                strpbrk(optarg, ", \n")) {
+                snprintf(err, errlen, "--table %s: give one SCHEMA.TABLE per --table", optarg);
+                return PGCDC_ERR_CONFIG;
+            }
+            break;
+        case 'r':
+            o->read_only = true;
+            break;
+        case 'a':
+            o->abort = true;
+            break;
+        default:
+            snprintf(err, errlen, "unknown or incomplete option: see pgcdc cutover --help");
+            return PGCDC_ERR_CONFIG;
+        }
+    }
+    if (!o->dir || optind < argc) {
+        snprintf(err, errlen, "pgcdc cutover needs --dir DIR (the one pgcdc migrate runs with)");
+        return PGCDC_ERR_CONFIG;
+    }
+    if (o->abort && (o->read_only || o->keep_slot || o->ntables)) {
+        snprintf(err, errlen, "--abort takes only --dir");
+        return PGCDC_ERR_CONFIG;
+    }
+    return PGCDC_OK;
+}
+
+/* `pgcdc cutover` (argv[0] is "cutover"): the request goes to the migrate following DIR. */
+static int cutover_command(int argc, char **argv, char *err, size_t errlen)
+{
+    struct pgcdc_cutover_opts o;
+    const char **only = calloc((size_t)argc + 1, sizeof(char *));
+    int rc;
+    if (!only) {
+        snprintf(err, errlen, "out of memory");
+        return PGCDC_ERR;
+    }
+    if ((rc = cutover_options(argc, argv, &o, only, err, errlen)) == PGCDC_OK)
+        rc = pgcdc_cutover_ask(&o, err, errlen);
+    free(only);
+    return rc;
+}
+
+/* replay, verify, migrate and cutover parse their own options; --help is answered here. */
 static int tool(int (*fn)(int, char **, char *, size_t), const char *help, int argc,
                 char **argv)
 {
@@ -677,7 +763,7 @@ int main(int argc, char **argv)
     if (strcmp(cmd, "migrate") == 0)
         return tool(pgcdc_migrate_command, migrate_help, argc - 1, argv + 1);
     if (strcmp(cmd, "cutover") == 0)
-        return tool(pgcdc_cutover_command, cutover_help, argc - 1, argv + 1);
+        return tool(cutover_command, cutover_help, argc - 1, argv + 1);
     char err[256];
     snprintf(err, sizeof(err), "unknown command \"%s\": see pgcdc --help", cmd);
     return fail(PGCDC_ERR_CONFIG, err);

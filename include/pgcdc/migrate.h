@@ -47,9 +47,9 @@ struct pgcdc_migrate {
                                     last caught up, for cutover's lag */
 };
 
-/* `pgcdc migrate` / `pgcdc cutover` (argv[0] is the command). 0 or a negative code. */
+/* `pgcdc migrate` (argv[0] is the command). 0 or a negative code. `pgcdc cutover`'s
+ * command line is parsed in main.c (cutover.h). */
 int pgcdc_migrate_command(int argc, char **argv, char *err, size_t errlen);
-int pgcdc_cutover_command(int argc, char **argv, char *err, size_t errlen);
 
 /* ---- migrate_proc.c: children and external tools */
 
