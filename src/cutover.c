@@ -30,6 +30,8 @@
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/migrate.h"
+#include "pgcdc/replay_event.h"
+#include "pgcdc/replay_read.h"
 #include "pgcdc/verify.h"
 
 struct request {
@@ -344,8 +346,105 @@ static int wait_lag(struct pgcdc_migrate *m, const struct request *q, int fd, ch
     }
 }
 
-/* The cutover itself, report lines to fd. Returns the client's exit code. */
-static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
+/*
+ * Step 3's promise: no change to a migrated table commits after END. Capture goes on
+ * writing DIR/data through the cutover, so its files, read from END on, show any change
+ * committed since. Each look reads on from where the last one stopped, up to the source's
+ * LSN when the look starts, once capture has written everything before that LSN.
+ */
+struct after_end {
+    struct pgcdc_replay_reader rd;
+    struct pgcdc_replay_parser parser;
+    struct pgcdc_buf name; /* the table found, "schema\0table\0" */
+    uint64_t end;
+};
+
+/* Whether capture has exited (left for the serve loop to reap and report). */
+static bool capture_gone(const struct pgcdc_migrate *m)
+{
+    siginfo_t si = {0};
+    return m->capture <= 0 ||
+           waitid(P_PID, (id_t)m->capture, &si, WEXITED | WNOHANG | WNOWAIT) < 0 || si.si_pid != 0;
+}
+
+/*
+ * One look: 1 when a change (not a snapshot row, not pgcdc's own schema) with a commit
+ * LSN beyond END is in capture's files, with "S.T changed at LSN X" in what; 0 when none is, up to
+ * the source's LSN now; negative with err set.
+ */
+static int look_after_end(struct pgcdc_migrate *m, struct after_end *w, int fd, char *what,
+                          size_t whatlen, char *err, size_t errlen)
+{
+    char *v = NULL;
+    uint64_t upto = 0;
+    int rc = pgcdc_migrate_query1(m->source, "SELECT pg_current_wal_lsn()", NULL, &v, err, errlen);
+    if (rc < 0 || !v || pgcdc_lsn_parse_str(v, &upto) < 0) {
+        free(v);
+        return rc < 0 ? rc : PGCDC_ERR;
+    }
+    free(v);
+    for (;;) {
+        const char *line;
+        size_t len;
+        int k = pgcdc_replay_reader_next(&w->rd, &line, &len, err, errlen);
+        if (k < 0)
+            return k;
+        if (k == 0) {
+            if (w->rd.have_pos && w->rd.pos_lsn >= upto && pgcdc_replay_reader_at_position(&w->rd))
+                return 0;
+            if (pgcdc_stop_requested || client_gone(fd) || capture_gone(m)) {
+                snprintf(err, errlen,
+                         "stopped while reading capture's files for changes after END "
+                         "(migrate stopping, the client gone, or capture stopped)");
+                return PGCDC_ERR;
+            }
+            poll(NULL, 0, 20);
+            continue;
+        }
+        struct pgcdc_replay_event ev;
+        char perr[256];
+        if (pgcdc_replay_parse(&w->parser, line, len, &ev, perr, sizeof(perr)) < 0) {
+            snprintf(err, errlen, "%s/%s holds a line that is not an event: %s", w->rd.dir,
+                     w->rd.cur, perr);
+            return PGCDC_ERR;
+        }
+        static const char own[] = "\"pgcdc\"";
+        if (ev.commit_lsn <= w->end || ev.snapshot ||
+            (ev.schema.len == sizeof(own) - 1 && memcmp(ev.schema.p, own, ev.schema.len) == 0))
+            continue;
+        bool null;
+        char lsn[PGCDC_LSN_BUFLEN];
+        pgcdc_buf_reset(&w->name);
+        if (pgcdc_replay_token_text(ev.schema, &w->name, &null) < 0 ||
+            pgcdc_replay_token_text(ev.table, &w->name, &null) < 0) {
+            snprintf(err, errlen, "out of memory");
+            return PGCDC_ERR;
+        }
+        snprintf(what, whatlen, "%s.%s changed at LSN %s", w->name.data,
+                 w->name.data + strlen(w->name.data) + 1, pgcdc_lsn_format(ev.commit_lsn, lsn));
+        return 1;
+    }
+}
+
+/* A look; 0 when nothing came after END, else the client's exit code after failed(). */
+static int no_change_after_end(struct pgcdc_migrate *m, struct after_end *w, int fd)
+{
+    char err[2048] = "", what[1400] = "", lsn[PGCDC_LSN_BUFLEN];
+    int rc = look_after_end(m, w, fd, what, sizeof(what) - 64, err, sizeof(err));
+    if (rc == 0)
+        return 0;
+    if (rc < 0)
+        return failed(m, fd, "checking for changes after END", err);
+    size_t n = strlen(what);
+    snprintf(what + n, sizeof(what) - n, ", after END %s", pgcdc_lsn_format(w->end, lsn));
+    return failed(m, fd, what,
+                  "writes to the source did not stop; stop them (or use --read-only-source) "
+                  "and run pgcdc cutover again");
+}
+
+/* The cutover's steps, report lines to fd. Returns the client's exit code. */
+static int cutover_steps(struct pgcdc_migrate *m, const struct request *q, int fd,
+                         struct after_end *w)
 {
     char err[2048] = "", lsn[PGCDC_LSN_BUFLEN];
     if (wait_lag(m, q, fd, err, sizeof(err)) < 0)
@@ -367,6 +466,8 @@ static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
     PQfinish(s);
     say(fd, "END %s%s", pgcdc_lsn_format(m->point, lsn),
         q->read_only ? "" : " (writes are trusted to have stopped)");
+    w->end = m->point;
+    pgcdc_replay_reader_restart(&w->rd, w->end);
     /* The follower makes way for a replay that ends at END. */
     pgcdc_migrate_stop(m->replay);
     m->replay = 0;
@@ -381,6 +482,9 @@ static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
         return failed(m, fd, "carrying the sequences", err);
     int64_t paused = pgcdc_mono_ms() - t0;
     say(fd, "APPLIED END in %" PRId64 " ms; %d sequences set", applied - t0, nseq);
+    int rc = no_change_after_end(m, w, fd);
+    if (rc != 0)
+        return rc;
     char out[4300];
     snprintf(out, sizeof(out), "%s/verify.out", m->dir_abs);
     int64_t v0 = pgcdc_mono_ms();
@@ -394,6 +498,9 @@ static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
     }
     if (f)
         fclose(f);
+    /* Again up to the source's LSN now: END's promise holds until verify has run. */
+    if ((rc = no_change_after_end(m, w, fd)) != 0)
+        return rc;
     if (vrc != 0)
         return failed(m, fd, "verify found differences; the slot is kept", NULL);
     /* What was held back while following: after verify, so that a failed cutover leaves
@@ -424,6 +531,19 @@ static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
         "sequences set); verify %" PRId64 " ms",
         paused, q->read_only ? "the read-only switch" : "the cutover's start", vms);
     return 0;
+}
+
+/* The cutover itself, report lines to fd. Returns the client's exit code. */
+static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
+{
+    struct after_end w = {0};
+    pgcdc_replay_reader_init(&w.rd, m->data_dir);
+    pgcdc_replay_parser_init(&w.parser);
+    int code = cutover_steps(m, q, fd, &w);
+    pgcdc_replay_reader_free(&w.rd);
+    pgcdc_replay_parser_free(&w.parser);
+    pgcdc_buf_free(&w.name);
+    return code;
 }
 
 static int read_request(int fd, struct request *q)

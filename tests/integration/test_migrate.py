@@ -5,6 +5,7 @@ bad input (a target that is not empty, no migrate running) exits 2.
 """
 
 import os
+import re
 import subprocess
 import threading
 import time
@@ -292,3 +293,36 @@ def test_read_only_source_failed_cutover_restores(cluster, dbs, workdir, pgcdc_b
         m.kill_now()
     cluster.sql("ALTER DATABASE %s RESET default_transaction_read_only" % src)
     cluster.drop_slot(name[:60])
+
+
+def test_write_after_end_fails_cutover(cluster, dbs, workdir, pgcdc_bin, name, writers):
+    """Writes that go on after cutover took END (no --read-only-source): the cutover fails
+    with one line naming the table and the LSN, migrate follows on, and once the writes
+    stop a second cutover succeeds."""
+    src, tgt = dbs
+    ch.load_initial(cluster, src, accounts=500)
+    w = ch.CutoverWriter(cluster, src, seed=7, pause=0.005)
+    writers.append(w)
+    w.start()
+    m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name)
+    m.start()
+    try:
+        m.wait_log("migrate: following", timeout=120)
+        rc, lines, err = cutover(workdir, pgcdc_bin)
+        assert rc == 1, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
+        after = [l for l in lines if l.startswith("FAILED ") and "after END" in l]
+        assert len(after) == 1, lines
+        assert re.match(r"FAILED public\.(\w+) changed at LSN [0-9A-F]+/[0-9A-F]+, after END "
+                        r"[0-9A-F]+/[0-9A-F]+: writes to the source did not stop", after[0]), \
+            after[0]
+        assert after[0].split()[1] in ch.TABLES, after[0]
+        assert any(l.startswith("ROLLBACK") for l in lines), lines
+        assert m.alive(), m.describe()
+        w.stop()
+        rc, lines, err = cutover(workdir, pgcdc_bin)
+        assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
+        matched = sorted(l.split()[1] for l in lines if l.startswith("MATCH "))
+        assert matched == sorted(ch.TABLES), lines
+        assert m.wait(60) == 0, m.describe()
+    finally:
+        m.kill_now()
