@@ -524,13 +524,10 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
     free(v);
     if ((rc = check_target(m, err, errlen)) < 0)
         return rc;
-    if (read_point(m) < 0 && access(m->state_dir, F_OK) == 0) {
-        snprintf(err, errlen,
-                 "--dir %s has capture state but no complete schema dump (a migrate stopped "
-                 "while dumping): drop the slot (pgcdc slot drop) and start with an empty DIR",
-                 m->dir);
-        return PGCDC_ERR_CONFIG;
-    }
+    /* A migrate stopped while pg_dump ran: its snapshot is gone, so start over. */
+    if (read_point(m) < 0 && access(m->state_dir, F_OK) == 0 &&
+        (rc = pgcdc_migrate_discard_cut_dump(m, err, errlen)) < 0)
+        return rc;
     if (m->phase[0])
         return PGCDC_OK;
     if ((rc = check_source(m, err, errlen)) < 0)

@@ -90,6 +90,17 @@ int pgcdc_migrate_exec(struct pg_conn *c, const char *sql, int nparams, const ch
 void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name, char *out,
                                 size_t n);
 
+/* ---- migrate_restart.c: a restart after a migrate stopped while pg_dump ran */
+
+/*
+ * DIR has capture state but no complete dump (no DIR/point): when the target holds no
+ * marker and the capture state is this migrate's own slot, drop that slot and remove
+ * DIR's data/, state/ and partial dump, so the run starts over (one log line says so).
+ * Otherwise PGCDC_ERR_CONFIG, err naming why and the way out. Called by setup() after
+ * check_target, with m->cfg, m->sysid and m->phase set.
+ */
+int pgcdc_migrate_discard_cut_dump(struct pgcdc_migrate *m, char *err, size_t errlen);
+
 /* ---- migrate_defer.c: what the target holds back until cutover */
 
 /* Copy the SQL script in to out without the header settings (SET x = ...) the target

@@ -326,3 +326,52 @@ def test_write_after_end_fails_cutover(cluster, dbs, workdir, pgcdc_bin, name, w
         assert m.wait(60) == 0, m.describe()
     finally:
         m.kill_now()
+
+
+def test_kill9_during_pg_dump_starts_over(cluster, dbs, workdir, pgcdc_bin, name):
+    """migrate kill -9'd while pg_dump runs: the slot's exported snapshot died with it.
+    Nothing reached the target yet and the slot is the one DIR records, so the restart
+    drops it and DIR's capture state, says so, and starts over; the cutover then matches."""
+    src, tgt = dbs
+    ch.load_initial(cluster, src, accounts=500)
+    tools, mark = os.path.join(workdir, "tools"), os.path.join(workdir, "dump-slowed")
+    os.makedirs(tools)
+    for t in ("pg_restore", "psql"):
+        os.symlink(os.path.join(cluster.bindir, t), os.path.join(tools, t))
+    wrapper = os.path.join(tools, "pg_dump")
+    with open(wrapper, "w") as f:
+        # The first dump in the snapshot waits (long enough to be killed), later ones not.
+        f.write('#!/bin/sh\ncase " $* " in *" --snapshot="*)\n'
+                '  [ -e "%s" ] || { : > "%s"; sleep 30 </dev/null >/dev/null 2>&1; } ;;\n'
+                'esac\nexec "%s" "$@"\n' % (mark, mark, os.path.join(cluster.bindir, "pg_dump")))
+    os.chmod(wrapper, 0o755)
+    m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name, {"migrate.pg_dump": wrapper})
+    m.start()
+    wait_until(lambda: os.path.exists(mark) or not m.alive(), 60, what="pg_dump started")
+    assert m.alive(), m.describe()
+    m.kill9()
+    assert cluster.slot(name[:60]) is not None
+    assert phase(cluster, tgt) is None
+    # A slot of that name that is not the one DIR records is never dropped.
+    record = os.path.join(workdir, "mig dir", "state", "slot")
+    with open(record) as f:
+        ours = f.read()
+    with open(record, "w") as f:
+        f.write(re.sub(r"consistent_point=\S+", "consistent_point=FF/0", ours))
+    assert m.run(timeout=60) == 2, m.describe()
+    assert any("not the one" in l and "will not drop it" in l for l in m.lines), m.describe()
+    assert cluster.slot(name[:60]) is not None
+    with open(record, "w") as f:
+        f.write(ours)
+    m.start()
+    try:
+        m.wait_log("migrate: following", timeout=120)
+        assert any("stopped while pg_dump ran" in l and "starting over" in l
+                   for l in m.lines), m.describe()
+        rc, lines, err = cutover(workdir, pgcdc_bin)
+        assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
+        matched = sorted(l.split()[1] for l in lines if l.startswith("MATCH "))
+        assert matched == sorted(ch.TABLES), lines
+        assert m.wait(60) == 0, m.describe()
+    finally:
+        m.kill_now()
