@@ -549,7 +549,7 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
         if (access(failed, F_OK) == 0) {
             snprintf(err, errlen,
                      "migrate: pg_dump failed (see its messages above, and %s); "
-                     "drop the slot and start again with an empty DIR",
+                     "fix what it says and run migrate again, which starts over",
                      failed);
             return PGCDC_ERR;
         }
