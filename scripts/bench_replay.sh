@@ -135,6 +135,8 @@ bench_migrate() {
   MIG_S=$(calc "$t1 - $t0")
   "$PGCDC" cutover --dir "$dir/d" >/dev/null || die "cutover failed: $(tail -3 "$log")"
   wait "$pid" || die "pgcdc migrate did not exit 0"
+  # Where the time went: the phase lines, as logged.
+  grep -E 'migrate: |snapshot (done|complete)|replay done' "$log" | sed -E 's/^ts=[0-9-]+T([0-9:.]+)Z.*msg="([^"]*)".*/  \1 \2/' || true
 
   echo "== migrate: pgcopydb clone"
   t0=$(now)
