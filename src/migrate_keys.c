@@ -63,7 +63,8 @@ static void key_add(const char *tag, const char *sql)
         strncmp(sql, "ALTER TABLE ONLY ", 17) == 0) {
         t = sql + 17;
         tl = strcspn(t, "\n ");
-    } else if (index && strncmp(sql, "CREATE UNIQUE INDEX ", 20) == 0 && (t = strstr(sql, " ON "))) {
+    } else if (index && strncmp(sql, "CREATE UNIQUE INDEX ", 20) == 0 &&
+               (t = strstr(sql, " ON "))) {
         t += 4;
         if (strncmp(t, "ONLY ", 5) == 0)
             t += 5;
@@ -94,8 +95,8 @@ static void keys_read_script(const struct pgcdc_migrate *m)
     for (;;) {
         bool eof = !fgets(line, sizeof(line), f);
         char name[1024], type[128], schema[512];
-        if (eof || sscanf(line, "-- Name: %1023[^;]; Type: %127[^;]; Schema: %511[^;];", name,
-                          type, schema) == 3) {
+        if (eof || sscanf(line, "-- Name: %1023[^;]; Type: %127[^;]; Schema: %511[^;];", name, type,
+                          schema) == 3) {
             if (tag[0] && sql.len)
                 key_add(tag, sql.data);
             pgcdc_buf_reset(&sql);
@@ -149,9 +150,8 @@ int pgcdc_migrate_keys_build(void *ctx, const char *schema, const char *table, c
     }
     /* pg_dump names the table as format('%I.%I') does. */
     const char *p[2] = {schema, table};
-    PGresult *res =
-        PQexecParams(keys_conn, "SELECT format('%I.%I', $1::text, $2::text)", 2, NULL, p, NULL,
-                     NULL, 0);
+    PGresult *res = PQexecParams(keys_conn, "SELECT format('%I.%I', $1::text, $2::text)", 2, NULL,
+                                 p, NULL, NULL, 0);
     char qt[2048] = "";
     if (PQresultStatus(res) == PGRES_TUPLES_OK)
         snprintf(qt, sizeof(qt), "%s", PQgetvalue(res, 0, 0));
@@ -165,8 +165,8 @@ int pgcdc_migrate_keys_build(void *ctx, const char *schema, const char *table, c
         if ((rc = keys_exec("BEGIN", 0, NULL, err, errlen)) < 0)
             break;
         res = PQexecParams(keys_conn,
-                           "INSERT INTO pgcdc.migrate_keys VALUES ($1) ON CONFLICT DO NOTHING",
-                           1, NULL, tp, NULL, NULL, 0);
+                           "INSERT INTO pgcdc.migrate_keys VALUES ($1) ON CONFLICT DO NOTHING", 1,
+                           NULL, tp, NULL, NULL, 0);
         bool fresh = PQresultStatus(res) == PGRES_COMMAND_OK && strcmp(PQcmdTuples(res), "1") == 0;
         PQclear(res);
         if (!fresh) {
@@ -189,8 +189,7 @@ int pgcdc_migrate_keys_build(void *ctx, const char *schema, const char *table, c
     return rc;
 }
 
-int pgcdc_migrate_keys_filter(struct pgcdc_migrate *m, const char *list, char *err,
-                              size_t errlen)
+int pgcdc_migrate_keys_filter(struct pgcdc_migrate *m, const char *list, char *err, size_t errlen)
 {
     PGconn *c = PQconnectdb(m->target);
     PGresult *res = NULL;

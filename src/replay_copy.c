@@ -34,11 +34,14 @@ void pgcdc_replay_copy_free(struct pgcdc_replay_copy *cp)
     memset(cp, 0, sizeof(*cp));
 }
 
-/* One \uXXXX (or a surrogate pair, 12 bytes) at p: its UTF-8 bytes, COPY-escaped. */
+/* The \uXXXX at p (or two of them: a surrogate pair): its UTF-8 bytes, COPY-escaped; *used:
+ * the bytes of p taken. */
 static int copy_unicode(struct pgcdc_buf *out, const char *p, const char *end, size_t *used)
 {
     char tmp[14], u[8];
-    size_t n = end - p >= 12 && p[6] == '\\' && p[7] == 'u' ? 12 : 6;
+    /* A high surrogate (D800-DBFF) stands with the escape after it; any other alone. */
+    bool high = end - p >= 4 && (p[2] == 'd' || p[2] == 'D') && p[3] && strchr("89abAB", p[3]);
+    size_t n = high ? 12 : 6;
     if ((size_t)(end - p) < n)
         return PGCDC_ERR;
     tmp[0] = '"';
@@ -46,12 +49,6 @@ static int copy_unicode(struct pgcdc_buf *out, const char *p, const char *end, s
     tmp[n + 1] = '"';
     struct pgcdc_span s = {tmp, n + 2};
     int k = pgcdc_json_unescape(s, u, sizeof(u));
-    if (k < 0 && n == 12) { /* two independent escapes: take the first alone */
-        n = 6;
-        tmp[7] = '"';
-        s.len = 8;
-        k = pgcdc_json_unescape(s, u, sizeof(u));
-    }
     if (k <= 0)
         return PGCDC_ERR;
     *used = n;
@@ -81,9 +78,9 @@ static int copy_string(struct pgcdc_buf *out, struct pgcdc_span tok)
         char x = bs[1];
         if (x == 'u') {
             size_t used;
-            if (copy_unicode(out, bs + 2, end, &used) < 0)
+            if (copy_unicode(out, bs, end, &used) < 0)
                 return PGCDC_ERR;
-            p = bs + 2 + used;
+            p = bs + used;
             continue;
         }
         if (x == '"' || x == '/') {
@@ -190,8 +187,7 @@ static int copy_layout(struct pgcdc_replay_copy *cp, const struct pgcdc_replay_t
     if (pgcdc_buf_append_str(&cp->sql, "COPY ") < 0 ||
         pgcdc_replay_quote_ident(&cp->sql, t->schema) < 0 ||
         pgcdc_buf_append_char(&cp->sql, '.') < 0 ||
-        pgcdc_replay_quote_ident(&cp->sql, t->name) < 0 ||
-        pgcdc_buf_append(&cp->sql, " (", 2) < 0)
+        pgcdc_replay_quote_ident(&cp->sql, t->name) < 0 || pgcdc_buf_append(&cp->sql, " (", 2) < 0)
         goto oom;
     cp->ncols = ev->nafter;
     cp->name_off[0] = 0;
@@ -203,8 +199,8 @@ static int copy_layout(struct pgcdc_replay_copy *cp, const struct pgcdc_replay_t
             goto oom;
         cp->name_off[i + 1] = cp->names.len;
         if (pgcdc_json_unescape(n, name, sizeof(name)) < 0) {
-            snprintf(err, errlen, "replay stopped: a column name of %s.%s is malformed",
-                     t->schema, t->name);
+            snprintf(err, errlen, "replay stopped: a column name of %s.%s is malformed", t->schema,
+                     t->name);
             return PGCDC_ERR;
         }
         const struct pgcdc_replay_column *c = NULL;

@@ -21,11 +21,11 @@
 
 /* The COPY in progress, and its reused buffers. Zero-initialised; _free releases it. */
 struct pgcdc_replay_copy {
-    bool active;         /* BEGIN and COPY ... FROM STDIN sent: rows may follow */
-    int table;           /* the target table index, when active */
-    int64_t rows;        /* rows in the open chunk */
-    struct pgcdc_buf data; /* COPY text not yet handed to libpq */
-    struct pgcdc_buf sql;  /* the COPY statement */
+    bool active;            /* BEGIN and COPY ... FROM STDIN sent: rows may follow */
+    int table;              /* the target table index, when active */
+    int64_t rows;           /* rows in the open chunk */
+    struct pgcdc_buf data;  /* COPY text not yet handed to libpq */
+    struct pgcdc_buf sql;   /* the COPY statement */
     struct pgcdc_buf names; /* the open COPY's layout: the event's column names, raw */
     size_t *name_off;       /* ncols + 1 offsets into names */
     bool *skip;             /* per event column: left out (a stored generated column) */

@@ -37,7 +37,7 @@ INSERT INTO vals (id, n, i8, t, b, j, jb, arr, ia, ts, tsn, f8, ok) VALUES
    ARRAY['a,b', 'c"d', E'e\\f', NULL, ''], ARRAY[1, NULL, -3],
    '2024-02-29 12:34:56.789012+00', '1999-12-31 23:59:59.5', 0.1, true),
   (2, -0.000000000000000000000000000000000001, -9223372036854775808,
-   E'unicod\u00e9 \u20ac \U0001F600 \\t literal', '\x'::bytea, 'null', '[]',
+   E'unicod\u00e9 \u20ac \U0001F600 \\t literal \x01\x1f\x01x \u2028 \x01' || chr(10) || chr(1), '\x'::bytea, 'null', '[]',
    '{}', '{}', '-infinity', 'infinity', -2.5e-300, false),
   (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
   (4, 1e-30, 0, '', '\x5c'::bytea, '"\u0001"', '{"\"": "\\n"}', ARRAY[E'\t'],
