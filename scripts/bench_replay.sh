@@ -6,6 +6,8 @@
 #   BENCH_NO_DOC=1 bash scripts/bench_replay.sh   print only; leave docs/benchmarks.md alone
 #   bash scripts/bench_replay.sh migrate         `pgcdc migrate` vs Debian's `pgcopydb clone`
 #                                                (BENCH_MIGRATE_SCALE=20: 2,000,000 accounts)
+#   bash scripts/bench_replay.sh copy            replay's COPY path vs psql \copy ... from
+#                                                (BENCH_COPY_SCALE=10: 1,000,000 accounts)
 #
 # One throwaway cluster (temp dir, free port, 127.0.0.1) with three databases:
 #   src_W       pgbench -i, then the measured workload W (pgbench's built-in tpcb-like:
@@ -135,6 +137,8 @@ bench_migrate() {
   MIG_S=$(calc "$t1 - $t0")
   "$PGCDC" cutover --dir "$dir/d" >/dev/null || die "cutover failed: $(tail -3 "$log")"
   wait "$pid" || die "pgcdc migrate did not exit 0"
+  # Where the time went: the phase lines, as logged.
+  grep -E 'migrate: |snapshot (done|complete)|replay done' "$log" | sed -E 's/^ts=[0-9-]+T([0-9:.]+)Z.*msg="([^"]*)".*/  \1 \2/' || true
 
   echo "== migrate: pgcopydb clone"
   t0=$(now)
@@ -153,6 +157,64 @@ bench_migrate() {
   printf '%-10s %10s %12.2f %14.2f %7s\n' "$scale" "$rows" "$MIG_S" "$COPYDB_S" "$(calc "round($COPYDB_S / $MIG_S, 2)")"
   echo "(ratio = pgcopydb time / migrate time; 1 or above: migrate is no slower)"
 }
+
+# copy mode: pgbench_accounts captured once by a snapshot (`pgcdc run`, not timed), then
+# loaded into the same index-less table (pre-data only) two ways, interleaved, 3 rounds:
+#   pgcdc replay (its COPY path, from the captured events) and psql \copy ... from a file
+#   written by COPY ... TO on the source. Best of 3 each; both then verify equal.
+bench_copy() {
+  local scale="${BENCH_COPY_SCALE:-10}" src=csrc dir="$WORK/copy"
+  local dsn_src="host=127.0.0.1 port=$PORT user=postgres dbname=$src"
+  echo "== copy: pgbench -i -s $scale"
+  psql_ postgres -c "CREATE DATABASE $src"
+  "${AS[@]}" "$PGBIN/pgbench" -i -q -s "$scale" -h "$WORK" -p "$PORT" -U postgres "$src" >/dev/null 2>&1
+  mkdir -p "$dir"
+  chmod 777 "$dir"
+  "${AS[@]}" "$PGBIN/pg_dump" -h "$WORK" -p "$PORT" -U postgres --section=pre-data -t pgbench_accounts "$src" >"$dir/pre.sql"
+  psql_ "$src" -c "COPY pgbench_accounts TO '$dir/accounts.copy'"
+  local end
+  end=$(psql_ "$src" -c "SELECT pg_current_wal_lsn()")
+  "$PGCDC" run --end-lsn "$end" -o "source.dsn=$dsn_src" -o source.slot=bench_copy \
+    -o snapshot.mode=initial -o source.tables.include=public.pgbench_accounts \
+    -o "state.dir=$dir/state" -o "sink.file.dir=$dir/data" -o log.level=error
+  end=$(psql_ "$src" -c "SELECT pg_current_wal_lsn()") # past the slot's snapshot point
+  local rows best_r="" best_p="" t0 t1 s
+  rows=$(psql_ "$src" -c "SELECT count(*) FROM pgbench_accounts")
+  for round in 1 2 3; do
+    for who in replay psql; do
+      local db="ctgt_${who}_$round"
+      psql_ postgres -c "CREATE DATABASE $db"
+      psql_ "$db" -f "$dir/pre.sql" >/dev/null
+      t0=$(now)
+      if [ "$who" = replay ]; then
+        "$PGCDC" replay --input "$dir/data" --target "host=127.0.0.1 port=$PORT user=postgres dbname=$db" \
+          --end-lsn "$end" -o log.level=warn
+      else
+        psql_ "$db" -c "\\copy pgbench_accounts from '$dir/accounts.copy'"
+      fi
+      t1=$(now)
+      s=$(calc "$t1 - $t0")
+      echo "   round $round: $who $(calc "round($s, 2)") s"
+      [ "$(psql_ "$db" -c "SELECT count(*) FROM pgbench_accounts")" = "$rows" ] || die "$who did not load every row"
+      if [ "$who" = replay ]; then
+        [ -z "$best_r" ] || [ "$(calc "$s < $best_r")" = True ] && best_r=$s
+      else
+        [ -z "$best_p" ] || [ "$(calc "$s < $best_p")" = True ] && best_p=$s
+      fi
+    done
+  done
+  "$PGCDC" verify --source "$dsn_src" --target "host=127.0.0.1 port=$PORT user=postgres dbname=ctgt_replay_3" --table public.pgbench_accounts >/dev/null 2>&1 ||
+    die "replay's target differs from the source"
+  echo
+  printf '%-10s %10s %12s %12s %7s\n' scale rows "replay s" "\\copy s" ratio
+  printf '%-10s %10s %12.2f %12.2f %7s\n' "$scale" "$rows" "$best_r" "$best_p" "$(calc "round($best_p / $best_r, 2)")"
+  echo "(best of 3, interleaved; ratio = \\copy time / replay time; target: 0.9 or above)"
+}
+
+if [ "$MODE" = copy ]; then
+  bench_copy
+  exit 0
+fi
 
 if [ "$MODE" = migrate ]; then
   bench_migrate

@@ -118,7 +118,8 @@ static const char replay_help[] =
     "                       then exit 0\n"
     "  -o KEY=VALUE         replay.batch_rows (5000 rows per target transaction),\n"
     "                       replay.group_rows (64 rows per multi-row statement; 1: one\n"
-    "                       statement per row), replay.poll_ms (150),\n"
+    "                       statement per row), replay.copy_rows (100000 snapshot rows\n"
+    "                       per COPY chunk; 0: no COPY, upserts), replay.poll_ms (150),\n"
     "                       replay.missing_rows (error, or warn), log.level, log.format\n"
     "  -h, --help           this text\n"
     "\n"
@@ -128,7 +129,11 @@ static const char replay_help[] =
     "and LSN; nothing of that source transaction is applied. The target session pins\n"
     "DateStyle ISO, IntervalStyle postgres, TimeZone UTC, extra_float_digits 3 and\n"
     "client_encoding UTF8, so a row of a table without a key is found by the text form\n"
-    "the source printed, whatever the target's defaults.\n";
+    "the source printed, whatever the target's defaults.\n"
+    "\n"
+    "Snapshot rows go in with COPY, each chunk committed with the position, when the\n"
+    "table holds exactly the snapshot's rows already applied (none when its snapshot\n"
+    "starts); a table that holds other rows gets upserts.\n";
 
 static const char verify_help[] =
     "Usage: pgcdc verify --source DSN --target DSN [--table SCHEMA.TABLE]...\n"
@@ -404,6 +409,12 @@ static int replay_setting(struct pgcdc_replay_opts *o, const char *arg, char *er
         o->group_rows = (int)v;
         return PGCDC_OK;
     }
+    if (strncmp(arg, "replay.copy_rows=", 17) == 0) {
+        if (*end || end == eq + 1 || v < 0 || v > 10000000)
+            goto badval;
+        o->copy_rows = v == 0 ? -1 : (int)v; /* 0 here: never COPY */
+        return PGCDC_OK;
+    }
     if (strncmp(arg, "replay.poll_ms=", 15) == 0) {
         if (*end || end == eq + 1 || v < 10 || v > 60000)
             goto badval;
@@ -413,13 +424,15 @@ static int replay_setting(struct pgcdc_replay_opts *o, const char *arg, char *er
 bad:
     snprintf(err, errlen,
              "unknown replay setting \"%.*s\": replay takes replay.batch_rows, "
-             "replay.group_rows, replay.poll_ms, replay.missing_rows, log.level and log.format",
+             "replay.group_rows, replay.copy_rows, replay.poll_ms, replay.missing_rows, "
+             "log.level and log.format",
              (int)(eq ? eq - arg : (ptrdiff_t)strlen(arg)), arg);
     return PGCDC_ERR_CONFIG;
 badval:
     snprintf(err, errlen,
              "bad value \"%s\" for %.*s: replay.batch_rows takes 1..10000000, "
-             "replay.group_rows 1..1024, replay.poll_ms 10..60000",
+             "replay.group_rows 1..1024, replay.copy_rows 0..10000000, replay.poll_ms "
+             "10..60000",
              eq + 1, (int)(eq - arg), arg);
     return PGCDC_ERR_CONFIG;
 }

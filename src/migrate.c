@@ -567,7 +567,8 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
             return rc;
         m->point = end;
         pgcdc_log(PGCDC_LOG_INFO, "migrate: bulk load (the snapshot's rows)", NULL);
-        if ((rc = replay_until_done(m, err, errlen)) < 0 ||
+        if ((rc = pgcdc_migrate_keys_prepare(m, err, errlen)) < 0 ||
+            (rc = replay_until_done(m, err, errlen)) < 0 ||
             (rc = set_phase(m, PGCDC_MIGRATE_BULK, err, errlen)) < 0)
             return rc;
     }

@@ -303,7 +303,8 @@ int pgcdc_migrate_postdata(struct pgcdc_migrate *m, char *err, size_t errlen)
     snprintf(backp, sizeof(backp), "%s/rollback.sql", m->dir_abs);
     char *largv[] = {restore, "-l", m->dump, NULL};
     if ((rc = pgcdc_migrate_tool(NULL, largv, toc, err, errlen)) < 0 ||
-        (rc = split_toc(toc, fkl, rest, &nfk, err, errlen)) < 0)
+        (rc = split_toc(toc, fkl, rest, &nfk, err, errlen)) < 0 ||
+        (rc = pgcdc_migrate_keys_filter(m, rest, err, errlen)) < 0)
         return rc;
     pgcdc_log(PGCDC_LOG_INFO,
               "migrate: restoring post-data (indexes, constraints, triggers; "

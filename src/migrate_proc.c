@@ -147,7 +147,10 @@ static int replay_main(struct pgcdc_migrate *m, bool follow)
                                   .poll_ms = 150,
                                   .missing_rows_warn =
                                       m->cfg.replay_missing_rows == PGCDC_MISSING_ROWS_WARN,
-                                  .caught_up = m->caught_up};
+                                  .caught_up = m->caught_up,
+                                  /* Keys right after each table's bulk load. */
+                                  .table_loaded = follow ? NULL : pgcdc_migrate_keys_build,
+                                  .table_loaded_ctx = m};
     char err[2048] = "";
     int rc = pgcdc_replay_run(&o, err, sizeof(err));
     return child_exit(rc, err);

@@ -26,6 +26,15 @@
  * batch waits for the row counts of its updates and deletes before its COMMIT is sent. A
  * lost connection is retried with capped exponential backoff.
  *
+ * Snapshot rows with COPY. A run of snapshot rows of one table goes in through COPY
+ * (replay_copy.h), out of pipeline mode, in chunks of copy_rows rows, each chunk one
+ * target transaction with the position (commit_lsn, partial_events = the snapshot's events
+ * in so far): a kill resumes the table after its last chunk. COPY cannot upsert, so it is
+ * chosen only when it cannot meet a row already there: when the run starts (or resumes),
+ * the target table must hold exactly the rows of this run already applied (none at its
+ * start), counted up to one more than that. A table that holds anything else, and careful
+ * mode, keep the upserts.
+ *
  * Truncates. A TRUNCATE of several tables is one wal2json message per table, all at one
  * LSN: they are gathered and sent as one statement (foreign keys allow no other way).
  */
@@ -41,6 +50,7 @@
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/replay_batch.h"
+#include "pgcdc/replay_copy.h"
 #include "pgcdc/replay_event.h"
 #include "pgcdc/replay_read.h"
 #include "pgcdc/replay_sql.h"
@@ -49,6 +59,7 @@
 #define PROGRESS_EVERY_MS 10000
 #define ANNOUNCE_EVERY_MS 1000
 #define CAREFUL_RUNS_MAX 1000
+#define COPY_ROWS_DEFAULT 100000
 
 /* How one connection's worth of replay ended; errors travel apart, as PGCDC_ERR* codes. */
 enum session_end {
@@ -76,6 +87,16 @@ struct replay {
     int64_t txn_events;
     bool txn_skip;
     int64_t txn_skip_n;
+
+    /* Snapshot rows: the table of the current run of them in this transaction, how many
+     * of its rows the run has had (skipped ones included), and whether it goes by COPY
+     * (-1: not decided yet). */
+    struct pgcdc_replay_copy cp;
+    int copy_rows; /* rows per COPY chunk; 0: never COPY */
+    bool copy_failed;
+    int run_table;
+    int64_t run_n;
+    int run_copy;
 
     /* A source TRUNCATE: the target tables of its events (consecutive, one lsn), sent as
      * one statement once the next event is another (tables linked by foreign keys can
@@ -115,11 +136,6 @@ static int begin_batch(struct replay *r, char *err, size_t errlen)
 static int commit_batch(struct replay *r, uint64_t commit, int64_t partial, char *err,
                         size_t errlen)
 {
-    static const char pos_sql[] =
-        "INSERT INTO pgcdc.replay_position (id, commit_lsn, partial_events, applied_at) "
-        "VALUES (1, $1::pg_catalog.pg_lsn, $2::bigint, now()) ON CONFLICT (id) DO UPDATE SET "
-        "commit_lsn = EXCLUDED.commit_lsn, partial_events = EXCLUDED.partial_events, "
-        "applied_at = EXCLUDED.applied_at";
     char lsn[PGCDC_LSN_BUFLEN], part[32];
     struct pgcdc_replay_stmt pst = {0};
     const char *pv[2] = {pgcdc_lsn_format(commit, lsn), part};
@@ -135,7 +151,7 @@ static int commit_batch(struct replay *r, uint64_t commit, int64_t partial, char
     pst.param_col = pc;
     pst.nparams = 2;
     struct pgcdc_replay_cmd c = {.kind = PGCDC_REPLAY_POSITION, .table = -1, .pos_commit = commit};
-    rc = pgcdc_replay_target_send_stmt(&r->tg, &c, pos_sql, &pst, NULL, err, errlen);
+    rc = pgcdc_replay_target_send_stmt(&r->tg, &c, PGCDC_REPLAY_POSITION_SQL, &pst, NULL, err, errlen);
     if (rc < 0)
         return rc;
     c.kind = PGCDC_REPLAY_COMMIT;
@@ -146,6 +162,8 @@ static int commit_batch(struct replay *r, uint64_t commit, int64_t partial, char
     r->batch_rows = r->batch_txns = 0;
     return pgcdc_replay_target_send_sql(&r->tg, &c, "COMMIT", err, errlen);
 }
+
+static int copy_finish(struct replay *r, int64_t partial, char *err, size_t errlen);
 
 /* Send the pending TRUNCATE, if any, as one statement for all its tables. */
 static int truncate_flush(struct replay *r, char *err, size_t errlen)
@@ -208,6 +226,8 @@ static int txn_end(struct replay *r, char *err, size_t errlen)
     int rc;
     if ((rc = truncate_flush(r, err, errlen)) < 0)
         return rc;
+    if (r->cp.active && (rc = copy_finish(r, 0, err, errlen)) < 0)
+        return rc;
     r->in_txn = false;
     if (!r->batch_open)
         return PGCDC_OK;
@@ -224,6 +244,8 @@ static int txn_start(struct replay *r, uint64_t commit, char *err, size_t errlen
     r->txn_events = 0;
     r->txn_skip = commit < r->pos.commit || (commit == r->pos.commit && r->pos.partial == 0);
     r->txn_skip_n = commit == r->pos.commit ? r->pos.partial : 0;
+    r->run_table = -1;
+    r->run_n = 0;
     if (!r->tg.pipelined && !r->batch_open && commit > r->careful_until) {
         /* Past the transaction that failed: back to batches and pipelining. */
         int rc = pgcdc_replay_target_enter_pipeline(&r->tg, err, errlen);
@@ -234,16 +256,89 @@ static int txn_start(struct replay *r, uint64_t commit, char *err, size_t errlen
     return PGCDC_OK;
 }
 
+/* A COPY call's failure: a refused chunk is looked into in careful mode, as a batch. */
+static int copy_rc(struct replay *r, int rc)
+{
+    if (rc == PGCDC_ERR && r->tg.failed)
+        r->copy_failed = true;
+    return rc;
+}
+
+/* End the open COPY chunk, recording partial events of the transaction as applied. */
+static int copy_finish(struct replay *r, int64_t partial, char *err, size_t errlen)
+{
+    return copy_rc(r, pgcdc_replay_copy_end(&r->cp, &r->tg, r->txn_commit, partial, err, errlen));
+}
+
+/* Whether the run of table ti goes by COPY: the table holds exactly its rows applied. */
+static int copy_decide(struct replay *r, int ti, char *err, size_t errlen)
+{
+    int64_t before = r->run_n - 1;
+    int64_t n = pgcdc_replay_copy_count(&r->tg, ti, before, err, errlen);
+    if (n < 0)
+        return (int)n;
+    r->run_copy = n == before;
+    char rows[32];
+    snprintf(rows, sizeof(rows), "%" PRId64, before);
+    const struct pgcdc_replay_table *t = &r->tg.tables[ti].t;
+    pgcdc_log(PGCDC_LOG_INFO,
+              r->run_copy ? "replay: loading the table's snapshot rows with COPY"
+                          : "replay: the table holds other rows; its snapshot rows are upserted",
+              "schema", t->schema, "table", t->name, "rows_before", rows, NULL);
+    return PGCDC_OK;
+}
+
+/*
+ * A snapshot row of table ti through COPY. Returns 1 when the row is not for COPY (the
+ * caller upserts it), 0 once it is in, or an error.
+ */
+static int copy_event(struct replay *r, int ti, const struct pgcdc_replay_event *ev, char *err,
+                      size_t errlen)
+{
+    int rc;
+    if (r->run_copy < 0 && (rc = copy_decide(r, ti, err, errlen)) < 0)
+        return rc;
+    if (!r->run_copy)
+        return 1;
+    if (r->cp.active && (r->cp.table != ti || !pgcdc_replay_copy_same_layout(&r->cp, ev)) &&
+        (rc = copy_finish(r, r->txn_events - 1, err, errlen)) < 0)
+        return rc;
+    if (!r->cp.active) {
+        /* What the pipeline holds commits first, up to the event before this one. */
+        if (r->batch_open && (rc = commit_batch(r, r->txn_commit, r->txn_events - 1, err,
+                                                errlen)) < 0)
+            return rc;
+        if ((rc = pgcdc_replay_target_leave_pipeline(&r->tg, err, errlen)) < 0 ||
+            (rc = copy_rc(r, pgcdc_replay_copy_begin(&r->cp, &r->tg, ti, ev, err, errlen))) < 0)
+            return rc;
+    }
+    if ((rc = copy_rc(r, pgcdc_replay_copy_row(&r->cp, &r->tg, ev, err, errlen))) < 0)
+        return rc;
+    if (!ev->snapshot_last)
+        return r->cp.rows >= r->copy_rows ? copy_finish(r, r->txn_events, err, errlen) : PGCDC_OK;
+    if ((rc = copy_finish(r, r->txn_events, err, errlen)) < 0)
+        return rc;
+    /* The table is whole: its keys may be built now, and replay must see them. */
+    const struct pgcdc_replay_table *t = &r->tg.tables[ti].t;
+    if (r->o->table_loaded &&
+        ((rc = r->o->table_loaded(r->o->table_loaded_ctx, t->schema, t->name, err, errlen)) < 0 ||
+         (rc = pgcdc_replay_target_reload(&r->tg, ti, err, errlen)) < 0))
+        return rc;
+    return PGCDC_OK;
+}
+
 static int apply_event(struct replay *r, const struct pgcdc_replay_event *ev, char *err,
                        size_t errlen)
 {
     char l1[PGCDC_LSN_BUFLEN], l2[PGCDC_LSN_BUFLEN];
+    int rc;
+    if (r->cp.active && !(ev->op == 'r' && ev->snapshot) &&
+        (rc = copy_finish(r, r->txn_events - 1, err, errlen)) < 0)
+        return rc;
     /* The snapshot is one transaction of any size: it alone is committed in pieces. */
-    if (r->batch_open && ev->snapshot && r->batch_rows >= r->o->batch_rows) {
-        int rc = commit_batch(r, r->txn_commit, r->txn_events - 1, err, errlen);
-        if (rc < 0)
-            return rc;
-    }
+    if (r->batch_open && ev->snapshot && r->batch_rows >= r->o->batch_rows &&
+        (rc = commit_batch(r, r->txn_commit, r->txn_events - 1, err, errlen)) < 0)
+        return rc;
     int ti = pgcdc_replay_target_table(&r->tg, ev, err, errlen);
     if (ti < 0)
         return ti;
@@ -258,6 +353,13 @@ static int apply_event(struct replay *r, const struct pgcdc_replay_event *ev, ch
     }
     if (ev->op == 't')
         return truncate_add(r, ti, ev, err, errlen);
+    if (ev->op == 'r' && ev->snapshot && r->copy_rows > 0 && r->careful_until == 0 &&
+        ti == r->run_table && (rc = copy_event(r, ti, ev, err, errlen)) <= 0)
+        return rc;
+    /* Back from a COPY (which leaves the pipeline): statements are pipelined again. */
+    if (!r->tg.pipelined && r->careful_until == 0 && !r->batch_open &&
+        (rc = pgcdc_replay_target_enter_pipeline(&r->tg, err, errlen)) < 0)
+        return rc;
     char berr[512];
     if (pgcdc_replay_build(&r->st, t, ev, berr, sizeof(berr)) < 0) {
         snprintf(err, errlen, "replay stopped: %s (event at LSN %s, transaction %s)", berr,
@@ -266,11 +368,8 @@ static int apply_event(struct replay *r, const struct pgcdc_replay_event *ev, ch
     }
     if (r->st.skip)
         return PGCDC_OK;
-    if (!r->batch_open) {
-        int rc = begin_batch(r, err, errlen);
-        if (rc < 0)
-            return rc;
-    }
+    if (!r->batch_open && (rc = begin_batch(r, err, errlen)) < 0)
+        return rc;
     r->batch_rows++;
     if (r->tg.pipelined && r->grouping)
         return pgcdc_replay_batch_add(&r->bq, &r->tg, ti, &r->st, ev, err, errlen);
@@ -308,7 +407,21 @@ static int on_line(struct replay *r, const char *line, size_t len, char *err, si
             return rc;
     }
     r->txn_events++;
-    if (r->txn_skip || r->txn_events <= r->txn_skip_n)
+    if (r->txn_skip)
+        return PGCDC_OK;
+    if (ev.op == 'r' && ev.snapshot && r->copy_rows > 0) {
+        /* Runs are counted over skipped rows too: COPY resumes mid-table. */
+        int ti = pgcdc_replay_target_table(&r->tg, &ev, err, errlen);
+        if (ti < 0)
+            return ti;
+        if (ti != r->run_table) {
+            r->run_table = ti;
+            r->run_n = 0;
+            r->run_copy = -1;
+        }
+        r->run_n++;
+    }
+    if (r->txn_events <= r->txn_skip_n)
         return PGCDC_OK;
     return apply_event(r, &ev, err, errlen);
 }
@@ -370,6 +483,7 @@ static int session_start(struct replay *r, char *err, size_t errlen)
     r->in_txn = r->batch_open = r->beyond_end = false;
     r->batch_rows = r->batch_txns = 0;
     r->ntrunc = 0; /* a TRUNCATE pending when the last session ended is read again */
+    r->cp.active = r->copy_failed = false;
     char lsn[PGCDC_LSN_BUFLEN], part[32];
     snprintf(part, sizeof(part), "%" PRId64, r->pos.partial);
     pgcdc_log(PGCDC_LOG_INFO,
@@ -425,7 +539,7 @@ static int on_idle(struct replay *r, bool *done, char *err, size_t errlen)
  */
 static enum session_end session_failed(struct replay *r, int rc, int *out, char *err)
 {
-    if (rc == PGCDC_ERR && r->tg.pipelined) {
+    if (rc == PGCDC_ERR && (r->tg.pipelined || r->copy_failed)) {
         char lsn[PGCDC_LSN_BUFLEN];
         uint64_t upto = r->tg.failed ? r->tg.fail_commit : r->txn_commit;
         pgcdc_log(PGCDC_LOG_INFO,
@@ -496,6 +610,7 @@ static void replay_free(struct replay *r)
     free(r->trunc);
     free(r->trunc_tabs);
     pgcdc_buf_free(&r->trunc_sql);
+    pgcdc_replay_copy_free(&r->cp);
 }
 
 int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen)
@@ -503,6 +618,7 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
     struct replay r;
     memset(&r, 0, sizeof(r));
     r.o = o;
+    r.copy_rows = o->copy_rows == 0 ? COPY_ROWS_DEFAULT : o->copy_rows < 0 ? 0 : o->copy_rows;
     pgcdc_replay_reader_init(&r.rd, o->input);
     pgcdc_replay_parser_init(&r.parser);
     pgcdc_replay_batch_init(&r.bq, o->group_rows);

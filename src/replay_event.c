@@ -74,7 +74,8 @@ static int scan_source(struct pgcdc_json_scan *s, struct pgcdc_replay_event *ev,
                 return pgcdc_json_fail(s, "source.commit_lsn is not an integer");
             *have_commit = true;
         } else if (pgcdc_json_key_is(k, "snapshot")) {
-            ev->snapshot = pgcdc_json_tok_is(v, "\"true\"") || pgcdc_json_tok_is(v, "\"last\"");
+            ev->snapshot_last = pgcdc_json_tok_is(v, "\"last\"");
+            ev->snapshot = ev->snapshot_last || pgcdc_json_tok_is(v, "\"true\"");
         }
         if (pgcdc_json_accept(s, ','))
             continue;

@@ -76,6 +76,19 @@ static PGconn *connect_target(struct pgcdc_replay_target *tg, const char *appnam
     return c;
 }
 
+static void table_free_cols(struct pgcdc_replay_table *t)
+{
+    for (size_t c = 0; c < t->ncols; c++) {
+        free(t->cols[c].name);
+        free(t->cols[c].type);
+        free(t->cols[c].cast);
+    }
+    free(t->cols);
+    t->cols = NULL;
+    t->ncols = t->npk = 0;
+    t->other_unique = t->partitioned = false;
+}
+
 void pgcdc_replay_target_close(struct pgcdc_replay_target *tg)
 {
     PQfinish(tg->conn);
@@ -96,12 +109,7 @@ void pgcdc_replay_target_close(struct pgcdc_replay_target *tg)
         free(t->raw_table);
         free(t->t.schema);
         free(t->t.name);
-        for (size_t c = 0; c < t->t.ncols; c++) {
-            free(t->t.cols[c].name);
-            free(t->t.cols[c].type);
-            free(t->t.cols[c].cast);
-        }
-        free(t->t.cols);
+        table_free_cols(&t->t);
     }
     free(tg->tables);
     tg->tables = NULL;
@@ -264,6 +272,12 @@ int pgcdc_replay_target_table(struct pgcdc_replay_target *tg, const struct pgcdc
     if (rc < 0)
         return rc;
     return (int)(tg->ntables - 1);
+}
+
+int pgcdc_replay_target_reload(struct pgcdc_replay_target *tg, int ti, char *err, size_t errlen)
+{
+    table_free_cols(&tg->tables[ti].t);
+    return load_table(tg, &tg->tables[ti], err, errlen);
 }
 
 /* ---- commands: pipelined, or one at a time (careful mode) */
@@ -698,16 +712,24 @@ int pgcdc_replay_target_enter_pipeline(struct pgcdc_replay_target *tg, char *err
     return PGCDC_OK;
 }
 
+int pgcdc_replay_target_leave_pipeline(struct pgcdc_replay_target *tg, char *err, size_t errlen)
+{
+    int rc;
+    if (!tg->pipelined)
+        return PGCDC_OK;
+    if ((rc = pgcdc_replay_target_drain(tg, 0, err, errlen)) < 0)
+        return rc;
+    if (PQexitPipelineMode(tg->conn) != 1)
+        return fail_conn(tg, tg->conn, NULL, "cannot leave pipeline mode", err, errlen);
+    tg->pipelined = false;
+    return PGCDC_OK;
+}
+
 int pgcdc_replay_target_finish(struct pgcdc_replay_target *tg, char *err, size_t errlen)
 {
     int rc;
-    if (tg->pipelined) {
-        if ((rc = pgcdc_replay_target_drain(tg, 0, err, errlen)) < 0)
-            return rc;
-        if (PQexitPipelineMode(tg->conn) != 1)
-            return fail_conn(tg, tg->conn, NULL, "cannot leave pipeline mode", err, errlen);
-        tg->pipelined = false;
-    }
+    if ((rc = pgcdc_replay_target_leave_pipeline(tg, err, errlen)) < 0)
+        return rc;
     /* Commits went out with synchronous_commit = off: one synchronous commit after them
      * waits until all of them are flushed on the target. */
     return exec_ok(tg, tg->conn,

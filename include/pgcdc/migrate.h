@@ -123,6 +123,21 @@ int pgcdc_migrate_run_script(struct pgcdc_migrate *m, const char *file, char *er
 /* VALIDATE every foreign key of the target added NOT VALID; how many, or negative. */
 int pgcdc_migrate_validate_fks(struct pgcdc_migrate *m, char *err, size_t errlen);
 
+/* ---- migrate_keys.c: keys right after each table's bulk load */
+
+/* Write DIR/post-data.sql (pg_restore --section=post-data) and create the target's
+ * pgcdc.migrate_keys, before the bulk load. */
+int pgcdc_migrate_keys_prepare(struct pgcdc_migrate *m, char *err, size_t errlen);
+
+/* replay's table_loaded hook (ctx: the migrate): build the table's primary key and unique
+ * constraints and indexes, each recorded in pgcdc.migrate_keys in its transaction. */
+int pgcdc_migrate_keys_build(void *ctx, const char *schema, const char *table, char *err,
+                             size_t errlen);
+
+/* Comment out of the pg_restore list file the entries pgcdc.migrate_keys records. */
+int pgcdc_migrate_keys_filter(struct pgcdc_migrate *m, const char *list, char *err,
+                              size_t errlen);
+
 /* ---- cutover.c: the server side, run by migrate once following */
 
 /* Listen on m->sock (mode 0600) and serve cutover until it succeeds (*done) or stop is

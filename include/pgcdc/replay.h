@@ -27,6 +27,16 @@ struct pgcdc_replay_opts {
     _Atomic uint64_t *caught_up; /* NULL, or set to the LSN replay is caught up at each time
                                     everything available is applied (`pgcdc migrate` shares
                                     it with its cutover to measure the lag) */
+    /* Snapshot rows go in with COPY, in chunks of this many rows, each committed with the
+     * position (0: the default, 100000; negative: never, always upserts). See replay.c. */
+    int copy_rows;
+    /* NULL, or called once a table's snapshot rows are all committed through COPY (the
+     * row marked "last"), before any later event is applied: `pgcdc migrate` builds the
+     * table's keys there. replay then reads the table's definition again. Returns 0 or a
+     * negative code with err set (replay stops with it). */
+    int (*table_loaded)(void *ctx, const char *schema, const char *table, char *err,
+                        size_t errlen);
+    void *table_loaded_ctx;
 };
 
 /*

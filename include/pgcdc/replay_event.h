@@ -27,6 +27,7 @@ struct pgcdc_replay_event {
     uint64_t lsn;
     uint64_t commit_lsn;
     bool snapshot; /* source.snapshot is "true" or "last" */
+    bool snapshot_last; /* "last": the last row of its table's snapshot */
     bool has_before, has_after;
     struct pgcdc_replay_col *before; /* arrays owned by the parser */
     size_t nbefore;

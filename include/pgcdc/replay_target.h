@@ -55,6 +55,13 @@ struct pgcdc_replay_position {
     int64_t partial; /* the snapshot, applied in pieces: how many of its rows are in */
 };
 
+/* Records the position ($1 commit LSN, $2 partial events) in the transaction it commits. */
+#define PGCDC_REPLAY_POSITION_SQL                                                                  \
+    "INSERT INTO pgcdc.replay_position (id, commit_lsn, partial_events, applied_at) "              \
+    "VALUES (1, $1::pg_catalog.pg_lsn, $2::bigint, now()) ON CONFLICT (id) DO UPDATE SET "         \
+    "commit_lsn = EXCLUDED.commit_lsn, partial_events = EXCLUDED.partial_events, "                 \
+    "applied_at = EXCLUDED.applied_at"
+
 struct pgcdc_replay_stmt_entry;
 
 struct pgcdc_replay_target {
@@ -118,6 +125,14 @@ int pgcdc_replay_target_enter_pipeline(struct pgcdc_replay_target *tg, char *err
  */
 int pgcdc_replay_target_table(struct pgcdc_replay_target *tg, const struct pgcdc_replay_event *ev,
                               char *err, size_t errlen);
+
+/*
+ * Load table ti's definition again (its keys were just built). Returns 0 or an error.
+ */
+int pgcdc_replay_target_reload(struct pgcdc_replay_target *tg, int ti, char *err, size_t errlen);
+
+/* Leave pipeline mode once everything sent is read (for a COPY). Returns 0 or an error. */
+int pgcdc_replay_target_leave_pipeline(struct pgcdc_replay_target *tg, char *err, size_t errlen);
 
 /* Send a command without parameters (BEGIN, COMMIT), described by proto. */
 int pgcdc_replay_target_send_sql(struct pgcdc_replay_target *tg,
