@@ -147,7 +147,8 @@ static int replay_main(struct pgcdc_migrate *m, bool follow)
                                   .poll_ms = 150,
                                   .missing_rows_warn =
                                       m->cfg.replay_missing_rows == PGCDC_MISSING_ROWS_WARN,
-                                  .caught_up = m->caught_up};
+                                  .caught_up = m->caught_up,
+                                  .progress = m->progress};
     char err[2048] = "";
     int rc = pgcdc_replay_run(&o, err, sizeof(err));
     return child_exit(rc, err);

@@ -21,6 +21,7 @@
 #include "pgcdc/config.h"
 
 struct pg_conn;
+struct pgcdc_migrate_progress;
 
 /* The phases, in order, recorded in pgcdc.migrate.phase. */
 #define PGCDC_MIGRATE_PREDATA "predata"     /* schema restored; bulk load under way */
@@ -45,6 +46,9 @@ struct pgcdc_migrate {
     int replay_status;           /* the last replay child's exit status */
     _Atomic uint64_t *caught_up; /* shared with the replay children (mmap): where replay
                                     last caught up, for cutover's lag */
+    struct pgcdc_migrate_progress *progress; /* shared too: replay's counters, for the
+                                                progress display and metrics */
+    pid_t ops; /* the child drawing progress and deleting applied segments; 0: none */
 };
 
 /* `pgcdc migrate` / `pgcdc cutover` (argv[0] is the command). 0 or a negative code. */
@@ -89,6 +93,13 @@ int pgcdc_migrate_exec(struct pg_conn *c, const char *sql, int nparams, const ch
 /* name (pg_restore, psql) from migrate.pg_dump's directory, or PATH. */
 void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name, char *out,
                                 size_t n);
+
+/* ---- migrate_check.c */
+
+/* The target: reachable, pgcdc's schema can be made, a version the source's dump loads
+ * into (exit 2 with the fix otherwise); whether session_replication_role can be set is
+ * logged. */
+int pgcdc_migrate_check_target(struct pgcdc_migrate *m, char *err, size_t errlen);
 
 /* ---- migrate_defer.c: what the target holds back until cutover */
 

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct pgcdc_migrate_progress;
+
 struct pgcdc_replay_opts {
     const char *input;  /* the file sink's directory */
     const char *target; /* libpq DSN of the target; never logged as is */
@@ -27,6 +29,8 @@ struct pgcdc_replay_opts {
     _Atomic uint64_t *caught_up; /* NULL, or set to the LSN replay is caught up at each time
                                     everything available is applied (`pgcdc migrate` shares
                                     it with its cutover to measure the lag) */
+    struct pgcdc_migrate_progress *progress; /* NULL, or `pgcdc migrate`'s shared counters
+                                                (migrate_progress.h) */
 };
 
 /*
