@@ -51,8 +51,7 @@ int pgcdc_migrate_check_target(struct pgcdc_migrate *m, char *err, size_t errlen
                  "into its own major version or a newer one; migrate into PostgreSQL %d or "
                  "later",
                  ver / 10000, ver < 120000 ? "pgcdc's minimum," : "the source,",
-                 ver < 120000 ? 12 : source_ver / 10000,
-                 ver < 120000 ? 12 : source_ver / 10000);
+                 ver < 120000 ? 12 : source_ver / 10000, ver < 120000 ? 12 : source_ver / 10000);
         rc = PGCDC_ERR_CONFIG;
         goto out;
     }

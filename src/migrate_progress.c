@@ -267,7 +267,7 @@ static void report(struct ops *o)
     snprintf(rows, sizeof(rows), "%" PRIu64, (uint64_t)atomic_load(&p->rows));
     if (stage <= PGCDC_STAGE_BULK) {
         char table[PGCDC_PROGRESS_TABLE_MAX], trows[32], est[32] = "?", rate[32] = "?",
-                                                          eta[32] = "?";
+                                                         eta[32] = "?";
         read_table(p, table, sizeof(table));
         if (table[0])
             estimate(o, table);
@@ -280,13 +280,13 @@ static void report(struct ops *o)
         if (o->last_ms)
             snprintf(rate, sizeof(rate), "%.0f", rps);
         if (te > 0 && rps > 0)
-            snprintf(eta, sizeof(eta), "%.0f", te > (int64_t)tr ? (double)(te - (int64_t)tr) / rps
-                                                                  : 0.0);
+            snprintf(eta, sizeof(eta), "%.0f",
+                     te > (int64_t)tr ? (double)(te - (int64_t)tr) / rps : 0.0);
         o->last_rows = tr;
         if (o->tty)
             snprintf(line, sizeof(line), "migrate %s: %s %s/%s rows, %s rows/s, ETA %s s",
-                     stage_name(stage), table[0] ? table : "(waiting for the snapshot)", trows,
-                     est, rate, eta);
+                     stage_name(stage), table[0] ? table : "(waiting for the snapshot)", trows, est,
+                     rate, eta);
         else
             pgcdc_log(PGCDC_LOG_INFO, "migrate progress", "stage", stage_name(stage), "table",
                       table, "table_rows", trows, "table_rows_estimate", est, "rows_per_s", rate,

@@ -36,11 +36,11 @@ enum pgcdc_migrate_stage {
 #define PGCDC_PROGRESS_TABLE_MAX 256
 
 struct pgcdc_migrate_progress {
-    _Atomic int stage;                /* enum pgcdc_migrate_stage, set by migrate */
-    _Atomic uint64_t rows;            /* rows applied by every replay child of this run */
-    _Atomic uint64_t applied_lsn;     /* commit LSN of the last committed replay batch */
+    _Atomic int stage;                 /* enum pgcdc_migrate_stage, set by migrate */
+    _Atomic uint64_t rows;             /* rows applied by every replay child of this run */
+    _Atomic uint64_t applied_lsn;      /* commit LSN of the last committed replay batch */
     _Atomic int64_t caught_up_unix_ms; /* when replay last had everything available applied */
-    _Atomic uint64_t caught_up_lsn;   /* where it was then (the file sink's position) */
+    _Atomic uint64_t caught_up_lsn;    /* where it was then (the file sink's position) */
     /* The snapshot table replay is reading: name, its rows read so far (a resumed table
      * counts the rows applied before the restart too), and the source's estimate. */
     _Atomic uint32_t table_seq; /* odd while table[] is being written */
