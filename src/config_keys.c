@@ -129,6 +129,8 @@ const struct pgcdc_config_key pgcdc_config_keys[] = {
      NULL},
     {"migrate.pg_dump", PGCDC_KEY_STR, OFF(migrate_pg_dump), 0, 0, NULL, "pg_dump", NULL},
     {"migrate.jobs", PGCDC_KEY_INT, OFF(migrate_jobs), 1, 64, NULL, "4", NULL},
+    {"migrate.keep_segments", PGCDC_KEY_BOOL, OFF(migrate_keep_segments), 0, 0, NULL, "false",
+     HELP_BOOL},
     {"replay.missing_rows", PGCDC_KEY_ENUM, OFF(replay_missing_rows), 0, 0, missing_rows_names,
      "error", NULL},
     {"log.level", PGCDC_KEY_ENUM, OFF(log_level), 0, 0, level_names, "info", NULL},

@@ -239,8 +239,13 @@ static const char migrate_help[] =
     "  -d, --dir DIR        captured data, state, the schema dump, the cutover socket\n"
     "  -o KEY=VALUE         any run setting (source.slot, source.tables.include, ...),\n"
     "                       migrate.pg_dump (a pg_dump at least the source's version),\n"
-    "                       migrate.jobs\n"
-    "  -h, --help           this text\n";
+    "                       migrate.jobs, migrate.keep_segments (keep DIR/data's\n"
+    "                       applied segments), metrics.listen (replay's lag and rows too)\n"
+    "  -h, --help           this text\n"
+    "\n"
+    "It first runs pgcdc check's checks on the source and checks the target, and refuses\n"
+    "(exit 2) when the snapshot would not fit DIR's disk. Progress: a live line when stderr\n"
+    "is a terminal, else a log line every 10 s.\n";
 
 static const char cutover_help[] =
     "Usage: pgcdc cutover --dir DIR [--read-only-source] [--max-lag-ms N]\n"

@@ -14,6 +14,7 @@
 #include <microhttpd.h>
 
 struct pgcdc_metrics pgcdc_metrics;
+int (*pgcdc_metrics_extra)(struct pgcdc_buf *out);
 
 /* metrics.stall_ms; set before the HTTP thread starts, read-only after. */
 static int64_t stall_ms_ = 120000;
@@ -221,6 +222,8 @@ int pgcdc_metrics_render(struct pgcdc_buf *b)
                "How long the last poll stayed connected (poll mode and run --once).", NULL,
                (double)atomic_load(&m->poll_duration_ms) / 1000.0) < 0 ||
         render_http(b) < 0)
+        return PGCDC_ERR;
+    if (pgcdc_metrics_extra && pgcdc_metrics_extra(b) < 0)
         return PGCDC_ERR;
     return PGCDC_OK;
 }

@@ -26,11 +26,13 @@
 
 #include <libpq-fe.h>
 
+#include "pgcdc/admin.h"
 #include "pgcdc/common.h"
 #include "pgcdc/errors.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
 #include "pgcdc/migrate.h"
+#include "pgcdc/migrate_progress.h"
 #include "pgcdc/snapshot.h"
 #include "pgcdc/snapshot_state.h"
 
@@ -196,6 +198,7 @@ static int capture_main(struct pgcdc_migrate *m)
 {
     hook_m = m;
     pgcdc_snapshot_exported_hook = dump_in_snapshot;
+    pgcdc_migrate_progress_serve(m->progress);
     return pgcdc_migrate_capture_main(m);
 }
 
@@ -247,9 +250,10 @@ static int set_phase(struct pgcdc_migrate *m, const char *phase, char *err, size
 static int check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
     char *v = NULL;
-    int rc = pgcdc_migrate_query1(m->target, "SELECT to_regclass('pgcdc.migrate') IS NOT NULL",
-                                  NULL, &v, err, errlen);
-    if (rc < 0)
+    int rc = pgcdc_migrate_check_target(m, err, errlen);
+    if (rc < 0 || (rc = pgcdc_migrate_query1(m->target,
+                                             "SELECT to_regclass('pgcdc.migrate') IS NOT NULL",
+                                             NULL, &v, err, errlen)) < 0)
         return rc;
     bool marked = v && strcmp(v, "t") == 0;
     free(v);
@@ -343,6 +347,9 @@ static int check_source(struct pgcdc_migrate *m, char *err, size_t errlen)
         rc = PGCDC_ERR_CONFIG;
     }
     PQclear(res);
+    /* Then everything `pgcdc check` checks, the room DIR needs for the snapshot included. */
+    if (rc == PGCDC_OK)
+        rc = pgcdc_admin_check_source(&m->cfg, err, errlen);
 out:
     PQfinish(c);
     return rc;
@@ -540,7 +547,10 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
     int rc = setup(m, err, errlen);
     if (rc < 0)
         return rc;
-    if ((rc = pgcdc_migrate_spawn(m, capture_main, &m->capture, err, errlen)) < 0)
+    if (!(m->progress = pgcdc_migrate_progress_map(err, errlen)))
+        return PGCDC_ERR;
+    if ((rc = pgcdc_migrate_spawn(m, capture_main, &m->capture, err, errlen)) < 0 ||
+        (rc = pgcdc_migrate_spawn(m, pgcdc_migrate_ops_main, &m->ops, err, errlen)) < 0)
         return rc;
     char failed[4400];
     snprintf(failed, sizeof(failed), "%s/dump.failed", m->dir_abs);
@@ -566,12 +576,14 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
         if (rc < 0)
             return rc;
         m->point = end;
+        atomic_store(&m->progress->stage, PGCDC_STAGE_BULK);
         pgcdc_log(PGCDC_LOG_INFO, "migrate: bulk load (the snapshot's rows)", NULL);
         if ((rc = pgcdc_migrate_keys_prepare(m, err, errlen)) < 0 ||
             (rc = replay_until_done(m, err, errlen)) < 0 ||
             (rc = set_phase(m, PGCDC_MIGRATE_BULK, err, errlen)) < 0)
             return rc;
     }
+    atomic_store(&m->progress->stage, PGCDC_STAGE_POSTDATA);
     if (strcmp(m->phase, PGCDC_MIGRATE_BULK) == 0 &&
         ((rc = pgcdc_migrate_postdata(m, err, errlen)) < 0 ||
          (rc = set_phase(m, PGCDC_MIGRATE_POSTDATA, err, errlen)) < 0))
@@ -582,6 +594,7 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
             (rc = set_phase(m, PGCDC_MIGRATE_FOLLOWING, err, errlen)) < 0)
             return rc;
     }
+    atomic_store(&m->progress->stage, PGCDC_STAGE_FOLLOWING);
     if ((rc = pgcdc_migrate_spawn(m, pgcdc_migrate_replay_follow_main, &m->replay, err, errlen)) <
         0)
         return rc;
@@ -647,12 +660,15 @@ int pgcdc_migrate_command(int argc, char **argv, char *err, size_t errlen)
     if (rc == PGCDC_ERR_RETRY && pgcdc_stop_requested)
         rc = PGCDC_OK; /* SIGTERM: the children stop below; a restart resumes */
 out:
+    if (m.ops > 0)
+        pgcdc_migrate_stop(m.ops);
     if (m.replay > 0)
         pgcdc_migrate_stop(m.replay);
     if (m.capture > 0)
         pgcdc_migrate_stop(m.capture);
     if (m.caught_up)
         munmap((void *)m.caught_up, sizeof(*m.caught_up));
+    pgcdc_migrate_progress_unmap(m.progress);
     pgcdc_config_free(&m.cfg);
     free(m.source);
     free(m.target);

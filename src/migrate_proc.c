@@ -150,7 +150,8 @@ static int replay_main(struct pgcdc_migrate *m, bool follow)
                                   .caught_up = m->caught_up,
                                   /* Keys right after each table's bulk load. */
                                   .table_loaded = follow ? NULL : pgcdc_migrate_keys_build,
-                                  .table_loaded_ctx = m};
+                                  .table_loaded_ctx = m,
+                                  .progress = m->progress};
     char err[2048] = "";
     int rc = pgcdc_replay_run(&o, err, sizeof(err));
     return child_exit(rc, err);

@@ -49,6 +49,7 @@
 
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
+#include "pgcdc/migrate_progress.h"
 #include "pgcdc/replay_batch.h"
 #include "pgcdc/replay_copy.h"
 #include "pgcdc/replay_event.h"
@@ -391,6 +392,7 @@ static int on_line(struct replay *r, const char *line, size_t len, char *err, si
                  r->rd.dir, r->rd.cur, pgcdc_replay_reader_line_offset(&r->rd, len), perr);
         return PGCDC_ERR;
     }
+    pgcdc_migrate_progress_event(r->o->progress, &ev);
     int rc;
     /* A TRUNCATE's events end where an event of another statement begins. */
     if (r->ntrunc && (ev.op != 't' || ev.lsn != r->trunc_lsn || ev.commit_lsn != r->txn_commit) &&
@@ -444,6 +446,9 @@ static bool at_end(struct replay *r)
         at = r->rd.pos_lsn;
     if (upto && r->o->caught_up)
         atomic_store(r->o->caught_up, at);
+    pgcdc_migrate_progress_applied(r->o->progress, r->tg.done.commit, r->tg.rows_total);
+    if (upto)
+        pgcdc_migrate_progress_caught_up(r->o->progress, at);
     bool done = r->o->end_lsn ? r->beyond_end || (upto && r->rd.pos_lsn >= r->o->end_lsn) ||
                                     r->tg.done.commit > r->o->end_lsn
                               : !r->o->follow;
@@ -502,6 +507,7 @@ static void sleep_ms(int ms)
 static void note_progress(struct replay *r)
 {
     int64_t now = pgcdc_mono_ms();
+    pgcdc_migrate_progress_applied(r->o->progress, r->tg.done.commit, r->tg.rows_total);
     if (now - r->last_progress_ms >= PROGRESS_EVERY_MS) {
         if (r->last_progress_ms && r->tg.rows_total != r->progress_rows)
             log_progress(r, "replay progress");

@@ -92,6 +92,7 @@ struct pgcdc_config {
     int replay_missing_rows; /* enum pgcdc_missing_rows */
     char *migrate_pg_dump;   /* pg_dump for `pgcdc migrate`; pg_restore is found beside it */
     int migrate_jobs;        /* pg_restore -j for post-data */
+    bool migrate_keep_segments; /* keep DIR/data's segments the target has applied */
     int log_level;        /* enum pgcdc_log_level */
     int log_format;       /* enum pgcdc_log_format */
 };

@@ -79,6 +79,10 @@ bool pgcdc_metrics_healthy(void);
 void pgcdc_metrics_http_request(long status);
 void pgcdc_metrics_http_batch(int64_t ms);
 
+/* More series appended by render (NULL: none); `pgcdc migrate`'s capture child sets it to
+ * serve replay's counters (migrate_progress.h). Set before pgcdc_metrics_start. */
+extern int (*pgcdc_metrics_extra)(struct pgcdc_buf *out);
+
 /* Append the Prometheus text exposition of every metric to out. */
 int pgcdc_metrics_render(struct pgcdc_buf *out);
 

@@ -21,6 +21,7 @@
 #include "pgcdc/config.h"
 
 struct pg_conn;
+struct pgcdc_migrate_progress;
 
 /* The phases, in order, recorded in pgcdc.migrate.phase. */
 #define PGCDC_MIGRATE_PREDATA "predata"     /* schema restored; bulk load under way */
@@ -45,6 +46,9 @@ struct pgcdc_migrate {
     int replay_status;           /* the last replay child's exit status */
     _Atomic uint64_t *caught_up; /* shared with the replay children (mmap): where replay
                                     last caught up, for cutover's lag */
+    struct pgcdc_migrate_progress *progress; /* shared too: replay's counters, for the
+                                                progress display and metrics */
+    pid_t ops; /* the child drawing progress and deleting applied segments; 0: none */
 };
 
 /* `pgcdc migrate` (argv[0] is the command). 0 or a negative code. `pgcdc cutover`'s
@@ -100,6 +104,13 @@ void pgcdc_migrate_sibling_tool(const struct pgcdc_migrate *m, const char *name,
  * check_target, with m->cfg, m->sysid and m->phase set.
  */
 int pgcdc_migrate_discard_cut_dump(struct pgcdc_migrate *m, char *err, size_t errlen);
+
+/* ---- migrate_check.c */
+
+/* The target: reachable, pgcdc's schema can be made, a version the source's dump loads
+ * into (exit 2 with the fix otherwise); whether session_replication_role can be set is
+ * logged. */
+int pgcdc_migrate_check_target(struct pgcdc_migrate *m, char *err, size_t errlen);
 
 /* ---- migrate_defer.c: what the target holds back until cutover */
 

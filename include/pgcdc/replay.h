@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct pgcdc_migrate_progress;
+
 struct pgcdc_replay_opts {
     const char *input;  /* the file sink's directory */
     const char *target; /* libpq DSN of the target; never logged as is */
@@ -37,6 +39,8 @@ struct pgcdc_replay_opts {
     int (*table_loaded)(void *ctx, const char *schema, const char *table, char *err,
                         size_t errlen);
     void *table_loaded_ctx;
+    struct pgcdc_migrate_progress *progress; /* NULL, or `pgcdc migrate`'s shared counters
+                                                (migrate_progress.h) */
 };
 
 /*

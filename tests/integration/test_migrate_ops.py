@@ -1,0 +1,179 @@
+"""`pgcdc migrate`'s operations: applied segments deleted while following (and kept with
+migrate.keep_segments), a kill -9 and restart after deletions still ending in a matching
+cutover; replay's progress as log lines and as metrics on metrics.listen; the preflight on
+both sides, with the room the snapshot needs refused on a 2 MB disk.
+"""
+
+import os
+import re
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+import cutover_harness as ch
+import harness
+from harness import wait_until
+
+
+@pytest.fixture
+def dbs(cluster, name):
+    src, tgt = "src_%s" % name, "tgt_%s" % name
+    ch.create_db(cluster, src)
+    ch.create_db(cluster, tgt)
+    return src, tgt
+
+
+def migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name, opts=None, target_user="postgres",
+                 dir_=None):
+    o = {"source.slot": name[:60], "migrate.pg_dump": os.path.join(cluster.bindir, "pg_dump"),
+         "status.interval_ms": "200", "sink.file.segment_bytes": "4096"}
+    o.update(opts or {})
+    a = ["migrate", "--source", cluster.dsn(dbname=src),
+         "--target", cluster.dsn(dbname=tgt, user=target_user),
+         "--dir", dir_ or os.path.join(workdir, "mig")]
+    for k, v in o.items():
+        a += ["-o", "%s=%s" % (k, v)]
+    return harness.Pgcdc(os.path.join(workdir, "proc"), args=a, config=False, binary=pgcdc_bin)
+
+
+def seqs(data_dir):
+    return [int(os.path.basename(s.path).split("-")[0]) for s in harness.list_segments(data_dir)]
+
+
+def metrics(port):
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=5).read().decode()
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r"^(pgcdc_replay_\w+) (\S+)$", text, re.M)}
+
+
+def test_segments_deleted_while_following_and_kill9(cluster, dbs, workdir, pgcdc_bin, name,
+                                                     writers):
+    src, tgt = dbs
+    ch.load_initial(cluster, src, accounts=3000, history=1000)
+    w = ch.CutoverWriter(cluster, src, seed=11, pause=0.003)
+    writers.append(w)
+    w.start()
+    port = harness.free_port()
+    data = os.path.join(workdir, "mig", "data")
+    m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name,
+                     {"metrics.listen": "127.0.0.1:%d" % port})
+    m.start()
+    try:
+        m.wait_log("migrate: following", timeout=120)
+        # Segments the target has applied go; the newest closed one and the open one stay.
+        wait_until(lambda: seqs(data) and seqs(data)[0] > 1, 30, what="a deleted segment")
+        before = seqs(data)
+        # Replay's counters, served by the capture's metrics endpoint.
+        wait_until(lambda: metrics(port).get("pgcdc_replay_rows_total", 0) > 0, 20,
+                   what="pgcdc_replay_rows_total")
+        mt = metrics(port)
+        assert {"pgcdc_replay_lag_bytes", "pgcdc_replay_lag_seconds"} <= set(mt), mt
+        # Not a terminal: a progress line every 10 s through the log.
+        m.wait_log(r"migrate progress.*stage=(following|postdata|bulk)", timeout=25)
+        m.kill9()
+        m.wait(10)
+        m.start()
+        m.wait_log("migrate: following", timeout=120)
+        wait_until(lambda: seqs(data)[-1] > before[-1] + 3, 30, what="new segments")
+        after = seqs(data)
+        # No number reused: the sink goes on after the highest one, deletions or not.
+        assert after == sorted(set(after)) and after[0] >= before[0], (before, after)
+        w.stop()
+        # Idle: replay's lag comes back to about nothing.
+
+        def idle():
+            mt = metrics(port)
+            return mt["pgcdc_replay_lag_bytes"] < 65536 and mt["pgcdc_replay_lag_seconds"] < 3
+        wait_until(idle, 30, what="lag back to ~0: %s" % metrics(port))
+        r = subprocess.run([pgcdc_bin, "cutover", "--dir", os.path.join(workdir, "mig")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=180)
+        lines = r.stdout.decode().splitlines()
+        assert r.returncode == 0, "%s\n%s\n%s" % ("\n".join(lines), r.stderr.decode(),
+                                                  m.describe())
+        matched = sorted(l.split()[1] for l in lines if l.startswith("MATCH "))
+        assert matched == sorted(ch.TABLES), lines
+        assert m.wait(60) == 0, m.describe()
+    finally:
+        m.kill_now()
+
+
+def test_keep_segments(cluster, dbs, workdir, pgcdc_bin, name, writers):
+    src, tgt = dbs
+    ch.load_initial(cluster, src, accounts=1000)
+    w = ch.CutoverWriter(cluster, src, seed=12, pause=0.003)
+    writers.append(w)
+    w.start()
+    m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name,
+                     {"migrate.keep_segments": "true"})
+    m.start()
+    try:
+        m.wait_log("migrate: following", timeout=120)
+        data = os.path.join(workdir, "mig", "data")
+        n = len(seqs(data))
+        wait_until(lambda: len(seqs(data)) > n + 5, 30, what="more segments")
+        time.sleep(3)  # several of the ops child's rounds
+        s = seqs(data)
+        assert s == list(range(1, len(s) + 1)), s
+    finally:
+        m.stop()
+        cluster.drop_slot(name[:60])
+
+
+def _mount_tmpfs(path, size):
+    os.makedirs(path, exist_ok=True)
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=%s,mode=0755" % size, "tmpfs", path],
+                       capture_output=True, text=True)
+    return r.returncode == 0, r.stderr.strip()
+
+
+def test_preflight_both_sides_and_space(cluster, dbs, workdir, pgcdc_bin, name):
+    src, tgt = dbs
+    # About 2.5 MB of heap: some 10 MB of events, on a 2 MB disk.
+    cluster.sql("CREATE TABLE wide (id int PRIMARY KEY, t text)", dbname=src)
+    cluster.sql("INSERT INTO wide SELECT g, repeat('x', 60) FROM generate_series(1, 25000) g",
+                dbname=src)
+    mnt = os.path.join(workdir, "small-disk")
+    ok, why = _mount_tmpfs(mnt, "2m")
+    if not ok:
+        pytest.skip("cannot mount a small tmpfs (needs root): %s" % why)
+    try:
+        m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name, dir_=os.path.join(mnt, "m"))
+        assert m.run(timeout=60) == 2, m.describe()
+        err = [l for l in m.lines if "needs about" in l]
+        assert err and "free" in err[-1] and "migrate.keep_segments" in err[-1], m.describe()
+        assert cluster.slot(name[:60]) is None
+        # `pgcdc check` prints the same estimate for a snapshot into its file sink's dir.
+        for d, status in ((os.path.join(mnt, "data"), "FAIL"),
+                          (os.path.join(workdir, "big", "data"), "PASS")):
+            r = subprocess.run([pgcdc_bin, "check", "-o", "source.dsn=" + cluster.dsn(dbname=src),
+                                "-o", "source.slot=" + name[:60], "-o", "sink.file.dir=" + d,
+                                "-o", "snapshot.mode=initial"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+            out = r.stdout.decode()
+            assert re.search(r"^%s space: the snapshot needs about \d+ bytes" % status, out,
+                             re.M), out
+    finally:
+        subprocess.run(["umount", "-l", mnt], check=False)
+    # The target: a role that may not create pgcdc's schema is refused, naming the fix.
+    role = "weak_%s" % name[-6:]
+    cluster.sql("CREATE ROLE %s LOGIN" % role)
+    m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name, target_user=role)
+    assert m.run(timeout=60) == 2, m.describe()
+    assert any("may not create the schema pgcdc" in l and "GRANT CREATE" in l
+               for l in m.lines), m.describe()
+    # The source: a failing check of `pgcdc check` (no slot left) stops migrate with its fix.
+    n = cluster.scalar("SELECT current_setting('max_replication_slots')::int - count(*) "
+                       "FROM pg_replication_slots")
+    for i in range(n):
+        cluster.sql("SELECT pg_create_physical_replication_slot('fill_%s_%d')" % (name[-6:], i))
+    try:
+        m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name,
+                         dir_=os.path.join(workdir, "m2"))
+        assert m.run(timeout=60) == 2, m.describe()
+        assert any("slots" in l and "max_replication_slots" in l for l in m.error_lines()), \
+            m.describe()
+    finally:
+        for i in range(n):
+            cluster.sql("SELECT pg_drop_replication_slot('fill_%s_%d')" % (name[-6:], i))
