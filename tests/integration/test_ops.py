@@ -452,12 +452,6 @@ def _password_never_leaks(c, make_pgcdc, name, pw, superpw):
         assert not leaks(text), "%s: the password is in the output:\n%s" % (way, text)
         assert len(w.lines) > 5, "debug logging produced almost nothing: %s" % w.describe()
         for line in w.lines:
-            # Known gap: at the server's fast restart one session still lets libpq print the
-            # server's "FATAL:  terminating connection ..." to stderr now and then; every
-            # source session routes notices to the log (source.c), and the one left is not
-            # found yet. Such a line carries no secret (checked above), so it is let through.
-            if line.startswith("FATAL:  terminating connection due to administrator command"):
-                continue
             if way == "kv_env":
                 try:
                     rec = json.loads(line)
