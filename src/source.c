@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/log.h"
 
@@ -188,9 +189,7 @@ void pgcdc_source_server_encoding(struct pg_conn *c, char *out, size_t outlen)
         return;
     }
     /* Servers report it at start-up; ask only if this one did not. */
-    PGresult *res = PQexec(c, "SHOW server_encoding");
-    snprintf(out, outlen, "%s",
-             PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 ? PQgetvalue(res, 0, 0)
-                                                                           : "");
-    PQclear(res);
+    char err[256];
+    if (pgcdc_catalog_show(c, "server_encoding", out, outlen, err, sizeof(err)) < 0)
+        *out = '\0';
 }
