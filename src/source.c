@@ -147,8 +147,8 @@ int pgcdc_source_connect_until(struct pg_conn **out, const char *dsn,
     int64_t deadline = now_ms() + limit;
     ConnStatusType last = PQstatus(c);
     PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK &&
-           st != PGRES_POLLING_FAILED && !(stop && stop(arg))) {
+    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED &&
+           !(stop && stop(arg))) {
         /* Each address libpq tries starts with a TCP connect: its own connect_timeout. */
         if (PQstatus(c) == CONNECTION_STARTED && last != CONNECTION_STARTED)
             deadline = now_ms() + limit;
