@@ -67,19 +67,6 @@ static PGconn *plain_connect(const char *dsn, char *err, size_t errlen)
     return c;
 }
 
-/* First row, first column of a query, or NULL (copied into out). */
-static const char *scalar(PGconn *c, const char *sql, char *out, size_t outlen)
-{
-    PGresult *res = PQexec(c, sql);
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) < 1) {
-        PQclear(res);
-        return NULL;
-    }
-    snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
-    PQclear(res);
-    return out;
-}
-
 /* 1 when the slot exists, 0 when it does not (or the question fails). */
 static int slot_exists(PGconn *c, const char *slot)
 {
@@ -294,10 +281,10 @@ static int run_checks(struct report *r, const struct pgcdc_config *cfg)
              ver % 10000);
     else
         line(r, "PASS", "server_version", "%s",
-             scalar(c, "SHOW server_version", v, sizeof(v)) ? v : "?");
+             pgcdc_catalog_show(c, "server_version", v, sizeof(v), err, sizeof(err)) ? "?" : v);
 
-    if (!scalar(c, "SHOW wal_level", v, sizeof(v)))
-        line(r, "FAIL", "wal_level", "cannot read it: %s", PQerrorMessage(c));
+    if (pgcdc_catalog_show(c, "wal_level", v, sizeof(v), err, sizeof(err)) < 0)
+        line(r, "FAIL", "wal_level", "cannot read it: %s", err);
     else if (strcmp(v, "logical") != 0)
         line(r, "FAIL", "wal_level",
              "\"%s\", logical decoding needs \"logical\": fix: ALTER SYSTEM SET wal_level = "
@@ -308,9 +295,9 @@ static int run_checks(struct report *r, const struct pgcdc_config *cfg)
         line(r, "PASS", "wal_level", "logical");
 
     bool plugin_blocked = false;
-    if (scalar(c,
-               "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'output_plugin_libraries'",
-               v, sizeof(v))) {
+    if (!pgcdc_catalog_value(
+            c, "SELECT setting FROM pg_catalog.pg_settings WHERE name = 'output_plugin_libraries'",
+            v, sizeof(v), err, sizeof(err))) {
         plugin_blocked = !strstr(v, "wal2json");
         if (plugin_blocked)
             line(r, "FAIL", "wal2json",
@@ -368,8 +355,8 @@ static int run_checks(struct report *r, const struct pgcdc_config *cfg)
              "SELECT current_setting('max_replication_slots')::int - count(*) FROM "
              "pg_catalog.pg_replication_slots WHERE slot_name <> 'pgcdc_check_%d'",
              (int)getpid());
-    if (scalar(c, count_sql, v, sizeof(v)) &&
-        scalar(c, "SHOW max_replication_slots", v2, sizeof(v2))) {
+    if (!pgcdc_catalog_value(c, count_sql, v, sizeof(v), err, sizeof(err)) &&
+        !pgcdc_catalog_show(c, "max_replication_slots", v2, sizeof(v2), err, sizeof(err))) {
         if (atoi(v) <= 0)
             line(r, "FAIL", "slots",
                  "0 of %s free: fix: drop an unused slot or raise max_replication_slots", v2);
@@ -382,9 +369,10 @@ static int run_checks(struct report *r, const struct pgcdc_config *cfg)
         else
             line(r, "PASS", "slots", "%s of %s free", v, v2);
     }
-    if (scalar(c, "SELECT current_setting('max_wal_senders')::int - count(*) FROM "
-                  "pg_catalog.pg_stat_replication", v, sizeof(v)) &&
-        scalar(c, "SHOW max_wal_senders", v2, sizeof(v2))) {
+    if (!pgcdc_catalog_value(c, "SELECT current_setting('max_wal_senders')::int - count(*) FROM "
+                                "pg_catalog.pg_stat_replication",
+                             v, sizeof(v), err, sizeof(err)) &&
+        !pgcdc_catalog_show(c, "max_wal_senders", v2, sizeof(v2), err, sizeof(err))) {
         if (atoi(v) <= 0)
             line(r, "FAIL", "wal_senders", "0 of %s free: fix: raise max_wal_senders", v2);
         else if (atoi(v) < 2)
@@ -396,6 +384,25 @@ static int run_checks(struct report *r, const struct pgcdc_config *cfg)
             line(r, "PASS", "wal_senders", "%s of %s free", v, v2);
     }
 
+    /* Plain sessions (walsenders have their own slots): the catalog one, the snapshot's
+     * main reader and its workers (snapshot_par.c). This check's own session goes away. */
+    int need = cfg->snapshot_workers + 2;
+    if (!pgcdc_catalog_value(
+            c, "SELECT current_setting('max_connections')::int - "
+               "current_setting('superuser_reserved_connections')::int - "
+               "coalesce(current_setting('reserved_connections', true)::int, 0) - (SELECT count(*) "
+               "FROM pg_catalog.pg_stat_activity WHERE backend_type = 'client backend' AND pid <> "
+               "pg_catalog.pg_backend_pid())",
+            v, sizeof(v), err, sizeof(err))) {
+        if (atoi(v) < need)
+            line(r, "WARN", "connections",
+                 "%s free, and pgcdc may need %d (a snapshot with snapshot.workers = %d opens %d "
+                 "readers, besides the catalog session): lower snapshot.workers or raise "
+                 "max_connections",
+                 v, need, cfg->snapshot_workers, cfg->snapshot_workers + 1);
+        else
+            line(r, "PASS", "connections", "%s free, pgcdc may need %d", v, need);
+    }
     check_slot(r, c, cfg);
     int sig = pgcdc_signal_exists(c);
     if (sig == 1)

@@ -192,3 +192,27 @@ int pgcdc_catalog_identity_key(struct pg_conn *c, const char *schema, const char
     PQclear(res);
     return (int)(n < maxcols ? n : maxcols);
 }
+
+int pgcdc_catalog_value(struct pg_conn *c, const char *sql, char *out, size_t outlen, char *err,
+                        size_t errlen)
+{
+    PGresult *res = PQexec(c, sql);
+    if (PQresultStatus(res) != PGRES_TUPLES_OK)
+        return query_fail(c, res, sql, err, errlen);
+    int rows = PQntuples(res);
+    if (rows > 0)
+        snprintf(out, outlen, "%s", PQgetvalue(res, 0, 0));
+    PQclear(res);
+    if (rows > 0)
+        return PGCDC_OK;
+    snprintf(err, errlen, "%s: no row", sql);
+    return PGCDC_ERR;
+}
+
+int pgcdc_catalog_show(struct pg_conn *c, const char *name, char *out, size_t outlen, char *err,
+                       size_t errlen)
+{
+    char sql[128];
+    snprintf(sql, sizeof(sql), "SHOW %s", name);
+    return pgcdc_catalog_value(c, sql, out, outlen, err, errlen);
+}

@@ -120,35 +120,10 @@ static int exec_ok(const struct pgcdc_snapreader *r, const char *sql, char *err,
     return PGCDC_OK;
 }
 
-/*
- * PQconnectdbParams that a stop request interrupts: a server that stops answering during
- * the handshake must not keep SIGTERM waiting. Returns the connection in whatever state it
- * reached (NULL only on ENOMEM).
- */
-static PGconn *connect_interruptible(const struct pgcdc_snapreader *r, const char *const *keys,
-                                     const char *const *vals)
+/* The stop test for pgcdc_source_connect_until. */
+static bool connect_stop(void *r)
 {
-    PGconn *c = PQconnectStartParams(keys, vals, 1);
-    if (!c || PQstatus(c) == CONNECTION_BAD)
-        return c;
-    pgcdc_source_notices(c, PGCDC_SOURCE_SNAPSHOT);
-    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
-    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED && !stopping(r)) {
-        int fd = PQsocket(c);
-        if (fd < 0)
-            break;
-        fd_set fds;
-        FD_ZERO(&fds);
-        FD_SET(fd, &fds);
-        struct timeval tv = {0, 100000};
-        int n = st == PGRES_POLLING_READING ? select(fd + 1, &fds, NULL, NULL, &tv)
-                                            : select(fd + 1, NULL, &fds, NULL, &tv);
-        if (n < 0 && errno != EINTR)
-            break;
-        if (n > 0)
-            st = PQconnectPoll(c);
-    }
-    return c;
+    return stopping(r);
 }
 
 /*
@@ -179,16 +154,16 @@ static int probe_numeric(struct pgcdc_snapreader *r, const char *slot, uint64_t 
 int pgcdc_snapreader_open(struct pgcdc_snapreader *r, const struct pgcdc_snapreader_opts *o,
                           char *err, size_t errlen)
 {
-    struct pgcdc_source_params params;
     memset(r, 0, sizeof(*r));
     r->stop = o->stop;
     r->cancel = o->cancel;
     r->invalid_utf8 = o->invalid_utf8;
     r->point = o->point;
-    int rc = pgcdc_source_params(&params, o->dsn, PGCDC_SOURCE_SNAPSHOT, err, errlen);
+    /* A server that stops answering during the handshake must not keep SIGTERM waiting. */
+    int rc = pgcdc_source_connect_until(&r->c, o->dsn, PGCDC_SOURCE_SNAPSHOT, connect_stop, r,
+                                        err, errlen);
     if (rc < 0)
         return rc;
-    r->c = connect_interruptible(r, params.keys, params.vals);
     if (stopping(r)) {
         snprintf(err, errlen, STOPPED_MSG);
         rc = PGCDC_ERR_RETRY;

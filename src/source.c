@@ -3,11 +3,16 @@
  */
 #include "pgcdc/source.h"
 
+#include <errno.h>
 #include <libpq-fe.h>
+#include <poll.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
+#include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/log.h"
 
@@ -97,19 +102,83 @@ void pgcdc_source_notices(struct pg_conn *c, enum pgcdc_source_session kind)
         PQsetNoticeProcessor(c, session_notice, (void *)names[kind]);
 }
 
-int pgcdc_source_connect(struct pg_conn **out, const char *dsn, enum pgcdc_source_session kind,
-                         char *err, size_t errlen)
+/* connect_timeout as libpq applies it to each attempt: whatever the DSN made it, at least
+ * 2 s; 0 for none. */
+static int attempt_timeout_ms(PGconn *c)
+{
+    int s = 0;
+    PQconninfoOption *opts = PQconninfo(c);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "connect_timeout") == 0 && o->val)
+            s = atoi(o->val);
+    PQconninfoFree(opts);
+    return s <= 0 ? 0 : (s < 2 ? 2 : s) * 1000;
+}
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int pgcdc_source_connect_until(struct pg_conn **out, const char *dsn,
+                               enum pgcdc_source_session kind, bool (*stop)(void *), void *arg,
+                               char *err, size_t errlen)
 {
     struct pgcdc_source_params p;
     int rc = pgcdc_source_params(&p, dsn, kind, err, errlen);
     if (rc < 0)
         return rc;
-    if (!(*out = PQconnectdbParams(p.keys, p.vals, 1))) {
+    /*
+     * Not PQconnectdbParams: a server shutting down right after the handshake sends its
+     * FATAL behind ReadyForQuery, and libpq hands it to the notice processor while still
+     * connecting, that is to its default one, which prints it raw on stderr. Started by
+     * hand, the session has its processor before the first byte arrives.
+     */
+    PGconn *c = PQconnectStartParams(p.keys, p.vals, 1);
+    if (!c) {
         snprintf(err, errlen, "out of memory");
         return PGCDC_ERR;
     }
-    pgcdc_source_notices(*out, kind);
+    *out = c;
+    pgcdc_source_notices(c, kind);
+    int limit = attempt_timeout_ms(c);
+    int64_t deadline = now_ms() + limit;
+    ConnStatusType last = PQstatus(c);
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    while (PQstatus(c) != CONNECTION_BAD && st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED &&
+           !(stop && stop(arg))) {
+        /* Each address libpq tries starts with a TCP connect: its own connect_timeout. */
+        if (PQstatus(c) == CONNECTION_STARTED && last != CONNECTION_STARTED)
+            deadline = now_ms() + limit;
+        last = PQstatus(c);
+        if (limit && now_ms() >= deadline) {
+            snprintf(err, errlen,
+                     "cannot connect to the source: timeout expired (connect_timeout, %d s)",
+                     limit / 1000);
+            PQfinish(c);
+            *out = NULL;
+            return PGCDC_ERR_RETRY;
+        }
+        if (PQsocket(c) < 0)
+            break;
+        struct pollfd pfd = {.fd = PQsocket(c),
+                             .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+        int64_t left = limit ? deadline - now_ms() : 1000;
+        int n = poll(&pfd, 1, (int)(stop && left > 100 ? 100 : left < 0 ? 0 : left));
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n > 0)
+            st = PQconnectPoll(c);
+    }
     return PGCDC_OK;
+}
+
+int pgcdc_source_connect(struct pg_conn **out, const char *dsn, enum pgcdc_source_session kind,
+                         char *err, size_t errlen)
+{
+    return pgcdc_source_connect_until(out, dsn, kind, NULL, NULL, err, errlen);
 }
 
 void pgcdc_source_server_encoding(struct pg_conn *c, char *out, size_t outlen)
@@ -120,9 +189,7 @@ void pgcdc_source_server_encoding(struct pg_conn *c, char *out, size_t outlen)
         return;
     }
     /* Servers report it at start-up; ask only if this one did not. */
-    PGresult *res = PQexec(c, "SHOW server_encoding");
-    snprintf(out, outlen, "%s",
-             PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 ? PQgetvalue(res, 0, 0)
-                                                                           : "");
-    PQclear(res);
+    char err[256];
+    if (pgcdc_catalog_show(c, "server_encoding", out, outlen, err, sizeof(err)) < 0)
+        *out = '\0';
 }

@@ -51,6 +51,18 @@ int pgcdc_catalog_identity_key(struct pg_conn *c, const char *schema, const char
                                struct pgcdc_buf *names, size_t *ends, size_t maxcols, char *err,
                                size_t errlen);
 
+/*
+ * The first column of sql's first row, copied into out. Returns 0, or a negative code
+ * (pgcdc_errors_pg's class; PGCDC_ERR when there is no row) with err set. Plain and
+ * replication=database connections both answer it.
+ */
+int pgcdc_catalog_value(struct pg_conn *c, const char *sql, char *out, size_t outlen, char *err,
+                        size_t errlen);
+
+/* SHOW name (a setting's name, written by pgcdc, never user input) into out, as above. */
+int pgcdc_catalog_show(struct pg_conn *c, const char *name, char *out, size_t outlen, char *err,
+                       size_t errlen);
+
 /* The SQL selecting permanent user tables: columns oid, schema, table, root schema, root
  * table (see catalog.c). */
 extern const char pgcdc_catalog_tables_sql[];

@@ -14,6 +14,7 @@
 #ifndef PGCDC_SOURCE_H
 #define PGCDC_SOURCE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct pg_conn;
@@ -47,12 +48,23 @@ int pgcdc_source_params(struct pgcdc_source_params *p, const char *dsn,
                         enum pgcdc_source_session kind, char *err, size_t errlen);
 
 /*
- * PQconnectdbParams with the parameters above. Returns 0 with *out set (the caller owns
- * it, PQfinish, and checks PQstatus: it may have failed to connect), or a negative code
- * with err set when no connection could even be attempted.
+ * PQconnectdbParams with the parameters above, its notices routed (pgcdc_source_notices)
+ * from the start of the handshake. Returns 0 with *out set (the caller owns it, PQfinish,
+ * and checks PQstatus: it may have failed to connect), or a negative code with err set
+ * and *out NULL when no connection could even be attempted or connect_timeout expired
+ * (PGCDC_ERR_RETRY).
  */
 int pgcdc_source_connect(struct pg_conn **out, const char *dsn, enum pgcdc_source_session kind,
                          char *err, size_t errlen);
+
+/*
+ * pgcdc_source_connect that asks stop(arg) every 100 ms while the handshake waits on the
+ * server and, once it says so, returns 0 with the session as far as it got (the caller
+ * checks its own stop flag, then PQstatus).
+ */
+int pgcdc_source_connect_until(struct pg_conn **out, const char *dsn,
+                               enum pgcdc_source_session kind, bool (*stop)(void *), void *arg,
+                               char *err, size_t errlen);
 
 /*
  * The connected server's encoding name (server_encoding, as PostgreSQL spells it, e.g.

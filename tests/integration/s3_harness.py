@@ -145,34 +145,17 @@ def fold(events, key="id"):
     return rows
 
 
-class Refuser:
-    """An HTTP server that answers every request with `status` and an S3 error `code`."""
+class _LocalServer:
+    """A threaded HTTP server on 127.0.0.1 whose every method is `handle(request)`."""
 
-    def __init__(self, status=403, code="InvalidAccessKeyId", region=None):
-        self.status, self.code, self.region = status, code, region
-        outer = self
-
+    def _serve(self, handle, protocol_version="HTTP/1.0"):
         class H(http.server.BaseHTTPRequestHandler):
-            def _answer(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                if n:
-                    self.rfile.read(n)
-                body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>%s</Code>"
-                        "<Message>refused by the test</Message></Error>" % outer.code).encode()
-                self.send_response(outer.status)
-                self.send_header("Content-Type", "application/xml")
-                if outer.region:
-                    self.send_header("x-amz-bucket-region", outer.region)
-                self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
-
-            do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = _answer
+            do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = handle
 
             def log_message(self, *a):
                 pass
 
+        H.protocol_version = protocol_version
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
         self.endpoint = "http://127.0.0.1:%d" % self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -182,7 +165,32 @@ class Refuser:
         self.server.server_close()
 
 
-class SlowProxy:
+class Refuser(_LocalServer):
+    """An HTTP server that answers every request with `status` and an S3 error `code`."""
+
+    def __init__(self, status=403, code="InvalidAccessKeyId", region=None):
+        self.status, self.code, self.region = status, code, region
+        outer = self
+
+        def answer(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            if n:
+                self.rfile.read(n)
+            body = ("<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>%s</Code>"
+                    "<Message>refused by the test</Message></Error>" % outer.code).encode()
+            self.send_response(outer.status)
+            self.send_header("Content-Type", "application/xml")
+            if outer.region:
+                self.send_header("x-amz-bucket-region", outer.region)
+            self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        self._serve(answer)
+
+
+class SlowProxy(_LocalServer):
     """Forwards every request to `target` (s3rver), holding each PUT for `delay` seconds
     first, so that a flush takes long enough for a kill to land in the middle of it."""
 
@@ -192,38 +200,24 @@ class SlowProxy:
         outer = self
         self.delay = delay
 
-        class H(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
+        def forward(self):
+            n = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(n) if n else None
+            if self.command == "PUT":
+                time.sleep(outer.delay)
+            c = http.client.HTTPConnection(tgt.hostname, tgt.port, timeout=60)
+            hdrs = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
+            c.request(self.command, self.path, body=body, headers=hdrs)
+            r = c.getresponse()
+            data = r.read()
+            self.send_response(r.status)
+            for k, v in r.getheaders():
+                if k.lower() not in ("connection", "transfer-encoding", "content-length"):
+                    self.send_header(k, v)
+            self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(data)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+            c.close()
 
-            def _forward(self):
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else None
-                if self.command == "PUT":
-                    time.sleep(outer.delay)
-                c = http.client.HTTPConnection(tgt.hostname, tgt.port, timeout=60)
-                hdrs = {k: v for k, v in self.headers.items() if k.lower() != "connection"}
-                c.request(self.command, self.path, body=body, headers=hdrs)
-                r = c.getresponse()
-                data = r.read()
-                self.send_response(r.status)
-                for k, v in r.getheaders():
-                    if k.lower() not in ("connection", "transfer-encoding", "content-length"):
-                        self.send_header(k, v)
-                self.send_header("Content-Length", str(0 if self.command == "HEAD" else len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                c.close()
-
-            do_GET = do_PUT = do_DELETE = do_HEAD = do_POST = _forward
-
-            def log_message(self, *a):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.endpoint = "http://127.0.0.1:%d" % self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serve(forward, protocol_version="HTTP/1.1")
