@@ -64,7 +64,6 @@ def test_segments_deleted_while_following_and_kill9(cluster, dbs, workdir, pgcdc
         m.wait_log("migrate: following", timeout=120)
         # Segments the target has applied go; the newest closed one and the open one stay.
         wait_until(lambda: seqs(data) and seqs(data)[0] > 1, 30, what="a deleted segment")
-        before = seqs(data)
         # Replay's counters, served by the capture's metrics endpoint.
         wait_until(lambda: metrics(port).get("pgcdc_replay_rows_total", 0) > 0, 20,
                    what="pgcdc_replay_rows_total")
@@ -72,6 +71,7 @@ def test_segments_deleted_while_following_and_kill9(cluster, dbs, workdir, pgcdc
         assert {"pgcdc_replay_lag_bytes", "pgcdc_replay_lag_seconds"} <= set(mt), mt
         # Not a terminal: a progress line every 10 s through the log.
         m.wait_log(r"migrate progress.*stage=(following|postdata|bulk)", timeout=25)
+        before = seqs(data)
         m.kill9()
         m.wait(10)
         m.start()
@@ -86,7 +86,8 @@ def test_segments_deleted_while_following_and_kill9(cluster, dbs, workdir, pgcdc
         def idle():
             mt = metrics(port)
             return mt["pgcdc_replay_lag_bytes"] < 65536 and mt["pgcdc_replay_lag_seconds"] < 3
-        wait_until(idle, 30, what="lag back to ~0: %s" % metrics(port))
+        # The restarted capture serves them again (wait_until retries a refused connection).
+        wait_until(idle, 30, what="replay's lag back to ~0 on the restarted migrate's metrics")
         r = subprocess.run([pgcdc_bin, "cutover", "--dir", os.path.join(workdir, "mig")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=180)
         lines = r.stdout.decode().splitlines()
