@@ -859,9 +859,11 @@ static int after_failure(struct stream *s, int rc, char *err, size_t errlen)
     s->confirmed_at_failure = confirmed_now;
     int ms = pgcdc_poll_backoff_ms(s->attempt++);
     atomic_store(&pgcdc_metrics.poll_failed, 1); /* /healthz in poll mode: until a catch-up */
-    char delay[16];
+    char delay[16], from[PGCDC_LSN_BUFLEN];
     snprintf(delay, sizeof(delay), "%dms", ms);
-    pgcdc_log(PGCDC_LOG_WARN, "stream interrupted; retrying", "error", err, "backoff", delay, NULL);
+    /* Where the server resends from: with Kafka, what was delivered past it comes twice. */
+    pgcdc_log(PGCDC_LOG_WARN, "stream interrupted; retrying", "error", err, "backoff", delay,
+              "confirmed", pgcdc_lsn_format(confirmed_now, from), NULL);
     reset_after_disconnect(s);
     *err = '\0';
     pgcdc_poll_nap(ms);
