@@ -54,14 +54,21 @@ def txn_changes(cluster, slot, table):
     return out
 
 
-def test_oversized_message_stops_the_worker(cluster, make_pgcdc, kafka, name):
-    prefix = "kb_" + name
-    t = "big_" + name
+def _kafka_table(cluster, kafka, name, prefix, table, cols):
+    """Table `table`+name (columns `cols`), its one-partition topic under the topic prefix
+    `prefix`+name, a slot named `name`, and the Kafka settings: (table, topic, settings)."""
+    t = table + name
+    prefix += name
     topic = kh.topic_name(prefix, "public", t)
-    cluster.sql("CREATE TABLE %s (id int PRIMARY KEY, payload text)" % t)
+    cluster.sql("CREATE TABLE %s (%s)" % (t, cols))
     kafka.create_topic(topic, 1)
     kh.slot_create(cluster, name)
-    settings = kh.kafka_settings(kafka, prefix)
+    return t, topic, kh.kafka_settings(kafka, prefix)
+
+
+def test_oversized_message_stops_the_worker(cluster, make_pgcdc, kafka, name):
+    t, topic, settings = _kafka_table(cluster, kafka, name, "kb_", "big_",
+                                       "id int PRIMARY KEY, payload text")
     settings["kafka.message.max.bytes"] = "100000"
 
     cluster.sql("INSERT INTO %s VALUES (1, 'a'), (2, 'b'), (3, 'c')" % t)  # A: fits
@@ -117,13 +124,8 @@ def dead_letters(p):
 
 
 def test_dead_letter(cluster, make_pgcdc, kafka, name):
-    prefix = "kd_" + name
-    t = "dl_" + name
-    topic = kh.topic_name(prefix, "public", t)
-    cluster.sql("CREATE TABLE %s (id int PRIMARY KEY, payload text)" % t)
-    kafka.create_topic(topic, 1)
-    kh.slot_create(cluster, name)
-    settings = kh.kafka_settings(kafka, prefix)
+    t, topic, settings = _kafka_table(cluster, kafka, name, "kd_", "dl_",
+                                       "id int PRIMARY KEY, payload text")
     settings["sink.kafka.on_permanent_error"] = "dead_letter"
     settings["sink.kafka.max_message_bytes"] = "100000"
     ep = oh.new_metrics_endpoint()
@@ -168,13 +170,8 @@ def test_dead_letter(cluster, make_pgcdc, kafka, name):
 
 
 def test_refused_batch_is_retried(cluster, make_pgcdc, kafka, name):
-    prefix = "kr_" + name
-    t = "rej_" + name
-    topic = kh.topic_name(prefix, "public", t)
-    cluster.sql("CREATE TABLE %s (id int PRIMARY KEY, v text)" % t)
-    kafka.create_topic(topic, 1)
-    kh.slot_create(cluster, name)
-    settings = kh.kafka_settings(kafka, prefix)
+    t, topic, settings = _kafka_table(cluster, kafka, name, "kr_", "rej_",
+                                       "id int PRIMARY KEY, v text")
     settings["sink.kafka.on_permanent_error"] = "dead_letter"
     cluster.sql("INSERT INTO %s VALUES (1, 'ok')" % t)
     end = cluster.current_lsn()
@@ -201,13 +198,8 @@ def test_refused_batch_is_retried(cluster, make_pgcdc, kafka, name):
 def test_refused_batch_is_retried_before_end_lsn(cluster, make_pgcdc, kafka, name):
     # `run --end-lsn` must not end with exit 1 because the brokers refused a batch on the
     # way to the end: the batch is sent again, and the run ends once the end is confirmed.
-    prefix = "ke_" + name
-    t = "rej_" + name
-    topic = kh.topic_name(prefix, "public", t)
-    cluster.sql("CREATE TABLE %s (id int PRIMARY KEY, v text)" % t)
-    kafka.create_topic(topic, 1)
-    kh.slot_create(cluster, name)
-    settings = kh.kafka_settings(kafka, prefix)
+    t, topic, settings = _kafka_table(cluster, kafka, name, "ke_", "rej_",
+                                       "id int PRIMARY KEY, v text")
     kafka.fail_requests(PRODUCE, MSG_SIZE_TOO_LARGE, 1)
     cluster.sql("INSERT INTO %s VALUES (1, 'refused once'), (2, 'with it')" % t)
     end = cluster.current_lsn()
