@@ -484,43 +484,76 @@ static void test_oversized_local(void)
     free(big);
 }
 
-/*
- * The brokers fail the one Produce request for topic <prefix>.public.t with `code`: the
- * poll returns the failure naming the topic and each of `needles`, the transaction is
- * marked failed, and nothing is acknowledged.
- */
-static void check_delivery_fails(const char *prefix, rd_kafka_resp_err_t code,
-                                 const char *value, uint64_t lsn, const char *const *needles)
-{
+/* A sink whose brokers refuse the one record it was given. */
+struct refusal {
     struct pgcdc_config c;
     struct pgcdc_txn_track *t;
     struct pgcdc_sink *s;
+    char topic[64], err[1024];
+};
+
+/*
+ * Opens a sink on topic <prefix>.public.t with the NULL-terminated key, value pairs of
+ * settings (may be NULL), has the brokers fail its next Produce request with code, and
+ * writes {"id":<id>} = value at lsn in transaction 1100. Returns false when the sink did
+ * not open. refusal_close frees it either way.
+ */
+static bool refusal_write(struct refusal *x, const char *prefix, const char *const *settings,
+                          rd_kafka_resp_err_t code, int id, const char *value, uint64_t lsn)
+{
     struct pgcdc_record r;
-    char err[512], topic[64];
+    char key[32];
+
+    memset(x, 0, sizeof(*x));
+    snprintf(x->topic, sizeof(x->topic), "%s.public.t", prefix);
+    snprintf(key, sizeof(key), "{\"id\":%d}", id);
+    cfg_make(&x->c, prefix, NULL);
+    for (size_t i = 0; settings && settings[i]; i += 2)
+        CHECK_INT_EQ(
+            pgcdc_config_set(&x->c, settings[i], settings[i + 1], "test", x->err, sizeof(x->err)),
+            0);
+    rd_kafka_mock_topic_create(mock, x->topic, 1, 3);
+    x->s = open_sink(&x->c, &x->t);
+    if (!x->s)
+        return false;
+    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1, code);
+    pgcdc_txn_track_begin(x->t, 1100);
+    r = rec("t", 'c', key, value, lsn);
+    CHECK_INT_EQ(x->s->ops->write(x->s, &r, x->err, sizeof(x->err)), 0);
+    pgcdc_txn_track_commit(x->t);
+    return true;
+}
+
+static void refusal_close(struct refusal *x)
+{
+    if (x->s)
+        x->s->ops->close(x->s);
+    pgcdc_txn_track_free(x->t);
+    pgcdc_config_free(&x->c);
+}
+
+/*
+ * The brokers fail the one Produce request for topic <prefix>.public.t with `code` (the
+ * sink configured with settings, as refusal_write): the poll returns `want` (PGCDC_ERR: a
+ * failed transaction; PGCDC_ERR_RETRY: sent again, not failed) naming the topic and each of
+ * `needles`, and nothing is acknowledged. The caller goes on with x, and closes it.
+ */
+static void check_delivery_fails(struct refusal *x, const char *prefix, const char *const *settings,
+                                 rd_kafka_resp_err_t code, int want, const char *value,
+                                 uint64_t lsn, const char *const *needles)
+{
     int rc = 0;
 
-    snprintf(topic, sizeof(topic), "%s.public.t", prefix);
-    cfg_make(&c, prefix, NULL);
-    rd_kafka_mock_topic_create(mock, topic, 1, 3);
-    s = open_sink(&c, &t);
-    if (!s)
+    if (!refusal_write(x, prefix, settings, code, 1, value, lsn))
         return;
-    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1, code);
-    pgcdc_txn_track_begin(t, 1100);
-    r = rec("t", 'c', "{\"id\":1}", value, lsn);
-    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
-    pgcdc_txn_track_commit(t);
     for (int i = 0; i < 100 && rc == 0; i++)
-        rc = s->ops->poll(s, 100, err, sizeof(err));
-    CHECK_INT_EQ(rc, PGCDC_ERR);
-    CHECK_CONTAINS(err, topic);
+        rc = x->s->ops->poll(x->s, 100, x->err, sizeof(x->err));
+    CHECK_INT_EQ(rc, want);
+    CHECK_CONTAINS(x->err, x->topic);
     for (size_t i = 0; needles[i]; i++)
-        CHECK_CONTAINS(err, needles[i]);
-    CHECK(pgcdc_txn_track_failed(t));
-    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
-    s->ops->close(s);
-    pgcdc_txn_track_free(t);
-    pgcdc_config_free(&c);
+        CHECK_CONTAINS(x->err, needles[i]);
+    CHECK(pgcdc_txn_track_failed(x->t) == (want == PGCDC_ERR));
+    CHECK_U64_EQ(pgcdc_txn_track_confirmed(x->t), 1000);
 }
 
 /* A fresh directory for state.dir; the caller frees the path. */
@@ -571,49 +604,35 @@ static int dead_letters(const char *state_dir, char *buf, size_t len)
  */
 static void test_refused_batch_is_retried(void)
 {
-    struct pgcdc_config c;
-    struct pgcdc_txn_track *t;
-    struct pgcdc_sink *s;
-    struct pgcdc_record r;
+    struct refusal x;
     struct got g[8];
-    char err[512], dl[256], *state = tmpdir();
-    int rc = 0;
+    char dl[256], *state = tmpdir();
+    const char *settings[] = {"sink.kafka.on_permanent_error", "dead_letter", "state.dir", state,
+                              NULL};
+    static const char *const needles[] = {"0/16B2F40", "refused a batch", NULL};
+    struct pgcdc_record r = rec("t", 'c', "{\"id\":1}", "{\"a\":1}", 0x16B2F40);
 
-    cfg_make(&c, "rej", "sink.kafka.on_permanent_error", "dead_letter", "state.dir", state, NULL);
-    rd_kafka_mock_topic_create(mock, "rej.public.t", 1, 3);
-    s = open_sink(&c, &t);
-    if (!s)
-        return;
-    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1,
-                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
-    pgcdc_txn_track_begin(t, 1100);
-    r = rec("t", 'c', "{\"id\":1}", "{\"a\":1}", 0x16B2F40);
-    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
-    pgcdc_txn_track_commit(t);
-    for (int i = 0; i < 100 && rc == 0; i++)
-        rc = s->ops->poll(s, 100, err, sizeof(err));
-    CHECK_INT_EQ(rc, PGCDC_ERR_RETRY);
-    CHECK_CONTAINS(err, "rej.public.t");
-    CHECK_CONTAINS(err, "0/16B2F40");
-    CHECK_CONTAINS(err, "refused a batch");
-    CHECK(!pgcdc_txn_track_failed(t));
-    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
-    CHECK_INT_EQ(dead_letters(state, dl, sizeof(dl)), 0);
+    check_delivery_fails(&x, "rej", settings, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, PGCDC_ERR_RETRY,
+                         r.value, r.lsn, needles);
+    if (x.s) {
+        struct pgcdc_sink *s = x.s;
+        char *err = x.err;
+        size_t errlen = sizeof(x.err);
 
-    /* What the stream does on PGCDC_ERR_RETRY: flush, rewind, forget, offer again. */
-    CHECK_INT_EQ(s->ops->flush(s, 1000, err, sizeof(err)), PGCDC_ERR_RETRY);
-    CHECK_INT_EQ(s->ops->rewind(s, err, sizeof(err)), 0);
-    pgcdc_txn_track_abort_all(t);
-    pgcdc_txn_track_begin(t, 1100);
-    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
-    pgcdc_txn_track_commit(t);
-    CHECK_INT_EQ(s->ops->flush(s, 10000, err, sizeof(err)), 0);
-    CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1100);
-    CHECK_INT_EQ(consume("rej.public.t", 1, g, 8), 1);
-    CHECK_INT_EQ(dead_letters(state, dl, sizeof(dl)), 0);
-    s->ops->close(s);
-    pgcdc_txn_track_free(t);
-    pgcdc_config_free(&c);
+        CHECK_INT_EQ(dead_letters(state, dl, sizeof(dl)), 0);
+        /* What the stream does on PGCDC_ERR_RETRY: flush, rewind, forget, offer again. */
+        CHECK_INT_EQ(s->ops->flush(s, 1000, err, errlen), PGCDC_ERR_RETRY);
+        CHECK_INT_EQ(s->ops->rewind(s, err, errlen), 0);
+        pgcdc_txn_track_abort_all(x.t);
+        pgcdc_txn_track_begin(x.t, 1100);
+        CHECK_INT_EQ(s->ops->write(s, &r, err, errlen), 0);
+        pgcdc_txn_track_commit(x.t);
+        CHECK_INT_EQ(s->ops->flush(s, 10000, err, errlen), 0);
+        CHECK_U64_EQ(pgcdc_txn_track_confirmed(x.t), 1100);
+        CHECK_INT_EQ(consume("rej.public.t", 1, g, 8), 1);
+        CHECK_INT_EQ(dead_letters(state, dl, sizeof(dl)), 0);
+    }
+    refusal_close(&x);
     free(state);
 }
 
@@ -693,12 +712,15 @@ static void test_dead_letter(void)
  */
 static void refused_alone(const char *mode)
 {
-    struct pgcdc_config c;
-    struct pgcdc_txn_track *t;
-    struct pgcdc_sink *s;
-    struct pgcdc_record r;
-    char err[1024], *big = malloc(1501), *dl = malloc(4096), *state = tmpdir(), prefix[16];
-    int rc = 0;
+    struct refusal x;
+    char *big = malloc(1501), *dl = malloc(4096), *state = tmpdir(), prefix[16];
+    const char *settings[] = {"sink.kafka.on_permanent_error",
+                              mode,
+                              "state.dir",
+                              state,
+                              "kafka.batch.size",
+                              "1000",
+                              NULL};
     bool stop = strcmp(mode, "stop") == 0;
 
     memset(big, 'y', 1500);
@@ -706,38 +728,29 @@ static void refused_alone(const char *mode)
     memcpy(big + 1498, "\"}", 2);
     big[1500] = '\0';
     snprintf(prefix, sizeof(prefix), "al%s", mode);
-    cfg_make(&c, prefix, "sink.kafka.on_permanent_error", mode, "state.dir", state,
-             "kafka.batch.size", "1000", NULL);
-    s = open_sink(&c, &t);
-    if (!s)
-        return;
-    rd_kafka_mock_push_request_errors(mock, 0 /* Produce */, 1,
-                                      RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE);
-    pgcdc_txn_track_begin(t, 1100);
-    r = rec("t", 'c', "{\"id\":9}", big, 0x16B2F40);
-    CHECK_INT_EQ(s->ops->write(s, &r, err, sizeof(err)), 0);
-    pgcdc_txn_track_commit(t);
-    rc = s->ops->flush(s, 10000, err, sizeof(err));
-    if (stop) {
-        CHECK_INT_EQ(rc, PGCDC_ERR);
-        CHECK_CONTAINS(err, "alstop.public.t");
-        CHECK_CONTAINS(err, "key {\"id\":9}");
-        CHECK_CONTAINS(err, "0/16B2F40");
-        CHECK_CONTAINS(err, "1508 bytes");
-        CHECK_CONTAINS(err, "sink.kafka.on_permanent_error = dead_letter");
-        CHECK(pgcdc_txn_track_failed(t));
-        CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1000);
-    } else {
-        CHECK_INT_EQ(rc, 0);
-        CHECK_U64_EQ(pgcdc_txn_track_confirmed(t), 1100);
-        CHECK_INT_EQ(dead_letters(state, dl, 4096), 1);
-        CHECK_CONTAINS(dl, "\"topic\":\"aldead_letter.public.t\",\"key\":{\"id\":9}");
-        CHECK_CONTAINS(dl, "refused by the brokers as too large");
-        CHECK_CONTAINS(dl, "\"size\":1508,\"event\":{\"v\":\"yyy"); /* the value as it was */
+    if (refusal_write(&x, prefix, settings, RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE, 9, big,
+                      0x16B2F40)) {
+        int rc = x.s->ops->flush(x.s, 10000, x.err, sizeof(x.err));
+
+        if (stop) {
+            CHECK_INT_EQ(rc, PGCDC_ERR);
+            CHECK_CONTAINS(x.err, "alstop.public.t");
+            CHECK_CONTAINS(x.err, "key {\"id\":9}");
+            CHECK_CONTAINS(x.err, "0/16B2F40");
+            CHECK_CONTAINS(x.err, "1508 bytes");
+            CHECK_CONTAINS(x.err, "sink.kafka.on_permanent_error = dead_letter");
+            CHECK(pgcdc_txn_track_failed(x.t));
+            CHECK_U64_EQ(pgcdc_txn_track_confirmed(x.t), 1000);
+        } else {
+            CHECK_INT_EQ(rc, 0);
+            CHECK_U64_EQ(pgcdc_txn_track_confirmed(x.t), 1100);
+            CHECK_INT_EQ(dead_letters(state, dl, 4096), 1);
+            CHECK_CONTAINS(dl, "\"topic\":\"aldead_letter.public.t\",\"key\":{\"id\":9}");
+            CHECK_CONTAINS(dl, "refused by the brokers as too large");
+            CHECK_CONTAINS(dl, "\"size\":1508,\"event\":{\"v\":\"yyy"); /* the value as it was */
+        }
     }
-    s->ops->close(s);
-    pgcdc_txn_track_free(t);
-    pgcdc_config_free(&c);
+    refusal_close(&x);
     free(big);
     free(dl);
     free(state);
@@ -788,8 +801,11 @@ static void test_fatal(void)
 static void test_delivery_failure(void)
 {
     static const char *const needles[] = {"WRITE", NULL};
-    check_delivery_fails("acl", RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, "{}", 1050,
-                         needles);
+    struct refusal x;
+
+    check_delivery_fails(&x, "acl", NULL, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED, PGCDC_ERR,
+                         "{}", 1050, needles);
+    refusal_close(&x);
 }
 
 int main(void)
