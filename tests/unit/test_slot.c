@@ -185,7 +185,28 @@ static void test_slot_made_by_slot_create(void)
     pgcdc_config_free(&n);
 }
 
-/* state.dir/slot round trip, the older one-line format, and an unreadable file. */
+/*
+ * state.dir/slot round trips: each case leaves state.dir/slot as `file` says (NULL: no
+ * file; otherwise its text), reads it, then with `confirmed` set marks the slot streamed at
+ * that position (system_identifier SYSID) and reads the record back.
+ */
+static const struct record_case {
+    const char *what, *file;
+    uint64_t confirmed;
+    int rc;
+    bool present;
+    const char *sysid;
+    uint64_t created;
+    const char *msg;
+} record_cases[] = {
+    {"no record yet", NULL, 0, PGCDC_OK, false, "", 0, NULL},
+    {"adopted", NULL, 0x16B2F40, PGCDC_OK, true, SYSID, 0x16B2F40, NULL},
+    {"an older pgcdc's one line", "slot=s1\n", 0, PGCDC_OK, true, "", 0, NULL},
+    /* The next start completes it. */
+    {"the one line completed", "slot=s1\n", 0x1000, PGCDC_OK, true, SYSID, 0x1000, NULL},
+    {"unreadable", "garbage\n", 0, PGCDC_ERR_CONFIG, false, "", 0, "unreadable"},
+};
+
 static void test_record_file(void)
 {
     char dir[] = "/tmp/pgcdc-test-slot-XXXXXX";
@@ -193,39 +214,40 @@ static void test_record_file(void)
     struct pgcdc_config c = cfg_with("initial");
     pgcdc_config_set(&c, "state.dir", dir, "test", err, sizeof(err));
     struct pgcdc_slot sl;
-    pgcdc_slot_init(&sl, &c);
-    CHECK_INT_EQ(pgcdc_slot_read_record(&sl, err, sizeof(err)), PGCDC_OK);
-    CHECK(!sl.rec.present);
-
-    snprintf(sl.sysid, sizeof(sl.sysid), SYSID);
-    sl.server_confirmed = 0x16B2F40;
-    CHECK_INT_EQ(pgcdc_slot_mark_streamed(&sl, err, sizeof(err)), PGCDC_OK); /* adopted */
-    struct pgcdc_slot back;
-    pgcdc_slot_init(&back, &c);
-    CHECK_INT_EQ(pgcdc_slot_read_record(&back, err, sizeof(err)), PGCDC_OK);
-    CHECK(back.rec.present);
-    CHECK_STR_EQ(back.rec.slot, "s1");
-    CHECK_STR_EQ(back.rec.sysid, SYSID);
-    CHECK_U64_EQ(back.rec.created_lsn, 0x16B2F40);
-    CHECK_INT_EQ(back.rec.state, PGCDC_SLOT_STREAMING);
-
-    FILE *fp = fopen(sl.statefile, "w");
-    fputs("slot=s1\n", fp);
-    fclose(fp);
-    CHECK_INT_EQ(pgcdc_slot_read_record(&back, err, sizeof(err)), PGCDC_OK);
-    CHECK(back.rec.present && back.rec.state == PGCDC_SLOT_STREAMING && !back.rec.sysid[0]);
-    snprintf(back.sysid, sizeof(back.sysid), SYSID); /* the next start completes it */
-    back.server_confirmed = 0x1000;
-    CHECK_INT_EQ(pgcdc_slot_mark_streamed(&back, err, sizeof(err)), PGCDC_OK);
-    CHECK_INT_EQ(pgcdc_slot_read_record(&back, err, sizeof(err)), PGCDC_OK);
-    CHECK_STR_EQ(back.rec.sysid, SYSID);
-    CHECK_U64_EQ(back.rec.created_lsn, 0x1000);
-
-    fp = fopen(sl.statefile, "w");
-    fputs("garbage\n", fp);
-    fclose(fp);
-    CHECK_INT_EQ(pgcdc_slot_read_record(&back, err, sizeof(err)), PGCDC_ERR_CONFIG);
-    CHECK_CONTAINS(err, "unreadable");
+    for (size_t k = 0; k < sizeof(record_cases) / sizeof(record_cases[0]); k++) {
+        const struct record_case *tc = &record_cases[k];
+        int failed = unit_failed;
+        pgcdc_slot_init(&sl, &c);
+        unlink(sl.statefile);
+        if (tc->file) {
+            FILE *fp = fopen(sl.statefile, "w");
+            fputs(tc->file, fp);
+            fclose(fp);
+        }
+        int got = pgcdc_slot_read_record(&sl, err, sizeof(err));
+        if (tc->confirmed) {
+            CHECK_INT_EQ(got, PGCDC_OK);
+            snprintf(sl.sysid, sizeof(sl.sysid), SYSID);
+            sl.server_confirmed = tc->confirmed;
+            CHECK_INT_EQ(pgcdc_slot_mark_streamed(&sl, err, sizeof(err)), PGCDC_OK);
+            struct pgcdc_slot back;
+            pgcdc_slot_init(&back, &c);
+            got = pgcdc_slot_read_record(&back, err, sizeof(err));
+            sl.rec = back.rec;
+        }
+        CHECK_INT_EQ(got, tc->rc);
+        if (tc->msg)
+            CHECK_CONTAINS(err, tc->msg);
+        CHECK(sl.rec.present == tc->present);
+        if (tc->present) {
+            CHECK_STR_EQ(sl.rec.slot, "s1");
+            CHECK_STR_EQ(sl.rec.sysid, tc->sysid);
+            CHECK_U64_EQ(sl.rec.created_lsn, tc->created);
+            CHECK_INT_EQ(sl.rec.state, PGCDC_SLOT_STREAMING);
+        }
+        if (unit_failed != failed)
+            fprintf(stderr, "    in the record case \"%s\"\n", tc->what);
+    }
 
     CHECK_INT_EQ(pgcdc_slot_forget(&sl, err, sizeof(err)), PGCDC_OK);
     CHECK(access(sl.statefile, F_OK) != 0);
