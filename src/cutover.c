@@ -24,6 +24,7 @@
 #include <libpq-fe.h>
 
 #include "pgcdc/admin.h"
+#include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/cutover.h"
 #include "pgcdc/errors.h"
@@ -265,11 +266,10 @@ static int restore_source(struct pgcdc_migrate *m, int fd, char *err, size_t err
     /* This session too starts read-only now. */
     if (pgcdc_migrate_exec(s, "SET default_transaction_read_only = off", 0, NULL, err, errlen) < 0)
         goto out;
-    PGresult *r = PQexec(s, "SELECT quote_ident(current_database())");
     char db[256] = "";
-    if (PQresultStatus(r) == PGRES_TUPLES_OK)
-        snprintf(db, sizeof(db), "%s", PQgetvalue(r, 0, 0));
-    PQclear(r);
+    if (pgcdc_catalog_value(s, "SELECT quote_ident(current_database())", db, sizeof(db), err,
+                            errlen) < 0)
+        goto out;
     if (strcmp(prev, "-") == 0 || !prev[0])
         snprintf(sql, sizeof(sql), "ALTER DATABASE %s RESET default_transaction_read_only", db);
     else
@@ -453,17 +453,19 @@ static int cutover_steps(struct pgcdc_migrate *m, const struct request *q, int f
     if (q->read_only && make_read_only(m, fd, err, sizeof(err)) < 0)
         return failed(m, fd, "making the source read-only", err);
     PGconn *s = PQconnectdb(m->source);
-    PGresult *r = PQstatus(s) == CONNECTION_OK ? PQexec(s, "SELECT pg_current_wal_lsn()") : NULL;
-    if (PQresultStatus(r) != PGRES_TUPLES_OK ||
-        pgcdc_lsn_parse_str(PQgetvalue(r, 0, 0), &m->point) < 0) {
-        snprintf(err, sizeof(err), "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(s));
+    bool read = false;
+    if (PQstatus(s) != CONNECTION_OK) {
+        snprintf(err, sizeof(err), "%s", PQerrorMessage(s));
         pgcdc_log_one_line(err);
-        PQclear(r);
-        PQfinish(s);
-        return failed(m, fd, "reading the source's current LSN", err);
+    } else if (pgcdc_catalog_value(s, "SELECT pg_current_wal_lsn()", lsn, sizeof(lsn), err,
+                                   sizeof(err)) == 0) {
+        read = pgcdc_lsn_parse_str(lsn, &m->point) == 0;
+        if (!read)
+            snprintf(err, sizeof(err), "not an LSN: %s", lsn);
     }
-    PQclear(r);
     PQfinish(s);
+    if (!read)
+        return failed(m, fd, "reading the source's current LSN", err);
     say(fd, "END %s%s", pgcdc_lsn_format(m->point, lsn),
         q->read_only ? "" : " (writes are trusted to have stopped)");
     w->end = m->point;

@@ -27,6 +27,7 @@
 #include <libpq-fe.h>
 
 #include "pgcdc/admin.h"
+#include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/errors.h"
 #include "pgcdc/log.h"
@@ -338,15 +339,17 @@ static int check_source(struct pgcdc_migrate *m, char *err, size_t errlen)
         goto out;
     }
     pgcdc_buf_free(&names);
-    res = PQexec(c, "SELECT count(*) FROM pg_largeobject_metadata");
-    if (PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "0") != 0) {
+    char count[32];
+    if ((rc = pgcdc_catalog_value(c, "SELECT count(*) FROM pg_largeobject_metadata", count,
+                                  sizeof(count), err, errlen)) < 0)
+        goto out;
+    if (strcmp(count, "0") != 0) {
         snprintf(err, errlen,
                  "the source holds %s large objects (pg_largeobject), which neither logical "
                  "decoding nor migrate carries: move them into bytea columns, or remove them",
-                 PQgetvalue(res, 0, 0));
+                 count);
         rc = PGCDC_ERR_CONFIG;
     }
-    PQclear(res);
     /* Then everything `pgcdc check` checks, the room DIR needs for the snapshot included. */
     if (rc == PGCDC_OK)
         rc = pgcdc_admin_check_source(&m->cfg, err, errlen);
