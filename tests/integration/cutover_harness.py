@@ -10,6 +10,8 @@ import random
 import subprocess
 import threading
 
+import pytest
+
 import harness
 
 # --------------------------------------------------------------------------------------
@@ -18,6 +20,19 @@ import harness
 
 def create_db(cluster, dbname):
     cluster.sql('CREATE DATABASE "%s"' % dbname, dbname="postgres")
+
+
+def dbs_fixture(prefix=""):
+    """A test module's `dbs` fixture (assign it to `dbs`)."""
+    @pytest.fixture
+    def dbs(cluster, name):
+        """(source db, target db): "<prefix>src_<name>", "<prefix>tgt_<name>", created empty
+        for this test."""
+        src, tgt = "%ssrc_%s" % (prefix, name), "%stgt_%s" % (prefix, name)
+        create_db(cluster, src)
+        create_db(cluster, tgt)
+        return src, tgt
+    return dbs
 
 
 def copy_schema(cluster, src_db, dst_db):

@@ -14,13 +14,7 @@ import harness
 from harness import lsn_format, wait_until
 
 
-@pytest.fixture
-def dbs(cluster, name):
-    """(source db, target db), created empty for this test."""
-    src, tgt = "src_%s" % name, "tgt_%s" % name
-    ch.create_db(cluster, src)
-    ch.create_db(cluster, tgt)
-    return src, tgt
+dbs = ch.dbs_fixture()
 
 
 @pytest.fixture

@@ -78,12 +78,7 @@ class ExtraWriter(threading.Thread):
         harness._unregister(self)
 
 
-@pytest.fixture
-def dbs(cluster, name):
-    src, tgt = "src_%s" % name, "tgt_%s" % name
-    ch.create_db(cluster, src)
-    ch.create_db(cluster, tgt)
-    return src, tgt
+dbs = ch.dbs_fixture()
 
 
 def migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name, opts=None, target_user="postgres"):

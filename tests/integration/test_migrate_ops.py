@@ -17,12 +17,7 @@ import harness
 from harness import wait_until
 
 
-@pytest.fixture
-def dbs(cluster, name):
-    src, tgt = "src_%s" % name, "tgt_%s" % name
-    ch.create_db(cluster, src)
-    ch.create_db(cluster, tgt)
-    return src, tgt
+dbs = ch.dbs_fixture()
 
 
 def migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name, opts=None, target_user="postgres",

@@ -7,19 +7,12 @@ applies to another, whose schema comes from pg_dump --schema-only (docs/cutover.
 
 import os
 
-import pytest
-
 import cutover_harness as ch
 import harness
 from harness import lsn_format, wait_until
 
 
-@pytest.fixture
-def dbs(cluster, name):
-    src, tgt = "rsrc_%s" % name, "rtgt_%s" % name
-    ch.create_db(cluster, src)
-    ch.create_db(cluster, tgt)
-    return src, tgt
+dbs = ch.dbs_fixture("r")
 
 
 def capture(make_pgcdc, cluster, src, **settings):

@@ -8,20 +8,13 @@ another, whose schema comes from pg_dump --schema-only.
 
 import os
 
-import pytest
-
 import cutover_harness as ch
 import harness
 from harness import wait_until
 from test_replay_apply import capture, captured_up_to_now, replay
 
 
-@pytest.fixture
-def dbs(cluster, name):
-    src, tgt = "csrc_%s" % name, "ctgt_%s" % name
-    ch.create_db(cluster, src)
-    ch.create_db(cluster, tgt)
-    return src, tgt
+dbs = ch.dbs_fixture("c")
 
 
 TYPES = r"""

@@ -3,17 +3,10 @@ target has, a --table that names nothing, and target defaults that change text f
 Two databases on the module's cluster; no capture needed.
 """
 
-import pytest
-
 import cutover_harness as ch
 
 
-@pytest.fixture
-def dbs(cluster, name):
-    src, tgt = "vsrc_%s" % name, "vtgt_%s" % name
-    ch.create_db(cluster, src)
-    ch.create_db(cluster, tgt)
-    return src, tgt
+dbs = ch.dbs_fixture("v")
 
 
 PARTED = ("CREATE TABLE parted (k int, v text) PARTITION BY RANGE (k); "
