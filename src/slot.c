@@ -113,6 +113,19 @@ int pgcdc_slot_sync_dir_of(const char *path)
     return rc;
 }
 
+int pgcdc_slot_replace_file(FILE *fp, bool written, const char *tmp, const char *path)
+{
+    if (!written || ferror(fp) || fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
+        int e = errno;
+        fclose(fp);
+        errno = e;
+        return -1;
+    }
+    if (fclose(fp) != 0 || rename(tmp, path) != 0 || pgcdc_slot_sync_dir_of(path) != 0)
+        return -1;
+    return 0;
+}
+
 /* Write sl->rec to state.dir/slot: tmp, fsync, rename, fsync the directory. */
 static int write_record(struct pgcdc_slot *sl, char *err, size_t errlen)
 {
@@ -126,13 +139,7 @@ static int write_record(struct pgcdc_slot *sl, char *err, size_t errlen)
         goto fail;
     int w = fprintf(fp, "slot=%s\nsystem_identifier=%s\nconsistent_point=%s\nstate=%s\n", r->slot,
                     r->sysid, pgcdc_lsn_format(r->created_lsn, lsn), state_names[r->state]);
-    if (w < 0 || fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
-        int e = errno;
-        fclose(fp);
-        errno = e;
-        goto fail;
-    }
-    if (fclose(fp) != 0 || rename(tmp, sl->statefile) != 0 || pgcdc_slot_sync_dir_of(sl->statefile) != 0)
+    if (pgcdc_slot_replace_file(fp, w >= 0, tmp, sl->statefile) < 0)
         goto fail;
     return PGCDC_OK;
 fail:

@@ -229,13 +229,7 @@ int pgcdc_snapstate_save(struct pgcdc_snapstate *st, char *err, size_t errlen)
         encode(fp, t->name);
         fputc('\n', fp);
     }
-    if (ferror(fp) || fflush(fp) != 0 || fsync(fileno(fp)) != 0) {
-        int e = errno;
-        fclose(fp);
-        errno = e;
-        goto fail;
-    }
-    if (fclose(fp) != 0 || rename(tmp, st->path) != 0 || pgcdc_slot_sync_dir_of(st->path) != 0)
+    if (pgcdc_slot_replace_file(fp, true, tmp, st->path) < 0)
         goto fail;
     st->present = true;
     return PGCDC_OK;

@@ -14,6 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "pgcdc/config.h"
 
@@ -137,5 +138,12 @@ int pgcdc_slot_lock_state_dir(const char *dir, int *lockfd, char *err, size_t er
 /* fsync the directory of path (a state.dir record), so a rename or unlink in it survives a
  * crash. Returns 0, or -1 with errno. */
 int pgcdc_slot_sync_dir_of(const char *path);
+
+/*
+ * Make fp (open for writing on tmp, `written` false when a write to it already failed)
+ * durable and put it in place of path: flush, fsync, close, rename, fsync the directory.
+ * Closes fp in every case. Returns 0, or -1 with errno.
+ */
+int pgcdc_slot_replace_file(FILE *fp, bool written, const char *tmp, const char *path);
 
 #endif
