@@ -104,6 +104,14 @@ def phase(cluster, tgt):
     return cluster.scalar("SELECT phase FROM pgcdc.migrate", dbname=tgt)
 
 
+def cutover_done(cluster, workdir, pgcdc_bin, m, src, tgt, name):
+    """`pgcdc cutover` succeeds with everything check_done checks, and migrate then exits 0."""
+    rc, lines, err = cutover(workdir, pgcdc_bin)
+    assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
+    check_done(cluster, src, tgt, lines, name[:60])
+    assert m.wait(60) == 0, m.describe()
+
+
 def held_back(cluster, db):
     """(foreign keys, the trigger's tgenabled, history.hid's attidentity) on db."""
     return (cluster.scalar("SELECT count(*) FROM pg_constraint WHERE contype = 'f' "
@@ -164,10 +172,7 @@ def test_migrate_under_writes_then_cutover(cluster, dbs, workdir, pgcdc_bin, nam
         time.sleep(2)
         w.stop()
         x.stop()
-        rc, lines, err = cutover(workdir, pgcdc_bin)
-        assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
-        check_done(cluster, src, tgt, lines, name[:60])
-        assert m.wait(60) == 0, m.describe()
+        cutover_done(cluster, workdir, pgcdc_bin, m, src, tgt, name)
     finally:
         m.kill_now()
     # The dump, not a secret, is all DIR holds besides data; the socket is gone.
@@ -201,10 +206,7 @@ def test_kill9_each_phase_resumes(cluster, dbs, workdir, pgcdc_bin, name, writer
         m.wait_log("migrate: following", timeout=120)
         time.sleep(1)
         w.stop()
-        rc, lines, err = cutover(workdir, pgcdc_bin)
-        assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
-        check_done(cluster, src, tgt, lines, name[:60])
-        assert m.wait(60) == 0, m.describe()
+        cutover_done(cluster, workdir, pgcdc_bin, m, src, tgt, name)
     finally:
         m.kill_now()
     print("phases killed in", sorted(seen))
