@@ -11,20 +11,11 @@
 
 #include <libpq-fe.h>
 
+#include "pgcdc/catalog.h"
 #include "pgcdc/common.h"
 #include "pgcdc/errors.h"
 #include "pgcdc/log.h"
 #include "pgcdc/migrate.h"
-
-/* The first value of sql on c, into out ("" when none); false when it failed. */
-static bool value(PGconn *c, const char *sql, char *out, size_t n)
-{
-    PGresult *r = PQexec(c, sql);
-    bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-    snprintf(out, n, "%s", ok && PQntuples(r) > 0 ? PQgetvalue(r, 0, 0) : "");
-    PQclear(r);
-    return ok;
-}
 
 int pgcdc_migrate_check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
@@ -55,11 +46,11 @@ int pgcdc_migrate_check_target(struct pgcdc_migrate *m, char *err, size_t errlen
         rc = PGCDC_ERR_CONFIG;
         goto out;
     }
-    if (!value(c,
-               "SELECT CASE WHEN to_regnamespace('pgcdc') IS NULL THEN "
-               "has_database_privilege(current_database(), 'CREATE') ELSE "
-               "has_schema_privilege('pgcdc', 'CREATE') END",
-               v, sizeof(v)) ||
+    if (pgcdc_catalog_value(c,
+                            "SELECT CASE WHEN to_regnamespace('pgcdc') IS NULL THEN "
+                            "has_database_privilege(current_database(), 'CREATE') ELSE "
+                            "has_schema_privilege('pgcdc', 'CREATE') END",
+                            v, sizeof(v), err, errlen) < 0 ||
         strcmp(v, "t") != 0) {
         snprintf(err, errlen,
                  "the target role %s may not create the schema pgcdc (or tables in it), where "
@@ -70,7 +61,8 @@ int pgcdc_migrate_check_target(struct pgcdc_migrate *m, char *err, size_t errlen
         goto out;
     }
     PQclear(PQexec(c, "BEGIN"));
-    bool replica = value(c, "SET LOCAL session_replication_role = replica", v, sizeof(v));
+    bool replica = pgcdc_migrate_exec(c, "SET LOCAL session_replication_role = replica", 0, NULL, v,
+                                      sizeof(v)) == 0;
     PQclear(PQexec(c, "ROLLBACK"));
     pgcdc_log(PGCDC_LOG_INFO,
               replica ? "migrate: the target role may set session_replication_role"
