@@ -295,12 +295,39 @@ def k8s_docs():
         return [d for d in yaml.safe_load_all(f) if d]
 
 
-def test_kubernetes_manifest():
-    docs = k8s_docs()
+def k8s_by_kind(docs):
+    """The manifest's documents by kind, each with its apiVersion, kind and name."""
     by_kind = {}
     for d in docs:
         assert d.get("apiVersion") and d.get("kind") and d["metadata"].get("name"), d
         by_kind.setdefault(d["kind"], []).append(d)
+    return by_kind
+
+
+def k8s_mounted_conf(by_kind, pod, c):
+    """Container c's config, as parsed: it comes from the ConfigMap mounted where -c reads
+    it, holds no DSN, and puts state.dir and sink.file.dir on the PVC."""
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    vols = {v["name"]: v for v in pod["volumes"]}
+    args = c["args"]
+    conf_path = args[args.index("-c") + 1]
+    (cm_vol,) = [n for n, v in vols.items() if "configMap" in v]
+    (cm,) = [m for m in by_kind["ConfigMap"]
+             if m["metadata"]["name"] == vols[cm_vol]["configMap"]["name"]]
+    assert os.path.dirname(conf_path) == mounts[cm_vol]
+    conf = parse_conf_text(cm["data"][os.path.basename(conf_path)])
+    assert "source.dsn" not in conf
+    (pvc_vol,) = [n for n, v in vols.items() if "persistentVolumeClaim" in v]
+    claim = vols[pvc_vol]["persistentVolumeClaim"]["claimName"]
+    assert claim in [p["metadata"]["name"] for p in by_kind["PersistentVolumeClaim"]]
+    for key in ("state.dir", "sink.file.dir"):
+        assert conf[key].startswith(mounts[pvc_vol].rstrip("/") + "/"), (key, conf[key])
+    return conf
+
+
+def test_kubernetes_manifest():
+    docs = k8s_docs()
+    by_kind = k8s_by_kind(docs)
     (dep,) = by_kind["Deployment"]
     spec = dep["spec"]
     assert spec["replicas"] == 1, "two workers on one slot must never run"
@@ -330,20 +357,7 @@ def test_kubernetes_manifest():
 
     # The config comes from the ConfigMap mounted where -c reads it; state.dir and
     # sink.file.dir live on the PVC; metrics.listen is the probes' port.
-    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    vols = {v["name"]: v for v in pod["volumes"]}
-    args = c["args"]
-    conf_path = args[args.index("-c") + 1]
-    (cm_vol,) = [n for n, v in vols.items() if "configMap" in v]
-    (cm,) = [m for m in by_kind["ConfigMap"] if m["metadata"]["name"] == vols[cm_vol]["configMap"]["name"]]
-    assert os.path.dirname(conf_path) == mounts[cm_vol]
-    conf = parse_conf_text(cm["data"][os.path.basename(conf_path)])
-    assert "source.dsn" not in conf
-    (pvc_vol,) = [n for n, v in vols.items() if "persistentVolumeClaim" in v]
-    claim = vols[pvc_vol]["persistentVolumeClaim"]["claimName"]
-    assert claim in [p["metadata"]["name"] for p in by_kind["PersistentVolumeClaim"]]
-    for key in ("state.dir", "sink.file.dir"):
-        assert conf[key].startswith(mounts[pvc_vol].rstrip("/") + "/"), (key, conf[key])
+    conf = k8s_mounted_conf(by_kind, pod, c)
     assert conf["metrics.listen"].endswith(":9187")
 
 
@@ -360,10 +374,7 @@ def test_kubernetes_cronjob():
     a configuration error not retried, state on a volume, the DSN from the Secret."""
     with open(K8S_CRON) as f:
         docs = [d for d in yaml.safe_load_all(f) if d]
-    by_kind = {}
-    for d in docs:
-        assert d.get("apiVersion") and d.get("kind") and d["metadata"].get("name"), d
-        by_kind.setdefault(d["kind"], []).append(d)
+    by_kind = k8s_by_kind(docs)
     (cj,) = by_kind["CronJob"]
     assert cj["apiVersion"] == "batch/v1"
     spec = cj["spec"]
@@ -385,20 +396,7 @@ def test_kubernetes_cronjob():
     assert c["image"] == deployment["spec"]["template"]["spec"]["containers"][0]["image"]
     ref = {e["name"]: e for e in c["env"]}["PGCDC_SOURCE_DSN"]["valueFrom"]["secretKeyRef"]
     assert ref["name"] == "pgcdc-source" and ref["key"]
-    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
-    vols = {v["name"]: v for v in pod["volumes"]}
-    conf_path = args[args.index("-c") + 1]
-    (cm_vol,) = [n for n, v in vols.items() if "configMap" in v]
-    (cm,) = [m for m in by_kind["ConfigMap"]
-             if m["metadata"]["name"] == vols[cm_vol]["configMap"]["name"]]
-    assert os.path.dirname(conf_path) == mounts[cm_vol]
-    conf = parse_conf_text(cm["data"][os.path.basename(conf_path)])
-    assert "source.dsn" not in conf
-    (pvc_vol,) = [n for n, v in vols.items() if "persistentVolumeClaim" in v]
-    claim = vols[pvc_vol]["persistentVolumeClaim"]["claimName"]
-    assert claim in [p["metadata"]["name"] for p in by_kind["PersistentVolumeClaim"]]
-    for key in ("state.dir", "sink.file.dir"):
-        assert conf[key].startswith(mounts[pvc_vol].rstrip("/") + "/"), (key, conf[key])
+    k8s_mounted_conf(by_kind, pod, c)
 
 
 def test_kubernetes_cronjob_config_accepted(pgcdc_bin, tmp_path):
