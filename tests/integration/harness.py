@@ -1150,6 +1150,23 @@ def event_summary(e):
     return (e["source"]["table"], e["op"], row["id"] if row else None)
 
 
+def kill9_loop(cluster, p, slot, rng, kills, pause=(0.2, 1.5), idle_chance=0.0):
+    """kill -9 the running worker p `kills` times, rng.uniform(*pause) s apart, restarting it
+    once the slot is free; with idle_chance, sometimes first let writers go on while nobody
+    reads. Returns the slot's confirmed position at each kill."""
+    confirmed_at_kill = []
+    for i in range(kills):
+        time.sleep(rng.uniform(*pause))
+        p.assert_alive("before kill %d" % (i + 1))
+        p.kill9()
+        cluster.wait_slot_active(slot, active=False, timeout=30)
+        confirmed_at_kill.append(cluster.confirmed_flush(slot))
+        if idle_chance and rng.random() < idle_chance:
+            time.sleep(rng.uniform(0, 0.5))
+        p.start()
+    return confirmed_at_kill
+
+
 def verify_writers(events, writers, cluster=None):
     """Check the events of the writers' tables against what the writers committed: the
     same transactions, each exactly once, with the same changes in the same order, and

@@ -68,14 +68,7 @@ def test_faults_and_kill9(cluster, make_pgcdc, writers, receivers, name):
     writers.append(w)
     w.start()
     w.wait_txns(50)
-    confirmed_at_kill = []
-    for i in range(KILLS):
-        time.sleep(rng.uniform(0.3, 1.5))
-        p.assert_alive("before kill %d" % (i + 1))
-        p.kill9()
-        cluster.wait_slot_active(name, active=False, timeout=30)
-        confirmed_at_kill.append(cluster.confirmed_flush(name))
-        p.start()
+    confirmed_at_kill = harness.kill9_loop(cluster, p, name, rng, KILLS, pause=(0.3, 1.5))
     w.wait_txns(len(w.expected()) + 30)
     w.stop()
     assert w.failure is None

@@ -42,16 +42,8 @@ def test_kill9_during_writes(cluster, make_pgcdc, kafka, writers, name):
     w.start()
     w.wait_txns(50)
 
-    confirmed_at_kill = []
-    for i in range(KILLS):
-        time.sleep(rng.uniform(0.2, 1.5))
-        p.assert_alive("before kill %d" % (i + 1))
-        p.kill9()
-        cluster.wait_slot_active(name, active=False, timeout=30)
-        confirmed_at_kill.append(cluster.confirmed_flush(name))
-        if rng.random() < 0.3:
-            time.sleep(rng.uniform(0, 0.5))  # the writer goes on while nobody reads
-        p.start()
+    # Sometimes the writer goes on a while with nobody reading.
+    confirmed_at_kill = harness.kill9_loop(cluster, p, name, rng, KILLS, idle_chance=0.3)
     assert w.failure is None
     w.wait_txns(len(w.expected()) + 50)
     w.stop()
