@@ -104,11 +104,16 @@ def phase(cluster, tgt):
     return cluster.scalar("SELECT phase FROM pgcdc.migrate", dbname=tgt)
 
 
-def cutover_done(cluster, workdir, pgcdc_bin, m, src, tgt, name):
-    """`pgcdc cutover` succeeds with everything check_done checks, and migrate then exits 0."""
+def cutover_done(workdir, pgcdc_bin, m, check=None):
+    """`pgcdc cutover` succeeds, its lines pass check(lines) (by default: every table
+    MATCHes), and migrate then exits 0."""
     rc, lines, err = cutover(workdir, pgcdc_bin)
     assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
-    check_done(cluster, src, tgt, lines, name[:60])
+    if check:
+        check(lines)
+    else:
+        matched = sorted(l.split()[1] for l in lines if l.startswith("MATCH "))
+        assert matched == sorted(ch.TABLES), lines
     assert m.wait(60) == 0, m.describe()
 
 
@@ -174,7 +179,8 @@ def test_migrate_under_writes_then_cutover(cluster, dbs, workdir, pgcdc_bin, nam
         time.sleep(2)
         w.stop()
         x.stop()
-        cutover_done(cluster, workdir, pgcdc_bin, m, src, tgt, name)
+        cutover_done(workdir, pgcdc_bin, m,
+                     lambda lines: check_done(cluster, src, tgt, lines, name[:60]))
     finally:
         m.kill_now()
     # The dump, not a secret, is all DIR holds besides data; the socket is gone.
@@ -208,7 +214,8 @@ def test_kill9_each_phase_resumes(cluster, dbs, workdir, pgcdc_bin, name, writer
         m.wait_log("migrate: following", timeout=120)
         time.sleep(1)
         w.stop()
-        cutover_done(cluster, workdir, pgcdc_bin, m, src, tgt, name)
+        cutover_done(workdir, pgcdc_bin, m,
+                     lambda lines: check_done(cluster, src, tgt, lines, name[:60]))
     finally:
         m.kill_now()
     print("phases killed in", sorted(seen))
@@ -318,11 +325,7 @@ def test_write_after_end_fails_cutover(cluster, dbs, workdir, pgcdc_bin, name, w
         assert any(l.startswith("ROLLBACK") for l in lines), lines
         assert m.alive(), m.describe()
         w.stop()
-        rc, lines, err = cutover(workdir, pgcdc_bin)
-        assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
-        matched = sorted(l.split()[1] for l in lines if l.startswith("MATCH "))
-        assert matched == sorted(ch.TABLES), lines
-        assert m.wait(60) == 0, m.describe()
+        cutover_done(workdir, pgcdc_bin, m)
     finally:
         m.kill_now()
 
@@ -367,10 +370,6 @@ def test_kill9_during_pg_dump_starts_over(cluster, dbs, workdir, pgcdc_bin, name
         m.wait_log("migrate: following", timeout=120)
         assert any("stopped while pg_dump ran" in l and "starting over" in l
                    for l in m.lines), m.describe()
-        rc, lines, err = cutover(workdir, pgcdc_bin)
-        assert rc == 0, "%s\n%s\n%s" % ("\n".join(lines), err, m.describe())
-        matched = sorted(l.split()[1] for l in lines if l.startswith("MATCH "))
-        assert matched == sorted(ch.TABLES), lines
-        assert m.wait(60) == 0, m.describe()
+        cutover_done(workdir, pgcdc_bin, m)
     finally:
         m.kill_now()
