@@ -56,6 +56,18 @@ def copy_schema(cluster, src_db, dst_db):
     assert load.returncode == 0, load.stderr.decode(errors="replace")
 
 
+def start_capture(make_pgcdc, cluster, src, **settings):
+    """A file-sink capture of src from an initial snapshot (settings on top), started and
+    past its first checkpoint."""
+    s = {"source.dsn": cluster.dsn(dbname=src), "snapshot.mode": "initial"}
+    s.update(settings)
+    run = make_pgcdc(settings=s)
+    run.start()
+    harness.wait_until(lambda: os.path.exists(os.path.join(run.data_dir, ".pgcdc-position")),
+                       60, what="the file sink's first checkpoint")
+    return run
+
+
 def replay_position(cluster, dbname):
     """(commit_lsn int, partial_events) recorded in the target, or None."""
     rows = cluster.sql("SELECT to_regclass('pgcdc.replay_position') IS NOT NULL", dbname=dbname)

@@ -35,14 +35,8 @@ def make_replay(cluster, workdir, pgcdc_bin):
 
 
 def start_run(make_pgcdc, cluster, src, **settings):
-    s = {"source.dsn": cluster.dsn(dbname=src), "snapshot.mode": "initial",
-         "sink.file.segment_bytes": "262144"}
-    s.update(settings)
-    run = make_pgcdc(settings=s)
-    run.start()
-    wait_until(lambda: os.path.exists(os.path.join(run.data_dir, ".pgcdc-position")), 60,
-               what="the file sink's first checkpoint")
-    return run
+    return ch.start_capture(make_pgcdc, cluster, src,
+                            **dict({"sink.file.segment_bytes": "262144"}, **settings))
 
 
 def assert_all_match(cluster, src, tgt, tables=ch.TABLES):

@@ -15,16 +15,6 @@ from harness import lsn_format, wait_until
 dbs = ch.dbs_fixture("r")
 
 
-def capture(make_pgcdc, cluster, src, **settings):
-    s = {"source.dsn": cluster.dsn(dbname=src), "snapshot.mode": "initial"}
-    s.update(settings)
-    run = make_pgcdc(settings=s)
-    run.start()
-    wait_until(lambda: os.path.exists(os.path.join(run.data_dir, ".pgcdc-position")), 60,
-               what="the file sink's first checkpoint")
-    return run
-
-
 def _snapshot_pending(run):
     try:
         with open(os.path.join(run.state_dir, "snapshot")) as f:
@@ -72,7 +62,7 @@ def test_keyless_rows_found_whatever_the_target_defaults(cluster, dbs, make_pgcd
                 "ALTER DATABASE \"%s\" SET DateStyle = 'SQL, DMY'; "
                 "ALTER DATABASE \"%s\" SET IntervalStyle = 'sql_standard'" % (tgt, tgt, tgt),
                 dbname="postgres")
-    run = capture(make_pgcdc, cluster, src, **{"source.partitions_as_root": "true"})
+    run = ch.start_capture(make_pgcdc, cluster, src, **{"source.partitions_as_root": "true"})
     cluster.sql("INSERT INTO ev SELECT g, '2024-02-29 12:00+00'::timestamptz + g * interval "
                 "'1 hour', '2024-02-29'::date + g, g * interval '1 day 1 second', 'n' "
                 "FROM generate_series(1, 6) g", dbname=src)
@@ -106,7 +96,7 @@ def test_truncate_tables_linked_by_foreign_keys(cluster, dbs, make_pgcdc, workdi
                 "CREATE TABLE orders (id int PRIMARY KEY, customer int NOT NULL REFERENCES "
                 "customers, total numeric)", dbname=src)
     ch.copy_schema(cluster, src, tgt)
-    run = capture(make_pgcdc, cluster, src)
+    run = ch.start_capture(make_pgcdc, cluster, src)
     cluster.sql("INSERT INTO customers SELECT g, 'c' || g FROM generate_series(1, 20) g; "
                 "INSERT INTO orders SELECT g, g % 20 + 1, g FROM generate_series(1, 50) g",
                 dbname=src)
@@ -140,7 +130,7 @@ def test_update_or_delete_of_a_missing_row(cluster, dbs, make_pgcdc, workdir):
     cluster.sql("CREATE TABLE acct (id int PRIMARY KEY, v text); "
                 "CREATE TABLE journal (id int PRIMARY KEY)", dbname=src)
     ch.copy_schema(cluster, src, tgt)
-    run = capture(make_pgcdc, cluster, src)
+    run = ch.start_capture(make_pgcdc, cluster, src)
     cluster.sql("INSERT INTO acct VALUES (1, 'a'), (2, 'b'), (3, 'c')", dbname=src)
     captured_up_to_now(cluster, run)
     p, rc = replay(workdir, cluster, tgt, run, "r0")
@@ -189,7 +179,7 @@ def test_resume_inside_a_snapshot_that_spans_segments(cluster, dbs, make_pgcdc, 
                 "INSERT INTO sb SELECT g, repeat('b', 200) FROM generate_series(1, 300) g",
                 dbname=src)
     ch.copy_schema(cluster, src, tgt)
-    run = capture(make_pgcdc, cluster, src, **{"sink.file.segment_bytes": "4096"})
+    run = ch.start_capture(make_pgcdc, cluster, src, **{"sink.file.segment_bytes": "4096"})
     captured_up_to_now(cluster, run)
     run.stop()
     snap = [e for e in harness.read_events(run.data_dir) if e["op"] == "r"]

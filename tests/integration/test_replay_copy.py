@@ -11,7 +11,7 @@ import os
 import cutover_harness as ch
 import harness
 from harness import wait_until
-from test_replay_apply import capture, captured_up_to_now, replay
+from test_replay_apply import captured_up_to_now, replay
 
 
 dbs = ch.dbs_fixture("c")
@@ -49,7 +49,7 @@ def test_values_are_byte_exact_through_copy(cluster, dbs, make_pgcdc, workdir):
     cluster.sql(TYPES, dbname=src)
     ch.copy_schema(cluster, src, tgt)
     cluster.sql("INSERT INTO pre VALUES (7, 'stale')", dbname=tgt)
-    run = capture(make_pgcdc, cluster, src)
+    run = ch.start_capture(make_pgcdc, cluster, src)
     captured_up_to_now(cluster, run)
     run.stop()
 
@@ -78,7 +78,7 @@ def test_kill9_mid_table_resumes_after_the_last_chunk(cluster, dbs, make_pgcdc, 
                 "INSERT INTO big SELECT g, repeat('x', 50) || g FROM generate_series(1, %d) g"
                 % total, dbname=src)
     ch.copy_schema(cluster, src, tgt)
-    run = capture(make_pgcdc, cluster, src)
+    run = ch.start_capture(make_pgcdc, cluster, src)
     captured_up_to_now(cluster, run)
     run.stop()
 
