@@ -22,7 +22,7 @@
 #include "pgcdc/lsn.h"
 #include "pgcdc/replay_sql.h"
 
-#define PUT_BYTES (1u << 20) /* hand libpq the text in pieces of about this size */
+#define PUT_BYTES (1u << 16) /* hand libpq the text in pieces of about this size */
 
 void pgcdc_replay_copy_free(struct pgcdc_replay_copy *cp)
 {
