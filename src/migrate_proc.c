@@ -141,7 +141,9 @@ static int replay_main(struct pgcdc_migrate *m, bool follow)
     struct pgcdc_replay_opts o = {.input = m->data_dir,
                                   .target = m->target,
                                   .follow = follow,
-                                  .end_lsn = follow ? 0 : m->point,
+                                  /* The bulk load's end: published once the snapshot is
+                                   * whole (replay_until_done). */
+                                  .end_later = follow ? NULL : m->bulk_end,
                                   .batch_rows = 5000,
                                   .group_rows = 64,
                                   .poll_ms = 150,

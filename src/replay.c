@@ -111,6 +111,8 @@ struct replay {
     bool batch_open;
     int64_t batch_rows, batch_txns;
     bool beyond_end;
+    uint64_t end_lsn; /* o->end_lsn, or o->end_later's once published; 0: none (yet) */
+    bool hold;        /* a line waits for the end to be published (read again later) */
 
     /* Progress. */
     uint64_t announced_rows, announced_txns;
@@ -382,6 +384,14 @@ static int apply_event(struct replay *r, const struct pgcdc_replay_event *ev, ch
     return pgcdc_replay_target_send_stmt(&r->tg, &c, r->st.sql.data, &r->st, t, err, errlen);
 }
 
+/* Whether the end is known (or there is none to wait for). */
+static bool end_known(struct replay *r)
+{
+    if (!r->end_lsn && r->o->end_later)
+        r->end_lsn = atomic_load(r->o->end_later);
+    return r->end_lsn || !r->o->end_later;
+}
+
 /* One event line. Returns 0 (r->beyond_end: reading must stop, past --end-lsn), or <0. */
 static int on_line(struct replay *r, const char *line, size_t len, char *err, size_t errlen)
 {
@@ -395,6 +405,14 @@ static int on_line(struct replay *r, const char *line, size_t len, char *err, si
         return PGCDC_ERR;
     }
     int rc;
+    /* Under migrate's bulk load, only snapshot rows go in before the end is known: a
+     * streamed change waits (a capture crash re-snapshots tables at a later point). */
+    if (!(ev.op == 'r' && ev.snapshot) && !end_known(r) &&
+        (!r->in_txn || ev.commit_lsn != r->txn_commit)) {
+        pgcdc_replay_reader_unread(&r->rd, len);
+        r->hold = true;
+        return PGCDC_OK;
+    }
     /* A TRUNCATE's events end where an event of another statement begins. */
     if (r->ntrunc && (ev.op != 't' || ev.lsn != r->trunc_lsn || ev.commit_lsn != r->txn_commit) &&
         (rc = truncate_flush(r, err, errlen)) < 0)
@@ -402,7 +420,7 @@ static int on_line(struct replay *r, const char *line, size_t len, char *err, si
     if (!r->in_txn || ev.commit_lsn != r->txn_commit) {
         if (r->in_txn && (rc = txn_end(r, err, errlen)) < 0)
             return rc;
-        if (r->o->end_lsn && ev.commit_lsn > r->o->end_lsn) {
+        if (r->end_lsn && ev.commit_lsn > r->end_lsn) {
             r->beyond_end = true;
             return PGCDC_OK;
         }
@@ -447,9 +465,10 @@ static bool at_end(struct replay *r)
         at = r->rd.pos_lsn;
     if (upto && r->o->caught_up)
         atomic_store(r->o->caught_up, at);
-    bool done = r->o->end_lsn ? r->beyond_end || (upto && r->rd.pos_lsn >= r->o->end_lsn) ||
-                                    r->tg.done.commit > r->o->end_lsn
-                              : !r->o->follow;
+    bool done = end_known(r) && (r->end_lsn ? r->beyond_end ||
+                                                  (upto && r->rd.pos_lsn >= r->end_lsn) ||
+                                                  r->tg.done.commit > r->end_lsn
+                                            : !r->o->follow);
     /* Once per stretch of progress, at most once a second while data keeps coming. */
     int64_t now = pgcdc_mono_ms();
     bool moved = r->tg.rows_total != r->announced_rows || r->tg.txns_total != r->announced_txns;
@@ -588,9 +607,10 @@ static enum session_end session(struct replay *r, int *rc, char *err, size_t err
             return SESSION_FAILED;
         }
         if (got == 1) {
+            r->hold = false;
             if ((e = on_line(r, line, len, err, errlen)) < 0)
                 return session_failed(r, e, rc, err);
-            if (!r->beyond_end) {
+            if (!r->beyond_end && !r->hold) {
                 note_progress(r);
                 continue;
             }
@@ -624,6 +644,7 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
     struct replay r;
     memset(&r, 0, sizeof(r));
     r.o = o;
+    r.end_lsn = o->end_lsn;
     r.copy_rows = o->copy_rows == 0 ? COPY_ROWS_DEFAULT : o->copy_rows < 0 ? 0 : o->copy_rows;
     pgcdc_replay_reader_init(&r.rd, o->input);
     pgcdc_replay_parser_init(&r.parser);

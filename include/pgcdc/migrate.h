@@ -45,6 +45,8 @@ struct pgcdc_migrate {
     int replay_status;           /* the last replay child's exit status */
     _Atomic uint64_t *caught_up; /* shared with the replay children (mmap): where replay
                                     last caught up, for cutover's lag */
+    _Atomic uint64_t *bulk_end;  /* shared likewise: where the bulk load ends, published
+                                    once the snapshot is whole (0 until then) */
 };
 
 /* `pgcdc migrate` (argv[0] is the command). 0 or a negative code. `pgcdc cutover`'s

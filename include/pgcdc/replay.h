@@ -37,6 +37,10 @@ struct pgcdc_replay_opts {
     int (*table_loaded)(void *ctx, const char *schema, const char *table, char *err,
                         size_t errlen);
     void *table_loaded_ctx;
+    /* NULL, or where `pgcdc migrate` publishes the end (0 until it is known): replay then
+     * applies snapshot rows as they become readable, waits at anything else until the end
+     * is published, and stops there as with end_lsn (which must be 0). */
+    _Atomic uint64_t *end_later;
 };
 
 /*
