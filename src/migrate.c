@@ -456,7 +456,7 @@ static int replay_until_done(struct pgcdc_migrate *m, char *err, size_t errlen)
     uint64_t end = 0;
     char lsn[PGCDC_LSN_BUFLEN];
     atomic_store(m->bulk_end, 0);
-    int rc = pgcdc_migrate_spawn(m, pgcdc_migrate_replay_bulk_main, &m->replay, err, errlen);
+    int rc = pgcdc_migrate_spawn(m, pgcdc_migrate_replay_load_main, &m->replay, err, errlen);
     while (rc == PGCDC_OK && m->replay > 0 && (rc = snapshot_done(m, &end, err, errlen)) == 0)
         rc = tick(m, err, errlen);
     if (rc > 0) {
@@ -508,8 +508,8 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
     struct pgcdc_config *c = &m->cfg;
     int rc;
     /* Shared with the replay children, which outlive no migrate (PR_SET_PDEATHSIG). */
-    void *shared = mmap(NULL, MIGRATE_SHARED_BYTES, PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void *shared =
+        mmap(NULL, MIGRATE_SHARED_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) {
         snprintf(err, errlen, "cannot map shared memory: %s", strerror(errno));
         return PGCDC_ERR;
@@ -581,8 +581,8 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
     if (!m->phase[0] && (rc = restore_predata(m, err, errlen)) < 0)
         return rc;
     if (strcmp(m->phase, PGCDC_MIGRATE_PREDATA) == 0) {
-        pgcdc_log(PGCDC_LOG_INFO, "migrate: bulk load (the snapshot's rows, as capture writes them)",
-                  NULL);
+        pgcdc_log(PGCDC_LOG_INFO,
+                  "migrate: bulk load (the snapshot's rows, as capture writes them)", NULL);
         if ((rc = pgcdc_migrate_keys_prepare(m, err, errlen)) < 0 ||
             (rc = replay_until_done(m, err, errlen)) < 0 ||
             (rc = set_phase(m, PGCDC_MIGRATE_BULK, err, errlen)) < 0)

@@ -465,10 +465,12 @@ static bool at_end(struct replay *r)
         at = r->rd.pos_lsn;
     if (upto && r->o->caught_up)
         atomic_store(r->o->caught_up, at);
-    bool done = end_known(r) && (r->end_lsn ? r->beyond_end ||
-                                                  (upto && r->rd.pos_lsn >= r->end_lsn) ||
-                                                  r->tg.done.commit > r->end_lsn
-                                            : !r->o->follow);
+    bool done = !r->o->follow;
+    if (!end_known(r))
+        done = false; /* migrate's bulk load, before its end is published */
+    else if (r->end_lsn)
+        done = r->beyond_end || (upto && r->rd.pos_lsn >= r->end_lsn) ||
+               r->tg.done.commit > r->end_lsn;
     /* Once per stretch of progress, at most once a second while data keeps coming. */
     int64_t now = pgcdc_mono_ms();
     bool moved = r->tg.rows_total != r->announced_rows || r->tg.txns_total != r->announced_txns;

@@ -153,9 +153,9 @@ int pgcdc_replay_parse(struct pgcdc_replay_parser *p, const char *line, size_t l
 /* Snapshot rows as pgcdc writes them */
 
 /* Whether the literal lit is at *p (within end); moves past it. */
-#define FAST_LIT(p, end, lit)                                                                \
-    ((size_t)((end) - (p)) >= sizeof(lit) - 1 && memcmp((p), (lit), sizeof(lit) - 1) == 0 \
-         ? ((p) += sizeof(lit) - 1, true)                                                   \
+#define FAST_LIT(p, end, lit)                                                                      \
+    ((size_t)((end) - (p)) >= sizeof(lit) - 1 && memcmp((p), (lit), sizeof(lit) - 1) == 0          \
+         ? ((p) += sizeof(lit) - 1, true)                                                          \
          : false)
 
 /* Past the JSON string at p (p at its opening quote), or NULL. A quote ends it unless an
@@ -247,9 +247,8 @@ int pgcdc_replay_parse_snapshot_row(struct pgcdc_replay_parser *ps, const char *
         !(p = fast_row(ps, p, end, &ev->nafter)) ||
         !FAST_LIT(p, end, ",\"source\":{\"connector\":\"pgcdc\",\"version\":") ||
         !(p = fast_string(p, end)) || !FAST_LIT(p, end, ",\"name\":") ||
-        !(p = fast_string(p, end)) || !FAST_LIT(p, end, ",\"db\":") ||
-        !(p = fast_string(p, end)) || !FAST_LIT(p, end, ",\"schema\":") ||
-        !(q = fast_string(p, end)))
+        !(p = fast_string(p, end)) || !FAST_LIT(p, end, ",\"db\":") || !(p = fast_string(p, end)) ||
+        !FAST_LIT(p, end, ",\"schema\":") || !(q = fast_string(p, end)))
         return 0;
     ev->schema = (struct pgcdc_span){p, (size_t)(q - p)};
     p = q;

@@ -74,6 +74,9 @@ int pgcdc_migrate_stop(pid_t pid);
 
 /* The child bodies: capture (run's machinery), replay to m->point, replay following. */
 int pgcdc_migrate_capture_main(struct pgcdc_migrate *m);
+/* The bulk load's replay: snapshot rows as they become durable, then up to the end
+ * published in m->bulk_end once the snapshot is whole. */
+int pgcdc_migrate_replay_load_main(struct pgcdc_migrate *m);
 int pgcdc_migrate_replay_bulk_main(struct pgcdc_migrate *m);
 int pgcdc_migrate_replay_follow_main(struct pgcdc_migrate *m);
 
