@@ -28,7 +28,7 @@ struct pgcdc_replay_opts {
                                     everything available is applied (`pgcdc migrate` shares
                                     it with its cutover to measure the lag) */
     /* Snapshot rows go in with COPY, in chunks of this many rows, each committed with the
-     * position (0: the default, 100000; negative: never, always upserts). See replay.c. */
+     * position (0: the default, 1000000; negative: never, always upserts). See replay.c. */
     int copy_rows;
     /* NULL, or called once a table's snapshot rows are all committed through COPY (the
      * row marked "last"), before any later event is applied: `pgcdc migrate` builds the
