@@ -158,10 +158,12 @@ int pgcdc_replay_parse(struct pgcdc_replay_parser *p, const char *line, size_t l
          ? ((p) += sizeof(lit) - 1, true)                                                          \
          : false)
 
-/* Past the JSON string at p (p at its opening quote), or NULL. A quote ends it unless an
- * odd number of backslashes stands before it. */
+/* Past the JSON string at p, or NULL when there is none. A quote ends it unless an odd
+ * number of backslashes stands before it. */
 static const char *fast_string(const char *p, const char *end)
 {
+    if (p >= end || *p != '"')
+        return NULL;
     const char *q = p + 1;
     for (;;) {
         q = q < end ? memchr(q, '"', (size_t)(end - q)) : NULL;
@@ -216,7 +218,7 @@ static const char *fast_row(struct pgcdc_replay_parser *ps, const char *p, const
         }
         struct pgcdc_replay_col *c = &ps->cols[1][n++];
         const char *q;
-        if (p >= end || *p != '"' || !(q = fast_string(p, end)) || q >= end || *q != ':')
+        if (!(q = fast_string(p, end)) || q >= end || *q != ':')
             return NULL;
         c->name.p = p;
         c->name.len = (size_t)(q - p);

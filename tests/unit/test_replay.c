@@ -539,6 +539,13 @@ static void test_parse_snapshot_row(void)
     CHECK_INT_EQ(pgcdc_replay_parse(&parser, odd, strlen(odd), &b, err, sizeof(err)), 0);
     CHECK(same_event(&a, &b));
     CHECK_INT_EQ(a.nafter, 4);
+    /* A table name that is not a string: left to the full parser, which refuses it. */
+    const char *bad = "{\"before\":null,\"after\":{\"a\":1},\"source\":{\"connector\":"
+                      "\"pgcdc\",\"version\":\"9\",\"name\":\"n\",\"db\":\"d\",\"schema\":"
+                      "\"s\",\"table\":null,\"txId\":1,\"lsn\":10,\"commit_lsn\":10,\"ts_ms\":3,"
+                      "\"snapshot\":\"true\"},\"op\":\"r\",\"ts_ms\":4}";
+    CHECK_INT_EQ(pgcdc_replay_parse_snapshot_row(&fast, bad, strlen(bad), &a), 0);
+    CHECK_INT_EQ(pgcdc_replay_parse(&parser, bad, strlen(bad), &b, err, sizeof(err)), PGCDC_ERR);
     pgcdc_buf_free(&line);
     pgcdc_replay_parser_free(&fast);
 }
