@@ -80,13 +80,25 @@ psql_() { # db, sql...
   "${AS[@]}" "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -U postgres -d "$db" "$@"
 }
 now() { date +%s.%N; }
-# CPU seconds (user + system) of the server's backends that have exited: the postmaster's
-# reaped children. A load's backend exits with its connection.
-server_cpu() {
-  local st
-  read -r -a st <"/proc/$(head -1 "$PGDATA/postmaster.pid")/stat"
-  calc "(${st[15]} + ${st[16]}) / $(getconf CLK_TCK)"
+# CPU seconds (user + system) used so far by process PID and its descendants, those
+# running and those that have exited (reaped): differences over a stretch of time are what
+# the tree used in it.
+tree_cpu() {
+  python3 - "$1" <<'PY'
+import os, sys
+def cpu(pid, own):
+    try:
+        f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+        kids = open("/proc/%d/task/%d/children" % (pid, pid)).read().split()
+    except OSError:
+        return 0
+    t = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return t + sum(cpu(int(k), False) for k in kids)
+print(round(cpu(int(sys.argv[1]), True) / os.sysconf("SC_CLK_TCK"), 2))
+PY
 }
+# The server's: the postmaster's tree.
+server_cpu() { tree_cpu "$(head -1 "$PGDATA/postmaster.pid")"; }
 calc() { python3 -c "print($1)"; }
 
 echo "== cluster in $WORK (port $PORT), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
@@ -114,7 +126,9 @@ echo "== cluster in $WORK (port $PORT), PostgreSQL $("$PGBIN/postgres" --version
 #   pgcdc migrate, timed from start until its "following" line (schema, bulk load,
 #   post-data and ANALYZE done: caught up), then ended with `pgcdc cutover` (not timed);
 #   pgcopydb clone (Debian's package), timed start to exit.
-# Both targets then verify equal to the source.
+# Both targets then verify equal to the source. The CPU seconds of each side over its timed
+# stretch are printed too (the client's process tree; the server's: the postmaster's tree).
+# Each run is one round, migrate first: run it several times.
 bench_migrate() {
   local scale="${BENCH_MIGRATE_SCALE:-20}"
   command -v pgcopydb >/dev/null || die "pgcopydb is not installed (apt-get install -y pgcopydb)"
@@ -134,7 +148,7 @@ bench_migrate() {
   mkdir -p "$dir"
   c0=$(server_cpu)
   t0=$(now)
-  /usr/bin/time -o "$WORK/migrate.cpu" -f "%U %S" "$PGCDC" migrate --source "$dsn_src" --target "$dsn_tp" --dir "$dir/d" \
+  "$PGCDC" migrate --source "$dsn_src" --target "$dsn_tp" --dir "$dir/d" \
     -o "migrate.pg_dump=$PGBIN/pg_dump" -o source.slot=bench_migrate 2>"$log" &
   local pid=$!
   until grep -q 'migrate: following' "$log"; do
@@ -143,12 +157,11 @@ bench_migrate() {
   done
   t1=$(now)
   MIG_S=$(calc "$t1 - $t0")
+  c1=$(server_cpu)
+  MIG_SRV=$(calc "round($c1 - $c0, 2)")
+  MIG_CPU=$(tree_cpu "$pid") # migrate, capture, replay, the tools
   "$PGCDC" cutover --dir "$dir/d" >/dev/null || die "cutover failed: $(tail -3 "$log")"
   wait "$pid" || die "pgcdc migrate did not exit 0"
-  sleep 0.3
-  c1=$(server_cpu)
-  MIG_CPU=$(awk '{print $1 + $2}' "$WORK/migrate.cpu")
-  MIG_SRV=$(calc "round($c1 - $c0, 2)")
   # Where the time went: the phase lines, as logged.
   grep -E 'migrate: |snapshot (done|complete)|replay done' "$log" | sed -E 's/^ts=[0-9-]+T([0-9:.]+)Z.*msg="([^"]*)".*/  \1 \2/' || true
 
@@ -160,7 +173,6 @@ bench_migrate() {
     die "pgcopydb clone failed: $(tail -3 "$WORK/copydb.log")"
   t1=$(now)
   COPYDB_S=$(calc "$t1 - $t0")
-  sleep 0.3
   c1=$(server_cpu)
   COPYDB_CPU=$(awk '{print $1 + $2}' "$WORK/copydb.cpu")
   COPYDB_SRV=$(calc "round($c1 - $c0, 2)")
@@ -173,8 +185,8 @@ bench_migrate() {
   printf '%-10s %10s %12s %14s %7s\n' scale rows "migrate s" "pgcopydb s" ratio
   printf '%-10s %10s %12.2f %14.2f %7s\n' "$scale" "$rows" "$MIG_S" "$COPYDB_S" "$(calc "round($COPYDB_S / $MIG_S, 2)")"
   echo "(ratio = pgcopydb time / migrate time; 1 or above: migrate is no slower)"
-  echo "CPU s, client (with its children) / server backends: migrate $MIG_CPU / $MIG_SRV" \
-    "(to its exit, after cutover), pgcopydb $COPYDB_CPU / $COPYDB_SRV"
+  echo "CPU s, client (with its children) / server: migrate $MIG_CPU / $MIG_SRV (start to" \
+    "following), pgcopydb $COPYDB_CPU / $COPYDB_SRV"
 }
 
 # copy mode: pgbench_accounts captured once by a snapshot (`pgcdc run`, not timed), then
@@ -216,11 +228,10 @@ bench_copy() {
           -U postgres -d "$db" -c "\\copy pgbench_accounts from '$dir/accounts.copy'"
       fi
       t1=$(now)
-      sleep 0.3 # the backend is reaped
       c1=$(server_cpu)
       s=$(calc "$t1 - $t0")
       cl=$(awk '{print $1 + $2}' "$WORK/client.cpu")
-      echo "   round $round: $who $(calc "round($s, 2)") s; CPU s: client $cl, server backend $(calc "round($c1 - $c0, 2)")"
+      echo "   round $round: $who $(calc "round($s, 2)") s; CPU s: client $cl, server $(calc "round($c1 - $c0, 2)")"
       [ "$(psql_ "$db" -c "SELECT count(*) FROM pgbench_accounts")" = "$rows" ] || die "$who did not load every row"
       if [ "$who" = replay ]; then
         [ -z "$best_r" ] || [ "$(calc "$s < $best_r")" = True ] && best_r=$s
