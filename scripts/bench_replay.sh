@@ -80,6 +80,25 @@ psql_() { # db, sql...
   "${AS[@]}" "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$WORK" -p "$PORT" -U postgres -d "$db" "$@"
 }
 now() { date +%s.%N; }
+# CPU seconds (user + system) used so far by process PID and its descendants, those
+# running and those that have exited (reaped): differences over a stretch of time are what
+# the tree used in it.
+tree_cpu() {
+  python3 - "$1" <<'PY'
+import os, sys
+def cpu(pid, own):
+    try:
+        f = open("/proc/%d/stat" % pid).read().rsplit(")", 1)[1].split()
+        kids = open("/proc/%d/task/%d/children" % (pid, pid)).read().split()
+    except OSError:
+        return 0
+    t = int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return t + sum(cpu(int(k), False) for k in kids)
+print(round(cpu(int(sys.argv[1]), True) / os.sysconf("SC_CLK_TCK"), 2))
+PY
+}
+# The server's: the postmaster's tree.
+server_cpu() { tree_cpu "$(head -1 "$PGDATA/postmaster.pid")"; }
 calc() { python3 -c "print($1)"; }
 
 echo "== cluster in $WORK (port $PORT), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
@@ -107,7 +126,9 @@ echo "== cluster in $WORK (port $PORT), PostgreSQL $("$PGBIN/postgres" --version
 #   pgcdc migrate, timed from start until its "following" line (schema, bulk load,
 #   post-data and ANALYZE done: caught up), then ended with `pgcdc cutover` (not timed);
 #   pgcopydb clone (Debian's package), timed start to exit.
-# Both targets then verify equal to the source.
+# Both targets then verify equal to the source. The CPU seconds of each side over its timed
+# stretch are printed too (the client's process tree; the server's: the postmaster's tree).
+# Each run is one round, migrate first: run it several times.
 bench_migrate() {
   local scale="${BENCH_MIGRATE_SCALE:-20}"
   command -v pgcopydb >/dev/null || die "pgcopydb is not installed (apt-get install -y pgcopydb)"
@@ -123,8 +144,9 @@ bench_migrate() {
   rows=$(psql_ "$src" -c "SELECT (SELECT count(*) FROM pgbench_accounts) + (SELECT count(*) FROM pgbench_tellers) + (SELECT count(*) FROM pgbench_branches)")
 
   echo "== migrate: pgcdc migrate (start to following)"
-  local dir="$WORK/migrate" log="$WORK/migrate.log" t0 t1
+  local dir="$WORK/migrate" log="$WORK/migrate.log" t0 t1 c0 c1
   mkdir -p "$dir"
+  c0=$(server_cpu)
   t0=$(now)
   "$PGCDC" migrate --source "$dsn_src" --target "$dsn_tp" --dir "$dir/d" \
     -o "migrate.pg_dump=$PGBIN/pg_dump" -o source.slot=bench_migrate 2>"$log" &
@@ -135,18 +157,25 @@ bench_migrate() {
   done
   t1=$(now)
   MIG_S=$(calc "$t1 - $t0")
+  c1=$(server_cpu)
+  MIG_SRV=$(calc "round($c1 - $c0, 2)")
+  MIG_CPU=$(tree_cpu "$pid") # migrate, capture, replay, the tools
   "$PGCDC" cutover --dir "$dir/d" >/dev/null || die "cutover failed: $(tail -3 "$log")"
   wait "$pid" || die "pgcdc migrate did not exit 0"
   # Where the time went: the phase lines, as logged.
   grep -E 'migrate: |snapshot (done|complete)|replay done' "$log" | sed -E 's/^ts=[0-9-]+T([0-9:.]+)Z.*msg="([^"]*)".*/  \1 \2/' || true
 
   echo "== migrate: pgcopydb clone"
+  c0=$(server_cpu)
   t0=$(now)
-  (cd "$WORK" && "${AS[@]}" env PGCOPYDB_SOURCE_PGURI="$dsn_src" PGCOPYDB_TARGET_PGURI="$dsn_tc" \
+  (cd "$WORK" && /usr/bin/time -o "$WORK/copydb.cpu" -f "%U %S" "${AS[@]}" env PGCOPYDB_SOURCE_PGURI="$dsn_src" PGCOPYDB_TARGET_PGURI="$dsn_tc" \
     pgcopydb clone --dir "$WORK/copydb" --no-owner >"$WORK/copydb.log" 2>&1) ||
     die "pgcopydb clone failed: $(tail -3 "$WORK/copydb.log")"
   t1=$(now)
   COPYDB_S=$(calc "$t1 - $t0")
+  c1=$(server_cpu)
+  COPYDB_CPU=$(awk '{print $1 + $2}' "$WORK/copydb.cpu")
+  COPYDB_SRV=$(calc "round($c1 - $c0, 2)")
 
   echo "== migrate: verify"
   local out
@@ -156,12 +185,16 @@ bench_migrate() {
   printf '%-10s %10s %12s %14s %7s\n' scale rows "migrate s" "pgcopydb s" ratio
   printf '%-10s %10s %12.2f %14.2f %7s\n' "$scale" "$rows" "$MIG_S" "$COPYDB_S" "$(calc "round($COPYDB_S / $MIG_S, 2)")"
   echo "(ratio = pgcopydb time / migrate time; 1 or above: migrate is no slower)"
+  echo "CPU s, client (with its children) / server: migrate $MIG_CPU / $MIG_SRV (start to" \
+    "following), pgcopydb $COPYDB_CPU / $COPYDB_SRV"
 }
 
 # copy mode: pgbench_accounts captured once by a snapshot (`pgcdc run`, not timed), then
 # loaded into the same index-less table (pre-data only) two ways, interleaved, 3 rounds:
 #   pgcdc replay (its COPY path, from the captured events) and psql \copy ... from a file
-#   written by COPY ... TO on the source. Best of 3 each; both then verify equal.
+#   written by COPY ... TO on the source. Best of 3 each; both then verify equal. Each load
+#   also prints its CPU seconds: the client's (replay or psql) and the server backend's, which
+#   compare on a busy machine where wall time does not.
 bench_copy() {
   local scale="${BENCH_COPY_SCALE:-10}" src=csrc dir="$WORK/copy"
   local dsn_src="host=127.0.0.1 port=$PORT user=postgres dbname=$src"
@@ -178,23 +211,27 @@ bench_copy() {
     -o snapshot.mode=initial -o source.tables.include=public.pgbench_accounts \
     -o "state.dir=$dir/state" -o "sink.file.dir=$dir/data" -o log.level=error
   end=$(psql_ "$src" -c "SELECT pg_current_wal_lsn()") # past the slot's snapshot point
-  local rows best_r="" best_p="" t0 t1 s
+  local rows best_r="" best_p="" t0 t1 s c0 c1 cl
   rows=$(psql_ "$src" -c "SELECT count(*) FROM pgbench_accounts")
   for round in 1 2 3; do
     for who in replay psql; do
       local db="ctgt_${who}_$round"
       psql_ postgres -c "CREATE DATABASE $db"
       psql_ "$db" -f "$dir/pre.sql" >/dev/null
+      c0=$(server_cpu)
       t0=$(now)
       if [ "$who" = replay ]; then
-        "$PGCDC" replay --input "$dir/data" --target "host=127.0.0.1 port=$PORT user=postgres dbname=$db" \
-          --end-lsn "$end" -o log.level=warn
+        /usr/bin/time -o "$WORK/client.cpu" -f "%U %S" "$PGCDC" replay --input "$dir/data" \
+          --target "host=127.0.0.1 port=$PORT user=postgres dbname=$db" --end-lsn "$end" -o log.level=warn
       else
-        psql_ "$db" -c "\\copy pgbench_accounts from '$dir/accounts.copy'"
+        /usr/bin/time -o "$WORK/client.cpu" -f "%U %S" "${AS[@]}" "$PGBIN/psql" -X -q -h "$WORK" -p "$PORT" \
+          -U postgres -d "$db" -c "\\copy pgbench_accounts from '$dir/accounts.copy'"
       fi
       t1=$(now)
+      c1=$(server_cpu)
       s=$(calc "$t1 - $t0")
-      echo "   round $round: $who $(calc "round($s, 2)") s"
+      cl=$(awk '{print $1 + $2}' "$WORK/client.cpu")
+      echo "   round $round: $who $(calc "round($s, 2)") s; CPU s: client $cl, server $(calc "round($c1 - $c0, 2)")"
       [ "$(psql_ "$db" -c "SELECT count(*) FROM pgbench_accounts")" = "$rows" ] || die "$who did not load every row"
       if [ "$who" = replay ]; then
         [ -z "$best_r" ] || [ "$(calc "$s < $best_r")" = True ] && best_r=$s

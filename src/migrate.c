@@ -39,6 +39,9 @@
 
 extern char **environ;
 
+/* The memory shared with the replay children: caught_up, then bulk_end. */
+#define MIGRATE_SHARED_BYTES (2 * sizeof(_Atomic uint64_t))
+
 static struct pgcdc_migrate *hook_m; /* the capture child's, for the snapshot hook */
 
 /* One value of one query on a fresh connection (NULL params allowed); *out malloc'd. */
@@ -431,27 +434,11 @@ static int restore_predata(struct pgcdc_migrate *m, char *err, size_t errlen)
     return rc;
 }
 
-/* Run one replay child to its end: 0 when it exited 0. */
-static int replay_until_done(struct pgcdc_migrate *m, char *err, size_t errlen)
-{
-    int rc = pgcdc_migrate_spawn(m, pgcdc_migrate_replay_bulk_main, &m->replay, err, errlen);
-    while (rc == PGCDC_OK && m->replay > 0)
-        rc = tick(m, err, errlen);
-    if (rc == PGCDC_OK && m->replay_status != 0) {
-        snprintf(err, errlen,
-                 "migrate: the bulk load's replay failed (exit %d); run migrate "
-                 "again to resume",
-                 m->replay_status);
-        rc = PGCDC_ERR;
-    }
-    return rc;
-}
-
 /*
  * Whether capture's snapshot is whole: every table recorded done in state.dir/snapshot.
- * Replay reads the snapshot's rows only then: a capture killed mid-snapshot takes back
- * the table it cut (the file sink's segments change) and reads it again at a later point,
- * which then ends the bulk load (*end).
+ * A capture killed mid-snapshot takes back the table it cut (replay never saw it: its
+ * sink transaction was not committed) and reads it again at a later point, which then
+ * ends the bulk load (*end): the latest table's point.
  */
 static int snapshot_done(struct pgcdc_migrate *m, uint64_t *end, char *err, size_t errlen)
 {
@@ -466,6 +453,39 @@ static int snapshot_done(struct pgcdc_migrate *m, uint64_t *end, char *err, size
             *end = st.t[i].point;
     pgcdc_snapstate_free(&st);
     return done ? 1 : 0;
+}
+
+/*
+ * The bulk load: a replay child started at once applies the snapshot's rows as capture
+ * makes them durable (a table at a time: a table's rows become readable when its sink
+ * transaction commits); once the snapshot is whole its end is published (m->bulk_end), and
+ * the child applies up to it and exits. 0 when it exited 0.
+ */
+static int replay_until_done(struct pgcdc_migrate *m, char *err, size_t errlen)
+{
+    uint64_t end = 0;
+    char lsn[PGCDC_LSN_BUFLEN];
+    atomic_store(m->bulk_end, 0);
+    int rc = pgcdc_migrate_spawn(m, pgcdc_migrate_replay_load_main, &m->replay, err, errlen);
+    while (rc == PGCDC_OK && m->replay > 0 && (rc = snapshot_done(m, &end, err, errlen)) == 0)
+        rc = tick(m, err, errlen);
+    if (rc > 0) {
+        m->point = end;
+        atomic_store(m->bulk_end, end);
+        pgcdc_log(PGCDC_LOG_INFO, "migrate: snapshot whole; the bulk load ends at its end", "lsn",
+                  pgcdc_lsn_format(end, lsn), NULL);
+        rc = PGCDC_OK;
+    }
+    while (rc == PGCDC_OK && m->replay > 0)
+        rc = tick(m, err, errlen);
+    if (rc == PGCDC_OK && m->replay_status != 0) {
+        snprintf(err, errlen,
+                 "migrate: the bulk load's replay failed (exit %d); run migrate "
+                 "again to resume",
+                 m->replay_status);
+        rc = PGCDC_ERR;
+    }
+    return rc;
 }
 
 static int read_point(struct pgcdc_migrate *m)
@@ -498,14 +518,16 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
     struct pgcdc_config *c = &m->cfg;
     int rc;
     /* Shared with the replay children, which outlive no migrate (PR_SET_PDEATHSIG). */
-    void *shared = mmap(NULL, sizeof(*m->caught_up), PROT_READ | PROT_WRITE,
-                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    void *shared =
+        mmap(NULL, MIGRATE_SHARED_BYTES, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (shared == MAP_FAILED) {
         snprintf(err, errlen, "cannot map shared memory: %s", strerror(errno));
         return PGCDC_ERR;
     }
     m->caught_up = shared;
+    m->bulk_end = m->caught_up + 1;
     atomic_store(m->caught_up, 0);
+    atomic_store(m->bulk_end, 0);
     if ((rc = pgcdc_config_set(c, "source.dsn", m->source, "migrate", err, errlen)) < 0 ||
         (rc = pgcdc_config_set(c, "sink.type", "file", "migrate", err, errlen)) < 0 ||
         (rc = pgcdc_config_set(c, "sink.file.dir", m->data_dir, "migrate", err, errlen)) < 0 ||
@@ -572,15 +594,9 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
     if (!m->phase[0] && (rc = restore_predata(m, err, errlen)) < 0)
         return rc;
     if (strcmp(m->phase, PGCDC_MIGRATE_PREDATA) == 0) {
-        uint64_t end = 0;
-        while ((rc = snapshot_done(m, &end, err, errlen)) == 0)
-            if ((rc = tick(m, err, errlen)) < 0)
-                return rc;
-        if (rc < 0)
-            return rc;
-        m->point = end;
         atomic_store(&m->progress->stage, PGCDC_STAGE_BULK);
-        pgcdc_log(PGCDC_LOG_INFO, "migrate: bulk load (the snapshot's rows)", NULL);
+        pgcdc_log(PGCDC_LOG_INFO,
+                  "migrate: bulk load (the snapshot's rows, as capture writes them)", NULL);
         if ((rc = pgcdc_migrate_keys_prepare(m, err, errlen)) < 0 ||
             (rc = replay_until_done(m, err, errlen)) < 0 ||
             (rc = set_phase(m, PGCDC_MIGRATE_BULK, err, errlen)) < 0)
@@ -670,7 +686,7 @@ out:
     if (m.capture > 0)
         pgcdc_migrate_stop(m.capture);
     if (m.caught_up)
-        munmap((void *)m.caught_up, sizeof(*m.caught_up));
+        munmap((void *)m.caught_up, MIGRATE_SHARED_BYTES);
     pgcdc_migrate_progress_unmap(m.progress);
     pgcdc_config_free(&m.cfg);
     free(m.source);

@@ -136,12 +136,14 @@ int pgcdc_migrate_capture_main(struct pgcdc_migrate *m)
     return child_exit(rc, err);
 }
 
-static int replay_main(struct pgcdc_migrate *m, bool follow)
+/* Following; else up to m->point, or (load) up to the end migrate publishes in bulk_end. */
+static int replay_main(struct pgcdc_migrate *m, bool follow, bool load)
 {
     struct pgcdc_replay_opts o = {.input = m->data_dir,
                                   .target = m->target,
                                   .follow = follow,
-                                  .end_lsn = follow ? 0 : m->point,
+                                  .end_lsn = follow || load ? 0 : m->point,
+                                  .end_later = load ? m->bulk_end : NULL,
                                   .batch_rows = 5000,
                                   .group_rows = 64,
                                   .poll_ms = 150,
@@ -157,12 +159,17 @@ static int replay_main(struct pgcdc_migrate *m, bool follow)
     return child_exit(rc, err);
 }
 
+int pgcdc_migrate_replay_load_main(struct pgcdc_migrate *m)
+{
+    return replay_main(m, false, true);
+}
+
 int pgcdc_migrate_replay_bulk_main(struct pgcdc_migrate *m)
 {
-    return replay_main(m, false);
+    return replay_main(m, false, false);
 }
 
 int pgcdc_migrate_replay_follow_main(struct pgcdc_migrate *m)
 {
-    return replay_main(m, true);
+    return replay_main(m, true, false);
 }

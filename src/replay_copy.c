@@ -22,7 +22,7 @@
 #include "pgcdc/lsn.h"
 #include "pgcdc/replay_sql.h"
 
-#define PUT_BYTES (1u << 20) /* hand libpq the text in pieces of about this size */
+#define PUT_BYTES (1u << 16) /* hand libpq the text in pieces of about this size */
 
 void pgcdc_replay_copy_free(struct pgcdc_replay_copy *cp)
 {
@@ -248,6 +248,7 @@ int pgcdc_replay_copy_begin(struct pgcdc_replay_copy *cp, struct pgcdc_replay_ta
     cp->active = true;
     cp->table = ti;
     cp->rows = 0;
+    cp->bytes = 0;
     pgcdc_buf_reset(&cp->data);
     return PGCDC_OK;
 }
@@ -265,6 +266,7 @@ int pgcdc_replay_copy_row(struct pgcdc_replay_copy *cp, struct pgcdc_replay_targ
                           const struct pgcdc_replay_event *ev, char *err, size_t errlen)
 {
     char l[PGCDC_LSN_BUFLEN];
+    size_t before = cp->data.len;
     if (pgcdc_replay_copy_line(&cp->data, ev, cp->skip) < 0) {
         snprintf(err, errlen,
                  "replay stopped: a value of the snapshot row of %s.%s at LSN %s is malformed "
@@ -274,6 +276,7 @@ int pgcdc_replay_copy_row(struct pgcdc_replay_copy *cp, struct pgcdc_replay_targ
         return PGCDC_ERR;
     }
     cp->rows++;
+    cp->bytes += cp->data.len - before;
     return cp->data.len >= PUT_BYTES ? copy_put(cp, tg, ev->commit_lsn, err, errlen) : PGCDC_OK;
 }
 

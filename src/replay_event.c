@@ -5,6 +5,7 @@
  */
 #include "pgcdc/replay_event.h"
 
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -146,6 +147,137 @@ int pgcdc_replay_parse(struct pgcdc_replay_parser *p, const char *line, size_t l
     if (ev->op == 'd' && !ev->has_before)
         return pgcdc_json_fail(&s, "delete without \"before\"");
     return PGCDC_OK;
+}
+
+/* ------------------------------------------------------------------------------------ */
+/* Snapshot rows as pgcdc writes them */
+
+/* Whether the literal lit is at *p (within end); moves past it. */
+#define FAST_LIT(p, end, lit)                                                                      \
+    ((size_t)((end) - (p)) >= sizeof(lit) - 1 && memcmp((p), (lit), sizeof(lit) - 1) == 0          \
+         ? ((p) += sizeof(lit) - 1, true)                                                          \
+         : false)
+
+/* Past the JSON string at p, or NULL when there is none. A quote ends it unless an odd
+ * number of backslashes stands before it. */
+static const char *fast_string(const char *p, const char *end)
+{
+    if (p >= end || *p != '"')
+        return NULL;
+    const char *q = p + 1;
+    for (;;) {
+        q = q < end ? memchr(q, '"', (size_t)(end - q)) : NULL;
+        if (!q)
+            return NULL;
+        size_t bs = 0;
+        while (q - bs > p + 1 && q[-1 - (ptrdiff_t)bs] == '\\')
+            bs++;
+        if (bs % 2 == 0)
+            return q + 1;
+        q++;
+    }
+}
+
+/* Past the bare token (number, true, false, null) at p: up to ',' or '}'. */
+static const char *fast_bare(const char *p, const char *end)
+{
+    const char *q = p;
+    while (q < end && *q != ',' && *q != '}')
+        q++;
+    return q > p ? q : NULL;
+}
+
+/* An unsigned integer at *p, then moves past it. */
+static bool fast_u64(const char **p, const char *end, uint64_t *out)
+{
+    const char *q = fast_bare(*p, end);
+    struct pgcdc_span v = {*p, q ? (size_t)(q - *p) : 0};
+    if (!q || pgcdc_json_u64(v, out) < 0)
+        return false;
+    *p = q;
+    return true;
+}
+
+/* The "after" object's pairs from p (past its '{') into p->cols[1]; returns past its '}'. */
+static const char *fast_row(struct pgcdc_replay_parser *ps, const char *p, const char *end,
+                            size_t *count)
+{
+    size_t n = 0;
+    if (p < end && *p == '}') {
+        *count = 0;
+        return p + 1;
+    }
+    for (;;) {
+        if (n == ps->cap[1]) {
+            size_t cap = ps->cap[1] ? ps->cap[1] * 2 : 16;
+            struct pgcdc_replay_col *c = realloc(ps->cols[1], cap * sizeof(*c));
+            if (!c)
+                return NULL;
+            ps->cols[1] = c;
+            ps->cap[1] = cap;
+        }
+        struct pgcdc_replay_col *c = &ps->cols[1][n++];
+        const char *q;
+        if (!(q = fast_string(p, end)) || q >= end || *q != ':')
+            return NULL;
+        c->name.p = p;
+        c->name.len = (size_t)(q - p);
+        p = q + 1;
+        if (p >= end || *p == '{' || *p == '[')
+            return NULL;
+        q = *p == '"' ? fast_string(p, end) : fast_bare(p, end);
+        if (!q || q >= end)
+            return NULL;
+        c->value.p = p;
+        c->value.len = (size_t)(q - p);
+        p = q + 1;
+        if (*q == '}') {
+            *count = n;
+            return p;
+        }
+        if (*q != ',')
+            return NULL;
+    }
+}
+
+int pgcdc_replay_parse_snapshot_row(struct pgcdc_replay_parser *ps, const char *line, size_t len,
+                                    struct pgcdc_replay_event *ev)
+{
+    const char *p = line, *end = line + len, *q;
+    memset(ev, 0, sizeof(*ev));
+    if (!FAST_LIT(p, end, "{\"before\":null,\"after\":{") ||
+        !(p = fast_row(ps, p, end, &ev->nafter)) ||
+        !FAST_LIT(p, end, ",\"source\":{\"connector\":\"pgcdc\",\"version\":") ||
+        !(p = fast_string(p, end)) || !FAST_LIT(p, end, ",\"name\":") ||
+        !(p = fast_string(p, end)) || !FAST_LIT(p, end, ",\"db\":") || !(p = fast_string(p, end)) ||
+        !FAST_LIT(p, end, ",\"schema\":") || !(q = fast_string(p, end)))
+        return 0;
+    ev->schema = (struct pgcdc_span){p, (size_t)(q - p)};
+    p = q;
+    if (!FAST_LIT(p, end, ",\"table\":") || !(q = fast_string(p, end)))
+        return 0;
+    ev->table = (struct pgcdc_span){p, (size_t)(q - p)};
+    p = q;
+    uint64_t xid;
+    if (!FAST_LIT(p, end, ",\"txId\":") || !fast_u64(&p, end, &xid) ||
+        !FAST_LIT(p, end, ",\"lsn\":") || !fast_u64(&p, end, &ev->lsn) ||
+        !FAST_LIT(p, end, ",\"commit_lsn\":") || !fast_u64(&p, end, &ev->commit_lsn) ||
+        !FAST_LIT(p, end, ",\"ts_ms\":") || !(p = fast_bare(p, end)) ||
+        !FAST_LIT(p, end, ",\"snapshot\":\""))
+        return 0;
+    if (FAST_LIT(p, end, "last\""))
+        ev->snapshot_last = true;
+    else if (!FAST_LIT(p, end, "true\""))
+        return 0;
+    if (!FAST_LIT(p, end, "},\"op\":\"r\",\"ts_ms\":") || !(p = fast_bare(p, end)) ||
+        p + 1 != end || *p != '}')
+        return 0;
+    ev->op = 'r';
+    ev->snapshot = true;
+    ev->has_after = true;
+    ev->before = ps->cols[0];
+    ev->after = ps->cols[1];
+    return 1;
 }
 
 /* ------------------------------------------------------------------------------------ */

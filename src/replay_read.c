@@ -244,6 +244,11 @@ bool pgcdc_replay_reader_at_position(const struct pgcdc_replay_reader *r)
     return strcmp(r->pos_seg, r->cur) < 0 && r->cur[0] != '\0';
 }
 
+void pgcdc_replay_reader_unread(struct pgcdc_replay_reader *r, size_t len)
+{
+    r->bpos -= len + 1; /* the buffer has not moved since: only a fill moves it */
+}
+
 uint64_t pgcdc_replay_reader_line_offset(const struct pgcdc_replay_reader *r, size_t len)
 {
     return r->off - (r->buf.len - r->bpos) - len - 1;

@@ -49,6 +49,8 @@ struct pgcdc_migrate {
     struct pgcdc_migrate_progress *progress; /* shared too: replay's counters, for the
                                                 progress display and metrics */
     pid_t ops; /* the child drawing progress and deleting applied segments; 0: none */
+    _Atomic uint64_t *bulk_end;  /* shared likewise: where the bulk load ends, published
+                                    once the snapshot is whole (0 until then) */
 };
 
 /* `pgcdc migrate` (argv[0] is the command). 0 or a negative code. `pgcdc cutover`'s
@@ -76,6 +78,9 @@ int pgcdc_migrate_stop(pid_t pid);
 
 /* The child bodies: capture (run's machinery), replay to m->point, replay following. */
 int pgcdc_migrate_capture_main(struct pgcdc_migrate *m);
+/* The bulk load's replay: snapshot rows as they become durable, then up to the end
+ * published in m->bulk_end once the snapshot is whole. */
+int pgcdc_migrate_replay_load_main(struct pgcdc_migrate *m);
 int pgcdc_migrate_replay_bulk_main(struct pgcdc_migrate *m);
 int pgcdc_migrate_replay_follow_main(struct pgcdc_migrate *m);
 

@@ -30,7 +30,7 @@ struct pgcdc_replay_opts {
                                     everything available is applied (`pgcdc migrate` shares
                                     it with its cutover to measure the lag) */
     /* Snapshot rows go in with COPY, in chunks of this many rows, each committed with the
-     * position (0: the default, 100000; negative: never, always upserts). See replay.c. */
+     * position (0: the default, 1000000; negative: never, always upserts). See replay.c. */
     int copy_rows;
     /* NULL, or called once a table's snapshot rows are all committed through COPY (the
      * row marked "last"), before any later event is applied: `pgcdc migrate` builds the
@@ -41,6 +41,10 @@ struct pgcdc_replay_opts {
     void *table_loaded_ctx;
     struct pgcdc_migrate_progress *progress; /* NULL, or `pgcdc migrate`'s shared counters
                                                 (migrate_progress.h) */
+    /* NULL, or where `pgcdc migrate` publishes the end (0 until it is known): replay then
+     * applies snapshot rows as they become readable, waits at anything else until the end
+     * is published, and stops there as with end_lsn (which must be 0). */
+    _Atomic uint64_t *end_later;
 };
 
 /*

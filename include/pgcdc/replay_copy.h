@@ -24,6 +24,7 @@ struct pgcdc_replay_copy {
     bool active;            /* BEGIN and COPY ... FROM STDIN sent: rows may follow */
     int table;              /* the target table index, when active */
     int64_t rows;           /* rows in the open chunk */
+    uint64_t bytes;         /* COPY text of the open chunk */
     struct pgcdc_buf data;  /* COPY text not yet handed to libpq */
     struct pgcdc_buf sql;   /* the COPY statement */
     struct pgcdc_buf names; /* the open COPY's layout: the event's column names, raw */

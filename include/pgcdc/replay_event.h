@@ -52,6 +52,16 @@ int pgcdc_replay_parse(struct pgcdc_replay_parser *p, const char *line, size_t l
                        struct pgcdc_replay_event *ev, char *err, size_t errlen);
 
 /*
+ * The fast path for the bulk of a migrate: a snapshot row ("op":"r") exactly as pgcdc's own
+ * file sink writes it (src/event.c: the key order of docs/events.md, no whitespace), found
+ * by a direct scan instead of the general parser. Returns 1 with ev filled as
+ * pgcdc_replay_parse would fill it, or 0 when the line is anything else (ev undefined): the
+ * caller then parses it in full, which also names what is wrong with it.
+ */
+int pgcdc_replay_parse_snapshot_row(struct pgcdc_replay_parser *p, const char *line, size_t len,
+                                    struct pgcdc_replay_event *ev);
+
+/*
  * The text a JSON token stands for, as PostgreSQL's input function of the column reads it:
  * a string unescaped, a number's digits as they are, true/false as t/f. Appends it and its
  * NUL to out and sets *is_null = false, or appends nothing and sets *is_null for null.

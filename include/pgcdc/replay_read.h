@@ -48,6 +48,9 @@ void pgcdc_replay_reader_restart(struct pgcdc_replay_reader *r, uint64_t skip_ls
 int pgcdc_replay_reader_next(struct pgcdc_replay_reader *r, const char **line, size_t *len,
                              char *err, size_t errlen);
 
+/* Give back the line of len bytes just returned: the next call returns it again. */
+void pgcdc_replay_reader_unread(struct pgcdc_replay_reader *r, size_t len);
+
 /* The byte offset in r->cur of the line of len bytes just returned (for messages). */
 uint64_t pgcdc_replay_reader_line_offset(const struct pgcdc_replay_reader *r, size_t len);
 
