@@ -5,7 +5,8 @@
 #   BENCH_SCALE=50 BENCH_TXNS=200000 bash scripts/bench_replay.sh
 #   BENCH_NO_DOC=1 bash scripts/bench_replay.sh   print only; leave docs/benchmarks.md alone
 #   bash scripts/bench_replay.sh migrate         `pgcdc migrate` vs Debian's `pgcopydb clone`
-#                                                (BENCH_MIGRATE_SCALE=20: 2,000,000 accounts)
+#                                                (BENCH_MIGRATE_SCALE=20: 2,000,000 accounts;
+#                                                targets in a second cluster)
 #   bash scripts/bench_replay.sh copy            replay's COPY path vs psql \copy ... from
 #                                                (BENCH_COPY_SCALE=10: 1,000,000 accounts)
 #
@@ -68,8 +69,10 @@ fi
 PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 PGDATA="$WORK/data"
 
+PGDATA2="$WORK/data2" # migrate mode's target cluster
 cleanup() {
   "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -m immediate stop >/dev/null 2>&1 || true
+  [ ! -d "$PGDATA2" ] || "${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDATA2" -m immediate stop >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -97,32 +100,45 @@ def cpu(pid, own):
 print(round(cpu(int(sys.argv[1]), True) / os.sysconf("SC_CLK_TCK"), 2))
 PY
 }
-# The server's: the postmaster's tree.
-server_cpu() { tree_cpu "$(head -1 "$PGDATA/postmaster.pid")"; }
+# The server's: the postmaster's tree (both clusters' in migrate mode).
+server_cpu() {
+  local t
+  t=$(tree_cpu "$(head -1 "$PGDATA/postmaster.pid")")
+  [ ! -f "$PGDATA2/postmaster.pid" ] || t=$(calc "$t + $(tree_cpu "$(head -1 "$PGDATA2/postmaster.pid")")")
+  echo "$t"
+}
 calc() { python3 -c "print($1)"; }
 
+# start_cluster DATADIR PORT: a throwaway cluster (trust auth, fsync off, autovacuum off,
+# logical decoding with wal2json allowed) listening on 127.0.0.1:PORT and a socket in $WORK.
+start_cluster() {
+  local data=$1 port=$2
+  "${AS[@]}" "$PGBIN/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
+  {
+    echo "port = $port"
+    echo "listen_addresses = '127.0.0.1'"
+    echo "unix_socket_directories = '$WORK'"
+    echo "wal_level = logical"
+    echo "max_wal_senders = 10"
+    echo "max_replication_slots = 10"
+    echo "max_logical_replication_workers = 4"
+    echo "shared_buffers = '256MB'"
+    echo "max_wal_size = '4GB'"
+    echo "fsync = off"
+    echo "autovacuum = off"
+    if "${AS[@]}" "$PGBIN/postgres" --describe-config 2>/dev/null | grep '^output_plugin_libraries' >/dev/null; then
+      echo "output_plugin_libraries = 'pgoutput, test_decoding, wal2json'"
+    fi
+  } >>"$data/postgresql.conf"
+  "${AS[@]}" "$PGBIN/pg_ctl" -D "$data" -l "$data.log" -w start >/dev/null
+}
+
 echo "== cluster in $WORK (port $PORT), PostgreSQL $("$PGBIN/postgres" --version | awk '{print $3}')"
-"${AS[@]}" "$PGBIN/initdb" -D "$PGDATA" -U postgres --auth=trust -E UTF8 --locale=C --no-sync >/dev/null
-{
-  echo "port = $PORT"
-  echo "listen_addresses = '127.0.0.1'"
-  echo "unix_socket_directories = '$WORK'"
-  echo "wal_level = logical"
-  echo "max_wal_senders = 10"
-  echo "max_replication_slots = 10"
-  echo "max_logical_replication_workers = 4"
-  echo "shared_buffers = '256MB'"
-  echo "max_wal_size = '4GB'"
-  echo "fsync = off"
-  echo "autovacuum = off"
-  if "${AS[@]}" "$PGBIN/postgres" --describe-config 2>/dev/null | grep '^output_plugin_libraries' >/dev/null; then
-    echo "output_plugin_libraries = 'pgoutput, test_decoding, wal2json'"
-  fi
-} >>"$PGDATA/postgresql.conf"
-"${AS[@]}" "$PGBIN/pg_ctl" -D "$PGDATA" -l "$WORK/postgres.log" -w start >/dev/null
+start_cluster "$PGDATA" "$PORT"
 
 # migrate mode: one source database of several tables (pgbench -i: accounts, tellers,
-# branches, history, with keys and a foreign key added), moved twice into empty databases:
+# branches, history, with keys and a foreign key added), moved twice into empty databases
+# of a second cluster on the same machine (BENCH_MIGRATE_ONE_CLUSTER=1: of the same one):
 #   pgcdc migrate, timed from start until its "following" line (schema, bulk load,
 #   post-data and ANALYZE done: caught up), then ended with `pgcdc cutover` (not timed);
 #   pgcopydb clone (Debian's package), timed start to exit.
@@ -132,12 +148,22 @@ echo "== cluster in $WORK (port $PORT), PostgreSQL $("$PGBIN/postgres" --version
 bench_migrate() {
   local scale="${BENCH_MIGRATE_SCALE:-20}"
   command -v pgcopydb >/dev/null || die "pgcopydb is not installed (apt-get install -y pgcopydb)"
-  local src=msrc tp=mtgt_pgcdc tc=mtgt_copydb
+  local src=msrc tp=mtgt_pgcdc tc=mtgt_copydb tport=$PORT
+  # A migration moves a database to another server: by default the targets live in a
+  # second cluster, so the source's walsender does not also read the targets' WAL.
+  # BENCH_MIGRATE_ONE_CLUSTER=1 keeps all three databases in one cluster.
+  if [ -z "${BENCH_MIGRATE_ONE_CLUSTER:-}" ]; then
+    tport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+    start_cluster "$PGDATA2" "$tport"
+    echo "== migrate: target cluster on port $tport"
+  fi
   local dsn_src="host=127.0.0.1 port=$PORT user=postgres dbname=$src"
-  local dsn_tp="host=127.0.0.1 port=$PORT user=postgres dbname=$tp"
-  local dsn_tc="host=127.0.0.1 port=$PORT user=postgres dbname=$tc"
+  local dsn_tp="host=127.0.0.1 port=$tport user=postgres dbname=$tp"
+  local dsn_tc="host=127.0.0.1 port=$tport user=postgres dbname=$tc"
   echo "== migrate: pgbench -i -s $scale, foreign keys"
-  psql_ postgres -c "CREATE DATABASE $src" -c "CREATE DATABASE $tp" -c "CREATE DATABASE $tc"
+  psql_ postgres -c "CREATE DATABASE $src"
+  "${AS[@]}" "$PGBIN/psql" -X -q -At -v ON_ERROR_STOP=1 -h "$WORK" -p "$tport" -U postgres -d postgres \
+    -c "CREATE DATABASE $tp" -c "CREATE DATABASE $tc" >/dev/null
   "${AS[@]}" "$PGBIN/pgbench" -i -q -I dtgvpf -s "$scale" -h "$WORK" -p "$PORT" -U postgres "$src" >/dev/null 2>&1
   psql_ "$src" -c "ALTER TABLE pgbench_history REPLICA IDENTITY FULL" -c "VACUUM ANALYZE"
   local rows
