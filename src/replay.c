@@ -92,6 +92,10 @@ struct replay {
     int64_t txn_events;
     bool txn_skip;
     int64_t txn_skip_n;
+    /* The last event read was a snapshot row. Each table's snapshot is its own sink
+     * transaction, all at one commit_lsn, so running out of readable lines there does not
+     * end the source transaction: more of the point may come. */
+    bool txn_snap;
 
     /* Snapshot rows: the table of the current run of them in this transaction, how many
      * of its rows the run has had (skipped ones included), and whether it goes by COPY
@@ -306,8 +310,12 @@ static int copy_event(struct replay *r, int ti, const struct pgcdc_replay_event 
     int rc;
     if (r->run_copy < 0 && (rc = copy_decide(r, ti, err, errlen)) < 0)
         return rc;
-    if (!r->run_copy)
+    if (!r->run_copy) {
+        /* Upserted: a COPY still open (a run before without its "last" row) ends first. */
+        if (r->cp.active && (rc = copy_finish(r, r->txn_events - 1, err, errlen)) < 0)
+            return rc;
         return 1;
+    }
     if (r->cp.active && (r->cp.table != ti || !pgcdc_replay_copy_same_layout(&r->cp, ev)) &&
         (rc = copy_finish(r, r->txn_events - 1, err, errlen)) < 0)
         return rc;
@@ -436,6 +444,7 @@ static int on_line(struct replay *r, const char *line, size_t len, char *err, si
             return rc;
     }
     r->txn_events++;
+    r->txn_snap = ev.op == 'r' && ev.snapshot;
     if (r->txn_skip)
         return PGCDC_OK;
     if (ev.op == 'r' && ev.snapshot && r->copy_rows > 0) {
@@ -557,8 +566,17 @@ static int on_idle(struct replay *r, bool *done, char *err, size_t errlen)
 {
     int rc;
     *done = false;
-    if (r->in_txn && (rc = txn_end(r, err, errlen)) < 0)
+    if (r->in_txn && r->txn_snap) {
+        /* Inside a snapshot's point: record how many of its events are in (never "whole":
+         * the next table's rows share the point), and count on from there. */
+        if (r->cp.active && (rc = copy_finish(r, r->txn_events, err, errlen)) < 0)
+            return rc;
+        if (r->batch_open &&
+            (rc = commit_batch(r, r->txn_commit, r->txn_events, err, errlen)) < 0)
+            return rc;
+    } else if (r->in_txn && (rc = txn_end(r, err, errlen)) < 0) {
         return rc;
+    }
     if (r->batch_open && (rc = commit_batch(r, r->txn_commit, 0, err, errlen)) < 0)
         return rc;
     if (r->tg.pipelined && (rc = pgcdc_replay_target_drain(&r->tg, 0, err, errlen)) < 0)
@@ -599,7 +617,8 @@ static enum session_end session(struct replay *r, int *rc, char *err, size_t err
     int64_t since_check = 0;
     int e;
     for (;;) {
-        if (pgcdc_stop_requested && !r->in_txn) {
+        /* Nothing uncommitted: stop here (inside a snapshot's point too, between tables). */
+        if (pgcdc_stop_requested && (!r->in_txn || (!r->batch_open && !r->cp.active))) {
             if (r->batch_open && (e = commit_batch(r, r->txn_commit, 0, err, errlen)) < 0)
                 return session_failed(r, e, rc, err);
             if ((e = pgcdc_replay_target_finish(&r->tg, err, errlen)) < 0)
@@ -607,7 +626,7 @@ static enum session_end session(struct replay *r, int *rc, char *err, size_t err
             log_progress(r, "replay stopped by signal");
             return SESSION_DONE;
         }
-        if (pgcdc_stop_requested && r->batch_open && ++since_check >= 256) {
+        if (pgcdc_stop_requested && (r->batch_open || r->cp.active) && ++since_check >= 256) {
             /* Stopping inside a long transaction: give it up; it is applied next time. */
             log_progress(r,
                          "replay stopped by signal; the transaction in progress was rolled back");

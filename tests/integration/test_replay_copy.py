@@ -8,11 +8,12 @@ another, whose schema comes from pg_dump --schema-only.
 
 import os
 import signal
+import time
 
 import cutover_harness as ch
 import harness
 from harness import wait_until
-from test_replay_apply import captured_up_to_now, replay
+from test_replay_apply import _snapshot_pending, captured_up_to_now, replay
 
 
 dbs = ch.dbs_fixture("c")
@@ -164,3 +165,57 @@ def test_migrate_loads_a_table_while_the_snapshot_reads_the_next(cluster, dbs, w
             assert cluster.sql(q, dbname=tgt) == cluster.sql(q, dbname=src), t
     finally:
         m.kill_now()
+
+
+
+def test_follow_waits_between_two_tables_of_one_snapshot(cluster, dbs, make_pgcdc, workdir):
+    """Every table's snapshot is its own sink transaction, all at the slot's point, so
+    `replay --follow` can run out of readable rows between two of them. What it records
+    there must be how many of the point's rows are in, and the next table's rows must count
+    on from there: the test resumes a replay after the first table (position: the point,
+    100 rows), lets it wait while capture is stopped, then lets capture write the second
+    table. None of the second table's rows may be skipped or applied twice, and a
+    kill -9 and restart afterwards changes nothing."""
+    src, tgt = dbs
+    n = 50000
+    ddl = ("CREATE TABLE a_first (id int PRIMARY KEY, v text); "
+           "CREATE TABLE z_big (id int PRIMARY KEY, pad text);")
+    cluster.sql(ddl, dbname=tgt)
+    cluster.sql(ddl + "INSERT INTO a_first SELECT g, 'a' || g FROM generate_series(1, 100) g; "
+                "INSERT INTO z_big SELECT g, repeat('z', 100) || g "
+                "FROM generate_series(1, %d) g" % n, dbname=src)
+    run = make_pgcdc(settings={"source.dsn": cluster.dsn(dbname=src), "snapshot.mode": "initial",
+                               "snapshot.workers": "1"})
+    run.start()
+    wait_until(lambda: any("snapshot table done" in l and "table=a_first" in l
+                           for l in run.lines), 60, interval=0.002, what="a_first read")
+    os.kill(run.proc.pid, signal.SIGSTOP)
+    try:
+        assert not any("table=z_big" in l for l in run.lines if "snapshot table done" in l)
+        wait_until(lambda: os.path.exists(os.path.join(run.data_dir, ".pgcdc-position")), 30,
+                   what="a_first durable")
+        first, rc = replay(workdir, cluster, tgt, run, "r1")
+        assert rc == 0, first.describe()
+        assert cluster.scalar("SELECT count(*) FROM a_first", dbname=tgt) == 100
+        assert ch.replay_position(cluster, tgt)[1] == 100, ch.replay_position(cluster, tgt)
+        # Resumed inside the point, with nothing more to read yet: it waits.
+        follow = ch.replay_proc(os.path.join(workdir, "r2"), cluster, tgt, run.data_dir,
+                                args=["--follow"], opts={"replay.copy_rows": "20000"},
+                                binary=harness.pgcdc_bin())
+        follow.start()
+        follow.wait_log("caught up", timeout=30)
+    finally:
+        os.kill(run.proc.pid, signal.SIGCONT)
+    wait_until(lambda: any("table=z_big" in l for l in run.lines if "snapshot table done" in l)
+               and not _snapshot_pending(run), 60, what="z_big durable")
+    q = "SELECT count(*), sum(hashtext(t::text)) FROM z_big t"
+    want = cluster.sql(q, dbname=src)
+    wait_until(lambda: cluster.scalar("SELECT count(*) FROM z_big", dbname=tgt) >= n - 100, 60,
+               what="z_big applied")
+    time.sleep(0.5)
+    follow.kill9()
+    again, rc = replay(workdir, cluster, tgt, run, "r3")
+    assert rc == 0, again.describe()
+    assert cluster.sql(q, dbname=tgt) == want, (cluster.sql(q, dbname=tgt), want,
+                                                 ch.replay_position(cluster, tgt))
+    run.stop()
