@@ -11,6 +11,7 @@
  * restore leaves out exactly those entries, and a key a kill left unbuilt comes with
  * post-data as before.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -148,14 +149,25 @@ int pgcdc_migrate_keys_build(void *ctx, const char *schema, const char *table, c
             return rc;
         }
     }
-    /* pg_dump names the table as format('%I.%I') does. */
+    /* pg_dump names the table as format('%I.%I') does. A partitioned table's key (with
+     * source.partitions_as_root) is left to post-data: ALTER TABLE ONLY on the parent
+     * alone would leave an invalid index that no ON CONFLICT can use. */
     const char *p[2] = {schema, table};
-    PGresult *res = PQexecParams(keys_conn, "SELECT format('%I.%I', $1::text, $2::text)", 2, NULL,
-                                 p, NULL, NULL, 0);
+    PGresult *res = PQexecParams(
+        keys_conn,
+        "SELECT format('%I.%I', $1::text, $2::text), EXISTS (SELECT 1 FROM pg_catalog.pg_class c "
+        "JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND "
+        "c.relname = $2 AND c.relkind = 'p')",
+        2, NULL, p, NULL, NULL, 0);
     char qt[2048] = "";
-    if (PQresultStatus(res) == PGRES_TUPLES_OK)
+    bool partitioned = false;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK) {
         snprintf(qt, sizeof(qt), "%s", PQgetvalue(res, 0, 0));
+        partitioned = strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+    }
     PQclear(res);
+    if (partitioned)
+        return PGCDC_OK;
     int rc = PGCDC_OK, built = 0;
     for (size_t i = 0; i < nkeys && rc == PGCDC_OK; i++) {
         if (strcmp(keys[i].table, qt) != 0)
@@ -207,11 +219,11 @@ int pgcdc_migrate_keys_filter(struct pgcdc_migrate *m, const char *list, char *e
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) == 0)
         goto out; /* none built (or an older target without the table): restore them all */
     if (!(f = fopen(list, "r"))) {
-        snprintf(err, errlen, "cannot read %s", list);
+        snprintf(err, errlen, "cannot read %s: %s", list, strerror(errno));
         rc = PGCDC_ERR;
         goto out;
     }
-    while (fgets(line, sizeof(line), f)) {
+    while (rc == PGCDC_OK && fgets(line, sizeof(line), f)) {
         bool built = false;
         for (int i = 0; line[0] != ';' && !built && i < PQntuples(res); i++) {
             const char *tag = PQgetvalue(res, i, 0);
@@ -219,17 +231,20 @@ int pgcdc_migrate_keys_filter(struct pgcdc_migrate *m, const char *list, char *e
             size_t n = strlen(tag);
             built = at && at > line && at[-1] == ' ' && at[n] == ' ';
         }
-        if (built)
-            pgcdc_buf_append_char(&out, ';');
-        pgcdc_buf_append_str(&out, line);
+        if ((built && pgcdc_buf_append_char(&out, ';') < 0) ||
+            pgcdc_buf_append_str(&out, line) < 0) {
+            snprintf(err, errlen, "out of memory");
+            rc = PGCDC_ERR;
+        }
     }
     fclose(f);
-    if (!(f = fopen(list, "w")) || fwrite(out.data, 1, out.len, f) != out.len) {
-        snprintf(err, errlen, "cannot write %s", list);
+    f = NULL;
+    if (rc == PGCDC_OK && (!(f = fopen(list, "w")) || fwrite(out.data, 1, out.len, f) != out.len)) {
+        snprintf(err, errlen, "cannot write %s: %s", list, strerror(errno));
         rc = PGCDC_ERR;
     }
     if (f && fclose(f) != 0 && rc == PGCDC_OK) {
-        snprintf(err, errlen, "cannot write %s", list);
+        snprintf(err, errlen, "cannot write %s: %s", list, strerror(errno));
         rc = PGCDC_ERR;
     }
 out:

@@ -186,7 +186,7 @@ static int load_table(struct pgcdc_replay_target *tg, struct pgcdc_replay_rtable
         "a.attisdropped "
         "JOIN pg_catalog.pg_type ty ON ty.oid = a.atttypid "
         "JOIN pg_catalog.pg_namespace tn ON tn.oid = ty.typnamespace "
-        "LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary "
+        "LEFT JOIN pg_catalog.pg_index i ON i.indrelid = c.oid AND i.indisprimary AND i.indisvalid "
         "WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind IN ('r', 'p') "
         "ORDER BY a.attnum";
     const char *params[2] = {rt->t.schema, rt->t.name};
