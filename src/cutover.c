@@ -32,6 +32,7 @@
 #include "pgcdc/lsn.h"
 #include "pgcdc/migrate.h"
 #include "pgcdc/replay_event.h"
+#include "pgcdc/migrate_progress.h"
 #include "pgcdc/replay_read.h"
 #include "pgcdc/verify.h"
 
@@ -541,7 +542,10 @@ static int cutover(struct pgcdc_migrate *m, const struct request *q, int fd)
     struct after_end w = {0};
     pgcdc_replay_reader_init(&w.rd, m->data_dir);
     pgcdc_replay_parser_init(&w.parser);
+    /* No segment is deleted while cutover runs: its check reads them on from END. */
+    atomic_store(&m->progress->prune_paused, 1);
     int code = cutover_steps(m, q, fd, &w);
+    atomic_store(&m->progress->prune_paused, 0);
     pgcdc_replay_reader_free(&w.rd);
     pgcdc_replay_parser_free(&w.parser);
     pgcdc_buf_free(&w.name);

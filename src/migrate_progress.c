@@ -224,7 +224,7 @@ static void prune(struct ops *o)
         durable = commit;
     o->cand_commit = commit;
     o->cand_insert = insert;
-    if (durable == 0)
+    if (durable == 0 || atomic_load(&o->m->progress->prune_paused))
         return;
     int n = pgcdc_migrate_prune_segments(o->m->data_dir, durable);
     if (n > 0) {

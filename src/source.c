@@ -112,7 +112,8 @@ static int attempt_timeout_ms(PGconn *c)
         if (strcmp(o->keyword, "connect_timeout") == 0 && o->val)
             s = atoi(o->val);
     PQconninfoFree(opts);
-    return s <= 0 ? 0 : (s < 2 ? 2 : s) * 1000;
+    /* libpq's own floor of 2 s; a day caps it so that the milliseconds fit an int. */
+    return s <= 0 ? 0 : (s < 2 ? 2 : s > 86400 ? 86400 : s) * 1000;
 }
 
 static int64_t now_ms(void)

@@ -48,6 +48,8 @@ struct pgcdc_migrate_progress {
     _Atomic uint64_t table_rows;
     _Atomic int64_t table_est; /* reltuples on the source; -1 unknown (read by the ops child) */
     _Atomic int64_t table_start_ms; /* monotonic ms when replay began this table */
+    _Atomic int prune_paused; /* set by cutover while it runs: no segment is deleted (its
+                                 after-END check reads them; pgcdc_migrate_prune_segments) */
 };
 
 /* Map the shared struct (zeroed). NULL with err set. Unmap with _unmap. */
