@@ -220,6 +220,13 @@ static int check_children(struct pgcdc_migrate *m, char *err, size_t errlen)
         m->replay = 0;
         m->replay_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
     }
+    if (m->ops > 0 && waitpid(m->ops, &st, WNOHANG) == m->ops) {
+        m->ops = 0; /* reaped; capture and replay go on without it */
+        pgcdc_log(PGCDC_LOG_WARN,
+                  "migrate: the progress child stopped: no progress is shown and no applied "
+                  "segment is deleted until migrate is restarted (with the same --dir)",
+                  NULL);
+    }
     return PGCDC_OK;
 }
 
