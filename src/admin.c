@@ -187,7 +187,8 @@ int pgcdc_admin_space(struct pg_conn *c, const struct pgcdc_config *cfg, const c
                               "NOT IN ('pg_catalog', 'information_schema', 'pgcdc') "
                               "AND n.nspname NOT LIKE 'pg\\_%'");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        snprintf(msg, msglen, "cannot read the tables' sizes: %s", PQresultErrorMessage(res));
+        snprintf(msg, msglen, "cannot read the tables' sizes: %s (run it again once the source answers)",
+                 PQresultErrorMessage(res));
         PQclear(res);
         return PGCDC_ERR;
     }
@@ -204,7 +205,9 @@ int pgcdc_admin_space(struct pg_conn *c, const struct pgcdc_config *cfg, const c
      */
     uint64_t need = heap * 4;
     if (free_bytes(dir, &avail) < 0) {
-        snprintf(msg, msglen, "cannot read the free space of %s: %s", dir, strerror(errno));
+        snprintf(msg, msglen, "cannot read the free space of %s: %s (create the directory, or set "
+                 "sink.file.dir to one pgcdc may use)",
+                 dir, strerror(errno));
         return PGCDC_ERR;
     }
     char n[64], h[64], f[64];

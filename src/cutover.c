@@ -405,8 +405,10 @@ static int look_after_end(struct pgcdc_migrate *m, struct after_end *w, int fd, 
         struct pgcdc_replay_event ev;
         char perr[256];
         if (pgcdc_replay_parse(&w->parser, line, len, &ev, perr, sizeof(perr)) < 0) {
-            snprintf(err, errlen, "%s/%s holds a line that is not an event: %s", w->rd.dir,
-                     w->rd.cur, perr);
+            snprintf(err, errlen,
+                     "%s/%s holds a line that is not an event: %s (a damaged segment: "
+                     "check the disk of --dir)",
+                     w->rd.dir, w->rd.cur, perr);
             return PGCDC_ERR;
         }
         static const char own[] = "\"pgcdc\"";

@@ -122,7 +122,10 @@ static int keys_exec(const char *sql, int n, const char *const *p, char *err, si
     int rc = PGCDC_OK;
     if (PQresultStatus(res) != PGRES_COMMAND_OK && PQresultStatus(res) != PGRES_TUPLES_OK) {
         rc = pgcdc_errors_pg(keys_conn, res, PGCDC_ERRCTX_TARGET);
-        snprintf(err, errlen, "migrate: building a key: %s", PQresultErrorMessage(res));
+        snprintf(err, errlen,
+                 "migrate: building a key failed: %s (fix what it names on the target, "
+                 "then run migrate again: it resumes)",
+                 PQresultErrorMessage(res));
         pgcdc_log_one_line(err);
     }
     PQclear(res);

@@ -199,8 +199,10 @@ static int copy_layout(struct pgcdc_replay_copy *cp, const struct pgcdc_replay_t
             goto oom;
         cp->name_off[i + 1] = cp->names.len;
         if (pgcdc_json_unescape(n, name, sizeof(name)) < 0) {
-            snprintf(err, errlen, "replay stopped: a column name of %s.%s is malformed", t->schema,
-                     t->name);
+            snprintf(err, errlen,
+                     "replay stopped: a column name of %s.%s is malformed: the segment is "
+                     "damaged; capture the table again (pgcdc snapshot --table)",
+                     t->schema, t->name);
             return PGCDC_ERR;
         }
         const struct pgcdc_replay_column *c = NULL;
@@ -270,7 +272,8 @@ int pgcdc_replay_copy_row(struct pgcdc_replay_copy *cp, struct pgcdc_replay_targ
     if (pgcdc_replay_copy_line(&cp->data, ev, cp->skip) < 0) {
         snprintf(err, errlen,
                  "replay stopped: a value of the snapshot row of %s.%s at LSN %s is malformed "
-                 "JSON",
+                 "JSON: the segment is damaged; capture the table again (pgcdc snapshot "
+                 "--table)",
                  tg->tables[cp->table].t.schema, tg->tables[cp->table].t.name,
                  pgcdc_lsn_format(ev->lsn, l));
         return PGCDC_ERR;

@@ -156,7 +156,8 @@ int pgcdc_source_connect_until(struct pg_conn **out, const char *dsn,
         last = PQstatus(c);
         if (limit && now_ms() >= deadline) {
             snprintf(err, errlen,
-                     "cannot connect to the source: timeout expired (connect_timeout, %d s)",
+                     "cannot connect to the source: timeout expired (connect_timeout, %d s): "
+                     "check the host, port and network, or raise connect_timeout in source.dsn",
                      limit / 1000);
             PQfinish(c);
             *out = NULL;
