@@ -187,7 +187,8 @@ int pgcdc_admin_space(struct pg_conn *c, const struct pgcdc_config *cfg, const c
                               "NOT IN ('pg_catalog', 'information_schema', 'pgcdc') "
                               "AND n.nspname NOT LIKE 'pg\\_%'");
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        snprintf(msg, msglen, "cannot read the tables' sizes: %s (run it again once the source answers)",
+        snprintf(msg, msglen,
+                 "cannot read the tables' sizes: %s (run it again once the source answers)",
                  PQresultErrorMessage(res));
         PQclear(res);
         return PGCDC_ERR;
