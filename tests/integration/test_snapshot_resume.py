@@ -68,6 +68,8 @@ def _visible(d):
     except FileNotFoundError:
         pass
     closed, spans, started, ended = {}, {}, set(), set()
+    if not os.path.isdir(d):
+        return closed, spans  # killed before the sink made its directory
     for n in sorted(os.listdir(d)):
         with open(os.path.join(d, n), "rb") as f:
             if n.endswith(".jsonl"):
