@@ -118,7 +118,7 @@ if [ "${PGCDC_SKIP_ASAN:-0}" != 1 ]; then
     # take most of the time, so they run in the release pass only and the whole CI run stays
     # under 25 minutes. PGCDC_ASAN_INTEGRATION=all runs every file (but test_big_txn, whose
     # RSS limit means nothing under ASan, and test_deploy, which checks the release binary).
-    asan_its='test_(stream_basic|fidelity|cutover|replay_apply|verify|kafka_content|http_sink|s3_crash|source_sessions|rotation_fault|slot_record|secrets|migrate)$'
+    asan_its='test_(stream_basic|fidelity|cutover|replay_apply|replay_copy|verify|kafka_content|http_sink|s3_crash|source_sessions|rotation_fault|slot_record|secrets|migrate)$'
     run_ctest "integration (asan)" "$BUILD-asan" -L integration -R "integration.$asan_its"
   elif [ "${PGCDC_ASAN_INTEGRATION}" = all ]; then
     run_ctest "integration (asan)" "$BUILD-asan" -L integration -E 'test_big_txn|test_deploy'
