@@ -21,6 +21,7 @@
 #include "pgcdc/metrics.h"
 #include "pgcdc/migrate.h"
 #include "pgcdc/replay_event.h"
+#include "pgcdc/source.h"
 
 #define TTY_EVERY_MS 1000
 #define LOG_EVERY_MS 10000
@@ -171,13 +172,22 @@ struct ops {
     uint64_t cand_commit, cand_insert;
 };
 
-/* c, connected to dsn (again if it dropped); NULL when it cannot be now. */
-static PGconn *conn(PGconn **c, const char *dsn)
+/*
+ * c, connected to dsn (again if it dropped); NULL when it cannot be now. The source's
+ * session is a pgcdc source session (pgcdc_source_connect): named pgcdc-catalog, so that
+ * `cutover --read-only-source` does not end it, with its notices routed to the log.
+ */
+static PGconn *conn(PGconn **c, const char *dsn, bool source)
 {
     if (*c && PQstatus(*c) == CONNECTION_OK)
         return *c;
     PQfinish(*c);
-    *c = PQconnectdb(dsn);
+    *c = NULL;
+    char err[256];
+    if (source)
+        pgcdc_source_connect(c, dsn, PGCDC_SOURCE_CATALOG, err, sizeof(err));
+    else
+        *c = PQconnectdb(dsn);
     if (PQstatus(*c) != CONNECTION_OK) {
         PQfinish(*c);
         *c = NULL;
@@ -186,9 +196,10 @@ static PGconn *conn(PGconn **c, const char *dsn)
 }
 
 /* One row of a query on *c; NULL when it failed (the caller PQclears a result). */
-static PGresult *row(PGconn **c, const char *dsn, const char *sql, int n, const char *const *pv)
+static PGresult *row(struct ops *o, bool source, const char *sql, int n, const char *const *pv)
 {
-    if (!conn(c, dsn))
+    PGconn **c = source ? &o->src : &o->tgt;
+    if (!conn(c, source ? o->m->source : o->m->target, source))
         return NULL;
     PGresult *r = PQexecParams(*c, sql, n, NULL, pv, NULL, NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1) {
@@ -209,7 +220,7 @@ static uint64_t lsn_at(PGresult *r, int col)
 /* Delete what the target has durably applied (see pgcdc_migrate_prune_segments). */
 static void prune(struct ops *o)
 {
-    PGresult *r = row(&o->tgt, o->m->target,
+    PGresult *r = row(o, false,
                       "SELECT commit_lsn::text, pg_current_wal_insert_lsn()::text, "
                       "pg_current_wal_flush_lsn()::text FROM pgcdc.replay_position",
                       0, NULL);
@@ -242,7 +253,7 @@ static void estimate(struct ops *o, const char *table)
         return;
     snprintf(o->table, sizeof(o->table), "%s", table);
     const char *pv[1] = {table};
-    PGresult *r = row(&o->src, o->m->source,
+    PGresult *r = row(o, true,
                       "SELECT sum(greatest(c.reltuples, 0))::bigint FROM "
                       "pg_partition_tree(to_regclass($1)) t JOIN pg_class c ON c.oid = t.relid",
                       1, pv);
@@ -292,7 +303,7 @@ static void report(struct ops *o)
                       table, "table_rows", trows, "table_rows_estimate", est, "rows_per_s", rate,
                       "eta_s", eta, "rows", rows, NULL);
     } else {
-        PGresult *r = row(&o->src, o->m->source, "SELECT pg_current_wal_lsn()::text", 0, NULL);
+        PGresult *r = row(o, true, "SELECT pg_current_wal_lsn()::text", 0, NULL);
         uint64_t end = r ? lsn_at(r, 0) : 0, bytes = 0;
         PQclear(r);
         double secs = 0;
