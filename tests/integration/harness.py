@@ -942,6 +942,59 @@ def group_transactions(events):
 
 
 # --------------------------------------------------------------------------------------
+# Slowing the server down
+
+
+class BackendThrottle(threading.Thread):
+    """Runs the server backends whose query is a COPY naming `needle` only run_s out of
+    every period_s (SIGSTOP, then SIGCONT for run_s): a kill meant to land mid-snapshot
+    then lands there however fast the machine, since the snapshot's pace is the test's,
+    not the server's. Backends are found again every period, so the readers of a restarted
+    pgcdc are slowed too. stop() continues every backend it ever stopped."""
+
+    Q = ("SELECT pid FROM pg_stat_activity WHERE query ILIKE 'COPY%%' AND query LIKE %s"
+         " AND pid <> pg_backend_pid()")
+
+    def __init__(self, cluster, needle, run_s=0.002, period_s=0.02):
+        super().__init__(daemon=True, name="throttle")
+        self.cluster, self.pattern = cluster, "%" + needle + "%"
+        self.run_s, self.period_s = run_s, period_s
+        self.stopped = set()
+        self.rounds = 0
+        self._halt = threading.Event()
+
+    @staticmethod
+    def _signal(pids, sig):
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def run(self):
+        conn = self.cluster.connect()
+        try:
+            with conn.cursor() as cur:
+                while not self._halt.is_set():
+                    cur.execute(self.Q, (self.pattern,))
+                    pids = [r[0] for r in cur.fetchall()]
+                    self.stopped.update(pids)
+                    self._signal(pids, signal.SIGCONT)
+                    time.sleep(self.run_s)
+                    self._signal(pids, signal.SIGSTOP)
+                    self.rounds += 1
+                    self._halt.wait(self.period_s - self.run_s)
+        finally:
+            self._signal(self.stopped, signal.SIGCONT)
+            conn.close()
+
+    def stop(self):
+        self._halt.set()
+        self.join(30)
+        self._signal(self.stopped, signal.SIGCONT)
+
+
+# --------------------------------------------------------------------------------------
 # Continuous writer
 
 

@@ -108,27 +108,43 @@ def test_kill9_during_multi_table_snapshot_resumes_table_by_table(cluster, make_
     logs, seen = [], {}
     settings = {"snapshot.mode": "initial", "source.tables.include": "public.%s_t*" % name,
                 "sink.file.segment_bytes": "1048576"}
+    # The server's readers run a fifth of the time while kills land, so on any machine
+    # the snapshot spans several runs and tables finish between kills.
+    throttle = h.BackendThrottle(cluster, name, run_s=0.004, period_s=0.02)
     try:
         for c in churns:
             c.start()
-        kills = 0
+        throttle.start()
+        kills, left = 0, []
+        def left_now():
+            pending = _state_pending(p)
+            return len(tables) if pending is None else len(pending)
+
         for attempt in range(KILLS * 3):
             p = make_pgcdc(settings=settings)
             p.start()
-            pending = _state_pending(p)
-            if attempt > 0 and pending is not None and not pending:
+            if attempt > 0 and left_now() == 0:
                 break  # every table done: the next run only streams
+            if attempt % 3 == 2:  # every third run dies in the tables after the next done
+                before = left_now()
+                h.wait_until(lambda: left_now() < before or not p.alive(), 120,
+                             what="a table's snapshot done")
             time.sleep(rng.uniform(0.02, 0.2))
-            if kills >= KILLS or not p.alive():
+            if kills >= KILLS or not p.alive() or left_now() == 0:
                 break
             assert p.kill9() == -9, p.describe()
             seen.update(_visible(p.data_dir)[0])
             logs.append(p.stderr())
+            left.append(left_now())
             kills += 1
+        throttle.stop()
+        print("tables left at each kill: %r" % left)
         assert kills >= 3, "only %d kills landed during the snapshot" % kills
+        assert left[-1] < len(tables), "no table was done before a kill: %r" % left
         h.wait_until(lambda: _state_pending(p) == [], 120, what="every table's snapshot done")
         time.sleep(0.5)
     finally:
+        throttle.stop()
         for c in churns:
             c.stop()
     fh.finish(cluster, p, name)
