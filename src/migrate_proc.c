@@ -146,7 +146,9 @@ static int replay_main(struct pgcdc_migrate *m, bool follow, bool load)
                                   .end_later = load ? m->bulk_end : NULL,
                                   .batch_rows = 5000,
                                   .group_rows = 64,
-                                  .poll_ms = 150,
+                                  /* The bulk load keeps up with capture's writes. */
+                                  .poll_ms = load ? 10 : 150,
+                                  .read_ahead = load,
                                   .missing_rows_warn =
                                       m->cfg.replay_missing_rows == PGCDC_MISSING_ROWS_WARN,
                                   .caught_up = m->caught_up,

@@ -122,6 +122,7 @@ struct replay {
     bool beyond_end;
     uint64_t end_lsn; /* o->end_lsn, or o->end_later's once published; 0: none (yet) */
     bool hold;        /* a line waits for the end to be published (read again later) */
+    bool abandon;     /* stopped while waiting for capture to vouch: roll back, no error */
 
     /* Progress. */
     uint64_t announced_rows, announced_txns;
@@ -145,6 +146,33 @@ static int begin_batch(struct replay *r, char *err, size_t errlen)
 }
 
 /* Record (commit, partial) in the target and commit the batch. */
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL); /* a signal cuts it short */
+}
+
+/*
+ * Reading ahead (migrate's bulk load): nothing is committed before capture vouches for
+ * every line taken, so a capture crash, which takes back what it had not made durable,
+ * never leaves on the target rows the files no longer hold. Waits; a stop request while
+ * waiting abandons the transaction (r->abandon, PGCDC_ERR: the session rolls back).
+ */
+static int wait_vouched(struct replay *r, char *err, size_t errlen)
+{
+    for (;;) {
+        int v = pgcdc_replay_reader_vouched(&r->rd, err, errlen);
+        if (v != 0)
+            return v < 0 ? v : PGCDC_OK;
+        if (pgcdc_stop_requested) {
+            r->abandon = true;
+            snprintf(err, errlen, "stopped before capture made the rows read ahead durable");
+            return PGCDC_ERR;
+        }
+        sleep_ms(2);
+    }
+}
+
 static int commit_batch(struct replay *r, uint64_t commit, int64_t partial, char *err,
                         size_t errlen)
 {
@@ -153,6 +181,8 @@ static int commit_batch(struct replay *r, uint64_t commit, int64_t partial, char
     const char *pv[2] = {pgcdc_lsn_format(commit, lsn), part};
     int pc[2] = {-1, -1};
     int rc;
+    if ((rc = wait_vouched(r, err, errlen)) < 0)
+        return rc;
     if (r->bq.pending && (rc = pgcdc_replay_batch_flush(&r->bq, &r->tg, err, errlen)) < 0)
         return rc;
     /* An update or delete that matched no row must stop the batch before its COMMIT. */
@@ -279,6 +309,9 @@ static int copy_rc(struct replay *r, int rc)
 /* End the open COPY chunk, recording partial events of the transaction as applied. */
 static int copy_finish(struct replay *r, int64_t partial, char *err, size_t errlen)
 {
+    int rc = wait_vouched(r, err, errlen);
+    if (rc < 0)
+        return rc;
     return copy_rc(r, pgcdc_replay_copy_end(&r->cp, &r->tg, r->txn_commit, partial, err, errlen));
 }
 
@@ -330,8 +363,10 @@ static int copy_event(struct replay *r, int ti, const struct pgcdc_replay_event 
     }
     if ((rc = copy_rc(r, pgcdc_replay_copy_row(&r->cp, &r->tg, ev, err, errlen))) < 0)
         return rc;
+    /* Read ahead of capture, a chunk goes on until capture vouches for it. */
     if (!ev->snapshot_last)
-        return r->cp.rows >= r->copy_rows || r->cp.bytes >= COPY_CHUNK_BYTES
+        return (r->cp.rows >= r->copy_rows || r->cp.bytes >= COPY_CHUNK_BYTES) &&
+                       !r->rd.line_ahead
                    ? copy_finish(r, r->txn_events, err, errlen)
                    : PGCDC_OK;
     if ((rc = copy_finish(r, r->txn_events, err, errlen)) < 0)
@@ -421,6 +456,13 @@ static int on_line(struct replay *r, const char *line, size_t len, char *err, si
     }
     pgcdc_migrate_progress_event(r->o->progress, &ev);
     int rc;
+    /* Read ahead of what capture vouches for: only snapshot rows go in (uncommitted);
+     * anything else waits until capture has made it durable. */
+    if (r->rd.line_ahead && !(ev.op == 'r' && ev.snapshot)) {
+        pgcdc_replay_reader_unread(&r->rd, len);
+        r->hold = true;
+        return PGCDC_OK;
+    }
     /* Under migrate's bulk load, only snapshot rows go in before the end is known: a
      * streamed change waits (a capture crash re-snapshots tables at a later point). */
     if (!(ev.op == 'r' && ev.snapshot) && !end_known(r) &&
@@ -537,12 +579,6 @@ static int session_start(struct replay *r, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
-static void sleep_ms(int ms)
-{
-    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-    nanosleep(&ts, NULL); /* a signal cuts it short */
-}
-
 static void note_progress(struct replay *r)
 {
     /* Not the clock on every line: at a million rows a second it shows. */
@@ -566,6 +602,9 @@ static int on_idle(struct replay *r, bool *done, char *err, size_t errlen)
 {
     int rc;
     *done = false;
+    /* Read ahead of capture: nothing to commit until it vouches for what was taken. */
+    if ((rc = pgcdc_replay_reader_vouched(&r->rd, err, errlen)) <= 0)
+        return rc;
     if (r->in_txn && r->txn_snap) {
         /* Inside a snapshot's point: record how many of its events are in (never "whole":
          * the next table's rows share the point), and count on from there. */
@@ -609,6 +648,13 @@ static enum session_end session_failed(struct replay *r, int rc, int *out, char 
     return SESSION_FAILED;
 }
 
+/* Stopping inside a transaction: give it up (the session's end rolls it back). */
+static enum session_end stopped_in_txn(struct replay *r)
+{
+    log_progress(r, "replay stopped by signal; the transaction in progress was rolled back");
+    return SESSION_DONE;
+}
+
 /* One connection's worth of replay. *rc: the error, when it ends SESSION_FAILED. */
 static enum session_end session(struct replay *r, int *rc, char *err, size_t errlen)
 {
@@ -626,12 +672,8 @@ static enum session_end session(struct replay *r, int *rc, char *err, size_t err
             log_progress(r, "replay stopped by signal");
             return SESSION_DONE;
         }
-        if (pgcdc_stop_requested && (r->batch_open || r->cp.active) && ++since_check >= 256) {
-            /* Stopping inside a long transaction: give it up; it is applied next time. */
-            log_progress(r,
-                         "replay stopped by signal; the transaction in progress was rolled back");
-            return SESSION_DONE;
-        }
+        if (pgcdc_stop_requested && (r->batch_open || r->cp.active) && ++since_check >= 256)
+            return stopped_in_txn(r); /* a long transaction: given up, applied next time */
         const char *line;
         size_t len;
         int got = pgcdc_replay_reader_next(&r->rd, &line, &len, err, errlen);
@@ -642,7 +684,7 @@ static enum session_end session(struct replay *r, int *rc, char *err, size_t err
         if (got == 1) {
             r->hold = false;
             if ((e = on_line(r, line, len, err, errlen)) < 0)
-                return session_failed(r, e, rc, err);
+                return r->abandon ? stopped_in_txn(r) : session_failed(r, e, rc, err);
             if (!r->beyond_end && !r->hold) {
                 note_progress(r);
                 continue;
@@ -650,7 +692,7 @@ static enum session_end session(struct replay *r, int *rc, char *err, size_t err
         }
         bool done;
         if ((e = on_idle(r, &done, err, errlen)) < 0)
-            return session_failed(r, e, rc, err);
+            return r->abandon ? stopped_in_txn(r) : session_failed(r, e, rc, err);
         if (done)
             return SESSION_DONE;
         if (pgcdc_stop_requested)
@@ -680,6 +722,7 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
     r.end_lsn = o->end_lsn;
     r.copy_rows = o->copy_rows == 0 ? COPY_ROWS_DEFAULT : o->copy_rows < 0 ? 0 : o->copy_rows;
     pgcdc_replay_reader_init(&r.rd, o->input);
+    r.rd.read_ahead = o->read_ahead;
     pgcdc_replay_parser_init(&r.parser);
     pgcdc_replay_batch_init(&r.bq, o->group_rows);
     if (pgcdc_replay_target_init(&r.tg, o->target, o->missing_rows_warn, err, errlen) < 0) {

@@ -32,6 +32,8 @@ void pgcdc_replay_reader_restart(struct pgcdc_replay_reader *r, uint64_t skip_ls
     r->off = 0;
     r->cur_closed = false;
     r->skip_lsn = skip_lsn;
+    r->vouch_off = 0;
+    r->line_ahead = false;
 }
 
 /* Re-read <dir>/.pgcdc-position; absent or unreadable leaves have_pos false. */
@@ -58,7 +60,7 @@ static int next_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {
     struct pgcdc_segdir_list l;
     int dfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || pgcdc_segdir_list(dfd, &l) < 0) {
+    if (dfd < 0 || (r->read_ahead ? pgcdc_segdir_list_all(dfd, &l) : pgcdc_segdir_list(dfd, &l)) < 0) {
         int e = errno;
         if (dfd >= 0)
             close(dfd);
@@ -78,6 +80,7 @@ static int next_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
         j++;
     if (j < l.n) {
         memcpy(r->prev, r->cur, sizeof(r->prev));
+        r->prev_size = r->off;
         snprintf(r->cur, sizeof(r->cur), "%s", l.e[j].closed);
         r->off = 0;
         r->cur_closed = false;
@@ -87,11 +90,51 @@ static int next_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
     return rc;
 }
 
-/* Open cur under its closed name, else its open name. Returns fd or -1 (errno). */
+/* Whether a segment sorting after cur is in the directory (parts too). 1, 0, or <0. */
+static int later_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
+{
+    struct pgcdc_segdir_list l;
+    int dfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0 || pgcdc_segdir_list_all(dfd, &l) < 0) {
+        snprintf(err, errlen, "cannot list --input %s: %s", r->dir, strerror(errno));
+        if (dfd >= 0)
+            close(dfd);
+        return PGCDC_ERR;
+    }
+    close(dfd);
+    int later = l.n > 0 && strcmp(l.e[l.n - 1].closed, r->cur) > 0;
+    pgcdc_segdir_list_free(&l);
+    return later;
+}
+
+/*
+ * Reading ahead: how many bytes of cur the writer vouches for now. All of a closed
+ * segment, and of one sorting before the segment the position names (its bytes were
+ * synced before that checkpoint, and recovery closes it); of the segment the position
+ * names, its offset; of any other, none.
+ */
+static uint64_t vouch_for(struct pgcdc_replay_reader *r, const char *seg)
+{
+    char path[4096];
+    struct stat st;
+    snprintf(path, sizeof(path), "%s/%s", r->dir, seg);
+    if (stat(path, &st) == 0)
+        return UINT64_MAX; /* renamed closed since it was opened */
+    if (!r->have_pos || r->pos_seg[0] == '\0')
+        return 0;
+    char pos_closed[PGCDC_SEGDIR_NAME_MAX];
+    pgcdc_segdir_closed_name(r->pos_seg, pos_closed, sizeof(pos_closed));
+    int c = strcmp(seg, pos_closed);
+    return c < 0 ? UINT64_MAX : c == 0 ? r->pos_off : 0;
+}
+
+/* Open cur under its closed name, else its open name (or, reading ahead, its part name).
+ * Returns fd or -1 (errno). */
 static int open_current(struct pgcdc_replay_reader *r, bool *closed)
 {
-    char path[4096], open_name[PGCDC_SEGDIR_NAME_MAX + 8];
+    char path[4096], open_name[PGCDC_SEGDIR_NAME_MAX + 8], part_name[PGCDC_SEGDIR_NAME_MAX + 8];
     pgcdc_segdir_open_name(r->cur, open_name, sizeof(open_name));
+    pgcdc_segdir_part_name(r->cur, part_name, sizeof(part_name));
     for (int attempt = 0; attempt < 2; attempt++) {
         snprintf(path, sizeof(path), "%s/%s", r->dir, r->cur);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -109,7 +152,16 @@ static int open_current(struct pgcdc_replay_reader *r, bool *closed)
         }
         if (errno != ENOENT)
             return -1;
-        /* Renamed from open to closed between the two opens: look again. */
+        if (r->read_ahead) {
+            snprintf(path, sizeof(path), "%s/%s", r->dir, part_name);
+            if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
+                *closed = false;
+                return fd;
+            }
+            if (errno != ENOENT)
+                return -1;
+        }
+        /* Renamed from open (or part) to closed between the opens: look again. */
     }
     errno = ENOENT;
     return -1;
@@ -117,12 +169,33 @@ static int open_current(struct pgcdc_replay_reader *r, bool *closed)
 
 /*
  * How far cur (open as fd) may be read: a closed segment to its size, the open one only
- * to the prefix the position vouches for (whole, durable transactions).
+ * to the prefix the position vouches for (whole, durable transactions); reading ahead, an
+ * open or part segment as far as it is written.
  */
 static int read_limit(struct pgcdc_replay_reader *r, int fd, bool closed, uint64_t *limit,
                       char *err, size_t errlen)
 {
     *limit = r->off;
+    if (r->read_ahead && !closed) {
+        struct stat stt;
+        if (fstat(fd, &stt) < 0) {
+            snprintf(err, errlen, "cannot stat %s/%s: %s", r->dir, r->cur, strerror(errno));
+            return PGCDC_ERR;
+        }
+        if ((uint64_t)stt.st_size < r->off) {
+            snprintf(err, errlen,
+                     "segment %s/%s was cut back below what replay read ahead (capture "
+                     "recovered from a crash): reading again from the last commit",
+                     r->dir, r->cur);
+            return PGCDC_ERR_RETRY;
+        }
+        r->vouch_off = vouch_for(r, r->cur);
+        *limit = (uint64_t)stt.st_size;
+        if (r->cur_closed) /* final (the writer went on): read to this size, then move on */
+            r->cur_size = *limit;
+        return PGCDC_OK;
+    }
+    r->vouch_off = UINT64_MAX;
     if (closed) {
         struct stat stt;
         if (fstat(fd, &stt) < 0) {
@@ -181,6 +254,13 @@ static int reader_fill(struct pgcdc_replay_reader *r, char *err, size_t errlen)
         }
         bool closed;
         int fd = open_current(r, &closed);
+        if (fd < 0 && errno == ENOENT && r->off > 0 && r->read_ahead) {
+            snprintf(err, errlen,
+                     "segment %s/%s is gone after replay read ahead in it (capture recovered "
+                     "from a crash): reading again from the last commit",
+                     r->dir, r->cur);
+            return PGCDC_ERR_RETRY;
+        }
         if (fd < 0 && errno == ENOENT && r->off == 0) {
             /* An open segment no checkpoint had vouched for yet, removed by `pgcdc run`'s
              * recovery after a crash: its transactions come again, in a new segment. */
@@ -204,8 +284,16 @@ static int reader_fill(struct pgcdc_replay_reader *r, char *err, size_t errlen)
             return PGCDC_ERR;
         if (got > 0)
             return 1;
-        if (!closed)
-            return 0;
+        if (!closed && !r->cur_closed) {
+            /* Reading ahead, a segment the writer left for a later one is final: it synced
+             * it before opening the next. Read it to its size once more, then move on. */
+            int later = r->read_ahead ? later_segment(r, err, errlen) : 0;
+            if (later <= 0)
+                return later;
+            r->cur_closed = true;
+            r->cur_size = UINT64_MAX;
+            continue;
+        }
         if (r->off < limit)
             r->cur_size = r->off; /* shorter than it was: treat what we read as all */
         /* read to its end: on to the next segment */
@@ -224,6 +312,8 @@ int pgcdc_replay_reader_next(struct pgcdc_replay_reader *r, const char **line, s
                 *line = s;
                 *len = (size_t)(nl - s);
                 r->bpos += *len + 1;
+                if (r->read_ahead)
+                    r->line_ahead = r->off - (r->buf.len - r->bpos) > r->vouch_off;
                 return 1;
             }
         }
@@ -252,4 +342,49 @@ void pgcdc_replay_reader_unread(struct pgcdc_replay_reader *r, size_t len)
 uint64_t pgcdc_replay_reader_line_offset(const struct pgcdc_replay_reader *r, size_t len)
 {
     return r->off - (r->buf.len - r->bpos) - len - 1;
+}
+
+int pgcdc_replay_reader_vouched(struct pgcdc_replay_reader *r, char *err, size_t errlen)
+{
+    if (!r->read_ahead || r->cur[0] == '\0') {
+        r->line_ahead = false;
+        return 1;
+    }
+    read_position(r);
+    uint64_t used = r->off - (r->buf.len - r->bpos);
+    r->vouch_off = vouch_for(r, r->cur);
+    r->line_ahead = used > r->vouch_off;
+    /* Nothing of cur taken yet: the lines handed out end the segment before it. (A later
+     * byte vouched for vouches for every earlier one: see vouch_for.) */
+    if (used == 0 && r->prev[0] && r->prev_size > vouch_for(r, r->prev))
+        r->line_ahead = true;
+    if (!r->line_ahead)
+        return 1;
+    if (used == 0)
+        return 0; /* cur itself may not exist yet; prev is final and read to its end */
+    /* Not yet: still there, and not cut back below what was read? */
+    char path[4096], name[PGCDC_SEGDIR_NAME_MAX + 8];
+    struct stat st;
+    int found = 0;
+    for (int k = 0; k < 2 && !found; k++) {
+        if (k == 0)
+            pgcdc_segdir_open_name(r->cur, name, sizeof(name));
+        else
+            pgcdc_segdir_part_name(r->cur, name, sizeof(name));
+        snprintf(path, sizeof(path), "%s/%s", r->dir, name);
+        found = stat(path, &st) == 0;
+    }
+    if (!found) {
+        snprintf(path, sizeof(path), "%s/%s", r->dir, r->cur);
+        if (stat(path, &st) == 0) /* closed between the looks */
+            return pgcdc_replay_reader_vouched(r, err, errlen);
+    }
+    if (!found || (uint64_t)st.st_size < r->off) {
+        snprintf(err, errlen,
+                 "segment %s/%s was taken back after replay read ahead in it (capture "
+                 "recovered from a crash): reading again from the last commit",
+                 r->dir, r->cur);
+        return PGCDC_ERR_RETRY;
+    }
+    return 0;
 }

@@ -45,6 +45,9 @@ struct pgcdc_replay_opts {
      * applies snapshot rows as they become readable, waits at anything else until the end
      * is published, and stops there as with end_lsn (which must be 0). */
     _Atomic uint64_t *end_later;
+    /* `pgcdc migrate`'s bulk load: snapshot rows are loaded as capture writes them, before
+     * it makes them durable, and committed only once it has (replay_read.h). */
+    bool read_ahead;
 };
 
 /*

@@ -5,6 +5,13 @@
  * Segments are taken in name order (segdir.h): a closed one entirely, the open one only up
  * to the offset <dir>/.pgcdc-position gives for it (that prefix holds whole, durable
  * transactions). So every stretch of input ends at a transaction boundary.
+ *
+ * Reading ahead (read_ahead, for `pgcdc migrate`'s bulk load only): the open and part
+ * segments are also read as far as the writer has written them, so a large table's rows
+ * can be loaded while capture is still writing them. Each line then says whether it lies
+ * past what the writer vouches for (line_ahead); the caller applies such lines without
+ * committing them, and commits only once pgcdc_replay_reader_vouched says the writer has
+ * made everything it has read durable (a crash of the writer takes back what it had not).
  */
 #ifndef PGCDC_REPLAY_READ_H
 #define PGCDC_REPLAY_READ_H
@@ -20,6 +27,7 @@ struct pgcdc_replay_reader {
     const char *dir;                  /* borrowed: the --input directory */
     char cur[PGCDC_SEGDIR_NAME_MAX];  /* closed name of the segment being read; "" at first */
     char prev[PGCDC_SEGDIR_NAME_MAX]; /* the one before it, read to its end */
+    uint64_t prev_size;               /* the bytes read of it */
     bool cur_closed;                  /* cur has its final name: read it to its end */
     uint64_t cur_size;                /* its size, when closed */
     uint64_t off;                     /* bytes of cur read into buf */
@@ -32,6 +40,9 @@ struct pgcdc_replay_reader {
     char pos_seg[PGCDC_SEGDIR_NAME_MAX]; /* as written: the open name, or "" */
     uint64_t pos_off;
     uint64_t skip_lsn; /* whole segments below this commit LSN may be passed over */
+    bool read_ahead;   /* set by the caller: read past what the writer vouches for */
+    uint64_t vouch_off; /* read ahead: bytes of cur the writer vouches for, as last looked */
+    bool line_ahead;    /* read ahead: the line last returned lies past vouch_off */
 };
 
 /* Read dir (borrowed; it must outlive r). pgcdc_replay_reader_free releases the buffer. */
@@ -60,5 +71,13 @@ uint64_t pgcdc_replay_reader_line_offset(const struct pgcdc_replay_reader *r, si
  * directory was listed after the position was read), or we are at or past its offset.
  */
 bool pgcdc_replay_reader_at_position(const struct pgcdc_replay_reader *r);
+
+/*
+ * Reading ahead: whether the writer now vouches for every line handed out so far (and not
+ * given back): 1 yes, 0 not yet, PGCDC_ERR_RETRY with err set when the writer took back
+ * bytes already read (it crashed and recovered: what was read ahead must be rolled back).
+ * Also refreshes line_ahead. Always 1 without read_ahead.
+ */
+int pgcdc_replay_reader_vouched(struct pgcdc_replay_reader *r, char *err, size_t errlen);
 
 #endif

@@ -173,3 +173,70 @@ def test_preflight_both_sides_and_space(cluster, dbs, workdir, pgcdc_bin, name):
     finally:
         for i in range(n):
             cluster.sql("SELECT pg_drop_replication_slot('fill_%s_%d')" % (name[-6:], i))
+
+
+def _copy_in_progress(cluster, tgt):
+    return cluster.scalar("SELECT max(tuples_processed) FROM pg_stat_progress_copy "
+                          "WHERE datname = %s AND command = 'COPY FROM'", (tgt,)) or 0
+
+
+def _pending(workdir):
+    try:
+        with open(os.path.join(workdir, "mig", "state", "snapshot")) as f:
+            return [l for l in f if l.startswith("table=pending")]
+    except FileNotFoundError:
+        return None
+
+
+def test_bulk_load_reads_ahead_and_commits_only_what_capture_made_durable(
+        cluster, dbs, workdir, pgcdc_bin, name):
+    """The bulk load COPYs a table's rows while capture is still writing its snapshot (read
+    ahead of the sink's commit), yet commits nothing capture has not made durable: a
+    SIGTERM and a kill -9 while reading ahead leave the target table empty, and a restart
+    (whose snapshot of the table is taken at a later point, after deletes) still matches."""
+    src, tgt = dbs
+    rows = 200000
+    cluster.sql("CREATE TABLE big (id bigint PRIMARY KEY, v text NOT NULL)", dbname=src)
+    cluster.sql("INSERT INTO big SELECT g, repeat('x', 80) || g FROM generate_series(1, %d) g"
+                % rows, dbname=src)
+    m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name,
+                     {"sink.file.segment_bytes": "1048576"})
+    # The source's snapshot COPY (not the target's COPY ... FROM) runs a tenth of the time:
+    # the table's snapshot then spans seconds, and replay catches up with capture in it.
+    throttle = harness.BackendThrottle(cluster, "TO STDOUT", run_s=0.002, period_s=0.02)
+    throttle.start()
+    try:
+        for stop in ("sigterm", "kill9"):
+            m.start()
+            # Far enough that replay has caught up with capture's writes more than once.
+            wait_until(lambda: m.alive() and _copy_in_progress(cluster, tgt) >= 30000, 120,
+                       interval=0.02, what="the target's COPY of big")
+            assert _pending(workdir), "big's snapshot was done before the check"
+            assert not any("snapshot table done" in l and "table=big" in l for l in m.lines)
+            if stop == "sigterm":
+                m.stop(timeout=60)
+            else:
+                m.kill9()
+                m.wait(10)
+            n = cluster.scalar("SELECT count(*) FROM big", dbname=tgt)
+            assert n == 0, "%s: %d rows of big committed before capture made them durable" % (
+                stop, n)
+            # The next snapshot of big is taken at a later point: without these rows.
+            cluster.sql("DELETE FROM big WHERE id %% 97 = 0 AND id <= %s" % (rows // 2),
+                        dbname=src)
+    finally:
+        throttle.stop()
+    m.start()
+    try:
+        m.wait_log("migrate: following", timeout=180)
+        cluster.sql("UPDATE big SET v = 'after' WHERE id = 1", dbname=src)
+        r = subprocess.run([pgcdc_bin, "cutover", "--dir", os.path.join(workdir, "mig")],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=180)
+        out = r.stdout.decode()
+        assert r.returncode == 0, out + r.stderr.decode() + m.describe()
+        assert re.search(r"^MATCH public\.big\b", out, re.M), out
+        assert m.wait(60) == 0, m.describe()
+    finally:
+        m.kill_now()
+    want = cluster.scalar("SELECT count(*) FROM big", dbname=src)
+    assert cluster.scalar("SELECT count(*) FROM big", dbname=tgt) == want
