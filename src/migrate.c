@@ -574,6 +574,59 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
     return check_pg_dump(m, err, errlen);
 }
 
+/*
+ * ANALYZE on a session of its own while post-data is restored: the two wait for each other
+ * only on the same table (ANALYZE holds one table at a time, each in its own transaction).
+ * analyze_finish then analyzes again the tables with an expression index: the statistics
+ * of an index's expression are gathered only once the index exists.
+ */
+static PGconn *analyze_start(struct pgcdc_migrate *m, char *err, size_t errlen)
+{
+    PGconn *c = PQconnectdb(m->target);
+    if (PQstatus(c) != CONNECTION_OK || !PQsendQuery(c, "ANALYZE")) {
+        snprintf(err, errlen, "cannot run ANALYZE on the target: %s", PQerrorMessage(c));
+        pgcdc_log_one_line(err);
+        PQfinish(c);
+        return NULL;
+    }
+    return c;
+}
+
+static int analyze_finish(PGconn *c, char *err, size_t errlen)
+{
+    static const char exprs[] =
+        "SELECT 'ANALYZE ' || string_agg(DISTINCT format('%I.%I', n.nspname, r.relname), ', ') "
+        "FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid "
+        "JOIN pg_namespace n ON n.oid = r.relnamespace WHERE i.indexprs IS NOT NULL "
+        "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgcdc') HAVING count(*) > 0";
+    int rc = PGCDC_OK;
+    PGresult *res;
+    while ((res = PQgetResult(c))) {
+        if (PQresultStatus(res) != PGRES_COMMAND_OK && rc == PGCDC_OK) {
+            snprintf(err, errlen, "ANALYZE on the target: %s", PQresultErrorMessage(res));
+            rc = PGCDC_ERR;
+        }
+        PQclear(res);
+    }
+    res = rc == PGCDC_OK ? PQexec(c, exprs) : NULL;
+    if (res && PQresultStatus(res) != PGRES_TUPLES_OK) {
+        snprintf(err, errlen, "listing the target's expression indexes: %s",
+                 PQresultErrorMessage(res));
+        rc = PGCDC_ERR;
+    } else if (res && PQntuples(res) == 1) {
+        PGresult *a = PQexec(c, PQgetvalue(res, 0, 0));
+        if (PQresultStatus(a) != PGRES_COMMAND_OK) {
+            snprintf(err, errlen, "ANALYZE on the target: %s", PQresultErrorMessage(a));
+            rc = PGCDC_ERR;
+        }
+        PQclear(a);
+    }
+    PQclear(res);
+    pgcdc_log_one_line(err);
+    PQfinish(c);
+    return rc;
+}
+
 static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
     int rc = setup(m, err, errlen);
@@ -610,10 +663,22 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
             return rc;
     }
     atomic_store(&m->progress->stage, PGCDC_STAGE_POSTDATA);
-    if (strcmp(m->phase, PGCDC_MIGRATE_BULK) == 0 &&
-        ((rc = pgcdc_migrate_postdata(m, err, errlen)) < 0 ||
-         (rc = set_phase(m, PGCDC_MIGRATE_POSTDATA, err, errlen)) < 0))
-        return rc;
+    if (strcmp(m->phase, PGCDC_MIGRATE_BULK) == 0) {
+        char aerr[1024] = "";
+        PGconn *an = analyze_start(m, err, errlen);
+        if (!an)
+            return PGCDC_ERR;
+        rc = pgcdc_migrate_postdata(m, err, errlen);
+        int arc = analyze_finish(an, aerr, sizeof(aerr));
+        if (rc < 0 || (rc = set_phase(m, PGCDC_MIGRATE_POSTDATA, err, errlen)) < 0)
+            return rc;
+        if (arc < 0) { /* a restart runs ANALYZE again, after post-data */
+            snprintf(err, errlen, "%s", aerr);
+            return arc;
+        }
+        if ((rc = set_phase(m, PGCDC_MIGRATE_FOLLOWING, err, errlen)) < 0)
+            return rc;
+    }
     if (strcmp(m->phase, PGCDC_MIGRATE_POSTDATA) == 0) {
         char *v = NULL;
         if ((rc = pgcdc_migrate_query1(m->target, "ANALYZE", NULL, &v, err, errlen)) < 0 ||

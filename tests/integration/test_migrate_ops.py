@@ -193,12 +193,14 @@ def test_bulk_load_reads_ahead_and_commits_only_what_capture_made_durable(
     """The bulk load COPYs a table's rows while capture is still writing its snapshot (read
     ahead of the sink's commit), yet commits nothing capture has not made durable: a
     SIGTERM and a kill -9 while reading ahead leave the target table empty, and a restart
-    (whose snapshot of the table is taken at a later point, after deletes) still matches."""
+    (whose snapshot of the table is taken at a later point, after deletes) still matches.
+    ANALYZE, run beside post-data, leaves an index expression with its statistics."""
     src, tgt = dbs
     rows = 200000
     cluster.sql("CREATE TABLE big (id bigint PRIMARY KEY, v text NOT NULL)", dbname=src)
     cluster.sql("INSERT INTO big SELECT g, repeat('x', 80) || g FROM generate_series(1, %d) g"
                 % rows, dbname=src)
+    cluster.sql("CREATE INDEX big_tail ON big (right(v, 3))", dbname=src)
     m = migrate_proc(cluster, workdir, src, tgt, pgcdc_bin, name,
                      {"sink.file.segment_bytes": "1048576"})
     # The source's snapshot COPY (not the target's COPY ... FROM) runs a tenth of the time:
@@ -229,6 +231,10 @@ def test_bulk_load_reads_ahead_and_commits_only_what_capture_made_durable(
     m.start()
     try:
         m.wait_log("migrate: following", timeout=180)
+        # ANALYZE ran beside post-data, and again for a table with an expression index
+        # once the index existed: the expression has its statistics.
+        assert cluster.scalar("SELECT count(*) FROM pg_stats WHERE tablename = 'big_tail'",
+                              dbname=tgt) == 1
         cluster.sql("UPDATE big SET v = 'after' WHERE id = 1", dbname=src)
         r = subprocess.run([pgcdc_bin, "cutover", "--dir", os.path.join(workdir, "mig")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=180)
