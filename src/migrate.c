@@ -443,9 +443,9 @@ static int restore_predata(struct pgcdc_migrate *m, char *err, size_t errlen)
 
 /*
  * Whether capture's snapshot is whole: every table recorded done in state.dir/snapshot.
- * A capture killed mid-snapshot takes back the table it cut (replay never saw it: its
- * sink transaction was not committed) and reads it again at a later point, which then
- * ends the bulk load (*end): the latest table's point.
+ * A capture killed mid-snapshot takes back the table it cut (replay committed none of
+ * it: its sink transaction was not committed) and reads it again at a later point, which
+ * then ends the bulk load (*end): the latest table's point.
  */
 static int snapshot_done(struct pgcdc_migrate *m, uint64_t *end, char *err, size_t errlen)
 {
@@ -463,10 +463,10 @@ static int snapshot_done(struct pgcdc_migrate *m, uint64_t *end, char *err, size
 }
 
 /*
- * The bulk load: a replay child started at once applies the snapshot's rows as capture
- * makes them durable (a table at a time: a table's rows become readable when its sink
- * transaction commits); once the snapshot is whole its end is published (m->bulk_end), and
- * the child applies up to it and exits. 0 when it exited 0.
+ * The bulk load: a replay child started at once loads the snapshot's rows as capture
+ * writes them (reading ahead of the sink's commit, one per table, and committing only what
+ * capture has made durable: replay_read.h); once the snapshot is whole its end is
+ * published (m->bulk_end), and the child applies up to it and exits. 0 when it exited 0.
  */
 static int replay_until_done(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
