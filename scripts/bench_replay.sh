@@ -175,7 +175,7 @@ bench_migrate() {
   c0=$(server_cpu)
   t0=$(now)
   "$PGCDC" migrate --source "$dsn_src" --target "$dsn_tp" --dir "$dir/d" \
-    -o "migrate.pg_dump=$PGBIN/pg_dump" -o source.slot=bench_migrate 2>"$log" &
+    -o "migrate.pg_dump=$PGBIN/pg_dump" -o source.slot=bench_migrate ${BENCH_MIGRATE_OPTS:-} 2>"$log" &
   local pid=$!
   # Waiting costs the machine nothing while migrate runs: tail -f follows the log through
   # inotify (a loop of grep and sleep took a tenth of these two cores from migrate).

@@ -539,7 +539,10 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
         (rc = pgcdc_config_set(c, "sink.type", "file", "migrate", err, errlen)) < 0 ||
         (rc = pgcdc_config_set(c, "sink.file.dir", m->data_dir, "migrate", err, errlen)) < 0 ||
         (rc = pgcdc_config_set(c, "state.dir", m->state_dir, "migrate", err, errlen)) < 0 ||
-        (rc = pgcdc_config_set(c, "snapshot.mode", "initial", "migrate", err, errlen)) < 0)
+        (rc = pgcdc_config_set(c, "snapshot.mode", "initial", "migrate", err, errlen)) < 0 ||
+        /* The load (replay and the target's COPY) runs beside the snapshot and needs the
+         * cores a second reader would take; -o snapshot.workers=N overrides it. */
+        (rc = pgcdc_config_set(c, "snapshot.workers", "1", "migrate", err, errlen)) < 0)
         return rc;
     for (int i = 0; i < m->nover; i++)
         if ((rc = pgcdc_config_set_arg(c, m->over[i], err, errlen)) < 0)
