@@ -145,7 +145,6 @@ static int begin_batch(struct replay *r, char *err, size_t errlen)
     return PGCDC_OK;
 }
 
-/* Record (commit, partial) in the target and commit the batch. */
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -173,6 +172,7 @@ static int wait_vouched(struct replay *r, char *err, size_t errlen)
     }
 }
 
+/* Record (commit, partial) in the target and commit the batch. */
 static int commit_batch(struct replay *r, uint64_t commit, int64_t partial, char *err,
                         size_t errlen)
 {
@@ -757,6 +757,11 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
         }
         if (rc != PGCDC_ERR_RETRY || pgcdc_stop_requested || !r.tg.ever_connected)
             break;
+        if (r.rd.taken_back) { /* capture rewound under a read ahead: again, at once */
+            pgcdc_log(PGCDC_LOG_INFO, "replay rolled back what it read ahead", "reason", err,
+                      NULL);
+            continue;
+        }
         char ms[16];
         snprintf(ms, sizeof(ms), "%d", backoff);
         pgcdc_log(PGCDC_LOG_WARN, "target connection lost; reconnecting", "error", err,

@@ -34,6 +34,30 @@ void pgcdc_replay_reader_restart(struct pgcdc_replay_reader *r, uint64_t skip_ls
     r->skip_lsn = skip_lsn;
     r->vouch_off = 0;
     r->line_ahead = false;
+    r->ahead_ok = false;
+    r->taken_back = false;
+}
+
+/*
+ * Reading ahead: the writer's rewind counter, after the position (a rewind bumps it before
+ * it cuts a byte, and publishes a position only after). The first look starts the
+ * reading; any change after that is PGCDC_ERR_RETRY (taken_back).
+ */
+static int check_epoch(struct pgcdc_replay_reader *r, char *err, size_t errlen)
+{
+    uint64_t e = 0;
+    bool have = pgcdc_segdir_read_epoch(r->dir, &e);
+    if (r->ahead_ok && (!have || e != r->epoch)) {
+        r->taken_back = true;
+        snprintf(err, errlen,
+                 "capture rewound %s (after a failure or a restart) while replay read ahead "
+                 "of its checkpoint: reading again from the last commit",
+                 r->dir);
+        return PGCDC_ERR_RETRY;
+    }
+    r->ahead_ok = have;
+    r->epoch = e;
+    return PGCDC_OK;
 }
 
 /* Re-read <dir>/.pgcdc-position; absent or unreadable leaves have_pos false. */
@@ -60,7 +84,10 @@ static int next_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {
     struct pgcdc_segdir_list l;
     int dfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || (r->read_ahead ? pgcdc_segdir_list_all(dfd, &l) : pgcdc_segdir_list(dfd, &l)) < 0) {
+    int listed = dfd < 0 ? -1
+                 : r->ahead_ok ? pgcdc_segdir_list_all(dfd, &l)
+                               : pgcdc_segdir_list(dfd, &l);
+    if (listed < 0) {
         int e = errno;
         if (dfd >= 0)
             close(dfd);
@@ -79,8 +106,12 @@ static int next_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
            l.e[j + 1].first_lsn < r->skip_lsn)
         j++;
     if (j < l.n) {
-        memcpy(r->prev, r->cur, sizeof(r->prev));
-        r->prev_size = r->off;
+        /* Reading ahead, prev is the segment that ends the lines handed out: not an empty
+         * one after it. */
+        if (!r->ahead_ok || r->off > 0 || !r->prev[0]) {
+            memcpy(r->prev, r->cur, sizeof(r->prev));
+            r->prev_size = r->off;
+        }
         snprintf(r->cur, sizeof(r->cur), "%s", l.e[j].closed);
         r->off = 0;
         r->cur_closed = false;
@@ -152,7 +183,7 @@ static int open_current(struct pgcdc_replay_reader *r, bool *closed)
         }
         if (errno != ENOENT)
             return -1;
-        if (r->read_ahead) {
+        if (r->ahead_ok) {
             snprintf(path, sizeof(path), "%s/%s", r->dir, part_name);
             if ((fd = open(path, O_RDONLY | O_CLOEXEC)) >= 0) {
                 *closed = false;
@@ -176,13 +207,14 @@ static int read_limit(struct pgcdc_replay_reader *r, int fd, bool closed, uint64
                       char *err, size_t errlen)
 {
     *limit = r->off;
-    if (r->read_ahead && !closed) {
+    if (r->ahead_ok && !closed) {
         struct stat stt;
         if (fstat(fd, &stt) < 0) {
             snprintf(err, errlen, "cannot stat %s/%s: %s", r->dir, r->cur, strerror(errno));
             return PGCDC_ERR;
         }
         if ((uint64_t)stt.st_size < r->off) {
+            r->taken_back = true;
             snprintf(err, errlen,
                      "segment %s/%s was cut back below what replay read ahead (capture "
                      "recovered from a crash): reading again from the last commit",
@@ -242,22 +274,25 @@ static ssize_t read_chunk(struct pgcdc_replay_reader *r, int fd, size_t want, ch
 static int reader_fill(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {
     read_position(r);
+    int rc;
+    if (r->read_ahead && (rc = check_epoch(r, err, errlen)) < 0)
+        return rc;
     for (;;) {
         if (r->cur[0] == '\0' || (r->cur_closed && r->off >= r->cur_size)) {
             if (r->cur[0] && r->bpos < r->buf.len) {
                 snprintf(err, errlen, "segment %s/%s ends in the middle of a line", r->dir, r->cur);
                 return PGCDC_ERR;
             }
-            int rc = next_segment(r, err, errlen);
-            if (rc <= 0)
+            if ((rc = next_segment(r, err, errlen)) <= 0)
                 return rc;
         }
         bool closed;
         int fd = open_current(r, &closed);
-        if (fd < 0 && errno == ENOENT && r->off > 0 && r->read_ahead) {
+        if (fd < 0 && errno == ENOENT && r->ahead_ok) {
+            r->taken_back = true;
             snprintf(err, errlen,
-                     "segment %s/%s is gone after replay read ahead in it (capture recovered "
-                     "from a crash): reading again from the last commit",
+                     "segment %s/%s is gone while replay read ahead (capture rewound): "
+                     "reading again from the last commit",
                      r->dir, r->cur);
             return PGCDC_ERR_RETRY;
         }
@@ -287,7 +322,7 @@ static int reader_fill(struct pgcdc_replay_reader *r, char *err, size_t errlen)
         if (!closed && !r->cur_closed) {
             /* Reading ahead, a segment the writer left for a later one is final: it synced
              * it before opening the next. Read it to its size once more, then move on. */
-            int later = r->read_ahead ? later_segment(r, err, errlen) : 0;
+            int later = r->ahead_ok ? later_segment(r, err, errlen) : 0;
             if (later <= 0)
                 return later;
             r->cur_closed = true;
@@ -312,7 +347,7 @@ int pgcdc_replay_reader_next(struct pgcdc_replay_reader *r, const char **line, s
                 *line = s;
                 *len = (size_t)(nl - s);
                 r->bpos += *len + 1;
-                if (r->read_ahead)
+                if (r->ahead_ok)
                     r->line_ahead = r->off - (r->buf.len - r->bpos) > r->vouch_off;
                 return 1;
             }
@@ -346,45 +381,24 @@ uint64_t pgcdc_replay_reader_line_offset(const struct pgcdc_replay_reader *r, si
 
 int pgcdc_replay_reader_vouched(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {
-    if (!r->read_ahead || r->cur[0] == '\0') {
+    if (!r->ahead_ok || r->cur[0] == '\0') {
         r->line_ahead = false;
         return 1;
     }
     read_position(r);
     uint64_t used = r->off - (r->buf.len - r->bpos);
     r->vouch_off = vouch_for(r, r->cur);
-    r->line_ahead = used > r->vouch_off;
+    bool ahead = used > r->vouch_off;
     /* Nothing of cur taken yet: the lines handed out end the segment before it. (A later
      * byte vouched for vouches for every earlier one: see vouch_for.) */
     if (used == 0 && r->prev[0] && r->prev_size > vouch_for(r, r->prev))
-        r->line_ahead = true;
-    if (!r->line_ahead)
-        return 1;
-    if (used == 0)
-        return 0; /* cur itself may not exist yet; prev is final and read to its end */
-    /* Not yet: still there, and not cut back below what was read? */
-    char path[4096], name[PGCDC_SEGDIR_NAME_MAX + 8];
-    struct stat st;
-    int found = 0;
-    for (int k = 0; k < 2 && !found; k++) {
-        if (k == 0)
-            pgcdc_segdir_open_name(r->cur, name, sizeof(name));
-        else
-            pgcdc_segdir_part_name(r->cur, name, sizeof(name));
-        snprintf(path, sizeof(path), "%s/%s", r->dir, name);
-        found = stat(path, &st) == 0;
-    }
-    if (!found) {
-        snprintf(path, sizeof(path), "%s/%s", r->dir, r->cur);
-        if (stat(path, &st) == 0) /* closed between the looks */
-            return pgcdc_replay_reader_vouched(r, err, errlen);
-    }
-    if (!found || (uint64_t)st.st_size < r->off) {
-        snprintf(err, errlen,
-                 "segment %s/%s was taken back after replay read ahead in it (capture "
-                 "recovered from a crash): reading again from the last commit",
-                 r->dir, r->cur);
-        return PGCDC_ERR_RETRY;
-    }
-    return 0;
+        ahead = true;
+    /* Last: a rewind bumps the counter before it cuts a byte, and publishes a position
+     * only after. An unchanged counter, read after the position, means that what was read
+     * is what the position vouches for. */
+    int rc = check_epoch(r, err, errlen);
+    if (rc < 0)
+        return rc;
+    r->line_ahead = ahead;
+    return !ahead;
 }

@@ -230,6 +230,39 @@ bool pgcdc_segdir_read_position(const char *dir, struct pgcdc_segdir_record *rec
     return pgcdc_segdir_parse_record(text, rec);
 }
 
+bool pgcdc_segdir_read_epoch(const char *dir, uint64_t *epoch)
+{
+    char path[4096], text[PGCDC_SEGDIR_EPOCH_LEN + 2];
+    snprintf(path, sizeof(path), "%s/" PGCDC_SEGDIR_EPOCH_FILE, dir);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+    close(fd);
+    if (n < PGCDC_SEGDIR_EPOCH_LEN)
+        return false;
+    text[n] = '\0';
+    *epoch = strtoull(text, NULL, 10);
+    return true;
+}
+
+int pgcdc_segdir_bump_epoch(int fd)
+{
+    char text[PGCDC_SEGDIR_EPOCH_LEN + 2] = "";
+    ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
+    if (n < 0)
+        return -1;
+    text[n] = '\0';
+    uint64_t next = strtoull(text, NULL, 10) + 1; /* an empty file counts as 0 */
+    int len = snprintf(text, sizeof(text), "%0*" PRIu64 "\n", PGCDC_SEGDIR_EPOCH_LEN, next);
+    if (pwrite(fd, text, (size_t)len, 0) != len) {
+        if (errno == 0)
+            errno = EIO;
+        return -1;
+    }
+    return 0;
+}
+
 /* CRC-32 (IEEE 802.3, as zlib's crc32), four bits at a time. */
 static uint32_t crc32_ieee(const char *p, size_t n)
 {

@@ -77,6 +77,7 @@ struct file_sink {
     int dirfd;
     int statefd;
     int ckfd; /* the slot-format checkpoint, open for in-place writes; -1: create it anew */
+    int epochfd; /* .pgcdc-epoch, bumped before any rewind (segdir.h) */
     uint64_t segment_bytes;
 
     int fd;                      /* open segment, -1 when none */
@@ -518,6 +519,9 @@ static int file_rewind(struct pgcdc_sink *s, char *err, size_t errlen)
 {
     struct file_sink *f = (struct file_sink *)s;
     int rc;
+    /* First: a reader reading ahead must learn that what it read may be taken back. */
+    if (pgcdc_segdir_bump_epoch(f->epochfd) < 0)
+        return sys_fail(err, errlen, "cannot update", PGCDC_SEGDIR_EPOCH_FILE);
     pgcdc_buf_reset(&f->wbuf);
     f->in_txn = false;
     if (f->split) {
@@ -563,6 +567,8 @@ static void file_close(struct pgcdc_sink *s)
         close(f->statefd);
     if (f->ckfd >= 0)
         close(f->ckfd);
+    if (f->epochfd >= 0)
+        close(f->epochfd);
     pgcdc_buf_free(&f->wbuf);
     free(f->dir);
     free(f->ckpt_path);
@@ -730,7 +736,7 @@ int pgcdc_sink_file_open(struct pgcdc_sink **out, const struct pgcdc_config *cfg
         return PGCDC_ERR;
     }
     f->base.ops = &file_ops;
-    f->fd = f->dirfd = f->statefd = f->ckfd = -1;
+    f->fd = f->dirfd = f->statefd = f->ckfd = f->epochfd = -1;
     f->segment_bytes = cfg->sink_file_segment_bytes;
     f->dir = strdup(cfg->sink_file_dir);
     if (!f->dir || asprintf(&f->ckpt_path, "%s/checkpoint", cfg->state_dir) < 0 ||
@@ -760,6 +766,12 @@ int pgcdc_sink_file_open(struct pgcdc_sink **out, const struct pgcdc_config *cfg
     }
     close(probe);
     unlinkat(f->dirfd, ".pgcdc-probe", 0);
+    /* Recovery below may take back bytes a reader read ahead: tell it first (segdir.h). */
+    f->epochfd = openat(f->dirfd, PGCDC_SEGDIR_EPOCH_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (f->epochfd < 0 || pgcdc_segdir_bump_epoch(f->epochfd) < 0) {
+        rc = sys_fail(err, errlen, "cannot write", PGCDC_SEGDIR_EPOCH_FILE);
+        goto fail;
+    }
 
     f->statefd = open(cfg->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (f->statefd < 0) {

@@ -12,6 +12,10 @@
  * past what the writer vouches for (line_ahead); the caller applies such lines without
  * committing them, and commits only once pgcdc_replay_reader_vouched says the writer has
  * made everything it has read durable (a crash of the writer takes back what it had not).
+ * The writer's rewind counter must stay what it was when reading began: any change (a
+ * rewind, which may take back bytes read ahead and write others in their place) is
+ * PGCDC_ERR_RETRY with taken_back set, and the caller rolls back and reads again from its
+ * last commit. A writer without the counter is not read ahead of.
  */
 #ifndef PGCDC_REPLAY_READ_H
 #define PGCDC_REPLAY_READ_H
@@ -41,6 +45,9 @@ struct pgcdc_replay_reader {
     uint64_t pos_off;
     uint64_t skip_lsn; /* whole segments below this commit LSN may be passed over */
     bool read_ahead;   /* set by the caller: read past what the writer vouches for */
+    bool ahead_ok;     /* read ahead: the writer keeps a rewind counter (segdir.h) */
+    uint64_t epoch;    /* read ahead: the counter when this reading began */
+    bool taken_back;   /* the last PGCDC_ERR_RETRY: the writer rewound (read again) */
     uint64_t vouch_off; /* read ahead: bytes of cur the writer vouches for, as last looked */
     bool line_ahead;    /* read ahead: the line last returned lies past vouch_off */
 };

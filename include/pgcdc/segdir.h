@@ -8,10 +8,17 @@
  * segment being written carries ".jsonl.open" and is renamed to its closed name when it
  * closes, at a transaction boundary. A transaction larger than segment_bytes goes on in new
  * segments: its first one stays open, each later one closed before the commit is renamed
- * to ".jsonl.part" (no reader reads it), and at the commit, once durable, they are renamed
- * to their closed names, the first last: no crash takes back anything in a closed
- * segment. The lexical order of names is the stream order (open and part names sort by
- * their closed names).
+ * to ".jsonl.part", and at the commit, once durable, they are renamed to their closed
+ * names, the first last: no crash takes back anything in a closed segment. Readers read a
+ * part segment, and the open one past the checkpoint, only to read ahead (migrate's bulk
+ * load), under the rewind counter below. The lexical order of names is the stream order
+ * (open and part names sort by their closed names).
+ *
+ * Rewind counter (.pgcdc-epoch): the writer adds one, in place, before it takes back any
+ * byte past its checkpoint (recovery at start, a rewind after a failure). A reader that
+ * reads past the checkpoint (migrate's bulk load) holds what it read only while the
+ * counter stays what it was when it read it (replay_read.h). Not fsync'd: a machine crash
+ * ends every reader too.
  *
  * Position record (the plain format, and the text inside each checkpoint slot), one
  * "key=value" per line, unknown lines ignored:
@@ -39,6 +46,9 @@
 #define PGCDC_SEGDIR_PART_SUFFIX ".jsonl.part"
 #define PGCDC_SEGDIR_POSITION_FILE ".pgcdc-position"
 #define PGCDC_SEGDIR_POSITION_TMP ".pgcdc-position.tmp"
+/* The rewind counter: PGCDC_SEGDIR_EPOCH_LEN digits and a newline, written in place. */
+#define PGCDC_SEGDIR_EPOCH_FILE ".pgcdc-epoch"
+#define PGCDC_SEGDIR_EPOCH_LEN 20
 /* Any directory entry's name and its NUL (Linux NAME_MAX is 255). */
 #define PGCDC_SEGDIR_NAME_MAX 256
 #define PGCDC_SEGDIR_CKPT_SLOT 512
@@ -115,6 +125,13 @@ int pgcdc_segdir_format_position(char *buf, size_t buflen, uint64_t lsn, const c
  * *rec holds what it says.
  */
 bool pgcdc_segdir_read_position(const char *dir, struct pgcdc_segdir_record *rec);
+
+/* <dir>/.pgcdc-epoch's counter into *epoch. Returns whether the file is there, whole. */
+bool pgcdc_segdir_read_epoch(const char *dir, uint64_t *epoch);
+
+/* Add one to the counter in fd (.pgcdc-epoch, open for reading and writing), in place:
+ * no new block, so a full disk cannot fail it. Returns 0 or -1 with errno. */
+int pgcdc_segdir_bump_epoch(int fd);
 
 /* One checkpoint slot: the record as text with its CRC, space-padded to the slot size. */
 void pgcdc_segdir_format_slot(char slot[PGCDC_SEGDIR_CKPT_SLOT], uint64_t gen, uint64_t lsn,

@@ -990,7 +990,8 @@ class BackendThrottle(threading.Thread):
 
     def stop(self):
         self._halt.set()
-        self.join(30)
+        if self.ident is not None:  # started
+            self.join(30)
         self._signal(self.stopped, signal.SIGCONT)
 
 
