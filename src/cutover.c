@@ -87,7 +87,7 @@ static int wait_child(pid_t pid)
  */
 static int carry_sequences(struct pgcdc_migrate *m, int fd, char *err, size_t errlen)
 {
-    PGconn *s = PQconnectdb(m->source), *t = PQconnectdb(m->target);
+    PGconn *s = pgcdc_migrate_connect(m->source), *t = pgcdc_migrate_connect(m->target);
     PGresult *list = NULL;
     int rc = 0;
     if (PQstatus(s) != CONNECTION_OK || PQstatus(t) != CONNECTION_OK) {
@@ -181,7 +181,7 @@ static int run_verify(struct pgcdc_migrate *m, const struct request *q, const ch
  */
 static int make_read_only(struct pgcdc_migrate *m, int fd, char *err, size_t errlen)
 {
-    PGconn *s = PQconnectdb(m->source);
+    PGconn *s = pgcdc_migrate_connect(m->source);
     PGresult *r = NULL;
     int rc = -1, ended = 0;
     char prev_path[4400];
@@ -257,7 +257,7 @@ static int restore_source(struct pgcdc_migrate *m, int fd, char *err, size_t err
         prev[0] = '\0';
     fclose(f);
     prev[strcspn(prev, "\n")] = '\0';
-    PGconn *s = PQconnectdb(m->source);
+    PGconn *s = pgcdc_migrate_connect(m->source);
     int rc = -1;
     if (PQstatus(s) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to the source: %s", PQerrorMessage(s));
@@ -455,7 +455,7 @@ static int cutover_steps(struct pgcdc_migrate *m, const struct request *q, int f
     int64_t t0 = pgcdc_mono_ms();
     if (q->read_only && make_read_only(m, fd, err, sizeof(err)) < 0)
         return failed(m, fd, "making the source read-only", err);
-    PGconn *s = PQconnectdb(m->source);
+    PGconn *s = pgcdc_migrate_connect(m->source);
     bool read = false;
     if (PQstatus(s) != CONNECTION_OK) {
         snprintf(err, sizeof(err), "%s", PQerrorMessage(s));

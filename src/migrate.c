@@ -36,6 +36,7 @@
 #include "pgcdc/migrate_progress.h"
 #include "pgcdc/snapshot.h"
 #include "pgcdc/snapshot_state.h"
+#include "pgcdc/source.h"
 
 extern char **environ;
 
@@ -45,10 +46,19 @@ extern char **environ;
 static struct pgcdc_migrate *hook_m; /* the capture child's, for the snapshot hook */
 
 /* One value of one query on a fresh connection (NULL params allowed); *out malloc'd. */
+PGconn *pgcdc_migrate_connect(const char *dsn)
+{
+    const char *keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *vals[] = {dsn, "pgcdc-migrate", NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    pgcdc_session_notices(c, "migrate");
+    return c;
+}
+
 int pgcdc_migrate_query1(const char *dsn, const char *sql, const char *param, char **out, char *err,
                          size_t errlen)
 {
-    PGconn *c = PQconnectdb(dsn);
+    PGconn *c = pgcdc_migrate_connect(dsn);
     int rc = PGCDC_OK;
     *out = NULL;
     if (PQstatus(c) != CONNECTION_OK) {
@@ -315,7 +325,7 @@ static int check_target(struct pgcdc_migrate *m, char *err, size_t errlen)
  */
 static int check_source(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
-    PGconn *c = PQconnectdb(m->source);
+    PGconn *c = pgcdc_migrate_connect(m->source);
     PGresult *res = NULL;
     int rc = PGCDC_OK;
     if (PQstatus(c) != CONNECTION_OK) {
@@ -539,9 +549,11 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
         (rc = pgcdc_config_set(c, "sink.type", "file", "migrate", err, errlen)) < 0 ||
         (rc = pgcdc_config_set(c, "sink.file.dir", m->data_dir, "migrate", err, errlen)) < 0 ||
         (rc = pgcdc_config_set(c, "state.dir", m->state_dir, "migrate", err, errlen)) < 0 ||
-        (rc = pgcdc_config_set(c, "snapshot.mode", "initial", "migrate", err, errlen)) < 0 ||
-        /* The load (replay and the target's COPY) runs beside the snapshot and needs the
-         * cores a second reader would take; -o snapshot.workers=N overrides it. */
+        (rc = pgcdc_config_set(c, "snapshot.mode", "initial", "migrate", err, errlen)) < 0)
+        return rc;
+    /* The load (replay and the target's COPY) runs beside the snapshot and needs the cores
+     * a second reader would take; PGCDC_SNAPSHOT_WORKERS or -o snapshot.workers=N wins. */
+    if (!getenv("PGCDC_SNAPSHOT_WORKERS") &&
         (rc = pgcdc_config_set(c, "snapshot.workers", "1", "migrate", err, errlen)) < 0)
         return rc;
     for (int i = 0; i < m->nover; i++)
@@ -580,12 +592,13 @@ static int setup(struct pgcdc_migrate *m, char *err, size_t errlen)
 /*
  * ANALYZE on a session of its own while post-data is restored: the two wait for each other
  * only on the same table (ANALYZE holds one table at a time, each in its own transaction).
- * analyze_finish then analyzes again the tables with an expression index: the statistics
- * of an index's expression are gathered only once the index exists.
+ * analyze_finish then analyzes again the tables with an expression index or extended
+ * statistics, which post-data creates: their statistics are gathered only once those
+ * exist. With cancel (post-data failed), it cancels ANALYZE rather than waiting for it.
  */
 static PGconn *analyze_start(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
-    PGconn *c = PQconnectdb(m->target);
+    PGconn *c = pgcdc_migrate_connect(m->target);
     if (PQstatus(c) != CONNECTION_OK || !PQsendQuery(c, "ANALYZE")) {
         snprintf(err, errlen, "cannot run ANALYZE on the target: %s", PQerrorMessage(c));
         pgcdc_log_one_line(err);
@@ -595,15 +608,24 @@ static PGconn *analyze_start(struct pgcdc_migrate *m, char *err, size_t errlen)
     return c;
 }
 
-static int analyze_finish(PGconn *c, char *err, size_t errlen)
+static int analyze_finish(PGconn *c, bool cancel, char *err, size_t errlen)
 {
     static const char exprs[] =
         "SELECT 'ANALYZE ' || string_agg(DISTINCT format('%I.%I', n.nspname, r.relname), ', ') "
-        "FROM pg_index i JOIN pg_class r ON r.oid = i.indrelid "
-        "JOIN pg_namespace n ON n.oid = r.relnamespace WHERE i.indexprs IS NOT NULL "
-        "AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgcdc') HAVING count(*) > 0";
+        "FROM (SELECT indrelid FROM pg_index WHERE indexprs IS NOT NULL UNION "
+        "SELECT stxrelid FROM pg_statistic_ext) x(rel) JOIN pg_class r ON r.oid = x.rel "
+        "JOIN pg_namespace n ON n.oid = r.relnamespace "
+        "WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pgcdc') HAVING count(*) > 0";
     int rc = PGCDC_OK;
     PGresult *res;
+    PGcancel *cn = cancel ? PQgetCancel(c) : NULL;
+    char cerr[256];
+    if (cn) {
+        PQcancel(cn, cerr, sizeof(cerr));
+        PQfreeCancel(cn);
+        rc = PGCDC_ERR;
+        snprintf(err, errlen, "ANALYZE on the target: cancelled");
+    }
     while ((res = PQgetResult(c))) {
         if (PQresultStatus(res) != PGRES_COMMAND_OK && rc == PGCDC_OK) {
             snprintf(err, errlen, "ANALYZE on the target: %s", PQresultErrorMessage(res));
@@ -672,14 +694,13 @@ static int migrate(struct pgcdc_migrate *m, char *err, size_t errlen)
         if (!an)
             return PGCDC_ERR;
         rc = pgcdc_migrate_postdata(m, err, errlen);
-        int arc = analyze_finish(an, aerr, sizeof(aerr));
+        int arc = analyze_finish(an, rc < 0, aerr, sizeof(aerr));
         if (rc < 0 || (rc = set_phase(m, PGCDC_MIGRATE_POSTDATA, err, errlen)) < 0)
             return rc;
-        if (arc < 0) { /* a restart runs ANALYZE again, after post-data */
-            snprintf(err, errlen, "%s", aerr);
-            return arc;
-        }
-        if ((rc = set_phase(m, PGCDC_MIGRATE_FOLLOWING, err, errlen)) < 0)
+        if (arc < 0) /* a cancel or a deadlock: once more, below, after post-data */
+            pgcdc_log(PGCDC_LOG_WARN, "migrate: ANALYZE beside post-data failed; running it again",
+                      "error", aerr, NULL);
+        else if ((rc = set_phase(m, PGCDC_MIGRATE_FOLLOWING, err, errlen)) < 0)
             return rc;
     }
     if (strcmp(m->phase, PGCDC_MIGRATE_POSTDATA) == 0) {

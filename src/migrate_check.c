@@ -27,7 +27,7 @@ int pgcdc_migrate_check_target(struct pgcdc_migrate *m, char *err, size_t errlen
         return rc;
     int source_ver = src ? atoi(src) : 0;
     free(src);
-    PGconn *c = PQconnectdb(m->target);
+    PGconn *c = pgcdc_migrate_connect(m->target);
     if (PQstatus(c) != CONNECTION_OK) {
         snprintf(err, errlen, "cannot connect to the target: %s", PQerrorMessage(c));
         pgcdc_log_one_line(err);

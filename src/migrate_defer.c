@@ -89,7 +89,7 @@ int pgcdc_migrate_filter_sql(struct pgcdc_migrate *m, const char *inp, const cha
                              size_t errlen)
 {
     FILE *in = fopen(inp, "r"), *out = fopen(outp, "w");
-    PGconn *t = PQconnectdb(m->target);
+    PGconn *t = pgcdc_migrate_connect(m->target);
     struct role_cache roles = {0};
     char line[8192];
     int rc = PGCDC_OK;
@@ -263,7 +263,7 @@ static int hold_back(struct pgcdc_migrate *m, FILE *cut, FILE *back, char *err, 
         "c.relispartition AND n.nspname NOT IN ('pgcdc', 'pg_catalog', 'information_schema') "
         "AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND "
         "i.indisprimary AND a.attnum = ANY (i.indkey)) ORDER BY 1";
-    PGconn *t = PQconnectdb(m->target), *s = PQconnectdb(m->source);
+    PGconn *t = pgcdc_migrate_connect(m->target), *s = pgcdc_migrate_connect(m->source);
     int rc = PGCDC_OK;
     if (PQstatus(t) != CONNECTION_OK || PQstatus(s) != CONNECTION_OK) {
         snprintf(err, errlen, "migrate: cannot connect: %s",
@@ -353,7 +353,7 @@ int pgcdc_migrate_run_script(struct pgcdc_migrate *m, const char *file, char *er
 
 int pgcdc_migrate_validate_fks(struct pgcdc_migrate *m, char *err, size_t errlen)
 {
-    PGconn *t = PQconnectdb(m->target);
+    PGconn *t = pgcdc_migrate_connect(m->target);
     int rc = 0;
     PGresult *res = NULL;
     if (PQstatus(t) != CONNECTION_OK) {

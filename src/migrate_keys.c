@@ -25,9 +25,10 @@
 
 #define KEYS_TABLE_SQL "CREATE TABLE IF NOT EXISTS pgcdc.migrate_keys (tag text PRIMARY KEY)"
 
-/* One key statement of the post-data script: its TOC tag, its table as pg_dump names it. */
+/* One key statement of the post-data script: its TOC tag, its table as pg_dump names it,
+ * and pg_dump's default_tablespace for it as a SET LOCAL ("" for the database's default). */
 struct key {
-    char *tag, *table, *sql;
+    char *tag, *table, *sql, *tablespace;
 };
 
 static struct key *keys; /* the replay child's, read once */
@@ -54,7 +55,7 @@ int pgcdc_migrate_keys_prepare(struct pgcdc_migrate *m, char *err, size_t errlen
 }
 
 /* The block's statement if it builds a key (a primary key, a unique constraint or index). */
-static void key_add(const char *tag, const char *sql)
+static void key_add(const char *tag, const char *sql, const char *tablespace)
 {
     bool constraint = strncmp(tag, "CONSTRAINT ", 11) == 0;
     bool index = strncmp(tag, "INDEX ", 6) == 0;
@@ -80,13 +81,14 @@ static void key_add(const char *tag, const char *sql)
     keys[nkeys].tag = strdup(tag);
     keys[nkeys].table = strndup(t, tl);
     keys[nkeys].sql = strdup(sql);
-    if (keys[nkeys].tag && keys[nkeys].table && keys[nkeys].sql)
+    keys[nkeys].tablespace = strdup(tablespace);
+    if (keys[nkeys].tag && keys[nkeys].table && keys[nkeys].sql && keys[nkeys].tablespace)
         nkeys++;
 }
 
 static void keys_read_script(const struct pgcdc_migrate *m)
 {
-    char path[4400], line[8192], tag[2048] = "";
+    char path[4400], line[8192], tag[2048] = "", tablespace[600] = "";
     struct pgcdc_buf sql = {0};
     keys_read = true;
     post_data_path(m, path, sizeof(path));
@@ -99,13 +101,21 @@ static void keys_read_script(const struct pgcdc_migrate *m)
         if (eof || sscanf(line, "-- Name: %1023[^;]; Type: %127[^;]; Schema: %511[^;];", name, type,
                           schema) == 3) {
             if (tag[0] && sql.len)
-                key_add(tag, sql.data);
+                key_add(tag, sql.data, tablespace);
             pgcdc_buf_reset(&sql);
             tag[0] = '\0';
             if (eof)
                 break;
             snprintf(tag, sizeof(tag), "%s %s %s", type, schema, name);
             continue;
+        }
+        /* pg_dump sets it when it changes, for the entries after: a key keeps its own. */
+        if (strncmp(line, "SET default_tablespace = ", 25) == 0) {
+            line[strcspn(line, ";\n")] = '\0';
+            if (strcmp(line + 25, "''") == 0)
+                tablespace[0] = '\0';
+            else /* a name is at most 63 bytes, 130 quoted */
+                snprintf(tablespace, sizeof(tablespace), "SET LOCAL %.580s", line + 4);
         }
         if (line[0] != '-' && line[0] != '\n' && strncmp(line, "SET ", 4) != 0 &&
             strncmp(line, "SELECT pg_catalog.set_config", 28) != 0 && line[0] != '\\')
@@ -141,7 +151,7 @@ int pgcdc_migrate_keys_build(void *ctx, const char *schema, const char *table, c
     if (nkeys == 0)
         return PGCDC_OK;
     if (!keys_conn) {
-        keys_conn = PQconnectdb(m->target);
+        keys_conn = pgcdc_migrate_connect(m->target);
         if (PQstatus(keys_conn) != CONNECTION_OK) {
             snprintf(err, errlen, "migrate: cannot connect to the target: %s",
                      PQerrorMessage(keys_conn));
@@ -188,7 +198,10 @@ int pgcdc_migrate_keys_build(void *ctx, const char *schema, const char *table, c
             rc = keys_exec("ROLLBACK", 0, NULL, err, errlen);
             continue;
         }
-        rc = keys_exec(keys[i].sql, 0, NULL, err, errlen);
+        if (keys[i].tablespace[0])
+            rc = keys_exec(keys[i].tablespace, 0, NULL, err, errlen);
+        if (rc == PGCDC_OK)
+            rc = keys_exec(keys[i].sql, 0, NULL, err, errlen);
         if (rc == PGCDC_OK)
             rc = keys_exec("COMMIT", 0, NULL, err, errlen);
         built += rc == PGCDC_OK;
@@ -206,7 +219,7 @@ int pgcdc_migrate_keys_build(void *ctx, const char *schema, const char *table, c
 
 int pgcdc_migrate_keys_filter(struct pgcdc_migrate *m, const char *list, char *err, size_t errlen)
 {
-    PGconn *c = PQconnectdb(m->target);
+    PGconn *c = pgcdc_migrate_connect(m->target);
     PGresult *res = NULL;
     struct pgcdc_buf out = {0};
     char line[8192];

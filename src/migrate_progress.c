@@ -187,7 +187,7 @@ static PGconn *conn(PGconn **c, const char *dsn, bool source)
     if (source)
         pgcdc_source_connect(c, dsn, PGCDC_SOURCE_CATALOG, err, sizeof(err));
     else
-        *c = PQconnectdb(dsn);
+        *c = pgcdc_migrate_connect(dsn);
     if (PQstatus(*c) != CONNECTION_OK) {
         PQfinish(*c);
         *c = NULL;

@@ -66,7 +66,7 @@ static int drop_own_slot(struct pgcdc_migrate *m, const struct pgcdc_slot_record
 {
     const char *slot = m->cfg.source_slot;
     char a[PGCDC_LSN_BUFLEN];
-    PGconn *c = PQconnectdb(m->source);
+    PGconn *c = pgcdc_migrate_connect(m->source);
     PGresult *r = NULL;
     int rc = PGCDC_OK;
     int64_t until = pgcdc_mono_ms() + LET_GO_MS;

@@ -13,6 +13,7 @@
 #include "pgcdc/json.h"
 #include "pgcdc/log.h"
 #include "pgcdc/lsn.h"
+#include "pgcdc/source.h"
 
 #define WINDOW 2048                    /* commands in flight in the pipeline, at most */
 #define STMT_CACHE_MAX 4096            /* prepared statements per connection, at most */
@@ -65,6 +66,7 @@ static PGconn *connect_target(struct pgcdc_replay_target *tg, const char *appnam
     const char *keys[] = {"dbname", "fallback_application_name", NULL};
     const char *vals[] = {tg->dsn, appname, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
+    pgcdc_session_notices(c, "target"); /* "schema pgcdc already exists" is no stderr line */
     if (PQstatus(c) != CONNECTION_OK) {
         char m[768];
         snprintf(m, sizeof(m), "%s", c ? PQerrorMessage(c) : "out of memory");

@@ -92,14 +92,19 @@ static void session_notice(void *arg, const char *msg)
               NULL);
 }
 
+void pgcdc_session_notices(struct pg_conn *c, const char *session)
+{
+    if (c)
+        PQsetNoticeProcessor(c, session_notice, (void *)session);
+}
+
 void pgcdc_source_notices(struct pg_conn *c, enum pgcdc_source_session kind)
 {
     static const char *const names[] = {[PGCDC_SOURCE_REPLICATION] = "replication",
                                         [PGCDC_SOURCE_CATALOG] = "catalog",
                                         [PGCDC_SOURCE_SNAPSHOT] = "snapshot",
                                         [PGCDC_SOURCE_CHECK] = "check"};
-    if (c)
-        PQsetNoticeProcessor(c, session_notice, (void *)names[kind]);
+    pgcdc_session_notices(c, names[kind]);
 }
 
 /* connect_timeout as libpq applies it to each attempt: whatever the DSN made it, at least

@@ -17,6 +17,7 @@
 #include "pgcdc/common.h"
 #include "pgcdc/log.h"
 #include "pgcdc/replay_sql.h"
+#include "pgcdc/source.h"
 
 /*
  * Text forms must not depend on either server's defaults. search_path is empty so that
@@ -128,6 +129,7 @@ static int side_open(struct side *s, const char *dsn, char *err, size_t errlen)
     const char *vals[] = {dsn, "pgcdc-verify", NULL};
     pgcdc_log_redact_dsn(dsn, s->red, sizeof(s->red));
     s->c = PQconnectdbParams(keys, vals, 1);
+    pgcdc_session_notices(s->c, "verify");
     if (PQstatus(s->c) != CONNECTION_OK)
         return side_fail(s, NULL, "cannot connect", err, errlen);
     PGresult *res = PQexec(s->c, pin_settings);

@@ -78,13 +78,20 @@ int pgcdc_migrate_stop(pid_t pid);
 
 /* The child bodies: capture (run's machinery), replay to m->point, replay following. */
 int pgcdc_migrate_capture_main(struct pgcdc_migrate *m);
-/* The bulk load's replay: snapshot rows as they become durable, then up to the end
- * published in m->bulk_end once the snapshot is whole. */
+/* The bulk load's replay: snapshot rows as capture writes them (committed once durable),
+ * then up to the end published in m->bulk_end once the snapshot is whole. */
 int pgcdc_migrate_replay_load_main(struct pgcdc_migrate *m);
 int pgcdc_migrate_replay_bulk_main(struct pgcdc_migrate *m);
 int pgcdc_migrate_replay_follow_main(struct pgcdc_migrate *m);
 
 /* ---- migrate.c: helpers the other files share */
+
+/*
+ * A session of migrate's or cutover's own on dsn (the source or the target): named
+ * pgcdc-migrate unless the DSN names it (so `cutover --read-only-source` never ends it),
+ * its notices to the log. As PQconnectdb: the caller checks PQstatus and PQfinishes.
+ */
+struct pg_conn *pgcdc_migrate_connect(const char *dsn);
 
 /* One value of one statement on a fresh connection (param may be NULL); *out malloc'd,
  * NULL when there is no row or the value is NULL. */

@@ -79,4 +79,7 @@ void pgcdc_source_server_encoding(struct pg_conn *c, char *out, size_t outlen);
  */
 void pgcdc_source_notices(struct pg_conn *c, enum pgcdc_source_session kind);
 
+/* The same for any session, the target's too; session (static) names it in the log. */
+void pgcdc_session_notices(struct pg_conn *c, const char *session);
+
 #endif

@@ -1,11 +1,14 @@
 """`pgcdc migrate`'s operations: applied segments deleted while following (and kept with
 migrate.keep_segments), a kill -9 and restart after deletions still ending in a matching
 cutover; replay's progress as log lines and as metrics on metrics.listen; the preflight on
-both sides, with the room the snapshot needs refused on a 2 MB disk.
+both sides, with the room the snapshot needs refused on a 2 MB disk; the bulk load reading
+ahead of capture yet committing only what capture made durable (SIGTERM and kill -9 while
+it reads ahead), ANALYZE beside post-data, a key built early in its own tablespace.
 """
 
 import os
 import re
+import shutil
 import subprocess
 import time
 import urllib.request
@@ -188,16 +191,11 @@ def _pending(workdir):
         return None
 
 
-def test_bulk_load_reads_ahead_and_commits_only_what_capture_made_durable(
-        cluster, dbs, workdir, pgcdc_bin, name):
-    """The bulk load COPYs a table's rows while capture is still writing its snapshot (read
-    ahead of the sink's commit), yet commits nothing capture has not made durable: a
-    SIGTERM and a kill -9 while reading ahead leave the target table empty, and a restart
-    (whose snapshot of the table is taken at a later point, after deletes) still matches.
-    ANALYZE, run beside post-data, leaves an index expression with its statistics."""
-    src, tgt = dbs
+def _reads_ahead(cluster, src, tgt, workdir, pgcdc_bin, name, space_name):
     rows = 200000
-    cluster.sql("CREATE TABLE big (id bigint PRIMARY KEY, v text NOT NULL)", dbname=src)
+    cluster.sql("CREATE TABLE big (id bigint, v text NOT NULL, "
+                "CONSTRAINT big_pkey PRIMARY KEY (id) USING INDEX TABLESPACE %s)" % space_name,
+                dbname=src)
     cluster.sql("INSERT INTO big SELECT g, repeat('x', 80) || g FROM generate_series(1, %d) g"
                 % rows, dbname=src)
     cluster.sql("CREATE INDEX big_tail ON big (right(v, 3))", dbname=src)
@@ -208,13 +206,22 @@ def test_bulk_load_reads_ahead_and_commits_only_what_capture_made_durable(
     throttle = harness.BackendThrottle(cluster, "TO STDOUT", run_s=0.002, period_s=0.02)
     throttle.start()
     try:
-        for stop in ("sigterm", "kill9"):
-            m.start()
+        for stop in ("rewind", "sigterm", "kill9"):
+            if stop != "sigterm":
+                m.start()
             # Far enough that replay has caught up with capture's writes more than once.
             wait_until(lambda: m.alive() and _copy_in_progress(cluster, tgt) >= 30000, 120,
                        interval=0.02, what="the target's COPY of big")
             assert _pending(workdir), "big's snapshot was done before the check"
             assert not any("snapshot table done" in l and "table=big" in l for l in m.lines)
+            if stop == "rewind":
+                # The snapshot's session dies: capture retries in its own process, and its
+                # sink first takes back the cut table; replay, reading ahead, starts over.
+                cluster.sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+                            "query LIKE 'COPY %%TO STDOUT' AND pid <> pg_backend_pid()")
+                m.wait_log("replay rolled back what it read ahead", timeout=60)
+                m.wait_log("stream interrupted; retrying", timeout=10)
+                continue
             if stop == "sigterm":
                 m.stop(timeout=60)
             else:
@@ -235,6 +242,9 @@ def test_bulk_load_reads_ahead_and_commits_only_what_capture_made_durable(
         # once the index existed: the expression has its statistics.
         assert cluster.scalar("SELECT count(*) FROM pg_stats WHERE tablename = 'big_tail'",
                               dbname=tgt) == 1
+        assert cluster.scalar("SELECT t.spcname FROM pg_class c JOIN pg_tablespace t ON "
+                              "t.oid = c.reltablespace WHERE c.relname = 'big_pkey'",
+                              dbname=tgt) == space_name
         cluster.sql("UPDATE big SET v = 'after' WHERE id = 1", dbname=src)
         r = subprocess.run([pgcdc_bin, "cutover", "--dir", os.path.join(workdir, "mig")],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=180)
@@ -246,3 +256,28 @@ def test_bulk_load_reads_ahead_and_commits_only_what_capture_made_durable(
         m.kill_now()
     want = cluster.scalar("SELECT count(*) FROM big", dbname=src)
     assert cluster.scalar("SELECT count(*) FROM big", dbname=tgt) == want
+
+
+def test_bulk_load_reads_ahead_and_commits_only_what_capture_made_durable(
+        cluster, dbs, workdir, pgcdc_bin, name):
+    """The bulk load COPYs a table's rows while capture is still writing its snapshot (read
+    ahead of the sink's commit), yet commits nothing capture has not made durable: a
+    capture retrying in its own process (its snapshot session killed) makes replay roll back
+    and read again; a SIGTERM and a kill -9 while reading ahead leave the target table
+    empty, and a restart (whose snapshot of the table is taken at a later point, after
+    deletes) still matches.
+    ANALYZE, run beside post-data, leaves an index expression with its statistics; the key,
+    built right after the load, is in the tablespace the source's is in."""
+    src, tgt = dbs
+    # The key is built right after the load, outside post-data: in its own tablespace still.
+    space = os.path.join(workdir, "space")
+    os.makedirs(space)
+    if os.geteuid() == 0:
+        shutil.chown(space, "postgres")
+    cluster.sql("CREATE TABLESPACE %s LOCATION '%s'" % (name[:60], space))
+    try:
+        _reads_ahead(cluster, src, tgt, workdir, pgcdc_bin, name, name[:60])
+    finally:  # before workdir, which holds the tablespace, is removed
+        for db in (tgt, src):
+            cluster.sql("DROP TABLE IF EXISTS big", dbname=db)
+        cluster.sql("DROP TABLESPACE IF EXISTS %s" % name[:60])
