@@ -88,7 +88,7 @@ static void key_add(const char *tag, const char *sql, const char *tablespace)
 
 static void keys_read_script(const struct pgcdc_migrate *m)
 {
-    char path[4400], line[8192], tag[2048] = "", tablespace[600] = "";
+    char path[4400], line[8192], tag[2048] = "", tablespace[600] = "", block_ts[600] = "";
     struct pgcdc_buf sql = {0};
     keys_read = true;
     post_data_path(m, path, sizeof(path));
@@ -101,15 +101,17 @@ static void keys_read_script(const struct pgcdc_migrate *m)
         if (eof || sscanf(line, "-- Name: %1023[^;]; Type: %127[^;]; Schema: %511[^;];", name, type,
                           schema) == 3) {
             if (tag[0] && sql.len)
-                key_add(tag, sql.data, tablespace);
+                key_add(tag, sql.data, block_ts);
             pgcdc_buf_reset(&sql);
             tag[0] = '\0';
             if (eof)
                 break;
             snprintf(tag, sizeof(tag), "%s %s %s", type, schema, name);
+            memcpy(block_ts, tablespace, sizeof(block_ts));
             continue;
         }
-        /* pg_dump sets it when it changes, for the entries after: a key keeps its own. */
+        /* pg_dump sets it, when it changes, just before an entry's header: the entries
+         * from there on are in it. A key built early keeps its own. */
         if (strncmp(line, "SET default_tablespace = ", 25) == 0) {
             line[strcspn(line, ";\n")] = '\0';
             if (strcmp(line + 25, "''") == 0)

@@ -975,15 +975,22 @@ class BackendThrottle(threading.Thread):
         conn = self.cluster.connect()
         try:
             with conn.cursor() as cur:
+                stop_s = self.period_s - self.run_s
                 while not self._halt.is_set():
+                    # Asked only while none of them is stopped: reading pg_stat_activity
+                    # waits for a backend caught mid-update of its entry (or holding
+                    # ProcArrayLock at its commit), which would never be continued. The time
+                    # the query takes counts as running time: the share stays run/period.
+                    t0 = time.monotonic()
                     cur.execute(self.Q, (self.pattern,))
                     pids = [r[0] for r in cur.fetchall()]
                     self.stopped.update(pids)
-                    self._signal(pids, signal.SIGCONT)
-                    time.sleep(self.run_s)
+                    time.sleep(max(0.0, self.run_s - (time.monotonic() - t0)))
+                    ran = time.monotonic() - t0
                     self._signal(pids, signal.SIGSTOP)
+                    self._halt.wait(max(stop_s, ran * stop_s / self.run_s))
+                    self._signal(pids, signal.SIGCONT)
                     self.rounds += 1
-                    self._halt.wait(self.period_s - self.run_s)
         finally:
             self._signal(self.stopped, signal.SIGCONT)
             conn.close()
