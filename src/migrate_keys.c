@@ -113,11 +113,12 @@ static void keys_read_script(const struct pgcdc_migrate *m)
         /* pg_dump sets it, when it changes, just before an entry's header: the entries
          * from there on are in it. A key built early keeps its own. */
         if (strncmp(line, "SET default_tablespace = ", 25) == 0) {
-            line[strcspn(line, ";\n")] = '\0';
-            if (strcmp(line + 25, "''") == 0)
-                tablespace[0] = '\0';
-            else /* a name is at most 63 bytes, 130 quoted */
-                snprintf(tablespace, sizeof(tablespace), "SET LOCAL %.580s", line + 4);
+            /* The line ends "...;": a quoted name may hold a ';' itself. */
+            size_t n = strcspn(line, "\n");
+            if (n > 25 && line[n - 1] == ';')
+                n--;
+            line[n] = '\0'; /* a name is at most 63 bytes, 130 quoted */
+            snprintf(tablespace, sizeof(tablespace), "SET LOCAL %.580s", line + 4);
         }
         if (line[0] != '-' && line[0] != '\n' && strncmp(line, "SET ", 4) != 0 &&
             strncmp(line, "SELECT pg_catalog.set_config", 28) != 0 && line[0] != '\\')

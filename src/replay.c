@@ -757,7 +757,9 @@ int pgcdc_replay_run(const struct pgcdc_replay_opts *o, char *err, size_t errlen
         }
         if (rc != PGCDC_ERR_RETRY || pgcdc_stop_requested || !r.tg.ever_connected)
             break;
-        if (r.rd.taken_back) { /* capture rewound under a read ahead: again, at once */
+        bool taken_back = r.rd.taken_back;
+        r.rd.taken_back = false; /* a failed reconnect after it backs off as usual */
+        if (taken_back) { /* capture rewound under a read ahead: again, at once */
             pgcdc_log(PGCDC_LOG_INFO, "replay rolled back what it read ahead", "reason", err,
                       NULL);
             continue;

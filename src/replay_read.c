@@ -39,9 +39,10 @@ void pgcdc_replay_reader_restart(struct pgcdc_replay_reader *r, uint64_t skip_ls
 }
 
 /*
- * Reading ahead: the writer's rewind counter, after the position (a rewind bumps it before
- * it cuts a byte, and publishes a position only after). The first look starts the
- * reading; any change after that is PGCDC_ERR_RETRY (taken_back).
+ * Reading ahead: the writer's rewind counter, after the position (a rewind makes it odd
+ * before it cuts a byte, even once done, and publishes a position only after). Reading
+ * ahead begins at an even value; while it is odd (a rewind runs) nothing past the position
+ * is read; any change once reading ahead is PGCDC_ERR_RETRY (taken_back).
  */
 static int check_epoch(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {
@@ -55,7 +56,7 @@ static int check_epoch(struct pgcdc_replay_reader *r, char *err, size_t errlen)
                  r->dir);
         return PGCDC_ERR_RETRY;
     }
-    r->ahead_ok = have;
+    r->ahead_ok = have && e % 2 == 0;
     r->epoch = e;
     return PGCDC_OK;
 }

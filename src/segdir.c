@@ -246,7 +246,7 @@ bool pgcdc_segdir_read_epoch(const char *dir, uint64_t *epoch)
     return true;
 }
 
-int pgcdc_segdir_bump_epoch(int fd)
+int pgcdc_segdir_epoch_mark(int fd, bool rewinding)
 {
     char text[PGCDC_SEGDIR_EPOCH_LEN + 2] = "";
     ssize_t n = pread(fd, text, sizeof(text) - 1, 0);
@@ -254,6 +254,8 @@ int pgcdc_segdir_bump_epoch(int fd)
         return -1;
     text[n] = '\0';
     uint64_t next = strtoull(text, NULL, 10) + 1; /* an empty file counts as 0 */
+    if ((next % 2 == 1) != rewinding)
+        next++; /* odd while a rewind runs (also one a crash cut short), even after */
     int len = snprintf(text, sizeof(text), "%0*" PRIu64 "\n", PGCDC_SEGDIR_EPOCH_LEN, next);
     if (pwrite(fd, text, (size_t)len, 0) != len) {
         if (errno == 0)

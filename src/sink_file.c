@@ -519,8 +519,10 @@ static int file_rewind(struct pgcdc_sink *s, char *err, size_t errlen)
 {
     struct file_sink *f = (struct file_sink *)s;
     int rc;
+    /* Nothing is written until the rewind is done; a failed one is done again. */
+    f->poisoned = true;
     /* First: a reader reading ahead must learn that what it read may be taken back. */
-    if (pgcdc_segdir_bump_epoch(f->epochfd) < 0)
+    if (pgcdc_segdir_epoch_mark(f->epochfd, true) < 0)
         return sys_fail(err, errlen, "cannot update", PGCDC_SEGDIR_EPOCH_FILE);
     pgcdc_buf_reset(&f->wbuf);
     f->in_txn = false;
@@ -545,6 +547,8 @@ static int file_rewind(struct pgcdc_sink *s, char *err, size_t errlen)
         }
     }
     f->commit_end = f->ck_lsn;
+    if (pgcdc_segdir_epoch_mark(f->epochfd, false) < 0)
+        return sys_fail(err, errlen, "cannot update", PGCDC_SEGDIR_EPOCH_FILE);
     f->poisoned = false;
     return PGCDC_OK;
 }
@@ -768,7 +772,7 @@ int pgcdc_sink_file_open(struct pgcdc_sink **out, const struct pgcdc_config *cfg
     unlinkat(f->dirfd, ".pgcdc-probe", 0);
     /* Recovery below may take back bytes a reader read ahead: tell it first (segdir.h). */
     f->epochfd = openat(f->dirfd, PGCDC_SEGDIR_EPOCH_FILE, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (f->epochfd < 0 || pgcdc_segdir_bump_epoch(f->epochfd) < 0) {
+    if (f->epochfd < 0 || pgcdc_segdir_epoch_mark(f->epochfd, true) < 0) {
         rc = sys_fail(err, errlen, "cannot write", PGCDC_SEGDIR_EPOCH_FILE);
         goto fail;
     }
@@ -787,6 +791,10 @@ int pgcdc_sink_file_open(struct pgcdc_sink **out, const struct pgcdc_config *cfg
     }
     if ((rc = recover(f, have == 1, err, errlen)) < 0)
         goto fail;
+    if (pgcdc_segdir_epoch_mark(f->epochfd, false) < 0) {
+        rc = sys_fail(err, errlen, "cannot write", PGCDC_SEGDIR_EPOCH_FILE);
+        goto fail;
+    }
     f->commit_end = f->ck_lsn;
     /*
      * A new sink records "nothing yet" before its first segment exists. Then a crash

@@ -14,11 +14,12 @@
  * load), under the rewind counter below. The lexical order of names is the stream order
  * (open and part names sort by their closed names).
  *
- * Rewind counter (.pgcdc-epoch): the writer adds one, in place, before it takes back any
- * byte past its checkpoint (recovery at start, a rewind after a failure). A reader that
- * reads past the checkpoint (migrate's bulk load) holds what it read only while the
- * counter stays what it was when it read it (replay_read.h). Not fsync'd: a machine crash
- * ends every reader too.
+ * Rewind counter (.pgcdc-epoch), a sequence lock: the writer makes it odd, in place,
+ * before it takes back any byte past its checkpoint (recovery at start, a rewind after a
+ * failure), and even again once that is done, before it writes anything new. A reader
+ * reads past the checkpoint (migrate's bulk load) only while the counter is even, and
+ * holds what it read only while the counter stays what it was when it began
+ * (replay_read.h). Not fsync'd: a machine crash ends every reader too.
  *
  * Position record (the plain format, and the text inside each checkpoint slot), one
  * "key=value" per line, unknown lines ignored:
@@ -129,9 +130,12 @@ bool pgcdc_segdir_read_position(const char *dir, struct pgcdc_segdir_record *rec
 /* <dir>/.pgcdc-epoch's counter into *epoch. Returns whether the file is there, whole. */
 bool pgcdc_segdir_read_epoch(const char *dir, uint64_t *epoch);
 
-/* Add one to the counter in fd (.pgcdc-epoch, open for reading and writing), in place:
- * no new block, so a full disk cannot fail it. Returns 0 or -1 with errno. */
-int pgcdc_segdir_bump_epoch(int fd);
+/*
+ * Move the counter in fd (.pgcdc-epoch, open for reading and writing) on, in place: to the
+ * next odd value as a rewind begins (rewinding), to the next even one once it is done. In
+ * place, so no new block on most filesystems. Returns 0 or -1 with errno.
+ */
+int pgcdc_segdir_epoch_mark(int fd, bool rewinding);
 
 /* One checkpoint slot: the record as text with its CRC, space-padded to the slot size. */
 void pgcdc_segdir_format_slot(char slot[PGCDC_SEGDIR_CKPT_SLOT], uint64_t gen, uint64_t lsn,

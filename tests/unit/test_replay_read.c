@@ -49,13 +49,14 @@ static void position(const char *seg, unsigned off)
     put(PGCDC_SEGDIR_POSITION_FILE, text, false);
 }
 
-static void bump(void)
+/* The writer's rewind counter: odd while a rewind runs, even otherwise. */
+static void mark(bool rewinding)
 {
     char path[512];
     snprintf(path, sizeof(path), "%s/%s", dir, PGCDC_SEGDIR_EPOCH_FILE);
     int fd = open(path, O_RDWR | O_CREAT, 0644);
     CHECK(fd >= 0);
-    CHECK_INT_EQ(pgcdc_segdir_bump_epoch(fd), 0);
+    CHECK_INT_EQ(pgcdc_segdir_epoch_mark(fd, rewinding), 0);
     close(fd);
 }
 
@@ -78,7 +79,7 @@ static void test_reads_ahead_through_a_split_transaction(void)
 {
     struct pgcdc_replay_reader r;
     bool ahead;
-    bump();
+    mark(false);
     /* One transaction before the table: checkpointed. The table's rows: past it. */
     put(SEG_A ".open", "t1\nr1\nr2\n", false);
     position(SEG_A ".open", 3);
@@ -123,6 +124,7 @@ static void test_a_rewind_while_reading_ahead_is_an_error(void)
     bool ahead;
     pgcdc_replay_reader_init(&r, dir);
     r.read_ahead = true;
+    move("0000000003-0000000000000100.jsonl.open", "0000000003-0000000000000100.jsonl");
     put("0000000004-0000000000000200.jsonl.open", "x1\nx2\n", false);
     position("0000000004-0000000000000200.jsonl.open", 0);
     /* Everything before: closed and read. Then the open segment, ahead. */
@@ -132,19 +134,25 @@ static void test_a_rewind_while_reading_ahead_is_an_error(void)
     while (strcmp(l, "x1") != 0 && l[0]);
     CHECK_STR_EQ(l, "x1");
     CHECK(ahead);
-    /* The writer rewinds: the counter first, then it cuts and writes other rows. */
-    bump();
-    put("0000000004-0000000000000200.jsonl.open", "y1\ny2\ny3\n", false);
-    position("0000000004-0000000000000200.jsonl.open", 9);
+    /* The writer rewinds: the counter first (odd), then it cuts the segment. */
+    mark(true);
     CHECK_INT_EQ(pgcdc_replay_reader_vouched(&r, err, sizeof(err)), PGCDC_ERR_RETRY);
     CHECK(r.taken_back);
     CHECK(strstr(err, "rewound") != NULL);
-    /* Started again, it reads the segment as it is now. */
+    put("0000000004-0000000000000200.jsonl.open", "", false);
+    /* Started again while the rewind runs: nothing past the position is read. */
     pgcdc_replay_reader_restart(&r, 0);
     do
         l = next(&r, &ahead);
-    while (strcmp(l, "y1") != 0 && l[0]);
-    CHECK_STR_EQ(l, "y1");
+    while (l[0]);
+    CHECK(!r.ahead_ok);
+    /* The rewind writes other rows, and is done (even) before the next position. */
+    put("0000000004-0000000000000200.jsonl.open", "y1\ny2\ny3\n", false);
+    mark(false);
+    CHECK_STR_EQ(next(&r, &ahead), "y1"); /* read ahead again, from the new counter */
+    CHECK(ahead);
+    CHECK_INT_EQ(pgcdc_replay_reader_vouched(&r, err, sizeof(err)), 0);
+    position("0000000004-0000000000000200.jsonl.open", 9);
     CHECK_INT_EQ(pgcdc_replay_reader_vouched(&r, err, sizeof(err)), 1);
     pgcdc_replay_reader_free(&r);
 }
@@ -153,7 +161,6 @@ static void test_without_read_ahead_nothing_past_the_position(void)
 {
     struct pgcdc_replay_reader r;
     bool ahead;
-    move("0000000003-0000000000000100.jsonl.open", "0000000003-0000000000000100.jsonl");
     move("0000000004-0000000000000200.jsonl.open", "0000000004-0000000000000200.jsonl");
     put("0000000005-0000000000000300.jsonl.open", "z1\nz2\n", false);
     position("0000000005-0000000000000300.jsonl.open", 3);

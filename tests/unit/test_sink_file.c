@@ -476,6 +476,9 @@ static void test_split_txn(int stage)
         pgcdc_config_set(&e.cfg, "sink.file.segment_bytes", "4096", "test", err, sizeof(err)), 0);
     struct pgcdc_sink *s = sink_open(&e, &t, err, sizeof(err));
     CHECK(s != NULL);
+    uint64_t epoch0 = 1, epoch1 = 1;
+    CHECK(pgcdc_segdir_read_epoch(e.data, &epoch0)); /* even: no rewind runs */
+    CHECK_INT_EQ(epoch0 % 2, 0);
     txn(s, t, 1000, 10);
     sync_ok(s);
     txn_open(s, t, 2000, 800); /* about 18 KB: 4 splits */
@@ -505,6 +508,11 @@ static void test_split_txn(int stage)
         s = sink_open(&e, &t, err, sizeof(err));
         CHECK(s != NULL);
     }
+    /* Recovery and a rewind each moved the rewind counter on (a reader reading ahead
+     * starts over), and left it even. */
+    CHECK(pgcdc_segdir_read_epoch(e.data, &epoch1));
+    CHECK(epoch1 > epoch0);
+    CHECK_INT_EQ(epoch1 % 2, 0);
     CHECK_INT_EQ(count_suffix(&e, ".jsonl.part"), 0);
     if (stage == 1) {
         CHECK_U64_EQ(s->ops->resume_lsn(s), 2000);
