@@ -354,6 +354,10 @@ static int file_sync(struct pgcdc_sink *s, char *err, size_t errlen)
                    strcmp(seg, f->ck_seg) != 0 || !f->ck_durable;
     if (changed && (rc = write_checkpoint(f, err, errlen)) < 0)
         return rc;
+    /* A split transaction's position goes out before its renames: a crash between them
+     * leaves some of its segments closed, and the one that ends it must be vouched for. */
+    if (changed && f->split)
+        publish_position(f);
     if (f->split && (rc = finish_split(f, err, errlen)) < 0)
         return rc;
     pgcdc_txn_track_ack_all(s->track);
