@@ -45,16 +45,12 @@ extern char **environ;
 
 static struct pgcdc_migrate *hook_m; /* the capture child's, for the snapshot hook */
 
-/* One value of one query on a fresh connection (NULL params allowed); *out malloc'd. */
 PGconn *pgcdc_migrate_connect(const char *dsn)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {dsn, "pgcdc-migrate", NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    pgcdc_session_notices(c, "migrate");
-    return c;
+    return pgcdc_session_connect(dsn, "pgcdc-migrate");
 }
 
+/* One value of one query on a fresh connection (NULL params allowed); *out malloc'd. */
 int pgcdc_migrate_query1(const char *dsn, const char *sql, const char *param, char **out, char *err,
                          size_t errlen)
 {

@@ -38,6 +38,18 @@ void pgcdc_replay_reader_restart(struct pgcdc_replay_reader *r, uint64_t skip_ls
     r->taken_back = false;
 }
 
+/* The writer took back what was read ahead (what it did to the directory, or to cur):
+ * PGCDC_ERR_RETRY, to read again from the last commit (taken_back). */
+static int taken_back(struct pgcdc_replay_reader *r, const char *did, bool to_cur, char *err,
+                      size_t errlen)
+{
+    r->taken_back = true;
+    snprintf(err, errlen,
+             "capture %s %s%s%s while replay read ahead: reading again from the last commit", did,
+             r->dir, to_cur ? "/" : "", to_cur ? r->cur : "");
+    return PGCDC_ERR_RETRY;
+}
+
 /*
  * Reading ahead: the writer's rewind counter, after the position (a rewind makes it odd
  * before it cuts a byte, even once done, and publishes a position only after). Reading
@@ -48,14 +60,8 @@ static int check_epoch(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {
     uint64_t e = 0;
     bool have = pgcdc_segdir_read_epoch(r->dir, &e);
-    if (r->ahead_ok && (!have || e != r->epoch)) {
-        r->taken_back = true;
-        snprintf(err, errlen,
-                 "capture rewound %s (after a failure or a restart) while replay read ahead "
-                 "of its checkpoint: reading again from the last commit",
-                 r->dir);
-        return PGCDC_ERR_RETRY;
-    }
+    if (r->ahead_ok && (!have || e != r->epoch))
+        return taken_back(r, "rewound (after a failure or a restart)", false, err, errlen);
     r->ahead_ok = have && e % 2 == 0;
     r->epoch = e;
     return PGCDC_OK;
@@ -73,6 +79,24 @@ static void read_position(struct pgcdc_replay_reader *r)
     r->pos_off = rec.off;
 }
 
+/* The directory's segments in stream order; reading ahead, the part ones too. */
+static int list_segments(struct pgcdc_replay_reader *r, struct pgcdc_segdir_list *l, char *err,
+                         size_t errlen)
+{
+    int dfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int listed = dfd < 0       ? -1
+                 : r->ahead_ok ? pgcdc_segdir_list_all(dfd, l)
+                               : pgcdc_segdir_list(dfd, l);
+    int e = errno;
+    if (dfd >= 0)
+        close(dfd);
+    if (listed < 0 && e == ENOMEM)
+        snprintf(err, errlen, "out of memory listing %s", r->dir);
+    else if (listed < 0)
+        snprintf(err, errlen, "cannot list --input %s: %s", r->dir, strerror(e));
+    return listed < 0 ? PGCDC_ERR : PGCDC_OK;
+}
+
 /*
  * Move to the segment after cur. Returns 1 when there is one, 0 when none yet, <0 on error.
  * A segment whose successor starts below skip_lsn holds only transactions already applied
@@ -84,27 +108,13 @@ static void read_position(struct pgcdc_replay_reader *r)
 static int next_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {
     struct pgcdc_segdir_list l;
-    int dfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int listed = dfd < 0 ? -1
-                 : r->ahead_ok ? pgcdc_segdir_list_all(dfd, &l)
-                               : pgcdc_segdir_list(dfd, &l);
-    if (listed < 0) {
-        int e = errno;
-        if (dfd >= 0)
-            close(dfd);
-        if (e == ENOMEM)
-            snprintf(err, errlen, "out of memory listing %s", r->dir);
-        else
-            snprintf(err, errlen, "cannot list --input %s: %s", r->dir, strerror(e));
+    if (list_segments(r, &l, err, errlen) < 0)
         return PGCDC_ERR;
-    }
-    close(dfd);
     size_t j = 0;
     int rc = 0;
     while (j < l.n && strcmp(l.e[j].closed, r->cur) <= 0)
         j++;
-    while (j + 1 < l.n && r->skip_lsn && l.e[j + 1].first_lsn &&
-           l.e[j + 1].first_lsn < r->skip_lsn)
+    while (j + 1 < l.n && r->skip_lsn && l.e[j + 1].first_lsn && l.e[j + 1].first_lsn < r->skip_lsn)
         j++;
     if (j < l.n) {
         /* Reading ahead, prev is the segment that ends the lines handed out: not an empty
@@ -122,18 +132,12 @@ static int next_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
     return rc;
 }
 
-/* Whether a segment sorting after cur is in the directory (parts too). 1, 0, or <0. */
+/* Reading ahead: whether a segment sorting after cur is in the directory. 1, 0, or <0. */
 static int later_segment(struct pgcdc_replay_reader *r, char *err, size_t errlen)
 {
     struct pgcdc_segdir_list l;
-    int dfd = open(r->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (dfd < 0 || pgcdc_segdir_list_all(dfd, &l) < 0) {
-        snprintf(err, errlen, "cannot list --input %s: %s", r->dir, strerror(errno));
-        if (dfd >= 0)
-            close(dfd);
+    if (list_segments(r, &l, err, errlen) < 0)
         return PGCDC_ERR;
-    }
-    close(dfd);
     int later = l.n > 0 && strcmp(l.e[l.n - 1].closed, r->cur) > 0;
     pgcdc_segdir_list_free(&l);
     return later;
@@ -214,14 +218,8 @@ static int read_limit(struct pgcdc_replay_reader *r, int fd, bool closed, uint64
             snprintf(err, errlen, "cannot stat %s/%s: %s", r->dir, r->cur, strerror(errno));
             return PGCDC_ERR;
         }
-        if ((uint64_t)stt.st_size < r->off) {
-            r->taken_back = true;
-            snprintf(err, errlen,
-                     "segment %s/%s was cut back below what replay read ahead (capture "
-                     "recovered from a crash): reading again from the last commit",
-                     r->dir, r->cur);
-            return PGCDC_ERR_RETRY;
-        }
+        if ((uint64_t)stt.st_size < r->off)
+            return taken_back(r, "cut back", true, err, errlen);
         r->vouch_off = vouch_for(r, r->cur);
         *limit = (uint64_t)stt.st_size;
         if (r->cur_closed) /* final (the writer went on): read to this size, then move on */
@@ -289,14 +287,8 @@ static int reader_fill(struct pgcdc_replay_reader *r, char *err, size_t errlen)
         }
         bool closed;
         int fd = open_current(r, &closed);
-        if (fd < 0 && errno == ENOENT && r->ahead_ok) {
-            r->taken_back = true;
-            snprintf(err, errlen,
-                     "segment %s/%s is gone while replay read ahead (capture rewound): "
-                     "reading again from the last commit",
-                     r->dir, r->cur);
-            return PGCDC_ERR_RETRY;
-        }
+        if (fd < 0 && errno == ENOENT && r->ahead_ok)
+            return taken_back(r, "removed", true, err, errlen);
         if (fd < 0 && errno == ENOENT && r->off == 0) {
             /* An open segment no checkpoint had vouched for yet, removed by `pgcdc run`'s
              * recovery after a crash: its transactions come again, in a new segment. */

@@ -63,10 +63,8 @@ static int exec_ok(struct pgcdc_replay_target *tg, PGconn *c, const char *sql, c
 static PGconn *connect_target(struct pgcdc_replay_target *tg, const char *appname, char *err,
                               size_t errlen)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {tg->dsn, appname, NULL};
-    PGconn *c = PQconnectdbParams(keys, vals, 1);
-    pgcdc_session_notices(c, "target"); /* "schema pgcdc already exists" is no stderr line */
+    /* Notices to the log: "schema pgcdc already exists" is no stderr line. */
+    PGconn *c = pgcdc_session_connect(tg->dsn, appname);
     if (PQstatus(c) != CONNECTION_OK) {
         char m[768];
         snprintf(m, sizeof(m), "%s", c ? PQerrorMessage(c) : "out of memory");

@@ -98,6 +98,15 @@ void pgcdc_session_notices(struct pg_conn *c, const char *session)
         PQsetNoticeProcessor(c, session_notice, (void *)session);
 }
 
+PGconn *pgcdc_session_connect(const char *dsn, const char *appname)
+{
+    const char *keys[] = {"dbname", "fallback_application_name", NULL};
+    const char *vals[] = {dsn, appname, NULL};
+    PGconn *c = PQconnectdbParams(keys, vals, 1);
+    pgcdc_session_notices(c, appname);
+    return c;
+}
+
 void pgcdc_source_notices(struct pg_conn *c, enum pgcdc_source_session kind)
 {
     static const char *const names[] = {[PGCDC_SOURCE_REPLICATION] = "replication",

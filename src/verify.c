@@ -125,11 +125,8 @@ static int side_fail(struct side *s, PGresult *res, const char *what, char *err,
 
 static int side_open(struct side *s, const char *dsn, char *err, size_t errlen)
 {
-    const char *keys[] = {"dbname", "fallback_application_name", NULL};
-    const char *vals[] = {dsn, "pgcdc-verify", NULL};
     pgcdc_log_redact_dsn(dsn, s->red, sizeof(s->red));
-    s->c = PQconnectdbParams(keys, vals, 1);
-    pgcdc_session_notices(s->c, "verify");
+    s->c = pgcdc_session_connect(dsn, "pgcdc-verify");
     if (PQstatus(s->c) != CONNECTION_OK)
         return side_fail(s, NULL, "cannot connect", err, errlen);
     PGresult *res = PQexec(s->c, pin_settings);

@@ -82,4 +82,11 @@ void pgcdc_source_notices(struct pg_conn *c, enum pgcdc_source_session kind);
 /* The same for any session, the target's too; session (static) names it in the log. */
 void pgcdc_session_notices(struct pg_conn *c, const char *session);
 
+/*
+ * A plain session on dsn (a connection string, a URI or a database name), for the target or
+ * a command's own short lookups: named appname (static) unless the DSN names it, its notices
+ * to the log. As PQconnectdb: the caller checks PQstatus and PQfinishes.
+ */
+struct pg_conn *pgcdc_session_connect(const char *dsn, const char *appname);
+
 #endif
